@@ -1,0 +1,148 @@
+"""Typed values on the edges between nodes: latents, images, masks, conditioning and model handles.
+
+Model-family knowledge lives on this (nodes) side of the engine boundary. Handles for MODEL/CLIP/VAE
+reference models kept by the engine's model store; they do not pin weights themselves, so the cache
+never keeps a model alive behind the store's back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from engine import EdgeType
+
+
+def tensor_nbytes(*tensors: torch.Tensor | None) -> int:
+    """Bytes held by the given tensors (None entries count zero)."""
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+@dataclass(frozen=True)
+class LatentFormat:
+    """How a family's VAE latents are scaled for the UNet and projected to RGB for previews."""
+
+    name: str
+    channels: int
+    scale_factor: float
+    shift: float = 0.0
+    # Rows per latent channel -> (R, G, B); bias added after (ComfyUI latent_formats facts).
+    rgb_factors: tuple[tuple[float, float, float], ...] = ()
+    rgb_bias: tuple[float, float, float] | None = None
+    taesd_decoder: str | None = None
+
+    def process_in(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE latent space -> UNet space."""
+        return (latents - self.shift) * self.scale_factor
+
+    def process_out(self, latents: torch.Tensor) -> torch.Tensor:
+        """UNet space -> VAE latent space."""
+        return latents / self.scale_factor + self.shift
+
+
+SD15_LATENT = LatentFormat(
+    name="sd15",
+    channels=4,
+    scale_factor=0.18215,
+    rgb_factors=(
+        (0.3512, 0.2297, 0.3227),
+        (0.3250, 0.4974, 0.2350),
+        (-0.2829, 0.1762, 0.2721),
+        (-0.2120, -0.2616, -0.7177),
+    ),
+    taesd_decoder="taesd_decoder",
+)
+SDXL_LATENT = LatentFormat(
+    name="sdxl",
+    channels=4,
+    scale_factor=0.13025,
+    rgb_factors=(
+        (0.3651, 0.4232, 0.4341),
+        (-0.2533, -0.0042, 0.1068),
+        (0.1076, 0.1111, -0.0362),
+        (-0.3165, -0.2492, -0.2188),
+    ),
+    rgb_bias=(0.1084, -0.0175, -0.0011),
+    taesd_decoder="taesdxl_decoder",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Latent(EdgeType):
+    """LATENT: `samples` float32 [B, C, H/8, W/8] in raw VAE latent space (unscaled, as ComfyUI).
+
+    `batch_index` picks per-item noise draws; `noise_mask` float32 [B or 1, 1, H/8, W/8] limits
+    denoising (inpainting).
+    """
+
+    io_type: ClassVar[str] = "LATENT"
+    samples: torch.Tensor
+    batch_index: tuple[int, ...] | None = None
+    noise_mask: torch.Tensor | None = None
+
+    def nbytes(self) -> int:
+        """Bytes of the latent and mask tensors."""
+        return tensor_nbytes(self.samples, self.noise_mask)
+
+
+@dataclass(frozen=True, eq=False)
+class LatentSequence(EdgeType):
+    """LATENT_SEQUENCE: the latent after every sampler step, float32 [S, B, C, H/8, W/8], VAE space."""
+
+    io_type: ClassVar[str] = "LATENT_SEQUENCE"
+    steps: torch.Tensor
+    latent_format: LatentFormat = SD15_LATENT
+
+    def nbytes(self) -> int:
+        """Bytes of the stacked step latents."""
+        return tensor_nbytes(self.steps)
+
+
+@dataclass(frozen=True, eq=False)
+class Image(EdgeType):
+    """IMAGE: `pixels` float32 [B, H, W, 3] in 0..1, channels last (ComfyUI's layout)."""
+
+    io_type: ClassVar[str] = "IMAGE"
+    pixels: torch.Tensor
+
+    def nbytes(self) -> int:
+        """Bytes of the pixel tensor."""
+        return tensor_nbytes(self.pixels)
+
+
+@dataclass(frozen=True, eq=False)
+class Mask(EdgeType):
+    """MASK: float32 [B, H, W] in 0..1 (1 = masked)."""
+
+    io_type: ClassVar[str] = "MASK"
+    mask: torch.Tensor
+
+    def nbytes(self) -> int:
+        """Bytes of the mask tensor."""
+        return tensor_nbytes(self.mask)
+
+
+@dataclass(frozen=True, eq=False)
+class CondEntry:
+    """One conditioning item: token embeddings [B, 77*k, D] plus pooled output and SDXL size extras."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Conditioning(EdgeType):
+    """CONDITIONING: a list of CondEntry (ComfyUI's list of [tensor, dict])."""
+
+    io_type: ClassVar[str] = "CONDITIONING"
+    entries: tuple[CondEntry, ...]
+
+    def nbytes(self) -> int:
+        """Bytes of all embedding tensors."""
+        return sum(tensor_nbytes(e.embeds, e.pooled) for e in self.entries)
+
+
+Prediction = Literal["eps", "v"]
