@@ -1,0 +1,49 @@
+"""diffgraph's builtin node pack: registers every node module's NODES into a registry."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from engine import ModelPaths, Registry
+from engine.model_paths import FOLDERS
+from engine.schema import ChoiceProvider
+
+# Each module exposes NODES: list of node classes. Order is the order clients list them.
+NODE_MODULES: tuple[str, ...] = ()
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+
+
+def register(registry: Registry) -> None:
+    """Entry point of the `diffgraph.nodes` group: add every builtin node to the registry."""
+    for module_name in NODE_MODULES:
+        module = importlib.import_module(module_name)
+        for node_cls in module.NODES:
+            registry.register(node_cls)
+
+
+def choice_provider(model_paths: ModelPaths, input_dir: Path) -> ChoiceProvider:
+    """Dynamic combo lists: model folders by name, and `input_images` for files in the input dir."""
+
+    def choices(source: str) -> list[str]:
+        if source in FOLDERS:
+            return model_paths.list(source)
+        if source == "input_images":
+            if not input_dir.is_dir():
+                return []
+            return sorted(
+                p.relative_to(input_dir).as_posix()
+                for p in input_dir.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        raise KeyError(f"unknown combo source {source!r}")
+
+    return choices
+
+
+def build_registry(model_paths: ModelPaths, input_dir: Path) -> Registry:
+    """A registry with the builtin pack and every installed pack, choices bound to these folders."""
+    registry = Registry(choices=choice_provider(model_paths, input_dir))
+    register(registry)
+    return registry
