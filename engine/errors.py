@@ -53,9 +53,9 @@ class NodeExecutionError(DiffgraphError):
 
     code = "execution_error"
 
-    def __init__(self, node_id: str, class_type: str, cause: BaseException):
+    def __init__(self, node_id: str, class_type: str, cause: BaseException, **extra: Any):
         message = str(cause) or type(cause).__name__
-        super().__init__(message, node_id=node_id, class_type=class_type)
+        super().__init__(message, node_id=node_id, class_type=class_type, **extra)
         self.node_id = node_id
         self.class_type = class_type
         self.cause = cause

@@ -1,0 +1,337 @@
+"""Runs a validated prompt: cache lookups, node dispatch in a fixed order, events, error wrapping."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.cache import OutputCache, node_signature
+from engine.context import CancelToken, Environment, RunContext
+from engine.errors import Interrupted, NodeExecutionError
+from engine.events import (
+    Event,
+    EventSink,
+    Executed,
+    Executing,
+    ExecutionCached,
+    ExecutionError,
+    ExecutionInterrupted,
+    ExecutionStart,
+    ExecutionSuccess,
+    Progress,
+    ProgressState,
+    discard,
+)
+from engine.graph import build_graph, descendants_closure, execution_order
+from engine.node import Node, NodeOutputs
+from engine.registry import Registry
+from engine.schema import NodeSpec
+from engine.workflow import is_link, unwrap_constant
+
+log = logging.getLogger(__name__)
+
+Status = Literal["success", "error", "interrupted"]
+
+
+@dataclass
+class ExecutionResult:
+    """What a run produced: UI outputs per node, typed outputs, which nodes ran or came from cache."""
+
+    status: Status
+    ui_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    node_outputs: dict[str, NodeOutputs | None] = field(default_factory=dict)
+    error: Event | None = None
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def format_input(value: Any) -> Any:
+    """An input value as shown in execution_error (primitives as is, others as a short repr)."""
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+@dataclass
+class Plan:
+    """A prompt's needed nodes in order, their cache signatures and which output slots are consumed."""
+
+    order: list[str]
+    signatures: dict[str, str]
+    consumers: dict[str, set[int]]
+    graph: Any
+
+
+class _Run:
+    """State of one prompt execution; keeps Executor.execute short."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        plan: Plan,
+        prompt: dict[str, Any],
+        prompt_id: str,
+        extra_data: dict[str, Any],
+        sink: EventSink,
+        cancel: CancelToken,
+        previews: bool,
+    ):
+        self.ex = executor
+        self.plan = plan
+        self.prompt = prompt
+        self.prompt_id = prompt_id
+        self.extra_data = extra_data
+        self.sink = sink
+        self.cancel = cancel
+        self.previews = previews
+        self.result = ExecutionResult(status="success")
+        self.values: dict[str, NodeOutputs | None] = {}
+        self.states: dict[str, dict[str, Any]] = {}
+
+    def emit(self, event: Event, history: bool = False) -> None:
+        if history:
+            self.result.messages.append((event.type, event.data()))
+        self.sink(event)
+
+    def set_state(self, node_id: str, state: str, value: int = 0, maximum: int = 1) -> None:
+        # Entries are replaced, never mutated, so the shallow snapshot below stays consistent.
+        self.states[node_id] = {
+            "value": value,
+            "max": maximum,
+            "state": state,
+            "node_id": node_id,
+            "prompt_id": self.prompt_id,
+            "display_node_id": node_id,
+            "parent_node_id": None,
+            "real_node_id": node_id,
+        }
+        if self.sink is not discard:
+            self.emit(ProgressState(prompt_id=self.prompt_id, nodes=dict(self.states)))
+
+    def on_progress(self, node_id: str, value: int, maximum: int) -> None:
+        self.set_state(node_id, "running", value, maximum)
+        self.emit(Progress(value=value, max=maximum, prompt_id=self.prompt_id, node=node_id))
+
+    def build_inputs(self, spec: NodeSpec, node_id: str) -> dict[str, Any]:
+        raw = self.prompt[node_id].get("inputs", {})
+        kwargs: dict[str, Any] = {}
+        for inp in spec.inputs:
+            if inp.name not in raw:
+                continue  # pydantic fills the default
+            value = raw[inp.name]
+            if is_link(value):
+                src, slot = str(value[0]), int(value[1])
+                src_spec = self.ex.registry.spec(self.prompt[src]["class_type"])
+                assert src_spec is not None
+                kwargs[inp.name] = getattr(self.values[src], src_spec.outputs[slot].field)
+            else:
+                kwargs[inp.name] = unwrap_constant(value)
+        return kwargs
+
+    def linked_outputs(self, node_id: str, spec: NodeSpec) -> frozenset[str]:
+        slots = self.plan.consumers.get(node_id, set())
+        return frozenset(spec.outputs[s].field for s in slots if s < len(spec.outputs))
+
+    def run_node(self, node_id: str) -> None:
+        class_type = self.prompt[node_id]["class_type"]
+        spec = self.ex.registry.spec(class_type)
+        assert spec is not None
+        if self.cancel.cancelled:
+            raise Interrupted()
+        self.set_state(node_id, "running")
+        self.emit(Executing(node=node_id, display_node=node_id, prompt_id=self.prompt_id))
+        kwargs = self.build_inputs(spec, node_id)
+        ctx = RunContext(
+            env=self.ex.env,
+            prompt_id=self.prompt_id,
+            node_id=node_id,
+            display_node_id=node_id,
+            prompt=self.prompt,
+            extra_data=self.extra_data,
+            linked_outputs=self.linked_outputs(node_id, spec),
+            _cancel=self.cancel,
+            _emit=self.sink,
+            _on_progress=self.on_progress,
+            _preview_enabled=self.previews,
+        )
+        started = time.perf_counter()
+        try:
+            inputs = spec.node_cls.Inputs.model_validate(kwargs)
+            outputs = self.ex.instance(spec.node_cls).run(ctx, inputs)
+            if spec.outputs and not isinstance(outputs, spec.node_cls.Outputs):
+                raise TypeError(f"{class_type}.run returned {type(outputs).__name__}, not its Outputs model")
+        except Interrupted:
+            raise
+        except Exception as exc:
+            current = {name: [format_input(v)] for name, v in kwargs.items()}
+            raise NodeExecutionError(node_id, class_type, exc, current_inputs=current) from exc
+        self.result.timings[node_id] = time.perf_counter() - started
+        self.values[node_id] = outputs
+        self.result.node_outputs[node_id] = outputs
+        self.result.executed.append(node_id)
+        if ctx.ui is not None:
+            self.result.ui_outputs[node_id] = ctx.ui
+            self.emit(Executed(node=node_id, display_node=node_id, output=ctx.ui, prompt_id=self.prompt_id))
+        self.ex.cache.put(self.plan.signatures[node_id], outputs, ctx.ui)
+        self.set_state(node_id, "finished")
+
+
+class Executor:
+    """Executes prompts against a registry, one at a time, with an output cache kept across prompts."""
+
+    def __init__(self, registry: Registry, env: Environment, cache: OutputCache | None = None):
+        self.registry = registry
+        self.env = env
+        self.cache = cache if cache is not None else OutputCache()
+        self._instances: dict[type[Node], Node] = {}
+
+    def instance(self, node_cls: type[Node]) -> Node:
+        """Nodes are stateless, so one instance per class serves every call."""
+        node = self._instances.get(node_cls)
+        if node is None:
+            node = self._instances[node_cls] = node_cls()
+        return node
+
+    def _fingerprint(self, spec: NodeSpec, inputs: dict[str, Any]) -> Any:
+        constants = {k: (None if is_link(v) else unwrap_constant(v)) for k, v in inputs.items()}
+        try:
+            return spec.node_cls.fingerprint(constants, self.env)
+        except Exception:  # a failing fingerprint means "unknown": re-run rather than trust the cache
+            log.exception("fingerprint of %s failed; the node will re-run", spec.class_type)
+            return math.nan
+
+    def plan(self, prompt: dict[str, Any], outputs: Iterable[str]) -> Plan:
+        """Order the outputs' ancestry, sign every node and record which output slots are consumed."""
+        graph = build_graph(prompt, outputs)
+        order = execution_order(graph)
+        signatures: dict[str, str] = {}
+        consumers: dict[str, set[int]] = {}
+        for node_id in order:
+            node = prompt[node_id]
+            spec = self.registry.spec(node["class_type"])
+            assert spec is not None
+            inputs = node.get("inputs", {})
+            for value in inputs.values():
+                if is_link(value):
+                    consumers.setdefault(str(value[0]), set()).add(int(value[1]))
+            cls = spec.node_cls
+            fingerprint = self._fingerprint(spec, inputs) if cls.fingerprint is not Node.fingerprint else None
+            if not cls.cacheable:
+                fingerprint = math.nan
+            uses_id = not cls.idempotent or "UNIQUE_ID" in cls.hidden.values()
+            signatures[node_id] = node_signature(
+                cls.class_type,
+                cls.version,
+                inputs,
+                signatures,
+                fingerprint=fingerprint,
+                node_id=node_id if uses_id else None,
+            )
+        return Plan(order, signatures, consumers, graph)
+
+    def _needed(
+        self, plan: Plan, prompt: dict[str, Any], outputs: list[str], forced: set[str]
+    ) -> tuple[set[str], set[str]]:
+        """Nodes that must run, and cache hits; upstream of a hit nothing runs."""
+        to_run: set[str] = set()
+        hits: set[str] = set()
+        stack = list(outputs)
+        seen: set[str] = set()
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen:
+                continue
+            seen.add(node_id)
+            if node_id not in forced and plan.signatures[node_id] in self.cache:
+                hits.add(node_id)
+                continue
+            to_run.add(node_id)
+            stack.extend(str(v[0]) for v in prompt[node_id].get("inputs", {}).values() if is_link(v))
+        return to_run, hits
+
+    def execute(
+        self,
+        prompt: dict[str, Any],
+        *,
+        prompt_id: str,
+        outputs: list[str],
+        extra_data: dict[str, Any] | None = None,
+        sink: EventSink = discard,
+        cancel: CancelToken | None = None,
+        force: bool | Iterable[str] = False,
+        previews: bool = True,
+    ) -> ExecutionResult:
+        """Run a validated prompt's outputs; never raises for node failures (see result.status)."""
+        plan = self.plan(prompt, outputs)
+        order = plan.order
+        run = _Run(self, plan, prompt, prompt_id, extra_data or {}, sink, cancel or CancelToken(), previews)
+        forced = set(order) if force is True else descendants_closure(plan.graph, force or ())
+        to_run, hits = self._needed(plan, prompt, outputs, forced)
+        run.emit(ExecutionStart(prompt_id=prompt_id), history=True)
+        cached = [n for n in order if n in hits]
+        run.result.cached = cached
+        run.emit(ExecutionCached(nodes=cached, prompt_id=prompt_id), history=True)
+        for node_id in cached:
+            entry = self.cache.get(plan.signatures[node_id])
+            assert entry is not None
+            run.values[node_id] = entry.outputs
+            run.result.node_outputs[node_id] = entry.outputs
+        current: str | None = None
+        try:
+            for node_id in order:
+                current = node_id
+                if node_id in to_run:
+                    run.run_node(node_id)
+                elif node_id in cached and node_id in outputs:
+                    self._replay_ui(run, node_id)
+        except Interrupted:
+            return self._interrupted(run, current)
+        except NodeExecutionError as exc:
+            return self._failed(run, exc)
+        run.emit(ExecutionSuccess(prompt_id=prompt_id), history=True)
+        return run.result
+
+    def _replay_ui(self, run: _Run, node_id: str) -> None:
+        entry = self.cache.get(run.plan.signatures[node_id])
+        ui = entry.ui if entry else None
+        if ui is not None:
+            run.result.ui_outputs[node_id] = ui
+        run.emit(Executed(node=node_id, display_node=node_id, output=ui, prompt_id=run.prompt_id))
+
+    def _interrupted(self, run: _Run, node_id: str | None) -> ExecutionResult:
+        node_type = run.prompt[node_id]["class_type"] if node_id else None
+        event = ExecutionInterrupted(
+            prompt_id=run.prompt_id, node_id=node_id, node_type=node_type, executed=list(run.result.executed)
+        )
+        run.result.status = "interrupted"
+        run.result.error = event
+        run.emit(event, history=True)
+        return run.result
+
+    def _failed(self, run: _Run, exc: NodeExecutionError) -> ExecutionResult:
+        cause = exc.cause
+        log.error("node %s (%s) failed", exc.node_id, exc.class_type, exc_info=cause)
+        if exc.node_id in run.states:
+            run.set_state(exc.node_id, "error")
+        event = ExecutionError(
+            prompt_id=run.prompt_id,
+            node_id=exc.node_id,
+            node_type=exc.class_type,
+            executed=list(run.result.executed),
+            exception_message=exc.message,
+            exception_type=f"{type(cause).__module__}.{type(cause).__qualname__}",
+            traceback=[],
+            current_inputs=exc.extra.get("current_inputs", {}),
+            current_outputs=list(run.result.executed),
+        )
+        run.result.status = "error"
+        run.result.error = event
+        run.emit(event, history=True)
+        return run.result

@@ -1,0 +1,350 @@
+"""Whole-prompt validation before anything runs, reporting every problem in ComfyUI's node_errors shape."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from engine.registry import Registry
+from engine.schema import InputSpec, NodeSpec, combo_values
+from engine.workflow import is_link, unwrap_constant
+
+log = logging.getLogger(__name__)
+
+COERCE = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+LIST_ELISION_LIMIT = 20
+
+
+def reason(code: str, message: str, details: str = "", **extra: Any) -> dict[str, Any]:
+    """One validation problem in ComfyUI's shape."""
+    return {"type": code, "message": message, "details": details, "extra_info": extra}
+
+
+@dataclass
+class ValidationResult:
+    """The outcome: runnable outputs, per-node errors, and the prompt with constants coerced."""
+
+    ok: bool
+    error: dict[str, Any] | None
+    node_errors: dict[str, dict[str, Any]]
+    outputs: list[str]
+    prompt: dict[str, Any]
+    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+
+
+def types_compatible(produced: str, wanted: str) -> bool:
+    """ComfyUI's rule: equal, '*' on either side, or comma-separated unions that intersect."""
+    if produced == wanted or "*" in (produced, wanted):
+        return True
+    return bool(set(produced.split(",")) & set(wanted.split(",")))
+
+
+def _top(code: str, message: str, details: str = "") -> dict[str, Any]:
+    return {"type": code, "message": message, "details": details, "extra_info": {}}
+
+
+def _structure_errors(prompt: Any, registry: Registry) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Problems that make a prompt unreadable: not an object, missing class_type, unknown nodes."""
+    if not isinstance(prompt, dict):
+        return _top("invalid_prompt", "The prompt must be a JSON object of nodes keyed by id."), {}
+    node_errors: dict[str, Any] = {}
+    first: dict[str, Any] | None = None
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+            err = _top(
+                "invalid_prompt",
+                "Cannot execute because a node is missing the class_type property.",
+                f"Node ID '#{node_id}'",
+            )
+        elif node["class_type"] not in registry:
+            err = _top(
+                "invalid_prompt",
+                f"Cannot execute because node {node['class_type']} does not exist.",
+                f"Node ID '#{node_id}'",
+            )
+        elif not isinstance(node.get("inputs", {}), dict):
+            err = _top("invalid_prompt", f"Node #{node_id} has 'inputs' that is not an object.", f"Node ID '#{node_id}'")
+        else:
+            continue
+        first = first or err
+        node_errors[str(node_id)] = {
+            "errors": [err],
+            "dependent_outputs": [],
+            "class_type": node.get("class_type") if isinstance(node, dict) else None,
+        }
+    return first, node_errors
+
+
+class _Validator:
+    """Validates the ancestry of each output once per node, memoised."""
+
+    def __init__(self, prompt: dict[str, Any], registry: Registry, env: Any):
+        self.prompt = prompt
+        self.registry = registry
+        self.env = env
+        self.errors: dict[str, list[dict[str, Any]]] = {}
+        self.valid: dict[str, bool] = {}
+        self.graph = nx.DiGraph()
+
+    def spec(self, node_id: str) -> NodeSpec:
+        spec = self.registry.spec(self.prompt[node_id]["class_type"])
+        assert spec is not None
+        return spec
+
+    def validate(self, node_id: str) -> None:
+        """Check node_id and everything upstream of it, each node once."""
+        stack = [node_id]
+        while stack:  # iterative DFS: deep chains must not hit Python's recursion limit
+            current = stack.pop()
+            if current in self.valid:
+                continue
+            self.valid[current] = self._check_node(current)
+            for value in self.prompt[current].get("inputs", {}).values():
+                if is_link(value) and str(value[0]) in self.prompt:
+                    stack.append(str(value[0]))
+
+    def _check_node(self, node_id: str) -> bool:
+        node = self.prompt[node_id]
+        spec = self.spec(node_id)
+        inputs: dict[str, Any] = node.setdefault("inputs", {})
+        errors: list[dict[str, Any]] = []
+        self.graph.add_node(node_id)
+        constants: dict[str, Any] = {}
+        for inp in spec.inputs:
+            if inp.name not in inputs:
+                if inp.required and inp.section == "required":
+                    errors.append(
+                        reason(
+                            "required_input_missing",
+                            "Required input is missing",
+                            f"{inp.name}: link it or give it a value",
+                            input_name=inp.name,
+                        )
+                    )
+                continue
+            value = inputs[inp.name]
+            if is_link(value):
+                errors.extend(self._check_link(node_id, inp, value))
+                constants[inp.name] = None
+            else:
+                problems, coerced = self._check_constant(inp, unwrap_constant(value))
+                errors.extend(problems)
+                if not problems:
+                    inputs[inp.name] = coerced
+                constants[inp.name] = coerced
+        errors.extend(self._check_undeclared(node_id, spec, inputs))
+        errors.extend(self._custom(spec, constants))
+        if errors:
+            self.errors[node_id] = errors
+        return not errors
+
+    def _check_link(self, node_id: str, inp: InputSpec, link: Any) -> list[dict[str, Any]]:
+        src_id, slot = str(link[0]), link[1]
+        if src_id not in self.prompt:
+            return [
+                reason(
+                    "bad_linked_input",
+                    "Bad linked input, the linked node does not exist",
+                    f"{inp.name}: node '{src_id}' is not in the prompt; relink this input",
+                    input_name=inp.name,
+                    linked_node=[src_id, slot],
+                )
+            ]
+        src_spec = self.spec(src_id)
+        if slot != int(slot) or not 0 <= int(slot) < len(src_spec.outputs):
+            return [
+                reason(
+                    "bad_linked_input",
+                    "Bad linked input, the output slot does not exist",
+                    f"{inp.name}: node '{src_id}' ({src_spec.class_type}) has {len(src_spec.outputs)} outputs, "
+                    f"not slot {slot}",
+                    input_name=inp.name,
+                    linked_node=[src_id, slot],
+                )
+            ]
+        produced = src_spec.outputs[int(slot)].io_type
+        wanted = "COMBO" if inp.is_combo else inp.io_type
+        self.graph.add_edge(src_id, node_id)
+        if inp.is_combo and produced in ("STRING", "COMBO", "*") or types_compatible(produced, wanted):
+            return []
+        return [
+            reason(
+                "return_type_mismatch",
+                "Return type mismatch between linked nodes",
+                f"{inp.name}, received_type({produced}) mismatch input_type({wanted}): link an output of "
+                f"type {wanted} instead",
+                input_name=inp.name,
+                input_config=[wanted],
+                received_type=produced,
+                linked_node=[src_id, int(slot)],
+            )
+        ]
+
+    def _check_constant(self, inp: InputSpec, value: Any) -> tuple[list[dict[str, Any]], Any]:
+        if inp.is_combo:
+            return self._check_combo(inp, value), value
+        convert = COERCE.get(inp.io_type)
+        if convert is None:
+            return [
+                reason(
+                    "invalid_input_type",
+                    f"Input '{inp.name}' needs a link from a node producing {inp.io_type}",
+                    f"{inp.name}: got the constant {value!r}; connect an output of type {inp.io_type}",
+                    input_name=inp.name,
+                )
+            ], value
+        try:
+            if isinstance(value, dict | list) or (inp.io_type != "STRING" and value is None):
+                raise ValueError(f"{type(value).__name__} is not a {inp.io_type}")
+            coerced = convert(value)
+            if isinstance(coerced, float) and not math.isfinite(coerced):
+                raise ValueError("not a finite number")
+        except (TypeError, ValueError, OverflowError) as exc:
+            return [
+                reason(
+                    "invalid_input_type",
+                    f"Failed to convert an input value to a {inp.io_type} value",
+                    f"{inp.name}, {value!r}, {exc}",
+                    input_name=inp.name,
+                    received_value=repr(value),
+                )
+            ], value
+        return self._check_bounds(inp, coerced), coerced
+
+    def _check_bounds(self, inp: InputSpec, value: Any) -> list[dict[str, Any]]:
+        if inp.ge is not None and value < inp.ge:
+            return [
+                reason(
+                    "value_smaller_than_min",
+                    f"Value {value} smaller than min of {inp.ge}",
+                    f"{inp.name}: set it to at least {inp.ge}",
+                    input_name=inp.name,
+                    received_value=value,
+                )
+            ]
+        if inp.le is not None and value > inp.le:
+            return [
+                reason(
+                    "value_bigger_than_max",
+                    f"Value {value} bigger than max of {inp.le}",
+                    f"{inp.name}: set it to at most {inp.le}",
+                    input_name=inp.name,
+                    received_value=value,
+                )
+            ]
+        return []
+
+    def _check_combo(self, inp: InputSpec, value: Any) -> list[dict[str, Any]]:
+        options = combo_values(inp, self.registry.choices)
+        if value in options:
+            return []
+        listed = options if len(options) <= LIST_ELISION_LIMIT else f"(list of length {len(options)})"
+        return [
+            reason(
+                "value_not_in_list",
+                "Value not in list",
+                f"{inp.name}: '{value}' not in {listed}",
+                input_name=inp.name,
+                input_config=[options] if len(options) <= LIST_ELISION_LIMIT else None,
+                received_value=value,
+            )
+        ]
+
+    def _check_undeclared(self, node_id: str, spec: NodeSpec, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        declared = {inp.name for inp in spec.inputs}
+        errors = []
+        for name in [n for n in inputs if n not in declared]:
+            if is_link(inputs[name]):
+                errors.append(
+                    reason(
+                        "bad_linked_input",
+                        f"Node {spec.class_type} has no input named '{name}'",
+                        f"{name}: remove this link; inputs are {sorted(declared)}",
+                        input_name=name,
+                    )
+                )
+            else:
+                # ComfyUI drops undeclared constants (newer/older node versions add widgets); we log it.
+                log.warning("node %s (%s): ignoring undeclared input %r", node_id, spec.class_type, name)
+                del inputs[name]
+        return errors
+
+    def _custom(self, spec: NodeSpec, constants: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            message = spec.node_cls.validate_inputs(constants, self.env)
+        except Exception as exc:  # a node's validation hook is foreign code: report, don't crash
+            log.exception("validate_inputs of %s raised", spec.class_type)
+            return [reason("exception_during_validation", f"Validation of {spec.class_type} raised", str(exc))]
+        if message:
+            return [reason("custom_validation_failed", "Custom validation failed for node", str(message))]
+        return []
+
+
+def _cycle_errors(validator: _Validator) -> None:
+    for cycle in nx.simple_cycles(validator.graph):
+        path = " -> ".join([*cycle, cycle[0]])
+        for node_id in cycle:
+            validator.valid[node_id] = False
+            validator.errors.setdefault(node_id, []).append(
+                reason(
+                    "exception_during_validation",
+                    "Dependency cycle detected",
+                    f"{path}: remove one of these links so the graph has no loop",
+                    cycle=cycle,
+                )
+            )
+
+
+def select_outputs(prompt: dict[str, Any], registry: Registry, targets: list[str] | None) -> list[str]:
+    """Output nodes to run: every output_node, narrowed by partial_execution_targets when given."""
+    outputs = [
+        node_id
+        for node_id, node in prompt.items()
+        if (cls := registry.get(node["class_type"])) is not None and cls.output_node
+    ]
+    if targets is not None:
+        wanted = {str(t) for t in targets}
+        outputs = [o for o in outputs if o in wanted]
+    return outputs
+
+
+def validate_prompt(
+    prompt: Any, registry: Registry, *, targets: list[str] | None = None, env: Any = None
+) -> ValidationResult:
+    """Validate a whole API prompt; ok when at least one output (and its ancestry) is valid."""
+    error, node_errors = _structure_errors(prompt, registry)
+    if error is not None:
+        return ValidationResult(False, error, node_errors, [], prompt if isinstance(prompt, dict) else {})
+    prompt = {str(k): v for k, v in copy.deepcopy(prompt).items()}
+    outputs = select_outputs(prompt, registry, targets)
+    if not outputs:
+        return ValidationResult(False, _top("prompt_no_outputs", "Prompt has no outputs"), {}, [], prompt)
+    validator = _Validator(prompt, registry, env)
+    for output in outputs:
+        validator.validate(output)
+    _cycle_errors(validator)
+    for output in outputs:  # an output runs only when its whole ancestry is valid
+        for ancestor in nx.ancestors(validator.graph, output):
+            if not validator.valid.get(ancestor, False):
+                validator.valid[output] = False
+    good = [o for o in outputs if validator.valid.get(o, False)]
+    for node_id, errors in validator.errors.items():
+        dependents = [o for o in outputs if o == node_id or node_id in nx.ancestors(validator.graph, o)]
+        node_errors[node_id] = {
+            "errors": errors,
+            "dependent_outputs": dependents,
+            "class_type": prompt[node_id]["class_type"],
+        }
+    if not good:
+        details = "\n".join(
+            f"{err['message']}: {err['details']}" for entry in node_errors.values() for err in entry["errors"]
+        )
+        error = _top("prompt_outputs_failed_validation", "Prompt outputs failed validation", details)
+        return ValidationResult(False, error, node_errors, [], prompt, validator.graph)
+    graph = validator.graph.subgraph(set().union(*(nx.ancestors(validator.graph, o) | {o} for o in good))).copy()
+    return ValidationResult(True, None, node_errors, good, prompt, graph)
