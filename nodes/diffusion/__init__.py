@@ -1,0 +1,1 @@
+"""Diffusion model stack: family detection, checkpoint loading, tokenizer, text encoding, VAE, LoRA."""

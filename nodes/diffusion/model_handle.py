@@ -1,0 +1,168 @@
+"""MODEL / CLIP / VAE edge values: light handles naming a model in the store plus how to (re)load it.
+
+A handle never holds weights. It carries a `ComponentRecipe` (file, family, component, LoRA patches)
+whose `store_key` names the loaded module in the engine's model store; `load(store)` returns the module
+on the compute device, loading it on demand when it was evicted.
+
+Contract for samplers (`DiffusionModel.forward`):
+  x_in       float [B, 4, h, w], UNet space, already multiplied by c_in;
+  timesteps  float [B] holding integer values 0..999;
+  embeds     float [B, L, D] (L a multiple of 77; D 768 SD1, 1024 SD2, 2048 SDXL, 1280 refiner);
+  pooled     float [B, 1280] (SDXL base and refiner only);
+  extras     per-batch-item dicts with SDXL size conditioning keys (see SIZE_KEYS); missing keys take
+             ComfyUI's defaults (width/height = latent size * 8, crops 0, target = width/height,
+             aesthetic_score 6.0, or 2.5 when prompt_type == "negative").
+  returns    float32 [B, 4, h, w], the raw UNet output (eps or v, see `prediction`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from engine import EdgeType
+from nodes.types import SD15_LATENT, LatentFormat, Prediction
+
+Component = Literal["unet", "clip", "vae"]
+
+# Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
+SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "aesthetic_score")
+
+
+@dataclass(frozen=True)
+class LoraPatch:
+    """One LoRA file applied with a strength (0 disables it)."""
+
+    path: str
+    strength: float
+
+
+@dataclass(frozen=True)
+class ComponentRecipe:
+    """Everything needed to load one component again: source, family, component and patches."""
+
+    path: str
+    family: str
+    component: Component
+    # Name of the weights inside a diffusers folder / prefix override; empty for single files.
+    variant: str = ""
+    patches: tuple[LoraPatch, ...] = ()
+
+    @property
+    def store_key(self) -> tuple[Any, ...]:
+        """The model store key: identical recipes share one loaded module."""
+        return ("diffgraph", self.component, self.path, self.family, self.variant, self.patches)
+
+    def base(self) -> ComponentRecipe:
+        """The same recipe without LoRA patches (the cached base model)."""
+        return replace(self, patches=())
+
+    def with_patch(self, patch: LoraPatch) -> ComponentRecipe:
+        """A new recipe with one more LoRA applied on top."""
+        return replace(self, patches=(*self.patches, patch))
+
+
+@dataclass(frozen=True, eq=False)
+class _Handle(EdgeType):
+    recipe: ComponentRecipe
+
+    def load(self, store: Any) -> torch.nn.Module:
+        """The module on the compute device, loaded through the store when not resident."""
+        from nodes.diffusion.loader import load_component_into
+
+        return load_component_into(store, self.recipe)
+
+    @property
+    def family(self) -> str:
+        """Model family name (sd15, sd2, sd2-v, sdxl, sdxl-refiner)."""
+        return self.recipe.family
+
+
+@dataclass(frozen=True, eq=False)
+class DiffusionModel(_Handle):
+    """MODEL: a denoising UNet handle; `forward` runs it (see module docstring for the contract)."""
+
+    io_type: ClassVar[str] = "MODEL"
+    prediction: Prediction = "eps"
+    latent_format: LatentFormat = SD15_LATENT
+    compute_dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+    # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), and refiner's layout.
+    adm: Literal["none", "sdxl", "refiner"] = "none"
+
+    def forward(
+        self,
+        store: Any,
+        x_in: torch.Tensor,
+        timesteps: torch.Tensor,
+        embeds: torch.Tensor,
+        pooled: torch.Tensor | None = None,
+        extras: Sequence[dict[str, Any]] | None = None,
+    ) -> torch.Tensor:
+        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape."""
+        unet = self.load(store)
+        dev, dt = torch.device(self.device), self.compute_dtype
+        kwargs: dict[str, Any] = {}
+        if self.adm != "none":
+            if pooled is None:
+                raise ValueError(f"{self.family} needs pooled text embeddings (SDXL conditioning)")
+            time_ids = size_time_ids(self.adm, x_in.shape, extras)
+            kwargs["added_cond_kwargs"] = {
+                "text_embeds": pooled.to(dev, dt),
+                "time_ids": time_ids.to(dev, dt),
+            }
+        out = unet(
+            x_in.to(dev, dt),
+            timesteps.to(dev, torch.float32),
+            encoder_hidden_states=embeds.to(dev, dt),
+            return_dict=False,
+            **kwargs,
+        )[0]
+        return out.float()
+
+
+def size_time_ids(adm: str, x_shape: torch.Size, extras: Sequence[dict[str, Any]] | None) -> torch.Tensor:
+    """SDXL micro-conditioning rows [B, 6] (base) or [B, 5] (refiner) with ComfyUI's defaults."""
+    batch, height_px, width_px = x_shape[0], x_shape[2] * 8, x_shape[3] * 8
+    items = list(extras) if extras else [{}] * batch
+    if len(items) != batch:
+        raise ValueError(f"extras has {len(items)} entries for a batch of {batch}")
+    rows = []
+    for e in items:
+        width = e.get("width", width_px)
+        height = e.get("height", height_px)
+        crop_w, crop_h = e.get("crop_w", 0), e.get("crop_h", 0)
+        if adm == "refiner":
+            default_score = 2.5 if e.get("prompt_type") == "negative" else 6.0
+            rows.append([height, width, crop_h, crop_w, e.get("aesthetic_score", default_score)])
+        else:
+            rows.append(
+                [height, width, crop_h, crop_w, e.get("target_height", height), e.get("target_width", width)]
+            )
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class ClipHandle(_Handle):
+    """CLIP: text encoder(s) handle plus the selected output layer (ComfyUI's clip skip).
+
+    `layer` is None for the family default, or a negative index (-1 = last layer) set by CLIPSetLastLayer.
+    """
+
+    io_type: ClassVar[str] = "CLIP"
+    layer: int | None = None
+    compute_dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+
+
+@dataclass(frozen=True, eq=False)
+class VaeHandle(_Handle):
+    """VAE: AutoencoderKL handle; encode/decode helpers live in nodes.diffusion.vae."""
+
+    io_type: ClassVar[str] = "VAE"
+    compute_dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+    latent_format: LatentFormat = SD15_LATENT
