@@ -57,7 +57,9 @@ class Seeded(Node):
 
     def run(self, ctx, inputs):
         record(ctx)
-        value = inputs.number.value + inputs.seed if inputs.mode == "add" else inputs.number.value * inputs.seed
+        value = (
+            inputs.number.value + inputs.seed if inputs.mode == "add" else inputs.number.value * inputs.seed
+        )
         return self.Outputs(number=Number(value))
 
 
