@@ -1,0 +1,233 @@
+"""SaveImage, PreviewImage and LoadImage: file names, counters, PNG metadata, masks and caching."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from engine import Environment, Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, Registry
+from engine.executor import Executor
+from engine.media_metadata import read_embedded_workflow, read_png_text
+from engine.validation import validate_prompt
+from nodes.image_nodes import NODES, expand_prefix_tokens, next_counter, save_target
+from nodes.types import Image
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = Path("/work/shared/reference/cases")
+
+
+class SolidImages(Node):
+    """Test source: a batch of solid-colour images."""
+
+    class_type = "SolidImages"
+
+    class Inputs(NodeInputs):
+        value: float = Input(0.5, description="grey level")
+        batch: int = Input(1, description="batch size")
+        width: int = Input(16, description="width")
+
+    class Outputs(NodeOutputs):
+        IMAGE: Image = Output(name="IMAGE")
+
+    def run(self, ctx, inputs):
+        return self.Outputs(IMAGE=Image(pixels=torch.full((inputs.batch, 8, inputs.width, 3), inputs.value)))
+
+
+@pytest.fixture
+def env(tmp_path):
+    for name in ("out", "temp", "in"):
+        (tmp_path / name).mkdir()
+    return Environment(output_dir=tmp_path / "out", temp_dir=tmp_path / "temp", input_dir=tmp_path / "in")
+
+
+@pytest.fixture
+def registry(env):
+    from nodes.pack import choice_provider
+
+    registry = Registry(choices=choice_provider(None, env.input_dir))
+    for cls in [SolidImages, *NODES]:
+        registry.register(cls)
+    return registry
+
+
+def run(registry, env, prompt, executor=None, extra_data=None):
+    checked = validate_prompt(prompt, registry, env=env)
+    assert checked.ok, checked.node_errors
+    executor = executor or Executor(registry, env)
+    result = executor.execute(
+        checked.prompt, prompt_id="p", outputs=checked.outputs, extra_data=extra_data or {}
+    )
+    assert result.status == "success", result.error and result.error.data()
+    return result
+
+
+def save_prompt(prefix="ComfyUI", value=0.5, batch=1, width=16):
+    return {
+        "1": {"class_type": "SolidImages", "inputs": {"value": value, "batch": batch, "width": width}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
+    }
+
+
+def test_save_image_writes_comfyui_names_and_ui_entries(registry, env):
+    result = run(registry, env, save_prompt(batch=2))
+    images = result.ui_outputs["2"]["images"]
+    assert images == [
+        {"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"},
+        {"filename": "ComfyUI_00002_.png", "subfolder": "", "type": "output"},
+    ]
+    pixels = np.asarray(PILImage.open(env.output_dir / "ComfyUI_00001_.png"))
+    assert pixels.shape == (8, 16, 3) and (pixels == 127).all()  # 255 * 0.5 truncated, as ComfyUI
+
+
+def test_save_image_embeds_prompt_and_extra_pnginfo_as_comfyui(registry, env):
+    workflow = {"nodes": [{"id": 1, "type": "SaveImage"}], "links": [], "note": "café"}
+    run(registry, env, save_prompt(), extra_data={"extra_pnginfo": {"workflow": workflow, "other": [1, 2]}})
+    data = (env.output_dir / "ComfyUI_00001_.png").read_bytes()
+    texts = read_png_text(data)
+    assert list(texts) == ["prompt", "workflow", "other"]
+    assert texts["workflow"] == json.dumps(workflow) and texts["workflow"].isascii()
+    assert b"tEXtprompt\x00" in data
+    embedded = read_embedded_workflow(env.output_dir / "ComfyUI_00001_.png")
+    assert embedded.workflow == workflow
+    assert embedded.prompt["2"]["class_type"] == "SaveImage"
+
+
+def test_save_image_counter_continues_after_existing_files_and_never_overwrites(registry, env):
+    (env.output_dir / "ComfyUI_00007_.webm").write_bytes(b"video")
+    (env.output_dir / "ComfyUI_notes.txt").write_bytes(b"")
+    executor = Executor(registry, env)
+    first = run(registry, env, save_prompt(value=0.1), executor).ui_outputs["2"]["images"][0]["filename"]
+    second = run(registry, env, save_prompt(value=0.2), executor).ui_outputs["2"]["images"][0]["filename"]
+    assert (first, second) == ("ComfyUI_00008_.png", "ComfyUI_00009_.png")
+    assert (env.output_dir / "ComfyUI_00007_.webm").read_bytes() == b"video"
+
+
+def test_save_target_skips_a_file_that_appeared_after_the_scan(env):
+    target = save_target(env.output_dir, "race", 8, 8)
+    (env.output_dir / "race_00001_.png").write_bytes(b"someone else's")
+    name = target.write(".png", 0, lambda handle: handle.write(b"mine"))
+    assert name == "race_00002_.png"
+    assert (env.output_dir / "race_00001_.png").read_bytes() == b"someone else's"
+
+
+def test_save_image_subfolders_and_tokens_stay_inside_output(registry, env):
+    result = run(
+        registry, env, save_prompt(prefix="runs/%width%x%height%/img_%batch_num%", batch=2, width=24)
+    )
+    images = result.ui_outputs["2"]["images"]
+    assert [i["subfolder"] for i in images] == ["runs/24x8", "runs/24x8"]
+    assert [i["filename"] for i in images] == ["img_0_00001_.png", "img_1_00002_.png"]
+    assert (env.output_dir / "runs" / "24x8" / "img_1_00002_.png").is_file()
+
+
+@pytest.mark.parametrize("prefix", ["../escape", "/tmp/abs", "a/../../escape"])
+def test_save_target_refuses_prefixes_leaving_the_output_dir(env, prefix):
+    with pytest.raises(NodeInputError, match="outside the output folder") as info:
+        save_target(env.output_dir, prefix, 8, 8)
+    assert info.value.input_name == "filename_prefix"
+
+
+def test_expand_prefix_tokens_fills_date_and_size():
+    from datetime import datetime
+
+    text = expand_prefix_tokens(
+        "%year%-%month%-%day%_%hour%%minute%%second%_%width%", 64, 32, datetime(2024, 3, 5, 7, 8, 9)
+    )
+    assert text == "2024-03-05_070809_64"
+
+
+def test_next_counter_ignores_other_prefixes(tmp_path):
+    (tmp_path / "ComfyUI_00003_.png").touch()
+    (tmp_path / "ComfyUIx_00009_.png").touch()
+    (tmp_path / "Other_00042_.png").touch()
+    assert next_counter(tmp_path, "ComfyUI") == 4
+    assert next_counter(tmp_path / "missing", "ComfyUI") == 1
+
+
+def test_save_image_identical_resubmission_runs_nothing_and_replays_ui(registry, env):
+    executor = Executor(registry, env)
+    first = run(registry, env, save_prompt(), executor)
+    again = run(registry, env, save_prompt(), executor)
+    assert again.executed == [] and "2" in again.cached
+    assert again.ui_outputs["2"] == first.ui_outputs["2"]
+    assert sorted(p.name for p in env.output_dir.iterdir()) == ["ComfyUI_00001_.png"]
+
+
+def test_preview_image_writes_to_temp_with_temp_type(registry, env):
+    prompt = {
+        "1": {"class_type": "SolidImages", "inputs": {}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+    (entry,) = run(registry, env, prompt).ui_outputs["2"]["images"]
+    assert entry["type"] == "temp" and entry["subfolder"] == ""
+    assert entry["filename"].startswith("ComfyUI_temp_") and entry["filename"].endswith("_00001_.png")
+    assert (env.temp_dir / entry["filename"]).is_file()
+    assert list(env.output_dir.iterdir()) == []
+
+
+def _load_prompt(name):
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+
+
+def test_load_image_mask_is_inverted_alpha(registry, env):
+    rgba = np.zeros((4, 6, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[:, :3, 3] = 255  # left half opaque
+    PILImage.fromarray(rgba, "RGBA").save(env.input_dir / "cut.png")
+    result = run(registry, env, _load_prompt("cut.png"))
+    outputs = result.node_outputs["1"]
+    assert outputs.IMAGE.pixels.shape == (1, 4, 6, 3)
+    assert torch.equal(outputs.IMAGE.pixels[0, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    mask = outputs.MASK.mask
+    assert mask.shape == (1, 4, 6)
+    assert (mask[:, :, :3] == 0).all() and (mask[:, :, 3:] == 1).all()
+
+
+def test_load_image_without_alpha_gives_zero_mask(registry, env):
+    PILImage.new("RGB", (5, 3), (0, 255, 0)).save(env.input_dir / "plain.jpg")
+    outputs = run(registry, env, _load_prompt("plain.jpg")).node_outputs["1"]
+    assert outputs.MASK.mask.shape == (1, 3, 5) and not outputs.MASK.mask.any()
+
+
+def test_load_image_reruns_when_the_file_changes(registry, env):
+    path = env.input_dir / "edit.png"
+    PILImage.new("RGB", (4, 4), (10, 10, 10)).save(path)
+    executor = Executor(registry, env)
+    run(registry, env, _load_prompt("edit.png"), executor)
+    assert run(registry, env, _load_prompt("edit.png"), executor).executed == []
+    PILImage.new("RGB", (4, 4), (200, 10, 10)).save(path)
+    rerun = run(registry, env, _load_prompt("edit.png"), executor)
+    assert "1" in rerun.executed
+    assert rerun.node_outputs["1"].IMAGE.pixels[0, 0, 0, 0] == pytest.approx(200 / 255)
+
+
+def test_load_image_unknown_file_fails_validation(registry, env):
+    checked = validate_prompt(_load_prompt("nope.png"), registry, env=env)
+    assert not checked.ok
+    assert "1" in checked.node_errors
+
+
+def test_load_image_reads_a_comfyui_png_and_its_prompt(registry, env):
+    shutil.copy(DATA / "comfyui_txt2img.png", env.input_dir / "comfy.png")
+    outputs = run(registry, env, _load_prompt("comfy.png")).node_outputs["1"]
+    assert outputs.IMAGE.pixels.shape == (1, 256, 256, 3)
+    embedded = read_embedded_workflow(env.input_dir / "comfy.png")
+    assert embedded.workflow is None
+    assert embedded.prompt["3"]["class_type"] == "KSampler"
+    assert embedded.prompt["9"]["inputs"]["filename_prefix"] == "txt2img_sd15"
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="ComfyUI reference outputs not present")
+def test_read_embedded_workflow_matches_every_comfyui_reference_case():
+    for case in sorted(REFERENCE.iterdir()):
+        expected = json.loads((case / "workflow_api.json").read_text())
+        assert read_embedded_workflow(case / "image.png").prompt == expected, case.name
