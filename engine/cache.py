@@ -19,6 +19,8 @@ DEFAULT_BUDGET_BYTES = 8 * 1024**3
 
 def _canonical(value: Any) -> str:
     """A stable text form of a literal input (dict keys sorted)."""
+    if type(value) in (int, float, bool) or value is None:
+        return repr(value)  # fast path: most inputs are scalars, and repr keeps 1 and 1.0 apart
     return json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
 
 

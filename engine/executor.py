@@ -26,7 +26,7 @@ from engine.events import (
     ProgressState,
     discard,
 )
-from engine.graph import build_graph, descendants_closure, execution_order
+from engine.graph import dependencies, descendants_closure, execution_order
 from engine.node import Node, NodeOutputs
 from engine.registry import Registry
 from engine.schema import NodeSpec
@@ -66,7 +66,7 @@ class Plan:
     order: list[str]
     signatures: dict[str, str]
     consumers: dict[str, set[int]]
-    graph: Any
+    deps: dict[str, list[str]]
 
 
 class _Run:
@@ -209,8 +209,8 @@ class Executor:
 
     def plan(self, prompt: dict[str, Any], outputs: Iterable[str]) -> Plan:
         """Order the outputs' ancestry, sign every node and record which output slots are consumed."""
-        graph = build_graph(prompt, outputs)
-        order = execution_order(graph)
+        deps = dependencies(prompt, outputs)
+        order = execution_order(deps)
         signatures: dict[str, str] = {}
         consumers: dict[str, set[int]] = {}
         for node_id in order:
@@ -234,7 +234,7 @@ class Executor:
                 fingerprint=fingerprint,
                 node_id=node_id if uses_id else None,
             )
-        return Plan(order, signatures, consumers, graph)
+        return Plan(order, signatures, consumers, deps)
 
     def _needed(
         self, plan: Plan, prompt: dict[str, Any], outputs: list[str], forced: set[str]
@@ -272,7 +272,7 @@ class Executor:
         plan = self.plan(prompt, outputs)
         order = plan.order
         run = _Run(self, plan, prompt, prompt_id, extra_data or {}, sink, cancel or CancelToken(), previews)
-        forced = set(order) if force is True else descendants_closure(plan.graph, force or ())
+        forced = set(order) if force is True else descendants_closure(plan.deps, force or ())
         to_run, hits = self._needed(plan, prompt, outputs, forced)
         run.emit(ExecutionStart(prompt_id=prompt_id), history=True)
         cached = [n for n in order if n in hits]

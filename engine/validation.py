@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -68,7 +67,11 @@ def _structure_errors(prompt: Any, registry: Registry) -> tuple[dict[str, Any] |
                 f"Node ID '#{node_id}'",
             )
         elif not isinstance(node.get("inputs", {}), dict):
-            err = _top("invalid_prompt", f"Node #{node_id} has 'inputs' that is not an object.", f"Node ID '#{node_id}'")
+            err = _top(
+                "invalid_prompt",
+                f"Node #{node_id} has 'inputs' that is not an object.",
+                f"Node ID '#{node_id}'",
+            )
         else:
             continue
         first = first or err
@@ -279,13 +282,17 @@ class _Validator:
             message = spec.node_cls.validate_inputs(constants, self.env)
         except Exception as exc:  # a node's validation hook is foreign code: report, don't crash
             log.exception("validate_inputs of %s raised", spec.class_type)
-            return [reason("exception_during_validation", f"Validation of {spec.class_type} raised", str(exc))]
+            return [
+                reason("exception_during_validation", f"Validation of {spec.class_type} raised", str(exc))
+            ]
         if message:
             return [reason("custom_validation_failed", "Custom validation failed for node", str(message))]
         return []
 
 
 def _cycle_errors(validator: _Validator) -> None:
+    if nx.is_directed_acyclic_graph(validator.graph):
+        return
     for cycle in nx.simple_cycles(validator.graph):
         path = " -> ".join([*cycle, cycle[0]])
         for node_id in cycle:
@@ -298,6 +305,17 @@ def _cycle_errors(validator: _Validator) -> None:
                     cycle=cycle,
                 )
             )
+
+
+def copy_prompt(prompt: dict[str, Any]) -> dict[str, Any]:
+    """Copy nodes and their input dicts (validation rewrites coerced values); values are shared."""
+    copied = {}
+    for node_id, node in prompt.items():
+        node = dict(node)
+        if isinstance(node.get("inputs"), dict):
+            node["inputs"] = dict(node["inputs"])
+        copied[str(node_id)] = node
+    return copied
 
 
 def select_outputs(prompt: dict[str, Any], registry: Registry, targets: list[str] | None) -> list[str]:
@@ -320,7 +338,7 @@ def validate_prompt(
     error, node_errors = _structure_errors(prompt, registry)
     if error is not None:
         return ValidationResult(False, error, node_errors, [], prompt if isinstance(prompt, dict) else {})
-    prompt = {str(k): v for k, v in copy.deepcopy(prompt).items()}
+    prompt = copy_prompt(prompt)
     outputs = select_outputs(prompt, registry, targets)
     if not outputs:
         return ValidationResult(False, _top("prompt_no_outputs", "Prompt has no outputs"), {}, [], prompt)
@@ -328,16 +346,16 @@ def validate_prompt(
     for output in outputs:
         validator.validate(output)
     _cycle_errors(validator)
-    for output in outputs:  # an output runs only when its whole ancestry is valid
-        for ancestor in nx.ancestors(validator.graph, output):
-            if not validator.valid.get(ancestor, False):
-                validator.valid[output] = False
-    good = [o for o in outputs if validator.valid.get(o, False)]
+    invalid = {node_id for node_id, ok in validator.valid.items() if not ok}
+    tainted = set(invalid)
+    for node_id in invalid:  # everything downstream of an invalid node cannot run
+        tainted |= nx.descendants(validator.graph, node_id)
+    good = [o for o in outputs if o not in tainted]
     for node_id, errors in validator.errors.items():
-        dependents = [o for o in outputs if o == node_id or node_id in nx.ancestors(validator.graph, o)]
+        downstream = nx.descendants(validator.graph, node_id) | {node_id}
         node_errors[node_id] = {
             "errors": errors,
-            "dependent_outputs": dependents,
+            "dependent_outputs": [o for o in outputs if o in downstream],
             "class_type": prompt[node_id]["class_type"],
         }
     if not good:
@@ -346,5 +364,4 @@ def validate_prompt(
         )
         error = _top("prompt_outputs_failed_validation", "Prompt outputs failed validation", details)
         return ValidationResult(False, error, node_errors, [], prompt, validator.graph)
-    graph = validator.graph.subgraph(set().union(*(nx.ancestors(validator.graph, o) | {o} for o in good))).copy()
-    return ValidationResult(True, None, node_errors, good, prompt, graph)
+    return ValidationResult(True, None, node_errors, good, prompt, validator.graph)

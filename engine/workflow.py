@@ -14,13 +14,11 @@ MEDIA_SUFFIXES = (".png", ".webp", ".mp4", ".webm", ".mkv", ".mov", ".gif")
 
 def is_link(value: Any) -> bool:
     """ComfyUI's link test: a 2-list whose first item is a str node id and second an int slot."""
-    return (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], int | float)
-        and not isinstance(value[1], bool)
-    )
+    # Exact type checks: this runs for every input of every node on each submission.
+    kind = type(value)
+    if kind is not list and kind is not tuple:
+        return False
+    return len(value) == 2 and type(value[0]) is str and type(value[1]) in (int, float)
 
 
 def unwrap_constant(value: Any) -> Any:
