@@ -6,7 +6,6 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Literal, Union
 
 import annotated_types
@@ -119,13 +118,13 @@ def io_type_of(annotation: Any) -> tuple[str, tuple[Any, ...] | None]:
     return "*", None
 
 
-def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
+def _bounds(info: FieldInfo) -> tuple[Any, Any]:
     ge = le = None
     for meta in info.metadata:
         if isinstance(meta, annotated_types.Ge):
-            ge = meta.ge  # type: ignore[assignment]
+            ge = meta.ge
         elif isinstance(meta, annotated_types.Le):
-            le = meta.le  # type: ignore[assignment]
+            le = meta.le
     return ge, le
 
 
@@ -134,9 +133,18 @@ def _extra(info: FieldInfo) -> dict[str, Any]:
     return extra if isinstance(extra, dict) else {}
 
 
-@cache
+_SPECS: dict[type[Node], NodeSpec] = {}
+
+
 def node_spec(node_cls: type[Node]) -> NodeSpec:
-    """Derive (once per class) the NodeSpec from the node's Inputs and Outputs models."""
+    """The NodeSpec of a node class, derived once from its Inputs and Outputs models."""
+    spec = _SPECS.get(node_cls)
+    if spec is None:
+        spec = _SPECS[node_cls] = _derive_spec(node_cls)
+    return spec
+
+
+def _derive_spec(node_cls: type[Node]) -> NodeSpec:
     inputs = []
     for name, info in node_cls.Inputs.model_fields.items():
         extra = _extra(info)
