@@ -10,7 +10,7 @@ from engine.model_paths import FOLDERS
 from engine.schema import ChoiceProvider
 
 # Each module exposes NODES: list of node classes. Order is the order clients list them.
-NODE_MODULES: tuple[str, ...] = ("nodes.image_nodes",)
+NODE_MODULES: tuple[str, ...] = ("nodes.image_nodes", "nodes.video_nodes")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
