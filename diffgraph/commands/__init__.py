@@ -1,0 +1,46 @@
+"""One module per `diffgraph` subcommand; each has `add_parser(subparsers)` setting `handler`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from diffgraph.api import MODELS_DIR_ENV, RegistryFactory, Session
+
+
+def add_folder_options(parser: argparse.ArgumentParser, output: bool = True) -> None:
+    """--models-dir and --input-dir (and --out): the folders a session works in."""
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help=f"models folder in ComfyUI's layout (checkpoints/, vae/, loras/...); default ${MODELS_DIR_ENV} "
+        "or ./models",
+    )
+    parser.add_argument(
+        "--input-dir", type=Path, default=Path("input"), help="input files (LoadImage); default ./input"
+    )
+    if output:
+        parser.add_argument(
+            "--out", type=Path, default=Path("output"), help="where outputs are written; default ./output"
+        )
+
+
+def open_session(args: argparse.Namespace, registry_factory: RegistryFactory | None) -> Session:
+    """A Session over the folders named on the command line."""
+    return Session(
+        models_dir=args.models_dir,
+        output_dir=getattr(args, "out", None) or Path("output"),
+        input_dir=args.input_dir,
+        registry_factory=registry_factory,
+    )
+
+
+def print_json(data: Any) -> None:
+    """Write a JSON document to stdout (paths and other objects as strings)."""
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    sys.stdout.flush()

@@ -1,0 +1,58 @@
+"""`diffgraph convert`: UI-format workflow to API format, and API format back to a UI graph."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from diffgraph.api import RegistryFactory
+from diffgraph.commands import add_folder_options, open_session
+from engine.workflow import is_ui_format, parse_json, save_api
+
+
+def add_parser(sub: Any) -> None:
+    """Register `convert`."""
+    p = sub.add_parser("convert", help="convert UI-format JSON to API format, or API format to a UI graph")
+    p.add_argument("workflow", help="workflow JSON (either format), or a PNG/video with one embedded")
+    p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    p.add_argument(
+        "--to", choices=("auto", "api", "ui"), default="auto", help="target format; auto = the other one"
+    )
+    add_folder_options(p, output=False)
+    p.set_defaults(handler=handle)
+
+
+def source_is_ui(path: Path) -> bool:
+    """True when the file is UI-format JSON (media files count as API: they carry the exact prompt)."""
+    if path.suffix.lower() != ".json":
+        return False
+    return is_ui_format(parse_json(path.read_text(encoding="utf-8"), str(path)))
+
+
+def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -> int:
+    """Convert and write the result."""
+    path = Path(args.workflow)
+    target = args.to if args.to != "auto" else ("api" if path.is_file() and source_is_ui(path) else "ui")
+    with open_session(args, registry_factory) as session:
+        workflow = session.load(path)
+        if target == "api":
+            if args.output:
+                save_api(workflow.prompt, args.output)
+                return 0
+            text = json.dumps(workflow.prompt, indent=2)
+        else:
+            from engine.ui_workflow import api_to_ui
+
+            if workflow.ui is not None and args.to == "auto" and path.suffix.lower() != ".json":
+                ui = workflow.ui  # a media file carries the original UI graph: hand it back unchanged
+            else:
+                ui = api_to_ui(workflow.prompt, session.registry.object_info())
+            text = json.dumps(ui, indent=2)
+    if args.output:
+        args.output.write_text(text + "\n", encoding="utf-8")
+    else:
+        sys.stdout.write(text + "\n")
+    return 0

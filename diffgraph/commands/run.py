@@ -1,0 +1,201 @@
+"""`diffgraph run`: one workflow, a seed sweep or a batch file, in one process that keeps the cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from typing import Any
+
+from diffgraph import demo
+from diffgraph.api import RegistryFactory, RunResult, Session, WorkflowInvalid
+from diffgraph.commands import add_folder_options, open_session, print_json
+from diffgraph.progress import PlainProgress, make_progress
+from diffgraph.report import item_json, run_json, validation_text
+from diffgraph.sweep import Item, build_items, parse_seeds, read_batch
+from diffgraph.workflow import OverrideError, Workflow, parse_assignment, split_target
+from engine import CancelToken, DiffgraphError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def add_parser(sub: Any) -> None:
+    """Register `run`."""
+    p = sub.add_parser(
+        "run",
+        help="run a workflow (API or UI JSON, or a PNG/video carrying one), optionally over seeds or a batch",
+        description="Run a workflow headless. Only nodes whose inputs changed since the previous item run.",
+    )
+    p.add_argument("workflow", help="workflow JSON (API or UI format), or a PNG/WebP/video with one embedded")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=VALUE",
+        help="override an input; NODE is a node id, a title or a class_type occurring once; VALUE is JSON "
+        'when it parses (5, 7.5, true, "text"), else a string. Repeatable.',
+    )
+    add_folder_options(p)
+    p.add_argument("--seeds", help="seed sweep, e.g. 1-100 or 1,5,9-12: one run per seed")
+    p.add_argument(
+        "--seed-input",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT",
+        help="input(s) the sweep sets; default every constant seed / noise_seed input (every sampler)",
+    )
+    p.add_argument("--batch", help='batch file: JSON lines ({"NODE.INPUT": value} per line) or CSV (.csv)')
+    p.add_argument("--force", action="store_true", help="ignore the cache: run every node of every item")
+    p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "rich", "plain", "none"),
+        default="auto",
+        help="progress display on stderr: bars on a terminal, plain lines otherwise (auto)",
+    )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="when the workflow's checkpoint is missing, make and use a tiny RANDOM-WEIGHT demo checkpoint "
+        "(images are noise) to show the whole pipeline working",
+    )
+    p.set_defaults(handler=handle)
+
+
+def seed_targets(workflow: Workflow, refs: list[str]) -> list[tuple[str, str]]:
+    """(node id, input) pairs a seed sweep sets: the named ones, else every sampler's seed."""
+    if refs:
+        targets = []
+        for ref in refs:
+            node_ref, input_name = split_target(ref)
+            targets.append((workflow.node_id(node_ref), input_name))
+        return targets
+    targets = workflow.seed_targets()
+    if not targets:
+        raise OverrideError(
+            "--seeds: the workflow has no constant seed or noise_seed input; name one with --seed-input"
+        )
+    return targets
+
+
+def item_workflow(base: Workflow, item: Item, targets: list[tuple[str, str]]) -> Workflow:
+    """The workflow of one item: overrides applied, then the swept seed."""
+    workflow = base.copy().apply(item.overrides)
+    if item.seed is not None:
+        for node_id, input_name in targets:
+            workflow.set(node_id, input_name, item.seed)
+    return workflow
+
+
+def execute_interruptible(
+    session: Session, workflow: Workflow, validation: Any, force: bool, sink: Any
+) -> RunResult:
+    """Run in a worker thread so Ctrl-C cancels cleanly between and inside nodes."""
+    cancel = CancelToken()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = session.execute(workflow, validation, force=force, sink=sink, cancel=cancel)
+        except BaseException as exc:  # handed to the main thread and re-raised there
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="diffgraph-run", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except KeyboardInterrupt:
+        cancel.cancel()
+        thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def run_item(
+    session: Session,
+    base: Workflow,
+    item: Item,
+    targets: list[tuple[str, str]],
+    args: Any,
+    progress: PlainProgress,
+) -> dict[str, Any]:
+    """Run one item and describe it for --json; failures are reported, never raised."""
+    if item.error:
+        message = f"line {item.line}: {item.error}"
+        progress.end_item(False, message)
+        return item_json(item, "invalid", None, None, {"type": "bad_batch_line", "message": message})
+    try:
+        workflow = item_workflow(base, item, targets)
+        validation = session.prepare(workflow)
+    except WorkflowInvalid as exc:
+        text = validation_text(workflow.prompt, exc.validation.error, exc.node_errors, session.models_dir)
+        progress.end_item(False, text)
+        error = {**(exc.validation.error or {}), "node_errors": exc.node_errors}
+        return item_json(item, "invalid", workflow.prompt, None, error)
+    except DiffgraphError as exc:
+        message = (f"line {item.line}: " if item.line else "") + exc.message
+        progress.end_item(False, message)
+        return item_json(item, "invalid", None, None, {"type": exc.code, "message": message})
+    progress.start_item(item.label, item.index, workflow.prompt, validation.graph.number_of_nodes())
+    result = execute_interruptible(session, workflow, validation, args.force, progress)
+    if result.ok:
+        files = ", ".join(str(p) for p in result.all_files()) or "no files"
+        progress.end_item(
+            True, f"{len(result.executed)} ran, {len(result.cached)} cached, {result.seconds:.1f}s: {files}"
+        )
+    else:
+        progress.end_item(False, result.error_message())
+    return item_json(item, result.status, workflow.prompt, result, result.error)
+
+
+def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -> int:
+    """Load, apply overrides, expand sweeps and batches, run every item, report."""
+    started = time.perf_counter()
+    base_overrides = {}
+    for text in args.set:
+        node_ref, input_name, value = parse_assignment(text)
+        base_overrides[f"{node_ref}.{input_name}"] = value
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    batch = read_batch(args.batch) if args.batch else None
+    progress = make_progress(args.progress)
+    with open_session(args, registry_factory) as session:
+        # --set applies to every item; a bad one fails the whole run before anything starts.
+        base = session.load(args.workflow).apply(base_overrides)
+        if args.demo:
+            demo.prepare(session, base, sys.stderr)
+        targets = seed_targets(base, args.seed_input) if seeds else []
+        items = build_items(base_overrides, batch, seeds)
+        progress.start_batch(len(items))
+        reports = []
+        try:
+            for item in items:
+                reports.append(run_item(session, base, item, targets, args, progress))
+                if reports[-1]["status"] == "interrupted":
+                    break
+        finally:
+            progress.close()
+    return finish(args, reports, time.perf_counter() - started, len(items))
+
+
+def finish(args: argparse.Namespace, reports: list[dict[str, Any]], seconds: float, total: int) -> int:
+    """Print the result (JSON or file paths) and choose the exit code."""
+    if args.json:
+        print_json(run_json(args.workflow, reports, seconds))
+    else:
+        for report in reports:
+            for path in report["files"]:
+                print(path)
+    failed = [r for r in reports if r["status"] != "success"]
+    if total > 1:
+        print(
+            f"{total} items: {total - len(failed)} succeeded, {len(failed)} failed ({seconds:.1f}s)",
+            file=sys.stderr,
+        )
+    if any(r["status"] == "interrupted" for r in reports):
+        return EXIT_INTERRUPTED
+    if total == 1 and failed and failed[0]["status"] == "invalid":
+        return EXIT_USAGE
+    return EXIT_FAILED if failed else EXIT_OK
