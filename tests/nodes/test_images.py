@@ -231,3 +231,15 @@ def test_read_embedded_workflow_matches_every_comfyui_reference_case():
     for case in sorted(REFERENCE.iterdir()):
         expected = json.loads((case / "workflow_api.json").read_text())
         assert read_embedded_workflow(case / "image.png").prompt == expected, case.name
+
+
+def test_saved_png_loads_back_as_a_workflow(registry, env):
+    from engine.workflow import load_workflow
+
+    ui = {"nodes": [{"id": 2, "type": "SaveImage"}], "links": [], "version": 0.4}
+    prompt = save_prompt(prefix="back")
+    run(registry, env, prompt, extra_data={"extra_pnginfo": {"workflow": ui}})
+    loaded = load_workflow(env.output_dir / "back_00001_.png")
+    assert loaded.prompt == prompt and loaded.ui == ui
+    comfy = load_workflow(DATA / "comfyui_txt2img.png")
+    assert comfy.prompt["9"]["class_type"] == "SaveImage" and comfy.ui is None
