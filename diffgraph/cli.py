@@ -21,6 +21,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 COMMANDS = (run, validate, convert, nodes, serve, make_checkpoint)
+PASSTHROUGH = {"serve": serve, "make-checkpoint": make_checkpoint}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, registry_factory: RegistryFactory | None = None) -> int:
     """Console-script entry point; `registry_factory` lets tests run the CLI on stub nodes."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        # These hand every argument (--help included) to another component's own parser.
+        return int(PASSTHROUGH[argv[0]].delegate(argv[1:], registry_factory) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,7 @@ def read_json_lines(text: str) -> list[tuple[int, dict[str, Any] | None, str | N
 
 def read_csv(text: str) -> list[tuple[int, dict[str, Any] | None, str | None]]:
     """A header row of NODE.INPUT columns, then one override set per row; empty cells set nothing."""
-    reader = csv.reader(text.splitlines())
+    reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
         raise SweepError("the CSV batch file is empty; its first row names the NODE.INPUT columns")

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from diffgraph.api import RegistryFactory
 
 
 def add_parser(sub: Any) -> None:
-    """Register `make-checkpoint`; every argument goes to the model stack's own parser."""
-    p = sub.add_parser(
+    """Register `make-checkpoint` for the help listing; cli.main passes its arguments straight through."""
+    sub.add_parser(
         "make-checkpoint",
         help="write a random-weight checkpoint (e.g. --arch sd15 --size tiny --seed 0 OUT.safetensors)",
         add_help=False,
     )
-    p.add_argument(
-        "args", nargs=argparse.REMAINDER, help="arguments of the checkpoint maker (--help lists them)"
-    )
-    p.set_defaults(handler=handle)
 
 
-def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -> int:
-    """Delegate to nodes.diffusion.make_checkpoint.main."""
+def delegate(argv: list[str], registry_factory: RegistryFactory | None) -> int:
+    """Run nodes.diffusion.make_checkpoint.main with the remaining arguments."""
     from nodes.diffusion.make_checkpoint import main
 
-    return int(main(list(args.args)) or 0)
+    return int(main(argv) or 0)

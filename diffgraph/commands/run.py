@@ -167,7 +167,7 @@ def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -
         if args.demo:
             demo.prepare(session, base, sys.stderr)
         targets = seed_targets(base, args.seed_input) if seeds else []
-        items = build_items(base_overrides, batch, seeds)
+        items = build_items({}, batch, seeds)  # --set is already in base
         progress.start_batch(len(items))
         reports = []
         try:

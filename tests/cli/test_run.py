@@ -214,3 +214,10 @@ def test_run_out_and_models_dir_options(cli, project, monkeypatch):
     assert len(list((project / "results").iterdir())) == 1
     monkeypatch.setenv("DIFFGRAPH_MODELS_DIR", str(project / "elsewhere"))
     assert cli(*args).code == 0
+
+
+def test_run_rich_progress_bars_draw_a_whole_sweep(cli):
+    result = cli("run", "workflow.json", "--seeds", "1-3", "--progress", "rich")
+    assert result.code == 0, result.err
+    assert len(result.out.split()) == 3
+    assert "steps" in result.err and "3 items: 3 succeeded" in result.err

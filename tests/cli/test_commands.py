@@ -1,0 +1,95 @@
+"""`diffgraph validate`, `convert`, `nodes`, and running UI-format and PNG-embedded workflows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image as PILImage
+
+from engine.media_metadata import png_info
+from tests.cli import stub_nodes
+
+
+def write_ui_workflow(cli, project: Path) -> Path:
+    """The txt2img prompt converted to a UI-format file by `diffgraph convert`."""
+    result = cli("convert", "workflow.json", "-o", "ui.json")
+    assert result.code == 0, result.err
+    return project / "ui.json"
+
+
+def test_validate_ok_prints_outputs(cli):
+    result = cli("validate", "workflow.json")
+    assert result.code == 0
+    assert "ok: 7 nodes; outputs #9 SaveImage" in result.out
+
+
+def test_validate_reports_every_problem_with_node_and_input(cli):
+    result = cli("validate", "workflow.json", "--set", "KSampler.steps=0", "--set", "5.width=1")
+    assert result.code == 1
+    lines = [line for line in result.err.splitlines() if line.startswith("  #")]
+    assert len(lines) == 2
+    assert any("#3 KSampler" in line and "steps" in line for line in lines)
+    assert any("#5 EmptyLatentImage" in line and "width" in line for line in lines)
+
+
+def test_validate_json_gives_comfyui_node_errors(cli):
+    result = cli("validate", "workflow.json", "--set", "KSampler.sampler_name=magic", "--json")
+    assert result.code == 1
+    doc = result.json()
+    assert doc["ok"] is False and doc["runnable"] is False
+    errors = doc["node_errors"]["3"]
+    assert errors["class_type"] == "KSampler" and errors["dependent_outputs"] == ["9"]
+    assert errors["errors"][0]["type"] == "value_not_in_list"
+    assert errors["errors"][0]["extra_info"]["input_name"] == "sampler_name"
+
+
+def test_convert_round_trip_api_ui_api(cli, project):
+    write_ui_workflow(cli, project)
+    ui = json.loads((project / "ui.json").read_text())
+    assert isinstance(ui["nodes"], list) and len(ui["nodes"]) == 7
+    back = cli("convert", "ui.json")
+    assert back.code == 0, back.err
+    original = stub_nodes.txt2img_prompt()
+    converted = back.json()
+    assert {k: (v["class_type"], v["inputs"]) for k, v in converted.items()} == {
+        k: (v["class_type"], v["inputs"]) for k, v in original.items()
+    }
+
+
+def test_run_ui_format_workflow(cli, project):
+    write_ui_workflow(cli, project)
+    result = cli("run", "ui.json", "--set", "Positive.text=from the UI file", "--json")
+    assert result.code == 0, result.err
+    assert (
+        json.loads(Path(result.json()["items"][0]["files"][0]).read_text())["positive"] == "from the UI file"
+    )
+
+
+def test_run_workflow_embedded_in_png(cli, project):
+    prompt = stub_nodes.txt2img_prompt()
+    prompt["3"]["inputs"]["seed"] = 777
+    PILImage.new("RGB", (8, 8)).save(
+        project / "made.png", pnginfo=png_info(prompt, {"workflow": {"nodes": []}})
+    )
+    result = cli("run", "made.png", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(Path(result.json()["items"][0]["files"][0]).read_text())["seed"] == 777
+
+
+def test_nodes_lists_and_prints_one_schema(cli):
+    listing = cli("nodes")
+    assert listing.code == 0
+    assert [line.split()[0] for line in listing.out.splitlines()][:1] == ["CLIPTextEncode"]
+    assert "KSampler" in listing.out and "sampling" in listing.out
+    schema = cli("nodes", "KSampler")
+    assert schema.code == 0
+    info = schema.json()
+    assert info["name"] == "KSampler" and info["input"]["required"]["steps"][0] == "INT"
+    choices = cli("nodes", "CheckpointLoaderSimple").json()["input"]["required"]["ckpt_name"][0]
+    assert choices == ["tiny.safetensors"]
+
+
+def test_nodes_unknown_class_suggests_close_names(cli):
+    result = cli("nodes", "KSamplr")
+    assert result.code == 2 and "did you mean KSampler" in result.err
