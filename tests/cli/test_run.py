@@ -220,4 +220,4 @@ def test_run_rich_progress_bars_draw_a_whole_sweep(cli):
     result = cli("run", "workflow.json", "--seeds", "1-3", "--progress", "rich")
     assert result.code == 0, result.err
     assert len(result.out.split()) == 3
-    assert "steps" in result.err and "3 items: 3 succeeded" in result.err
+    assert "item 3/3: seed 3" in result.err and "7/7" in result.err and "3 items: 3 succeeded" in result.err
