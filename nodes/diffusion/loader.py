@@ -1,0 +1,248 @@
+"""Checkpoint loading: one read per file, LDM -> diffusers conversion, modules into the model store.
+
+Models are built on the meta device from configs (shipped JSON plus shapes read from the file) and
+receive the converted tensors with `load_state_dict(assign=True)`, so no random init is spent and no
+hub lookup can happen. Conversion uses diffusers' own single-file helpers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders import single_file_utils as sfu
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from nodes.diffusion import families
+from nodes.diffusion.checkpoint_io import (
+    CheckpointFormatError,
+    read_header,
+    read_weights,
+    safetensors_metadata,
+)
+from nodes.diffusion.model_handle import ComponentRecipe
+
+log = logging.getLogger(__name__)
+
+# File keys no model consumes: DDPM schedule buffers, EMA copies, CLIP's logit scale and position ids.
+_IGNORED = ("model_ema.", "betas", "alphas_cumprod", "sqrt_", "log_one_minus", "posterior_", "v_pred")
+
+
+@dataclass
+class LoadReport:
+    """Keys a component's model expected but the file lacked, and converted keys the model rejected."""
+
+    component: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint file is: family, prediction type and the components it holds."""
+
+    path: str
+    family: str
+    prediction: str
+    components: tuple[str, ...]
+
+
+class ClipStack(torch.nn.Module):
+    """One or two CLIP text encoders of a family, with their per-encoder rules (pad token, layer)."""
+
+    def __init__(self, family: str, encoders: dict[str, torch.nn.Module], specs: list[dict[str, Any]]):
+        super().__init__()
+        self.family = family
+        self.encoders = torch.nn.ModuleDict(encoders)
+        self.specs = specs
+
+
+def _to_model(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype, name: str
+) -> LoadReport:
+    """Assign converted tensors into a meta-built model in `dtype`; report key mismatches."""
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False, assign=True)
+    report = LoadReport(name, list(result.missing_keys), list(result.unexpected_keys))
+    for buf_name, buf in list(model.named_buffers()):
+        if buf.is_meta and buf_name.endswith("position_ids"):
+            owner = model.get_submodule(buf_name.rsplit(".", 1)[0])
+            owner.register_buffer(
+                "position_ids", torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False
+            )
+    leftover = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if leftover:
+        raise CheckpointFormatError(f"{name}: the file lacks {len(leftover)} tensors, e.g. {leftover[:3]}")
+    if report.missing or report.unexpected:
+        log.warning(
+            "%s: %d missing keys %s, %d unexpected keys %s",
+            name,
+            len(report.missing),
+            report.missing[:5],
+            len(report.unexpected),
+            report.unexpected[:5],
+        )
+    else:
+        log.info("%s: all %d tensors loaded, no missing or unexpected keys", name, len(state))
+    return model.eval().requires_grad_(False), report
+
+
+def build_unet(
+    family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype
+) -> tuple[torch.nn.Module, LoadReport]:
+    """UNet2DConditionModel from LDM `model.diffusion_model.*` tensors."""
+    cfg = families.unet_config(family, sd)
+    state = sfu.convert_ldm_unet_checkpoint(sd, cfg)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(cfg)
+    return _to_model(unet, state, dtype, f"{family} unet")
+
+
+def build_vae(
+    family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = families.VAE_PREFIX
+) -> tuple[torch.nn.Module, LoadReport]:
+    """AutoencoderKL from LDM `first_stage_model.*` tensors (or a bare VAE file with prefix '')."""
+    cfg = families.vae_config(family, sd, prefix)
+    sub = {k: v for k, v in sd.items() if k.startswith(prefix)}
+    state = sfu.convert_ldm_vae_checkpoint(sub, cfg)
+    with torch.device("meta"):
+        vae = AutoencoderKL.from_config(cfg)
+    return _to_model(vae, state, dtype, f"{family} vae")
+
+
+def build_text(
+    family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype
+) -> tuple[ClipStack, list[LoadReport]]:
+    """The family's text encoder(s) from HF- or open_clip-layout tensors."""
+    encoders, reports = {}, []
+    specs = families.family_config(family)["text_encoders"]
+    for spec in specs:
+        cfg = CLIPTextConfig(**families.text_config(spec, sd))
+        cls = CLIPTextModelWithProjection if spec["with_projection"] else CLIPTextModel
+        with torch.device("meta"):
+            model = cls(cfg)
+        p = spec["ldm_prefix"]
+        sub = {"te." + k[len(p) :]: v for k, v in sd.items() if k.startswith(p)}
+        if spec["layout"] == "hf":
+            state = sfu.convert_ldm_clip_checkpoint(sub, remove_prefix="te.")
+            state.pop("text_model.embeddings.position_ids", None)
+        else:
+            # A private prefix keeps diffusers from dropping SD2's last block (ComfyUI keeps all 24).
+            state = sfu.convert_open_clip_checkpoint(model, sub, prefix="te.")
+        if not spec["with_projection"]:
+            state.pop("text_projection.weight", None)
+        if not any(k.startswith("text_model.") for k in model.state_dict()):
+            # transformers 5 flattened CLIPTextModel (no `text_model.` level).
+            state = {k.removeprefix("text_model."): v for k, v in state.items()}
+        model, report = _to_model(model, state, dtype, f"{family} {spec['name']}")
+        encoders[spec["name"]] = model
+        reports.append(report)
+    return ClipStack(family, encoders, specs), reports
+
+
+def _wanted(component: str, family: str):
+    if component == "unet":
+        return lambda k: k.startswith(families.UNET_PREFIX)
+    if component == "vae":
+        return lambda k: k.startswith(families.VAE_PREFIX)
+    prefixes = tuple(s["ldm_prefix"] for s in families.family_config(family)["text_encoders"])
+    return lambda k: k.startswith(prefixes)
+
+
+def inspect_checkpoint(path: Path, allow_pickle: bool | None = None) -> CheckpointInfo:
+    """Detect family, prediction and components from the header (and one small tensor for sd2)."""
+    if path.suffix.lower() == ".safetensors" or path.suffix.lower() == ".sft":
+        header, _ = read_header(path)
+        keys = [k for k in header if k != "__metadata__"]
+        metadata = safetensors_metadata(path)
+        probe = read_weights(path, lambda k: k in (families.V_PRED_KEY, "v_pred"))
+    else:
+        probe = read_weights(path, allow_pickle=allow_pickle)
+        keys, metadata = list(probe), {}
+    found = families.detect(keys)
+    if found.unsupported:
+        raise CheckpointFormatError(
+            f"{path.name} looks like a {found.unsupported} checkpoint; diffgraph loads SD1.x, SD2.x, SDXL "
+            "and SDXL refiner checkpoints"
+        )
+    if found.family is None or not found.has_unet:
+        raise CheckpointFormatError(
+            f"{path.name} is not a Stable Diffusion checkpoint: expected 'model.diffusion_model.*' UNet keys "
+            "and a 'cond_stage_model.*' or 'conditioner.embedders.*' text encoder (SD1.x/SD2.x/SDXL "
+            "single-file layout)"
+        )
+    family = found.family
+    if family == "sd2" and families.is_v_prediction(probe, metadata):
+        family = "sd2-v"
+    comps = tuple(c for c, ok in (("unet", True), ("clip", True), ("vae", found.has_vae)) if ok)
+    return CheckpointInfo(str(path), family, families.family_config(family)["prediction"], comps)
+
+
+def load_component(recipe: ComponentRecipe, dtype: torch.dtype, allow_pickle: bool | None = None):
+    """Read just one component's tensors from its file and build the module (no patches)."""
+    path = Path(recipe.path)
+    if recipe.variant == "vae_file":
+        sd = read_weights(path, allow_pickle=allow_pickle)
+        return build_vae_file(path, sd, dtype)
+    sd = read_weights(path, _wanted(recipe.component, recipe.family), allow_pickle)
+    return build_component(recipe.component, recipe.family, sd, dtype)[0]
+
+
+def build_component(component: str, family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype):
+    """Build one component from an already-read state dict; returns (module, reports)."""
+    if component == "unet":
+        model, report = build_unet(family, sd, dtype)
+        return model, [report]
+    if component == "vae":
+        model, report = build_vae(family, sd, dtype)
+        return model, [report]
+    return build_text(family, sd, dtype)
+
+
+def build_vae_file(path: Path, sd: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
+    """A standalone VAE file (bare `encoder.*`/`decoder.*` keys, or with `first_stage_model.`)."""
+    prefix = families.VAE_PREFIX if any(k.startswith(families.VAE_PREFIX) for k in sd) else ""
+    if f"{prefix}decoder.conv_in.weight" not in sd:
+        raise CheckpointFormatError(
+            f"{path.name} is not a VAE: expected 'decoder.*'/'encoder.*' keys (AutoencoderKL, LDM layout)"
+        )
+    return build_vae("sd15", sd, dtype, prefix)[0]
+
+
+def component_dtype(store: Any, component: str) -> torch.dtype:
+    """The compute dtype the store's device policy gives a component (VAE is the precise role)."""
+    return store.policy.compute_dtype("precise" if component == "vae" else "compute")
+
+
+def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
+    """The recipe's module from the store, loading it (and LoRA-patching a base copy) on demand."""
+    if recipe.patches:
+        from nodes.diffusion.lora import patched_module
+
+        base = load_component_into(store, recipe.base())
+        return store.get(recipe.store_key, lambda: patched_module(base, recipe))
+    dtype = component_dtype(store, recipe.component)
+    return store.get(recipe.store_key, lambda: load_component(recipe, dtype))
+
+
+def load_checkpoint_into(
+    store: Any, path: Path, allow_pickle: bool | None = None
+) -> tuple[CheckpointInfo, dict[str, ComponentRecipe]]:
+    """Detect a checkpoint and make sure all its components are in the store, reading the file once."""
+    stat = path.stat()
+    info_key = ("diffgraph", "info", str(path), stat.st_mtime_ns, stat.st_size)
+    info = store.get(info_key, lambda: inspect_checkpoint(path, allow_pickle), to_device=False)
+    recipes = {c: ComponentRecipe(str(path), info.family, c) for c in info.components}
+    missing = [r for r in recipes.values() if r.store_key not in store]
+    if missing:
+        sd = read_weights(path, allow_pickle=allow_pickle)
+        for recipe in missing:
+            model, _ = build_component(
+                recipe.component, info.family, sd, component_dtype(store, recipe.component)
+            )
+            store.put(recipe.store_key, model)
+    return info, recipes

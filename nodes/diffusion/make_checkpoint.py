@@ -1,0 +1,156 @@
+"""`diffgraph make-checkpoint`: random-weight checkpoints in the original single-file (LDM) layout.
+
+Tiny files keep every family's structure (levels, residual blocks, transformer placement, text encoder
+key layout, vocabulary, 77 positions) with small channel counts, so detection and conversion take the
+same path as real files while unit tests run in seconds. Full-size files have the published shapes.
+For sd2-v the last output block's first `norm1.bias` is drawn wider (std ~0.17), which is what the
+v-prediction heuristic (std > 0.09, as ComfyUI uses) looks at; every other norm bias has std ~0.058.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import torch
+
+from nodes.diffusion.ldm_layout import (
+    Layout,
+    TextArch,
+    UnetArch,
+    VaeArch,
+    text_layout,
+    unet_layout,
+    vae_layout,
+)
+
+ARCH_NAMES = ("sd15", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
+V_PRED_KEY = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
+
+_FULL_VAE = VaeArch(128, (1, 2, 4, 4), 2)
+_TINY_VAE = VaeArch(32, (1, 2, 2, 2), 1)
+
+
+def _text(prefix: str, kind: str, tiny: bool, projection: bool) -> TextArch:
+    layout = "hf" if kind == "clip_l" else "open_clip"
+    if tiny:
+        return TextArch(prefix, layout, 64, 3, 128, projection=64 if projection else 0)
+    width, layers, mlp = {"clip_l": (768, 12, 3072), "clip_h": (1024, 24, 4096), "clip_g": (1280, 32, 5120)}[
+        kind
+    ]
+    return TextArch(prefix, layout, width, layers, mlp, projection=width if projection else 0)
+
+
+def arch_spec(arch: str, size: str) -> tuple[UnetArch, VaeArch, list[TextArch]]:
+    """UNet, VAE and text encoder shapes for one family at tiny or full size."""
+    if arch not in ARCH_NAMES or size not in ("tiny", "full"):
+        raise ValueError(f"unknown arch/size {arch!r}/{size!r}; arch one of {ARCH_NAMES}, size tiny|full")
+    tiny = size == "tiny"
+    mc = 32 if tiny else 320
+    vae = _TINY_VAE if tiny else _FULL_VAE
+    if arch == "sd15":
+        texts = [_text("cond_stage_model.transformer.", "clip_l", tiny, False)]
+        ctx = texts[0].width
+        return UnetArch(mc, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, ctx, False), vae, texts
+    if arch in ("sd2", "sd2-v"):
+        texts = [_text("cond_stage_model.model.", "clip_h", tiny, True)]
+        ctx = texts[0].width
+        return UnetArch(mc, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, ctx, True), vae, texts
+    if arch == "sdxl":
+        texts = [
+            _text("conditioner.embedders.0.transformer.", "clip_l", tiny, False),
+            _text("conditioner.embedders.1.model.", "clip_g", tiny, True),
+        ]
+        ctx = texts[0].width + texts[1].width
+        depth = (0, 1, 2) if tiny else (0, 2, 10)
+        adm = texts[1].projection + 6 * 256
+        return UnetArch(mc, (1, 2, 4), 2, depth, depth[-1], ctx, True, adm), vae, texts
+    texts = [_text("conditioner.embedders.0.model.", "clip_g", tiny, True)]
+    depth = (0, 1, 1, 0) if tiny else (0, 4, 4, 0)
+    adm = texts[0].projection + 5 * 256
+    mc = 32 if tiny else 384
+    return UnetArch(mc, (1, 2, 4, 4), 2, depth, depth[1], texts[0].width, True, adm), vae, texts
+
+
+def checkpoint_layout(arch: str, size: str) -> Layout:
+    """Every tensor name and shape of a family's single-file checkpoint."""
+    unet, vae, texts = arch_spec(arch, size)
+    layout = {**unet_layout(unet), **vae_layout(vae)}
+    for text in texts:
+        layout.update(text_layout(text))
+    return layout
+
+
+def _random_tensor(key: str, shape: tuple[int, ...], layout: Layout, seed: int, arch: str) -> torch.Tensor:
+    """Per-key seeded init: fan-in uniform for weights/biases, 1 +- 0.1 gammas, +-0.1 betas."""
+    if key.endswith("position_ids"):
+        return torch.arange(shape[-1], dtype=torch.int64).expand(shape).contiguous()
+    if key.endswith("logit_scale"):
+        return torch.tensor(math.log(100.0))
+    g = torch.Generator().manual_seed((seed * 1000003 + zlib.crc32(key.encode())) % 2**63)
+    u = torch.rand(shape, generator=g) * 2 - 1
+    weight_key = key[: -len("bias")] + "weight" if key.endswith("bias") else key.replace("_bias", "_weight")
+    ref = layout.get(weight_key, shape) if key.endswith(("bias", "_bias")) else shape
+    if len(ref) >= 2:
+        return u / math.sqrt(math.prod(ref[1:]))
+    if key.endswith("weight") and len(shape) == 1:
+        return 1.0 + u * 0.1
+    scale = 0.3 if (arch == "sd2-v" and key == V_PRED_KEY) else 0.1
+    return u * scale
+
+
+def _header(layout: Layout, dtype_name: str, elem: int) -> tuple[bytes, list[str]]:
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    keys = sorted(layout, key=lambda k: (k.endswith("position_ids") is False, k))
+    offset = 0
+    for key in keys:
+        shape = layout[key]
+        is_int = key.endswith("position_ids")
+        nbytes = math.prod(shape) * (8 if is_int else elem)
+        header[key] = {
+            "dtype": "I64" if is_int else dtype_name,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    return raw + b" " * ((8 - len(raw) % 8) % 8), keys
+
+
+def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype: str = "fp16") -> Path:
+    """Write a random-weight single-file checkpoint, streaming one tensor at a time; returns the path."""
+    torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    dtype_name = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}[dtype]
+    layout = checkpoint_layout(arch, size)
+    header, keys = _header(layout, dtype_name, torch.empty((), dtype=torch_dtype).element_size())
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        for key in keys:
+            t = _random_tensor(key, layout[key], layout, seed, arch)
+            if t.is_floating_point():
+                t = t.to(torch_dtype)
+            f.write(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    os.replace(tmp, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
+    ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", choices=ARCH_NAMES, required=True)
+    ap.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
+    ap.add_argument("out", help="output .safetensors path")
+    args = ap.parse_args(argv)
+    path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
+    print(f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size}, seed {args.seed})")
+    return 0
