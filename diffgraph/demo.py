@@ -7,16 +7,13 @@ real weights later.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TextIO
 
 from diffgraph.api import Session
 from diffgraph.workflow import Workflow, describe_node
-from engine import DiffgraphError
 
 DEMO_CHECKPOINT = "diffgraph-demo-sd15-random.safetensors"
-DEMO_ARGS = ("--arch", "sd15", "--size", "tiny", "--seed", "0")
 
 
 def missing_checkpoints(session: Session, workflow: Workflow) -> list[tuple[str, str]]:
@@ -30,15 +27,10 @@ def missing_checkpoints(session: Session, workflow: Workflow) -> list[tuple[str,
 
 
 def make_demo_checkpoint(path: Path) -> None:
-    """Write the tiny random-weight SD1.5 checkpoint (through a temp name, so a crash leaves no half file)."""
-    from nodes.diffusion.make_checkpoint import main as make_checkpoint
+    """Write the tiny random-weight SD1.5 checkpoint (the maker writes through a temp name)."""
+    from nodes.diffusion.make_checkpoint import make_checkpoint
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    code = make_checkpoint([*DEMO_ARGS, str(partial)])
-    if code not in (0, None) or not partial.is_file():
-        raise DiffgraphError(f"could not write the demo checkpoint {path} (exit {code})", code="demo_failed")
-    os.replace(partial, path)
+    make_checkpoint("sd15", "tiny", 0, path)
 
 
 def prepare(session: Session, workflow: Workflow, stream: TextIO) -> list[tuple[str, str]]:
