@@ -1,0 +1,139 @@
+"""The ASGI application: every route bare and under /api, the websocket, the web client and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request, WebSocket
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from engine.context import Environment
+from engine.errors import DiffgraphError
+from engine.registry import Registry
+from server import routes_files, routes_info, routes_jobs, routes_prompt, routes_user
+from server.frontend import MISSING_PAGE, NO_CACHE, FrontendFiles, find_frontend
+from server.hub import Bridge, Hub
+from server.paths import PathRefused
+from server.security import TOKEN_COOKIE, Guard
+from server.settings import ServerSettings
+from server.state import ServerState, error_response
+from server.store import JobStore
+from server.worker import Worker
+
+log = logging.getLogger(__name__)
+TEMP_MARKER = ".diffgraph-temp"
+ROUTERS = (
+    routes_prompt.router,
+    routes_jobs.router,
+    routes_files.router,
+    routes_info.router,
+    routes_user.router,
+)
+
+
+def clear_temp(temp_dir: Path) -> None:
+    """Wipe the preview folder at start, as ComfyUI does, but only a folder diffgraph claimed when empty."""
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    marker = temp_dir / TEMP_MARKER
+    if not marker.exists():
+        if any(temp_dir.iterdir()):
+            log.warning("temp folder %s holds files diffgraph did not create; not clearing it", temp_dir)
+            return
+        marker.touch()
+        return
+    for child in temp_dir.iterdir():
+        if child.name == TEMP_MARKER:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _lifespan(state: ServerState):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(clear_temp, state.env.temp_dir)
+        for folder in (state.env.output_dir, state.env.input_dir, state.user_root):
+            folder.mkdir(parents=True, exist_ok=True)
+        state.bridge = Bridge(asyncio.get_running_loop())
+        state.hub.queue_remaining = state.store.queue_remaining()
+        state.worker = Worker(
+            state.registry,
+            state.env,
+            state.store,
+            state.hub,
+            state.bridge,
+            preview_size=state.settings.preview_size,
+        )
+        state.worker.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.worker.stop)
+            state.store.close()
+
+    return lifespan
+
+
+def _index_route(state: ServerState) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
+    def index(request: Request) -> Response:
+        """The web client's index.html (no-cache); `?token=` is turned into a same-site cookie."""
+        token = request.query_params.get("token")
+        if state.settings.token and token:
+            response: Response = RedirectResponse("./", status_code=303)
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+            return response
+        if state.frontend_root is None:
+            return HTMLResponse(MISSING_PAGE)
+        return FileResponse(state.frontend_root / "index.html", headers={"Cache-Control": NO_CACHE})
+
+    return router
+
+
+def create_app(registry: Registry, env: Environment, *, settings: ServerSettings) -> FastAPI:
+    """Build the server for a registry and environment; the worker starts with the app's lifespan."""
+    frontend_root = find_frontend(settings.front_end_root) if settings.serve_frontend else None
+    store = JobStore(settings.database, history_limit=settings.history_limit)
+    if store.recovered:
+        log.warning(
+            "marked %d prompt(s) failed that were running when the server stopped", len(store.recovered)
+        )
+    state = ServerState(registry, env, settings, store, Hub({}), frontend_root)
+    state.hub.server_flags = state.server_flags()
+    app = FastAPI(
+        title="diffgraph", lifespan=_lifespan(state), docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.server = state
+    for router in ROUTERS:
+        app.include_router(router)
+        app.include_router(router, prefix="/api")
+
+    async def websocket(ws: WebSocket) -> None:
+        await state.hub.serve(ws, ws.query_params.get("clientId"))
+
+    app.add_api_websocket_route("/ws", websocket)
+    app.add_api_websocket_route("/api/ws", websocket)
+
+    @app.exception_handler(PathRefused)
+    async def path_refused(request: Request, exc: PathRefused) -> Response:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(DiffgraphError)
+    async def diffgraph_error(request: Request, exc: DiffgraphError) -> Response:
+        return error_response(400, exc.code, exc.message, exc.details)
+
+    app.include_router(_index_route(state))
+    if frontend_root is not None:
+        app.mount("/", FrontendFiles(directory=frontend_root), name="frontend")
+    app.add_middleware(Guard, settings=settings)
+    return app

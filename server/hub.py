@@ -1,0 +1,221 @@
+"""Websocket clients: ids, feature flags, ordered per-client send queues, message routing and resync.
+
+Everything here runs on the event loop; the worker thread reaches it only through `Bridge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import struct
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+log = logging.getLogger(__name__)
+
+PREVIEW_IMAGE = 1
+PREVIEW_IMAGE_WITH_METADATA = 4
+IMAGE_FORMATS = {"image/jpeg": 1, "image/png": 2}
+# ComfyUI sends these to everybody when the prompt came without a client_id; the rest only to the owner.
+BROADCAST_WITHOUT_CLIENT = frozenset({"progress", "progress_state", "execution_interrupted", "preview"})
+# A client that cannot keep up loses previews first; JSON messages are never dropped.
+MAX_OUTBOX_FOR_PREVIEWS = 256
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+
+
+@dataclass
+class Client:
+    """One connected socket and what it negotiated."""
+
+    sid: str
+    ws: WebSocket
+    flags: dict[str, Any] = field(default_factory=dict)
+    outbox: asyncio.Queue[str | bytes] = field(default_factory=asyncio.Queue)
+
+    @property
+    def wants_metadata(self) -> bool:
+        """True when the client understands type-4 preview frames."""
+        return bool(self.flags.get("supports_preview_metadata"))
+
+    def put(self, frame: str | bytes, droppable: bool = False) -> None:
+        """Queue a frame for this client, dropping droppable frames when it lags far behind."""
+        if droppable and self.outbox.qsize() > MAX_OUTBOX_FOR_PREVIEWS:
+            return
+        self.outbox.put_nowait(frame)
+
+
+@dataclass
+class Running:
+    """The prompt being executed, remembered to resync a client that reconnects mid-run."""
+
+    prompt_id: str
+    client_id: str | None
+    executing: dict[str, Any] | None = None
+    progress_state: dict[str, Any] | None = None
+
+
+def message(msg_type: str, data: Any) -> str:
+    """A JSON text frame in ComfyUI's envelope."""
+    return json.dumps({"type": msg_type, "data": data})
+
+
+def preview_frames(image: bytes, image_type: str, meta: dict[str, Any]) -> tuple[bytes, bytes]:
+    """(type-1 frame, type-4 frame) for one encoded preview picture."""
+    legacy = struct.pack(">II", PREVIEW_IMAGE, IMAGE_FORMATS[image_type]) + image
+    header = json.dumps({**meta, "image_type": image_type}).encode()
+    with_meta = struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(header)) + header + image
+    return legacy, with_meta
+
+
+class Hub:
+    """Connected websocket clients and the routing of server messages to them."""
+
+    def __init__(self, server_flags: dict[str, Any]):
+        self.server_flags = server_flags
+        self.clients: dict[str, Client] = {}
+        self.queue_remaining = 0
+        self.running: Running | None = None
+
+    def status_data(self, sid: str | None = None) -> dict[str, Any]:
+        """The `status` payload; `sid` only in the first frame of a connection."""
+        data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": self.queue_remaining}}}
+        if sid is not None:
+            data["sid"] = sid
+        return data
+
+    async def serve(self, ws: WebSocket, client_id: str | None) -> None:
+        """Run one connection: status with sid first, resync, feature flags, until it closes."""
+        await ws.accept()
+        sid = client_id if client_id and _CLIENT_ID.match(client_id) else uuid.uuid4().hex
+        previous = self.clients.get(sid)
+        client = Client(sid=sid, ws=ws)
+        self.clients[sid] = client
+        if previous is not None:
+            previous.outbox.put_nowait(b"")  # tells its sender to close: the id now belongs to this socket
+        sender = asyncio.create_task(self._send_loop(client))
+        client.put(message("status", self.status_data(sid)))
+        self._resync(client)
+        try:
+            await self._receive_loop(client)
+        finally:
+            if self.clients.get(sid) is client:
+                del self.clients[sid]
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    async def _receive_loop(self, client: Client) -> None:
+        first = True
+        while True:
+            try:
+                frame = await client.ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if frame["type"] == "websocket.disconnect":
+                return
+            text = frame.get("text")
+            if not first or text is None:
+                continue
+            first = False  # ComfyUI reads only the first text frame
+            try:
+                body = json.loads(text)
+            except json.JSONDecodeError:
+                log.info("client %s sent a first frame that is not JSON; ignored", client.sid)
+                continue
+            if (
+                isinstance(body, dict)
+                and body.get("type") == "feature_flags"
+                and isinstance(body.get("data"), dict)
+            ):
+                client.flags = body["data"]
+                client.put(message("feature_flags", self.server_flags))
+
+    async def _send_loop(self, client: Client) -> None:
+        while True:
+            frame = await client.outbox.get()
+            try:
+                if frame == b"":
+                    await client.ws.close()
+                    return
+                if isinstance(frame, bytes):
+                    await client.ws.send_bytes(frame)
+                else:
+                    await client.ws.send_text(frame)
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                log.info("client %s went away while sending: %s", client.sid, exc)
+                return
+
+    def _resync(self, client: Client) -> None:
+        """A client reconnecting mid-run gets the running node and the progress so far."""
+        running = self.running
+        if running is None or running.client_id != client.sid:
+            return
+        if running.executing is not None:
+            client.put(message("executing", running.executing))
+        if running.progress_state is not None:
+            client.put(message("progress_state", running.progress_state))
+
+    def _targets(self, kind: str, client_id: str | None) -> list[Client]:
+        if client_id:
+            client = self.clients.get(client_id)
+            return [client] if client else []
+        return list(self.clients.values()) if kind in BROADCAST_WITHOUT_CLIENT else []
+
+    # The methods below are called through Bridge from the worker and request threads.
+
+    def status(self, queue_remaining: int) -> None:
+        """Broadcast the queue size (every enqueue, dequeue and finish)."""
+        self.queue_remaining = queue_remaining
+        frame = message("status", self.status_data())
+        for client in self.clients.values():
+            client.put(frame)
+
+    def start(self, prompt_id: str, client_id: str | None) -> None:
+        """A prompt began: remember it for resync."""
+        self.running = Running(prompt_id, client_id)
+
+    def stop(self, prompt_id: str) -> None:
+        """A prompt ended."""
+        if self.running is not None and self.running.prompt_id == prompt_id:
+            self.running = None
+
+    def emit(self, msg_type: str, data: dict[str, Any], client_id: str | None) -> None:
+        """Route one execution message to the prompt's client (or everybody, for some types)."""
+        running = self.running
+        if running is not None and data.get("prompt_id") == running.prompt_id:
+            if msg_type == "executing":
+                running.executing = data
+            elif msg_type == "progress_state":
+                running.progress_state = data
+        frame = message(msg_type, data)
+        for client in self._targets(msg_type, client_id):
+            client.put(frame)
+
+    def preview(self, image: bytes, image_type: str, meta: dict[str, Any], client_id: str | None) -> None:
+        """Send a preview as type 4 to clients that negotiated metadata, else as type 1."""
+        legacy, with_meta = preview_frames(image, image_type, meta)
+        for client in self._targets("preview", client_id):
+            client.put(with_meta if client.wants_metadata else legacy, droppable=True)
+
+
+class Bridge:
+    """Hands calls from other threads to the event loop without blocking either side."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+
+    def call(self, fn: Callable[..., None], *args: Any) -> None:
+        """Schedule fn(*args) on the loop; dropped once the loop has shut down."""
+        if self.loop.is_closed():
+            return
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            log.debug("event loop closed; dropping %s", getattr(fn, "__name__", fn))

@@ -1,0 +1,137 @@
+"""The jobs API that ComfyUI frontends from 1.3x on read the queue and history from: a view of the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from server.routes_prompt import json_body
+from server.state import ServerState, error_response, server_state
+from server.store import Job
+
+router = APIRouter()
+
+# Store state -> jobs API status. An interrupted prompt is "cancelled", as the frontend shows it.
+JOB_STATUS = {
+    "pending": "pending",
+    "running": "in_progress",
+    "success": "completed",
+    "error": "failed",
+    "interrupted": "cancelled",
+}
+STORE_STATES = {status: state for state, status in JOB_STATUS.items()}
+PREVIEWABLE_KEYS = ("images", "gifs", "video", "audio")
+
+
+def _previewables(job: Job) -> list[dict[str, Any]]:
+    items = []
+    for node_id, ui in job.ui_outputs.items():
+        if not isinstance(ui, dict):
+            continue
+        for key in PREVIEWABLE_KEYS:
+            for item in ui.get(key) or []:
+                if isinstance(item, dict) and "filename" in item:
+                    items.append({**item, "nodeId": node_id, "mediaType": key})
+    return items
+
+
+def _count_outputs(job: Job) -> int:
+    return sum(
+        len(v)
+        for ui in job.ui_outputs.values()
+        if isinstance(ui, dict)
+        for v in ui.values()
+        if isinstance(v, list)
+    )
+
+
+def job_item(job: Job) -> dict[str, Any]:
+    """One job in the frontend's schema."""
+    previews = _previewables(job)
+    workflow = (job.extra_data.get("extra_pnginfo") or {}).get("workflow")
+    error = None
+    if job.error:
+        error = {
+            **job.error,
+            "node_id": str(job.error.get("node_id") or ""),
+            "node_type": str(job.error.get("node_type") or ""),
+        }
+    return {
+        "id": job.id,
+        "status": JOB_STATUS[job.state],
+        "create_time": job.create_time,
+        "execution_start_time": job.start_time,
+        "execution_end_time": job.end_time,
+        "preview_output": previews[0] if previews else None,
+        "outputs_count": _count_outputs(job),
+        "previewable_outputs_count": len(previews),
+        "execution_error": error,
+        "workflow_id": workflow.get("id") if isinstance(workflow, dict) else None,
+        "priority": job.number,
+    }
+
+
+@router.get("/jobs")
+def list_jobs(request: Request) -> Response:
+    """`?status=a,b&limit=&offset=`: jobs with pagination."""
+    query = request.query_params
+    wanted = [s for s in (query.get("status") or ",".join(JOB_STATUS.values())).split(",") if s]
+    unknown = [s for s in wanted if s not in STORE_STATES]
+    if unknown:
+        return error_response(
+            400, "invalid_request", f"unknown job status {unknown}; known: {list(STORE_STATES)}"
+        )
+    try:
+        limit = int(query["limit"]) if query.get("limit") else None
+        offset = int(query.get("offset") or 0)
+    except ValueError:
+        return error_response(400, "invalid_request", "limit and offset must be integers")
+    if (limit is not None and limit < 0) or offset < 0:
+        return error_response(400, "invalid_request", "limit and offset must not be negative")
+    jobs, total = server_state(request).store.jobs([STORE_STATES[s] for s in wanted], limit, offset)
+    pagination = {"offset": offset, "limit": limit, "total": total, "has_more": offset + len(jobs) < total}
+    return JSONResponse({"jobs": [job_item(j) for j in jobs], "pagination": pagination})
+
+
+@router.get("/jobs/{job_id}")
+def get_job(request: Request, job_id: str) -> Response:
+    """One job with its outputs and workflow; 404 when unknown."""
+    job = server_state(request).store.get(job_id)
+    if job is None:
+        return error_response(404, "job_not_found", f"no job with id {job_id!r}")
+    extra = {k: v for k, v in job.extra_data.items() if k == "extra_pnginfo"}
+    return JSONResponse(
+        {**job_item(job), "outputs": job.ui_outputs, "workflow": {"prompt": job.prompt, "extra_data": extra}}
+    )
+
+
+def cancel_jobs(state: ServerState, ids: list[str]) -> None:
+    """Drop pending jobs and interrupt the running one among ids; unknown or finished ids are ignored."""
+    state.store.delete_pending(ids)
+    if state.worker is not None and state.worker.current in ids:
+        state.worker.interrupt(state.worker.current)
+    state.publish_status()
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(request: Request, job_id: str) -> Response:
+    """Cancel one job (idempotent)."""
+    await run_in_threadpool(cancel_jobs, server_state(request), [job_id])
+    return JSONResponse({})
+
+
+@router.post("/jobs/cancel")
+async def cancel_many(request: Request) -> Response:
+    """Cancel {"job_ids": [...]} (idempotent)."""
+    try:
+        body = await json_body(request)
+        ids = body.get("job_ids")
+        if not isinstance(ids, list):
+            raise ValueError("job_ids must be a list of ids")
+    except (ValueError, AttributeError) as exc:
+        return error_response(400, "invalid_request", str(exc))
+    await run_in_threadpool(cancel_jobs, server_state(request), [str(i) for i in ids])
+    return JSONResponse({})

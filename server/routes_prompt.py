@@ -1,0 +1,220 @@
+"""ComfyUI's execution routes: /prompt, /queue, /history, /interrupt, /free."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from engine.validation import validate_prompt
+from server.state import ServerState, error_response, server_state
+from server.store import FINISHED
+
+router = APIRouter()
+# Credentials for ComfyUI's paid API nodes; diffgraph never uses them and must not store them.
+SENSITIVE_EXTRA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+
+
+async def json_body(request: Request) -> Any:
+    """The request body as JSON ({} when empty); raises ValueError with a readable message."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"the request body is not valid JSON: {exc}") from exc
+
+
+def prompt_error(
+    status: int, code: str, message: str, details: str = "", node_errors: Any = None
+) -> JSONResponse:
+    """A /prompt error body: ComfyUI always sends node_errors beside error."""
+    body = {
+        "error": {"type": code, "message": message, "details": details, "extra_info": {}},
+        "node_errors": node_errors or {},
+    }
+    return JSONResponse(body, status_code=status)
+
+
+@router.get("/prompt")
+def get_prompt(request: Request) -> dict[str, Any]:
+    """Queue size, for clients polling without a websocket."""
+    return {"exec_info": {"queue_remaining": server_state(request).store.queue_remaining()}}
+
+
+@router.post("/prompt")
+async def post_prompt(request: Request) -> Response:
+    """Validate a prompt and queue it; 400 with node_errors when nothing in it can run."""
+    state = server_state(request)
+    raw = await request.body()
+    limit = state.settings.max_prompt_size
+    if len(raw) > limit:
+        return prompt_error(413, "prompt_too_large", f"The prompt is larger than {limit} bytes.")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return prompt_error(400, "invalid_prompt", "The request body is not valid JSON.", str(exc))
+    return await run_in_threadpool(enqueue_prompt, state, body)
+
+
+def _parse_number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"number must be a number, not {value!r}")
+    return float(value)
+
+
+def enqueue_prompt(state: ServerState, body: Any) -> JSONResponse:
+    """The body of POST /prompt, run in a worker thread (validation may touch the disk)."""
+    if not isinstance(body, dict):
+        return prompt_error(400, "invalid_prompt", "The request body must be a JSON object.")
+    if "prompt" not in body:
+        return prompt_error(400, "no_prompt", "No prompt provided", "")
+    prompt_id = body.get("prompt_id") or uuid.uuid4().hex
+    if not isinstance(prompt_id, str):
+        return prompt_error(400, "invalid_prompt", "prompt_id must be a string.", repr(prompt_id))
+    if state.store.exists(prompt_id):
+        return prompt_error(400, "duplicate_prompt_id", f"A prompt with id {prompt_id!r} already exists.")
+    try:
+        number = _parse_number(body.get("number"))
+    except ValueError as exc:
+        return prompt_error(400, "invalid_prompt", str(exc))
+    targets = body.get("partial_execution_targets")
+    if targets is not None and not isinstance(targets, list):
+        return prompt_error(400, "invalid_prompt", "partial_execution_targets must be a list of node ids.")
+    result = validate_prompt(body["prompt"], state.registry, targets=targets, env=state.env)
+    if not result.ok:
+        error = result.error or {}
+        return prompt_error(
+            400,
+            error.get("type", "invalid_prompt"),
+            error.get("message", "The prompt is invalid."),
+            error.get("details", ""),
+            result.node_errors,
+        )
+    extra = body.get("extra_data") if isinstance(body.get("extra_data"), dict) else {}
+    extra = {k: v for k, v in extra.items() if k not in SENSITIVE_EXTRA_KEYS}
+    client_id = (
+        body.get("client_id") if isinstance(body.get("client_id"), str) and body["client_id"] else None
+    )
+    if client_id:
+        extra["client_id"] = client_id
+    number = state.store.enqueue(
+        prompt_id,
+        result.prompt,
+        extra,
+        result.outputs,
+        client_id,
+        number=number,
+        front=bool(body.get("front")),
+    )
+    state.publish_status()
+    return JSONResponse({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
+
+
+@router.get("/queue")
+def get_queue(request: Request) -> dict[str, Any]:
+    """Running and pending prompts as ComfyUI's queue items."""
+    running, pending = server_state(request).store.queue()
+    return {
+        "queue_running": [j.queue_item() for j in running],
+        "queue_pending": [j.queue_item() for j in pending],
+    }
+
+
+def _ids(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise ValueError("delete must be a list of prompt ids")
+    return [str(v) for v in value]
+
+
+@router.post("/queue")
+async def post_queue(request: Request) -> Response:
+    """{"clear": true} and/or {"delete": [ids]} on pending prompts."""
+    state = server_state(request)
+    try:
+        body = await json_body(request)
+        if body.get("clear"):
+            await run_in_threadpool(state.store.delete_pending)
+        if "delete" in body:
+            await run_in_threadpool(state.store.delete_pending, _ids(body["delete"]))
+    except (ValueError, AttributeError) as exc:
+        return error_response(400, "invalid_request", str(exc))
+    state.publish_status()
+    return Response(status_code=200)
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return None
+    return int(value)
+
+
+@router.get("/history")
+def get_history(request: Request) -> Response:
+    """Finished prompts, oldest first; `max_items` alone gives the newest N, `offset` pages."""
+    try:
+        max_items = _int_param(request, "max_items")
+        offset = _int_param(request, "offset")
+    except ValueError:
+        return error_response(400, "invalid_request", "max_items and offset must be integers")
+    jobs = server_state(request).store.history(max_items, -1 if offset is None else offset)
+    return JSONResponse({j.id: j.history_entry() for j in jobs})
+
+
+@router.get("/history/{prompt_id}")
+def get_history_item(request: Request, prompt_id: str) -> dict[str, Any]:
+    """One finished prompt as {id: entry}, or {}."""
+    job = server_state(request).store.get(prompt_id)
+    if job is None or job.state not in FINISHED:
+        return {}
+    return {job.id: job.history_entry()}
+
+
+@router.post("/history")
+async def post_history(request: Request) -> Response:
+    """{"clear": true} and/or {"delete": [ids]} on finished prompts."""
+    state = server_state(request)
+    try:
+        body = await json_body(request)
+        if body.get("clear"):
+            await run_in_threadpool(state.store.delete_history)
+        if "delete" in body:
+            await run_in_threadpool(state.store.delete_history, _ids(body["delete"]))
+    except (ValueError, AttributeError) as exc:
+        return error_response(400, "invalid_request", str(exc))
+    return Response(status_code=200)
+
+
+@router.post("/interrupt")
+async def post_interrupt(request: Request) -> Response:
+    """Stop the running prompt; with {"prompt_id"}, only if that one is running."""
+    state = server_state(request)
+    try:
+        body = await json_body(request)
+    except ValueError as exc:
+        return error_response(400, "invalid_request", str(exc))
+    prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
+    if state.worker is not None:
+        state.worker.interrupt(str(prompt_id) if prompt_id else None)
+    return Response(status_code=200)
+
+
+@router.post("/free")
+async def post_free(request: Request) -> Response:
+    """{"unload_models", "free_memory"}: applied by the worker between prompts."""
+    state = server_state(request)
+    try:
+        body = await json_body(request)
+    except ValueError as exc:
+        return error_response(400, "invalid_request", str(exc))
+    if state.worker is not None and isinstance(body, dict):
+        state.worker.request_free(bool(body.get("unload_models")), bool(body.get("free_memory")))
+    return Response(status_code=200)
