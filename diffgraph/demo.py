@@ -33,7 +33,19 @@ def make_demo_checkpoint(path: Path) -> None:
     make_checkpoint("sd15", "tiny", 0, path)
 
 
-def prepare(session: Session, workflow: Workflow, stream: TextIO) -> list[tuple[str, str]]:
+def no_real_checkpoints(session: Session) -> bool:
+    """True on a fresh machine: the checkpoints folder holds nothing but (maybe) the demo checkpoint."""
+    return not [n for n in session.model_paths.list("checkpoints") if n != DEMO_CHECKPOINT]
+
+
+def choose(session: Session, workflow: Workflow, mode: str) -> bool:
+    """Whether to use the demo: `on` (--demo), `off` (--no-demo), or `auto`: only on a fresh machine."""
+    if mode == "auto":
+        return no_real_checkpoints(session) and bool(missing_checkpoints(session, workflow))
+    return mode == "on"
+
+
+def prepare(session: Session, workflow: Workflow, stream: TextIO, explicit: bool) -> list[tuple[str, str]]:
     """Point every missing checkpoint at the demo checkpoint (made on first use); say so plainly."""
     missing = missing_checkpoints(session, workflow)
     if not missing:
@@ -44,26 +56,32 @@ def prepare(session: Session, workflow: Workflow, stream: TextIO) -> list[tuple[
     folder = session.model_paths.folder("checkpoints")
     path = folder / DEMO_CHECKPOINT
     if not path.is_file():
-        print(f"--demo: writing a tiny random-weight checkpoint to {path} ...", file=stream, flush=True)
+        print(f"demo: writing a tiny random-weight checkpoint to {path} ...", file=stream, flush=True)
         make_demo_checkpoint(path)
     for node_id, _ in missing:
         workflow.set(node_id, "ckpt_name", DEMO_CHECKPOINT)
+    print(notice(workflow, missing, folder, explicit), file=stream, flush=True)
+    return missing
+
+
+def notice(workflow: Workflow, missing: list[tuple[str, str]], folder: Path, explicit: bool) -> str:
+    """The banner every demo run prints: what was replaced, that images are noise, how to get real ones."""
     names = ", ".join(sorted({name for _, name in missing}))
     nodes = ", ".join(describe_node(nid, workflow.prompt[nid]) for nid, _ in missing)
-    print(
-        "\n".join(
-            [
-                "=" * 78,
-                f"DEMO MODE: checkpoint {names} is not in {folder}/.",
-                f"Using {DEMO_CHECKPOINT} instead ({nodes}): a tiny model with RANDOM weights.",
-                "Its images are NOISE. This run only shows the whole pipeline working.",
-                f"For real images, put a checkpoint file in {folder}/ (named {names},",
-                "or pass --set NODE.ckpt_name=<your file>), or point --models-dir / DIFFGRAPH_MODELS_DIR",
-                "at your ComfyUI models folder, and run again without --demo.",
-                "=" * 78,
-            ]
-        ),
-        file=stream,
-        flush=True,
+    why = (
+        "--demo was given"
+        if explicit
+        else f"{folder}/ has no checkpoint yet (pass --no-demo to fail instead)"
     )
-    return missing
+    return "\n".join(
+        [
+            "=" * 78,
+            f"DEMO MODE: checkpoint {names} is not in {folder}/, and {why}.",
+            f"Using {DEMO_CHECKPOINT} instead ({nodes}): a tiny model with RANDOM weights.",
+            "Its images are NOISE. This run only shows the whole pipeline working.",
+            f"For real images, put a checkpoint file in {folder}/ (named {names},",
+            "or pass --set NODE.ckpt_name=<your file>), or point --models-dir / DIFFGRAPH_MODELS_DIR",
+            "at your ComfyUI models folder.",
+            "=" * 78,
+        ]
+    )

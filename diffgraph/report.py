@@ -108,8 +108,10 @@ def item_json(
     return doc
 
 
-def run_json(workflow: str, items: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """The whole --json document of `diffgraph run`."""
+def run_json(
+    workflow: str, items: list[dict[str, Any]], seconds: float, demo: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The whole --json document of `diffgraph run`; `demo` = {node id: missing checkpoint it replaced}."""
     failed = sum(1 for i in items if i["status"] != "success")
     return {
         "schema": JSON_SCHEMA_VERSION,
@@ -121,5 +123,6 @@ def run_json(workflow: str, items: list[dict[str, Any]], seconds: float) -> dict
             "failed": failed,
             "seconds": seconds,
         },
+        "demo_checkpoint": demo or {},
         "items": items,
     }

@@ -54,11 +54,19 @@ def add_parser(sub: Any) -> None:
         default="auto",
         help="progress display on stderr: bars on a terminal, plain lines otherwise (auto)",
     )
-    p.add_argument(
+    demo_group = p.add_mutually_exclusive_group()
+    demo_group.add_argument(
         "--demo",
-        action="store_true",
+        dest="demo",
+        action="store_const",
+        const="on",
+        default="auto",
         help="when the workflow's checkpoint is missing, make and use a tiny RANDOM-WEIGHT demo checkpoint "
-        "(images are noise) to show the whole pipeline working",
+        "(images are noise) to show the whole pipeline working; without this flag that happens only when "
+        "models/checkpoints/ has no checkpoint at all, always with a notice",
+    )
+    demo_group.add_argument(
+        "--no-demo", dest="demo", action="store_const", const="off", help="never use the demo checkpoint"
     )
     p.set_defaults(handler=handle)
 
@@ -164,8 +172,9 @@ def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -
     with open_session(args, registry_factory) as session:
         # --set applies to every item; a bad one fails the whole run before anything starts.
         base = session.load(args.workflow).apply(base_overrides)
-        if args.demo:
-            demo.prepare(session, base, sys.stderr)
+        demo_used = []
+        if demo.choose(session, base, args.demo):
+            demo_used = demo.prepare(session, base, sys.stderr, explicit=args.demo == "on")
         targets = seed_targets(base, args.seed_input) if seeds else []
         items = build_items({}, batch, seeds)  # --set is already in base
         progress.start_batch(len(items))
@@ -177,13 +186,15 @@ def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -
                     break
         finally:
             progress.close()
-    return finish(args, reports, time.perf_counter() - started, len(items))
+    return finish(args, reports, time.perf_counter() - started, len(items), demo_used)
 
 
-def finish(args: argparse.Namespace, reports: list[dict[str, Any]], seconds: float, total: int) -> int:
+def finish(
+    args: argparse.Namespace, reports: list[dict[str, Any]], seconds: float, total: int, demo_used: list[Any]
+) -> int:
     """Print the result (JSON or file paths) and choose the exit code."""
     if args.json:
-        print_json(run_json(args.workflow, reports, seconds))
+        print_json(run_json(args.workflow, reports, seconds, dict(demo_used)))
     else:
         for report in reports:
             for path in report["files"]:

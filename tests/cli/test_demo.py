@@ -36,6 +36,7 @@ def test_demo_replaces_only_a_missing_checkpoint_and_says_so(cli, fake_maker):
     assert result.code == 0, result.err
     assert fake_maker == [Path("models") / "checkpoints" / demo.DEMO_CHECKPOINT]
     assert "DEMO MODE" in result.err and "RANDOM weights" in result.err and "NOISE" in result.err
+    assert "--demo was given" in result.err
     assert "v1-5-pruned-emaonly.safetensors" in result.err
     assert result.json()["items"][0]["status"] == "success"
     again = cli(*args)
@@ -53,3 +54,19 @@ def test_without_demo_a_missing_checkpoint_is_never_substituted(cli, fake_maker)
     result = cli("run", "workflow.json", "--set", "4.ckpt_name=v1-5-pruned-emaonly.safetensors")
     assert result.code == 2 and fake_maker == []
     assert "add --demo" in result.err
+
+
+def test_fresh_machine_uses_the_demo_without_the_flag_and_says_why(cli, project, fake_maker):
+    (project / "models" / "checkpoints" / "tiny.safetensors").unlink()
+    result = cli("run", "workflow.json", "--json")
+    assert result.code == 0, result.err
+    assert "DEMO MODE" in result.err and "has no checkpoint yet" in result.err and "--no-demo" in result.err
+    assert result.json()["demo_checkpoint"] == {"4": "tiny.safetensors"}
+    again = cli("run", "workflow.json")  # the demo file alone still counts as a fresh machine
+    assert again.code == 0 and "DEMO MODE" in again.err and len(fake_maker) == 1
+
+
+def test_no_demo_fails_on_a_fresh_machine(cli, project, fake_maker):
+    (project / "models" / "checkpoints" / "tiny.safetensors").unlink()
+    result = cli("run", "workflow.json", "--no-demo")
+    assert result.code == 2 and fake_maker == [] and "ckpt_name" in result.err

@@ -78,10 +78,10 @@ def test_run_txt2img_seed_sweep_loads_and_encodes_once(
 
 
 @pytest.mark.slow
-def test_readme_main_job_runs_on_a_fresh_machine_with_demo(real_nodes, tmp_path, monkeypatch, capsys):
+def test_readme_main_job_runs_on_a_fresh_machine(real_nodes, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DIFFGRAPH_MODELS_DIR", raising=False)
-    code, out, err = run_cli(capsys, "run", str(TXT2IMG), "--demo")
+    code, out, err = run_cli(capsys, "run", str(TXT2IMG))  # the README command, verbatim
     assert code == 0, err
     assert "DEMO MODE" in err and "NOISE" in err and "running #3 KSampler" in err and "step 20/20" in err
     assert (tmp_path / "models" / "checkpoints" / demo.DEMO_CHECKPOINT).is_file()

@@ -171,7 +171,8 @@ def test_run_missing_workflow_file_is_a_clear_error(cli):
 def test_run_json_schema(cli):
     result = cli("run", "workflow.json", "--json")
     doc = result.json()
-    assert set(doc) == {"schema", "workflow", "status", "summary", "items"}
+    assert set(doc) == {"schema", "workflow", "status", "summary", "demo_checkpoint", "items"}
+    assert doc["demo_checkpoint"] == {}
     assert doc["status"] == "success" and doc["workflow"] == "workflow.json"
     assert set(doc["summary"]) == {"items", "succeeded", "failed", "seconds"}
     item = doc["items"][0]
