@@ -28,6 +28,14 @@ class Constant:
 Resolved = OutputRef | Constant | None
 
 
+@dataclass(frozen=True)
+class InstanceWidgets:
+    """What a subgraph instance's own widgets set: per definition input, and per inner node widget."""
+
+    inputs: dict[int, Any]  # definition input index -> value (widgets promoted through an input)
+    inner: dict[str, dict[str, Any]]  # inner node id -> widget name -> value (newer `proxyWidgets`)
+
+
 def types_compatible(a: Any, b: Any) -> bool:
     """Litegraph's connection rule: `*`/empty match anything; comma lists match on any shared type."""
     if a in ("*", "", 0, None) or b in ("*", "", 0, None) or a == b:
@@ -67,7 +75,7 @@ class Resolver:
 
     def __init__(self, object_info: dict[str, Any]):
         self.object_info = object_info
-        self._promoted: dict[int, dict[int, Any]] = {}
+        self._promoted: dict[int, InstanceWidgets] = {}
 
     def resolve_input(self, scope: Scope, node: dict[str, Any], slot: int, want: Any) -> Resolved:
         """What feeds input `slot` of `node` (None: nothing, the node keeps its own widget value)."""
@@ -147,18 +155,31 @@ class Resolver:
         index = instance_input_index(inner.definition, instance, def_slot)
         if index is not None and (instance.get("inputs") or [])[index].get("link") is not None:
             return self._input(inner.parent, instance, index, want, seen)
-        promoted = self._promoted_values(inner)
+        promoted = self.instance_widgets(inner).inputs
         return Constant(promoted[def_slot]) if def_slot in promoted else None
 
-    def _promoted_values(self, inner: Scope) -> dict[int, Any]:
-        """Definition input index -> value of the instance's widget for it (from its widgets_values)."""
-        assert inner.instance is not None and inner.definition is not None
+    def instance_widgets(self, inner: Scope) -> InstanceWidgets:
+        """The values the instance owning `inner` gives through its own widgets (read once per instance)."""
         key = id(inner)
         if key not in self._promoted:
-            values = inner.instance.get("widgets_values")
-            widget_slots = self._widget_inputs(inner)
-            self._promoted[key] = _positional(widget_slots, values) if isinstance(values, list) else {}
+            self._promoted[key] = self._read_instance_widgets(inner)
         return self._promoted[key]
+
+    def widget_overrides(self, scope: Scope, node: dict[str, Any]) -> dict[str, Any]:
+        """Widget values the enclosing instance sets on inner `node` through `proxyWidgets`."""
+        if scope.instance is None:
+            return {}
+        return self.instance_widgets(scope).inner.get(str(node["id"]), {})
+
+    def _read_instance_widgets(self, inner: Scope) -> InstanceWidgets:
+        assert inner.instance is not None and inner.definition is not None
+        values = inner.instance.get("widgets_values")
+        if not isinstance(values, list):
+            return InstanceWidgets({}, {})
+        proxies = (inner.instance.get("properties") or {}).get("proxyWidgets")
+        if isinstance(proxies, list):
+            return _proxy_widgets(inner.definition, proxies, values)
+        return InstanceWidgets(_positional(self._widget_inputs(inner), values), {})
 
     def _widget_inputs(self, inner: Scope) -> list[tuple[int, bool]]:
         """(definition input index, takes a control entry) for inputs wired to an inner widget, in order."""
@@ -193,6 +214,25 @@ def _positional(widget_slots: list[tuple[int, bool]], values: list[Any]) -> dict
         pos += 1
         if control and pos < len(values) and is_control_mode(values[pos]):
             pos += 1
+    return result
+
+
+def _proxy_widgets(definition: dict[str, Any], proxies: list[Any], values: list[Any]) -> InstanceWidgets:
+    """Newer clients list promoted widgets as [inner node id, widget name] pairs aligned with
+    widgets_values; inner id "-1" names a subgraph input instead of an inner node."""
+    by_name: dict[Any, int] = {}
+    for index, inp in enumerate(definition.get("inputs") or []):
+        by_name.setdefault(inp.get("name"), index)
+    result = InstanceWidgets({}, {})
+    for entry, value in zip(proxies, values, strict=False):
+        if not isinstance(entry, list | tuple) or len(entry) != 2 or value is None:
+            continue
+        node_id, widget = str(entry[0]), entry[1]
+        if node_id == "-1":
+            if widget in by_name:
+                result.inputs[by_name[widget]] = value
+        else:
+            result.inner.setdefault(node_id, {})[widget] = value
     return result
 
 

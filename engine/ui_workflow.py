@@ -62,6 +62,7 @@ def _convert_node(
         if class_type not in specs:
             specs[class_type] = widget_specs(info)
         inputs.update(values_by_name(specs[class_type], node.get("widgets_values")))
+    inputs.update((name, wrap_list(value)) for name, value in resolver.widget_overrides(scope, node).items())
     for index, slot in enumerate(node.get("inputs") or []):
         if slot.get("link") is None:
             continue

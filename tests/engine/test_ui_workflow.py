@@ -183,6 +183,17 @@ def test_ui_to_api_subgraph_instance_widget_feeds_inner_node(object_info):
     assert prompt["11:5"]["inputs"]["steps"] == 20  # no instance value: the inner widget stays
 
 
+def test_ui_to_api_subgraph_proxy_widgets_override_inner_widgets(object_info):
+    ui = load("subgraph_nested.json")
+    instance = ui["nodes"][2]
+    instance["properties"] = {"proxyWidgets": [["-1", "steps"], ["4", "text"]]}
+    instance["widgets_values"] = [44, "proxied text"]
+    prompt = ui_to_api(ui, object_info)
+    assert prompt["10:5"]["inputs"]["steps"] == 44
+    assert prompt["10:4"]["inputs"]["text"] == "proxied text"
+    assert prompt["11:4"]["inputs"]["text"] == "inner text"
+
+
 def test_ui_to_api_muted_subgraph_instance_drops_its_nodes(object_info):
     ui = load("subgraph_nested.json")
     ui["nodes"][2]["mode"] = 2
