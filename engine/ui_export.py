@@ -79,7 +79,7 @@ class _Builder:
         }
 
     def _output_slots(self, node: dict[str, Any]) -> list[dict[str, Any]]:
-        info = self.object_info.get(node.get("class_type"))
+        info = self.object_info.get(str(node.get("class_type")))
         if info is None:
             return []
         names = info.get("output_name") or info.get("output") or []
@@ -103,7 +103,7 @@ class _Builder:
     def node_inputs(self, node_id: str, node: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Any]]:
         """The node's input slots (sockets, and linked widgets) and its positional widgets_values."""
         given = node.get("inputs") or {}
-        info = self.object_info.get(node.get("class_type"))
+        info = self.object_info.get(str(node.get("class_type")))
         slots: list[dict[str, Any]] = []
         seen = set()
         if info is not None:
@@ -122,7 +122,7 @@ class _Builder:
                 slots.append({"name": name, "type": "*", "link": None})
         for index, slot in enumerate(slots):
             value = given.get(slot["name"])
-            if _is_link(value):
+            if isinstance(value, list) and _is_link(value):
                 slot["link"] = self._link(value, node_id, index)
         return slots, self._widgets_values(info, given) if info is not None else []
 

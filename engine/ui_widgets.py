@@ -67,7 +67,7 @@ def ordered_inputs(info: dict[str, Any]) -> list[tuple[str, Any]]:
     """(name, entry) for required then optional inputs, in `input_order` when given."""
     sections = info.get("input") or {}
     order = info.get("input_order") or {}
-    result = []
+    result: list[tuple[str, Any]] = []
     for section in ("required", "optional"):
         entries = sections.get(section) or {}
         names = order.get(section) or list(entries)
