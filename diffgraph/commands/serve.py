@@ -1,20 +1,26 @@
-"""`diffgraph serve`: build the registry and environment here, then hand them to the server."""
+"""`diffgraph serve`: the composition root builds the node registry; the server does the rest."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
-from diffgraph.api import RegistryFactory
-from engine import DiffgraphError
+from diffgraph.api import RegistryFactory, default_registry_factory
 
 
 def add_parser(sub: Any) -> None:
-    """Register `serve` for the help listing; cli.main passes its arguments straight through."""
+    """Register `serve` for the help listing; cli.main hands its arguments to `delegate`."""
     sub.add_parser(
         "serve", help="start the ComfyUI-compatible HTTP/websocket server and web client", add_help=False
     )
 
 
 def delegate(argv: list[str], registry_factory: RegistryFactory | None) -> int:
-    """Start the server (wired when server/ exposes its entry point)."""
-    raise DiffgraphError("the server is not available in this build yet", code="not_available")
+    """Parse the server's own options (imported only now: the web stack is heavy) and serve."""
+    from server.main import add_serve_arguments, run_serve
+
+    parser = argparse.ArgumentParser(
+        prog="diffgraph serve", description="Serve the ComfyUI-compatible API and the web client."
+    )
+    add_serve_arguments(parser)
+    return run_serve(parser.parse_args(argv), registry_factory or default_registry_factory)

@@ -93,3 +93,27 @@ def test_nodes_lists_and_prints_one_schema(cli):
 def test_nodes_unknown_class_suggests_close_names(cli):
     result = cli("nodes", "KSamplr")
     assert result.code == 2 and "did you mean KSampler" in result.err
+
+
+def test_serve_starts_the_server_with_our_registry(cli, monkeypatch):
+    import server.main
+
+    seen = {}
+
+    def fake_serve(registry, env, settings, *, log_level="info"):
+        seen.update(nodes=sorted(registry), models=env.model_paths.root, port=settings.port)
+
+    monkeypatch.setattr(server.main, "serve", fake_serve)
+    result = cli("serve", "--port", "0", "--models-dir", "models")
+    assert result.code == 0, result.err
+    assert seen == {
+        "nodes": sorted(c.class_type for c in stub_nodes.ALL),
+        "models": Path("models"),
+        "port": 0,
+    }
+
+
+def test_make_checkpoint_passes_arguments_through(cli, project):
+    result = cli("make-checkpoint", "--arch", "sd15", "--size", "tiny", "--seed", "1", "x.safetensors")
+    assert result.code == 0, result.err
+    assert (project / "x.safetensors").stat().st_size > 1_000_000
