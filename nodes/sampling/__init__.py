@@ -1,0 +1,1 @@
+"""Diffusion sampling with ComfyUI's semantics: noise, model sampling, schedules, samplers and CFG."""

@@ -1,0 +1,172 @@
+"""Sampler names (ComfyUI's list, in its order) mapped to implementations, and the `sample()` driver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal, get_args
+
+import torch
+
+from nodes.sampling import dpm_solver, dpmpp_family, euler_family, step_samplers, uni_pc
+from nodes.sampling.common import Denoiser, SamplerRun, StepCallback
+from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.noise import seeded_generator
+from nodes.types import LatentFormat
+
+SamplerFn = Callable[[Denoiser, torch.Tensor, torch.Tensor, SamplerRun], torch.Tensor]
+
+SamplerName = Literal[
+    "euler",
+    "euler_cfg_pp",
+    "euler_ancestral",
+    "euler_ancestral_cfg_pp",
+    "heun",
+    "heunpp2",
+    "dpm_2",
+    "dpm_2_ancestral",
+    "lms",
+    "dpm_fast",
+    "dpm_adaptive",
+    "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp",
+    "dpmpp_sde",
+    "dpmpp_sde_gpu",
+    "dpmpp_2m",
+    "dpmpp_2m_cfg_pp",
+    "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun",
+    "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
+    "ddpm",
+    "lcm",
+    "ipndm",
+    "ipndm_v",
+    "res_multistep",
+    "res_multistep_cfg_pp",
+    "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp",
+    "gradient_estimation",
+    "gradient_estimation_cfg_pp",
+    "ddim",
+    "uni_pc",
+    "uni_pc_bh2",
+]
+SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
+
+_e, _d = euler_family, dpmpp_family
+SAMPLERS: dict[str, SamplerFn] = {
+    "euler": _e.sample_euler,
+    "euler_cfg_pp": _e.sample_euler_cfg_pp,
+    "euler_ancestral": _e.sample_euler_ancestral,
+    "euler_ancestral_cfg_pp": _e.sample_euler_ancestral_cfg_pp,
+    "heun": _e.sample_heun,
+    "heunpp2": _e.sample_heunpp2,
+    "dpm_2": _e.sample_dpm_2,
+    "dpm_2_ancestral": _e.sample_dpm_2_ancestral,
+    "lms": _e.sample_lms,
+    "dpm_fast": dpm_solver.sample_dpm_fast,
+    "dpm_adaptive": dpm_solver.sample_dpm_adaptive,
+    "dpmpp_2s_ancestral": _d.sample_dpmpp_2s_ancestral,
+    "dpmpp_2s_ancestral_cfg_pp": partial(_d.sample_dpmpp_2s_ancestral, cfg_pp=True),
+    "dpmpp_sde": _d.sample_dpmpp_sde,
+    "dpmpp_sde_gpu": partial(_d.sample_dpmpp_sde, cpu_tree=False),
+    "dpmpp_2m": _d.sample_dpmpp_2m,
+    "dpmpp_2m_cfg_pp": _d.sample_dpmpp_2m_cfg_pp,
+    "dpmpp_2m_sde": _d.sample_dpmpp_2m_sde,
+    "dpmpp_2m_sde_gpu": partial(_d.sample_dpmpp_2m_sde, cpu_tree=False),
+    "dpmpp_2m_sde_heun": partial(_d.sample_dpmpp_2m_sde, solver_type="heun"),
+    "dpmpp_2m_sde_heun_gpu": partial(_d.sample_dpmpp_2m_sde, solver_type="heun", cpu_tree=False),
+    "dpmpp_3m_sde": _d.sample_dpmpp_3m_sde,
+    "dpmpp_3m_sde_gpu": partial(_d.sample_dpmpp_3m_sde, cpu_tree=False),
+    "ddpm": step_samplers.sample_ddpm,
+    "lcm": step_samplers.sample_lcm,
+    "ipndm": step_samplers.sample_ipndm,
+    "ipndm_v": step_samplers.sample_ipndm_v,
+    "res_multistep": _d.sample_res_multistep,
+    "res_multistep_cfg_pp": partial(_d.sample_res_multistep, cfg_pp=True),
+    "res_multistep_ancestral": partial(_d.sample_res_multistep, eta=1.0),
+    "res_multistep_ancestral_cfg_pp": partial(_d.sample_res_multistep, eta=1.0, cfg_pp=True),
+    "gradient_estimation": _e.sample_gradient_estimation,
+    "gradient_estimation_cfg_pp": partial(_e.sample_gradient_estimation, cfg_pp=True),
+    # ComfyUI's ddim is euler whose inpainting noise is a second draw from seed + 1.
+    "ddim": _e.sample_euler,
+    "uni_pc": uni_pc.sample_uni_pc,
+    "uni_pc_bh2": partial(uni_pc.sample_uni_pc, variant="bh2"),
+}
+RANDOM_INPAINT_NOISE = frozenset({"ddim"})
+
+
+class _InpaintDenoiser:
+    """Keeps the unmasked region on the (re-noised) input latent, ComfyUI's KSamplerX0Inpaint."""
+
+    def __init__(self, inner: Denoiser, ms: DiscreteModelSampling, latents, noise, mask):
+        self.inner, self.ms, self.latents, self.noise, self.mask = inner, ms, latents, noise, mask
+        self.uncond_denoised: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        keep = 1.0 - self.mask
+        renoised = self.ms.noise_scaling(
+            sigma.reshape(-1, *[1] * (x.ndim - 1)), self.noise, self.latents, False
+        )
+        out = self.inner(x * self.mask + renoised * keep, sigma)
+        self.uncond_denoised = self.inner.uncond_denoised
+        return out * self.mask + self.latents * keep
+
+
+def prepare_mask(noise_mask: torch.Tensor, shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """A [B or 1, 1, h, w] mask resized (bilinear) to the latent and repeated over channels and batch."""
+    mask = noise_mask.reshape(-1, 1, noise_mask.shape[-2], noise_mask.shape[-1]).float()
+    mask = torch.nn.functional.interpolate(mask, size=(shape[2], shape[3]), mode="bilinear")
+    mask = torch.cat([mask] * shape[1], dim=1)
+    reps = -(-shape[0] // mask.shape[0])
+    return mask.repeat(reps, 1, 1, 1)[: shape[0]].to(device)
+
+
+@dataclass
+class SampleRequest:
+    """One sampling call: latents in VAE space, initial noise, the sigma slice and the sampler."""
+
+    latents: torch.Tensor
+    noise: torch.Tensor
+    sigmas: torch.Tensor
+    sampler: str
+    seed: int
+    noise_mask: torch.Tensor | None = None
+
+
+def sample(
+    denoiser: Denoiser,
+    ms: DiscreteModelSampling,
+    latent_format: LatentFormat,
+    req: SampleRequest,
+    device: torch.device | str = "cpu",
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Run a sampler as ComfyUI does; returns float32 latents in VAE space (input unchanged if no sigmas).
+
+    A latent with any non-zero element is scaled into model space first; the start is
+    latents + noise * sigma_0 (sqrt(1 + sigma_0^2) at max denoise); the scale is undone at the end.
+    """
+    if req.sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {req.sampler!r}; valid: {', '.join(SAMPLER_NAMES)}")
+    if len(req.sigmas) == 0:
+        return req.latents
+    latents = req.latents.to(device)
+    if torch.count_nonzero(latents) > 0:
+        latents = latent_format.process_in(latents)
+    noise, sigmas = req.noise.to(device), req.sigmas.to(device)
+    model = denoiser
+    if req.noise_mask is not None:
+        mask_noise = noise
+        if req.sampler in RANDOM_INPAINT_NOISE:
+            mask_noise = torch.randn(noise.shape, generator=seeded_generator(req.seed + 1)).to(noise)
+        mask = prepare_mask(req.noise_mask, noise.shape, noise.device)
+        model = _InpaintDenoiser(denoiser, ms, latents, mask_noise, mask)
+    x = ms.noise_scaling(sigmas[0], noise, latents, ms.is_max_denoise(float(sigmas[0])))
+    out = SAMPLERS[req.sampler](model, x, sigmas, SamplerRun(seed=req.seed, callback=callback))
+    out = ms.inverse_noise_scaling(sigmas[-1], out)
+    return latent_format.process_out(out.to(torch.float32))
