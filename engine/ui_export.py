@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from engine.ui_widgets import ordered_inputs, widget_specs
+from engine.ui_widgets import WidgetSpec, ordered_inputs, widget_specs
 
 COLUMN_WIDTH = 380
 NODE_WIDTH = 320
@@ -74,6 +74,7 @@ class _Builder:
         self.prompt = prompt
         self.object_info = object_info
         self.links: list[list[Any]] = []
+        self._schemas: dict[str, tuple[list[tuple[str, Any]], tuple[WidgetSpec, ...]]] = {}
         self.outputs: dict[str, list[dict[str, Any]]] = {
             node_id: self._output_slots(node) for node_id, node in prompt.items()
         }
@@ -87,6 +88,14 @@ class _Builder:
             {"name": names[i] if i < len(names) else io_type, "type": io_type, "links": [], "slot_index": i}
             for i, io_type in enumerate(info.get("output") or [])
         ]
+
+    def _schema(
+        self, class_type: str, info: dict[str, Any]
+    ) -> tuple[list[tuple[str, Any]], tuple[WidgetSpec, ...]]:
+        """Ordered inputs and widgets of a class, derived once per conversion."""
+        if class_type not in self._schemas:
+            self._schemas[class_type] = (ordered_inputs(info), widget_specs(info))
+        return self._schemas[class_type]
 
     def _link(self, value: list[Any], target: str, target_slot: int) -> int | None:
         origin, slot = value
@@ -107,8 +116,9 @@ class _Builder:
         slots: list[dict[str, Any]] = []
         seen = set()
         if info is not None:
-            specs = {spec.name: spec for spec in widget_specs(info)}
-            for name, entry in ordered_inputs(info):
+            ordered, widgets = self._schema(str(node.get("class_type")), info)
+            specs = {spec.name for spec in widgets}
+            for name, entry in ordered:
                 seen.add(name)
                 value = given.get(name)
                 if name in specs and not _is_link(value):
@@ -124,21 +134,24 @@ class _Builder:
             value = given.get(slot["name"])
             if isinstance(value, list) and _is_link(value):
                 slot["link"] = self._link(value, node_id, index)
-        return slots, self._widgets_values(info, given) if info is not None else []
+        if info is None:
+            return slots, []
+        return slots, _widgets_values(self._schema(str(node.get("class_type")), info)[1], given)
 
-    @staticmethod
-    def _widgets_values(info: dict[str, Any], given: dict[str, Any]) -> list[Any]:
-        values: list[Any] = []
-        for spec in widget_specs(info):
-            value = given.get(spec.name)
-            if value is None or _is_link(value):
-                value = spec.default if spec.has_default else None
-            values.append(_unwrap(value))
-            if spec.control:
-                values.append("fixed")
-            if spec.upload:
-                values.append(UPLOAD_ENTRY)
-        return values
+
+def _widgets_values(specs: tuple[WidgetSpec, ...], given: dict[str, Any]) -> list[Any]:
+    """Positional widgets_values, with the client's hidden control ("fixed") and upload entries."""
+    values: list[Any] = []
+    for spec in specs:
+        value = given.get(spec.name)
+        if value is None or _is_link(value):
+            value = spec.default if spec.has_default else None
+        values.append(_unwrap(value))
+        if spec.control:
+            values.append("fixed")
+        if spec.upload:
+            values.append(UPLOAD_ENTRY)
+    return values
 
 
 def api_to_ui(prompt: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:

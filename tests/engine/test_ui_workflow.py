@@ -194,6 +194,14 @@ def test_ui_to_api_subgraph_proxy_widgets_override_inner_widgets(object_info):
     assert prompt["11:4"]["inputs"]["text"] == "inner text"
 
 
+def test_ui_to_api_bypass_inside_subgraph_passes_through(object_info):
+    ui = load("subgraph_nested.json")
+    ui["definitions"]["subgraphs"][1]["nodes"][1]["mode"] = 4  # Invert inside the nested subgraph
+    prompt = ui_to_api(ui, object_info)
+    assert "10:6:2" not in prompt
+    assert prompt["3"]["inputs"]["images"] == ["10:6:1", 0]
+
+
 def test_ui_to_api_muted_subgraph_instance_drops_its_nodes(object_info):
     ui = load("subgraph_nested.json")
     ui["nodes"][2]["mode"] = 2
