@@ -223,9 +223,9 @@ class LatentStepsToImages(Node):
 
 def decode_latents(ctx: RunContext, vae: VaeHandle, latents: torch.Tensor) -> torch.Tensor:
     """VAE-space latents [N, C, h, w] -> IMAGE pixels [N, H, W, 3] through the model stack's decoder."""
-    from nodes.diffusion.vae import decode
+    from nodes.diffusion import vae as vae_ops
 
-    return decode(ctx.models, vae, latents)
+    return vae_ops.decode(vae.load(ctx.models), latents)
 
 
 NODES = [SaveVideoFrames, LatentStepsToImages]
