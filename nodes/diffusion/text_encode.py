@@ -1,0 +1,191 @@
+"""Prompt -> CLIP conditioning with ComfyUI's semantics (emphasis, 77-token windows, clip skip, SDXL).
+
+Facts followed (ComfyUI sd1_clip.py / sdxl_clip.py behaviour, reimplemented):
+  * `(text)` multiplies the weight by 1.1, `(text:w)` sets it to w, nesting composes; `\\(` and `\\)`
+    are literal parentheses; square brackets carry no meaning.
+  * Text is split on spaces and each word tokenized alone; words are kept whole inside a 77-token
+    window (start + 75 + end, padded) unless they are 8 tokens or longer.
+  * A weighted token's embedding becomes (z - z_empty) * w + z_empty, z_empty being the encoding of an
+    empty prompt at the same position; windows are concatenated along the sequence.
+  * The pooled output is the first window's; SDXL concatenates CLIP-L and bigG features (768 + 1280).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from nodes.diffusion.tokenizer import END_TOKEN, START_TOKEN, encode_words
+from nodes.types import CondEntry
+
+log = logging.getLogger(__name__)
+
+WINDOW = 77
+MAX_WORD_TOKENS = 8
+TokenWeights = list[tuple[int, float]]
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\)", "\0\1").replace("\\(", "\0\2")
+
+
+def _unescape(text: str) -> str:
+    return text.replace("\0\1", ")").replace("\0\2", "(")
+
+
+def _split_parentheses(text: str) -> list[str]:
+    """Top-level chunks: plain text runs and balanced `( ... )` groups (an unmatched ')' stays text)."""
+    chunks, current, depth = [], "", 0
+    for ch in text:
+        if ch == "(":
+            if depth == 0:
+                if current:
+                    chunks.append(current)
+                current = "("
+            else:
+                current += ch
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                chunks.append(current + ")")
+                current = ""
+            else:
+                current += ch
+        else:
+            current += ch
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def parse_weights(text: str, weight: float = 1.0) -> list[tuple[str, float]]:
+    """(segment, weight) pairs of an (already escaped) prompt under the emphasis rules."""
+    out: list[tuple[str, float]] = []
+    for chunk in _split_parentheses(text):
+        if len(chunk) >= 2 and chunk[0] == "(" and chunk[-1] == ")":
+            inner, inner_weight = chunk[1:-1], weight * 1.1
+            colon = inner.rfind(":")
+            if colon > 0:
+                try:
+                    inner_weight = float(inner[colon + 1 :])
+                    inner = inner[:colon]
+                except ValueError:
+                    pass  # "(a:b)" with a non-number after ':' is plain emphasised text, as in ComfyUI
+            out.extend(parse_weights(inner, inner_weight))
+        else:
+            out.append((chunk, weight))
+    return out
+
+
+def word_groups(text: str) -> list[TokenWeights]:
+    """Token ids with weights, one group per space-separated word."""
+    groups: list[TokenWeights] = []
+    for segment, weight in parse_weights(_escape(text)):
+        for word in _unescape(segment).replace("\n", " ").split(" "):
+            if not word:
+                continue
+            if word.startswith("embedding:"):
+                log.warning("textual inversion embeddings are not supported; ignoring %r", word)
+                continue
+            groups.append([(t, weight) for t in encode_words(word)])
+    return groups
+
+
+def windows(text: str, pad_token: int) -> list[TokenWeights]:
+    """The prompt as 77-token windows (start, tokens, end, padding), each a list of (id, weight)."""
+    batches: list[TokenWeights] = [[(START_TOKEN, 1.0)]]
+    for group in word_groups(text):
+        is_large = len(group) >= MAX_WORD_TOKENS
+        while group:
+            batch = batches[-1]
+            if len(group) + len(batch) > WINDOW - 1:
+                room = WINDOW - len(batch) - 1
+                if is_large:
+                    batch.extend(group[:room])
+                    group = group[room:]
+                    batch.append((END_TOKEN, 1.0))
+                else:
+                    batch.append((END_TOKEN, 1.0))
+                    batch.extend([(pad_token, 1.0)] * room)
+                batches.append([(START_TOKEN, 1.0)])
+            else:
+                batch.extend(group)
+                group = []
+    last = batches[-1]
+    last.append((END_TOKEN, 1.0))
+    last.extend([(pad_token, 1.0)] * (WINDOW - len(last)))
+    return batches
+
+
+def empty_window(pad_token: int) -> TokenWeights:
+    """The tokens of an empty prompt: start, end, padding."""
+    return [(START_TOKEN, 1.0), (END_TOKEN, 1.0)] + [(pad_token, 1.0)] * (WINDOW - 2)
+
+
+def run_encoder(
+    model: torch.nn.Module, spec: dict[str, Any], ids: torch.Tensor, layer: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states of the chosen layer [N, 77, D] and the pooled output [N, P] for token ids [N, 77]."""
+    idx = spec["default_layer"] if layer is None else layer
+    out = model(input_ids=ids, output_hidden_states=True)
+    n_layers = len(out.hidden_states) - 1
+    if idx >= 0 or abs(idx) > n_layers:
+        hidden = out.last_hidden_state  # out-of-range skips mean "last layer", as in ComfyUI
+    else:
+        hidden = out.hidden_states[idx]
+        if spec["layer_norm_hidden_state"]:
+            hidden = (
+                model.final_layer_norm(hidden)
+                if hasattr(model, "final_layer_norm")
+                else (model.text_model.final_layer_norm(hidden))
+            )
+    pooled = out.text_embeds if spec["with_projection"] else out.pooler_output
+    return hidden, pooled
+
+
+def encode_with(
+    model: torch.nn.Module,
+    spec: dict[str, Any],
+    text: str,
+    layer: int | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One encoder: embeddings [1, 77*k, D] with emphasis applied, and the first window's pooled [1, P]."""
+    pad = spec["pad_token"]
+    wins = windows(text, pad)
+    weighted = any(w != 1.0 for win in wins for _, w in win)
+    rows = [[t for t, _ in win] for win in wins]
+    if weighted:
+        rows.append([t for t, _ in empty_window(pad)])
+    ids = torch.tensor(rows, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        hidden, pooled = run_encoder(model, spec, ids, layer)
+    hidden, pooled = hidden.float(), pooled.float()
+    parts = []
+    for k, win in enumerate(wins):
+        z = hidden[k].clone()
+        if weighted:
+            z_empty = hidden[-1]
+            w = torch.tensor([wt for _, wt in win], device=z.device).unsqueeze(-1)
+            z = torch.where(w != 1.0, (z - z_empty) * w + z_empty, z)
+        parts.append(z)
+    return torch.cat(parts, dim=0).unsqueeze(0).cpu(), pooled[0:1].cpu()
+
+
+def encode_prompt(
+    stack: Any, text: str, layer: int | None, device: torch.device, dtype: torch.dtype
+) -> CondEntry:
+    """A family's conditioning for one prompt (SDXL: CLIP-L and bigG features side by side)."""
+    results = [
+        encode_with(stack.encoders[spec["name"]], spec, text, layer, device, dtype) for spec in stack.specs
+    ]
+    if len(results) == 1:
+        embeds, pooled = results[0]
+        return CondEntry(embeds=embeds, pooled=pooled)
+    (l_embeds, _), (g_embeds, g_pooled) = results
+    cut = min(l_embeds.shape[1], g_embeds.shape[1])
+    return CondEntry(embeds=torch.cat([l_embeds[:, :cut], g_embeds[:, :cut]], dim=-1), pooled=g_pooled)

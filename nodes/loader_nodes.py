@@ -1,0 +1,185 @@
+"""Loader nodes: CheckpointLoaderSimple, VAELoader, CLIPSetLastLayer, LoraLoader, LoraLoaderModelOnly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
+from nodes.diffusion import families
+from nodes.diffusion.loader import component_dtype, load_checkpoint_into
+from nodes.diffusion.model_handle import ClipHandle, ComponentRecipe, DiffusionModel, LoraPatch, VaeHandle
+
+
+def model_handle(store, recipe: ComponentRecipe, prediction: str) -> DiffusionModel:
+    """The MODEL handle for a UNet recipe, with its family's latent format and ADM kind."""
+    cfg = families.family_config(recipe.family)
+    return DiffusionModel(
+        recipe,
+        prediction=prediction,  # type: ignore[arg-type]
+        latent_format=families.latent_format(recipe.family),
+        compute_dtype=component_dtype(store, "unet"),
+        device=str(store.device),
+        adm=cfg["adm"],
+    )
+
+
+def vae_handle(store, recipe: ComponentRecipe) -> VaeHandle:
+    """The VAE handle for a recipe."""
+    return VaeHandle(
+        recipe,
+        compute_dtype=component_dtype(store, "vae"),
+        device=str(store.device),
+        latent_format=families.latent_format(recipe.family),
+    )
+
+
+class CheckpointLoaderSimple(Node):
+    """Loads a single-file SD1.x / SD2.x / SDXL checkpoint into MODEL, CLIP and VAE."""
+
+    class_type = "CheckpointLoaderSimple"
+    display_name = "Load Checkpoint"
+    category = "loaders"
+    description = "Loads a diffusion model checkpoint; the family (SD1.x, SD2.x, SDXL) is detected."
+
+    class Inputs(NodeInputs):
+        ckpt_name: str = Input(description="The checkpoint (model) to load.", combo_source="checkpoints")
+
+    class Outputs(NodeOutputs):
+        MODEL: DiffusionModel = Output(name="MODEL", description="The model used for denoising latents.")
+        CLIP: ClipHandle = Output(name="CLIP", description="The CLIP model used for encoding text prompts.")
+        VAE: VaeHandle = Output(
+            name="VAE", description="The VAE model used for encoding and decoding images."
+        )
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Read the file once and hand out store-backed handles."""
+        path = Path(ctx.model_paths.resolve("checkpoints", inputs.ckpt_name))
+        info, recipes = load_checkpoint_into(ctx.models, path)
+        store = ctx.models
+        vae = recipes.get("vae")
+        if vae is None:
+            raise UserFacingError(f"{path.name} has no VAE weights; add a VAELoader and use its VAE")
+        return self.Outputs(
+            MODEL=model_handle(store, recipes["unet"], info.prediction),
+            CLIP=ClipHandle(
+                recipes["clip"], compute_dtype=component_dtype(store, "clip"), device=str(store.device)
+            ),
+            VAE=vae_handle(store, vae),
+        )
+
+
+class VAELoader(Node):
+    """Loads a standalone VAE file from models/vae."""
+
+    class_type = "VAELoader"
+    display_name = "Load VAE"
+    category = "loaders"
+    description = "Loads a standalone VAE (AutoencoderKL) file."
+
+    class Inputs(NodeInputs):
+        vae_name: str = Input(description="The VAE file to load.", combo_source="vae")
+
+    class Outputs(NodeOutputs):
+        VAE: VaeHandle = Output(name="VAE", description="The loaded VAE.")
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Load (or reuse) the VAE; SDXL-named files get the SDXL latent format."""
+        path = Path(ctx.model_paths.resolve("vae", inputs.vae_name))
+        family = "sdxl" if "xl" in path.name.lower() else "sd15"
+        recipe = ComponentRecipe(str(path), family, "vae", variant="vae_file")
+        handle = vae_handle(ctx.models, recipe)
+        handle.load(ctx.models)
+        return self.Outputs(VAE=handle)
+
+
+class CLIPSetLastLayer(Node):
+    """Chooses which CLIP layer's output conditions the model (ComfyUI's clip skip)."""
+
+    class_type = "CLIPSetLastLayer"
+    category = "conditioning"
+    description = "-1 uses the last layer, -2 the penultimate (clip skip 2), and so on."
+
+    class Inputs(NodeInputs):
+        clip: ClipHandle = Input(description="The CLIP model.")
+        stop_at_clip_layer: int = Input(
+            -1, description="Last CLIP layer to use (-1 = last).", ge=-24, le=-1, step=1
+        )
+
+    class Outputs(NodeOutputs):
+        CLIP: ClipHandle = Output(name="CLIP", description="The CLIP model with the layer set.")
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Return a handle with the layer set; no weights are touched."""
+        return self.Outputs(CLIP=replace(inputs.clip, layer=inputs.stop_at_clip_layer))
+
+
+def _lora_path(ctx: RunContext, name: str) -> str:
+    return str(Path(ctx.model_paths.resolve("loras", name)))
+
+
+class LoraLoader(Node):
+    """Applies a LoRA to MODEL and CLIP."""
+
+    class_type = "LoraLoader"
+    display_name = "Load LoRA"
+    category = "loaders"
+    description = "Patches the model and CLIP with a LoRA; the cached base model stays unchanged."
+
+    class Inputs(NodeInputs):
+        model: DiffusionModel = Input(description="The diffusion model the LoRA will be applied to.")
+        clip: ClipHandle = Input(description="The CLIP model the LoRA will be applied to.")
+        lora_name: str = Input(description="The name of the LoRA.", combo_source="loras")
+        strength_model: float = Input(
+            1.0, description="How strongly to modify the diffusion model.", ge=-100.0, le=100.0, step=0.01
+        )
+        strength_clip: float = Input(
+            1.0, description="How strongly to modify the CLIP model.", ge=-100.0, le=100.0, step=0.01
+        )
+
+    class Outputs(NodeOutputs):
+        MODEL: DiffusionModel = Output(name="MODEL", description="The modified diffusion model.")
+        CLIP: ClipHandle = Output(name="CLIP", description="The modified CLIP model.")
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Add the patch to both recipes and load the patched copies."""
+        path = _lora_path(ctx, inputs.lora_name)
+        model = replace(
+            inputs.model, recipe=inputs.model.recipe.with_patch(LoraPatch(path, inputs.strength_model))
+        )
+        clip = replace(
+            inputs.clip, recipe=inputs.clip.recipe.with_patch(LoraPatch(path, inputs.strength_clip))
+        )
+        model.load(ctx.models)
+        clip.load(ctx.models)
+        return self.Outputs(MODEL=model, CLIP=clip)
+
+
+class LoraLoaderModelOnly(Node):
+    """Applies a LoRA to MODEL only."""
+
+    class_type = "LoraLoaderModelOnly"
+    category = "loaders"
+    description = "Patches the diffusion model with a LoRA; the cached base model stays unchanged."
+
+    class Inputs(NodeInputs):
+        model: DiffusionModel = Input(description="The diffusion model the LoRA will be applied to.")
+        lora_name: str = Input(description="The name of the LoRA.", combo_source="loras")
+        strength_model: float = Input(
+            1.0, description="How strongly to modify the diffusion model.", ge=-100.0, le=100.0, step=0.01
+        )
+
+    class Outputs(NodeOutputs):
+        MODEL: DiffusionModel = Output(name="MODEL", description="The modified diffusion model.")
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Add the patch to the model recipe and load the patched copy."""
+        path = _lora_path(ctx, inputs.lora_name)
+        model = replace(
+            inputs.model, recipe=inputs.model.recipe.with_patch(LoraPatch(path, inputs.strength_model))
+        )
+        model.load(ctx.models)
+        return self.Outputs(MODEL=model)
+
+
+NODES = [CheckpointLoaderSimple, VAELoader, CLIPSetLastLayer, LoraLoader, LoraLoaderModelOnly]

@@ -1,0 +1,139 @@
+"""Text conditioning nodes: CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner."""
+
+from __future__ import annotations
+
+import torch
+
+from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
+from nodes.diffusion.model_handle import ClipHandle
+from nodes.diffusion.text_encode import encode_prompt, encode_with
+from nodes.types import CondEntry, Conditioning
+
+
+def encode(ctx: RunContext, clip: ClipHandle, text: str) -> CondEntry:
+    """Encode one prompt with the handle's encoders and layer choice."""
+    stack = clip.load(ctx.models)
+    return encode_prompt(stack, text, clip.layer, torch.device(clip.device), clip.compute_dtype)
+
+
+class CLIPTextEncode(Node):
+    """Encodes a prompt into conditioning (emphasis, long prompts, clip skip, SDXL)."""
+
+    class_type = "CLIPTextEncode"
+    display_name = "CLIP Text Encode (Prompt)"
+    category = "conditioning"
+    description = (
+        "Encodes a text prompt using a CLIP model into an embedding that guides the diffusion model."
+    )
+
+    class Inputs(NodeInputs):
+        text: str = Input(description="The text to be encoded.", multiline=True, dynamicPrompts=True)
+        clip: ClipHandle = Input(description="The CLIP model used for encoding the text.")
+
+    class Outputs(NodeOutputs):
+        CONDITIONING: Conditioning = Output(
+            name="CONDITIONING", description="A conditioning containing the embedded text."
+        )
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Tokenize, encode and weight the prompt."""
+        return self.Outputs(CONDITIONING=Conditioning(entries=(encode(ctx, inputs.clip, inputs.text),)))
+
+
+_SIZE = {"ge": 0, "le": 16384, "step": 8}
+
+
+class CLIPTextEncodeSDXL(Node):
+    """SDXL encode with separate CLIP-L / bigG prompts and explicit size conditioning."""
+
+    class_type = "CLIPTextEncodeSDXL"
+    category = "advanced/conditioning"
+    description = "Encodes two prompts for SDXL's two text encoders with size and crop conditioning."
+
+    class Inputs(NodeInputs):
+        clip: ClipHandle = Input(description="An SDXL CLIP model.")
+        width: int = Input(1024, description="Original image width.", **_SIZE)
+        height: int = Input(1024, description="Original image height.", **_SIZE)
+        crop_w: int = Input(0, description="Crop left offset.", **_SIZE)
+        crop_h: int = Input(0, description="Crop top offset.", **_SIZE)
+        target_width: int = Input(1024, description="Target width.", **_SIZE)
+        target_height: int = Input(1024, description="Target height.", **_SIZE)
+        text_g: str = Input(
+            description="Prompt for the OpenCLIP bigG encoder.", multiline=True, dynamicPrompts=True
+        )
+        text_l: str = Input(description="Prompt for the CLIP-L encoder.", multiline=True, dynamicPrompts=True)
+
+    class Outputs(NodeOutputs):
+        CONDITIONING: Conditioning = Output(name="CONDITIONING", description="SDXL conditioning.")
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Encode each prompt with its encoder, concatenate, attach size conditioning."""
+        if inputs.clip.family != "sdxl":
+            raise NodeInputError("clip", f"needs an SDXL base CLIP, got {inputs.clip.family}")
+        stack = inputs.clip.load(ctx.models)
+        dev = torch.device(inputs.clip.device)
+        specs = {s["name"]: s for s in stack.specs}
+        l_emb, _ = encode_with(
+            stack.encoders["clip_l"],
+            specs["clip_l"],
+            inputs.text_l,
+            inputs.clip.layer,
+            dev,
+            inputs.clip.compute_dtype,
+        )
+        g_emb, g_pooled = encode_with(
+            stack.encoders["clip_g"],
+            specs["clip_g"],
+            inputs.text_g,
+            inputs.clip.layer,
+            dev,
+            inputs.clip.compute_dtype,
+        )
+        if l_emb.shape[1] != g_emb.shape[1]:
+            # ComfyUI pads the shorter prompt with empty windows; we repeat its last window's padding row.
+            n = max(l_emb.shape[1], g_emb.shape[1])
+            l_emb = (
+                torch.cat([l_emb, l_emb[:, -1:].expand(1, n - l_emb.shape[1], -1)], 1)
+                if l_emb.shape[1] < n
+                else l_emb
+            )
+            g_emb = (
+                torch.cat([g_emb, g_emb[:, -1:].expand(1, n - g_emb.shape[1], -1)], 1)
+                if g_emb.shape[1] < n
+                else g_emb
+            )
+        extras = {
+            k: getattr(inputs, k)
+            for k in ("width", "height", "crop_w", "crop_h", "target_width", "target_height")
+        }
+        entry = CondEntry(embeds=torch.cat([l_emb, g_emb], -1), pooled=g_pooled, extras=extras)
+        return self.Outputs(CONDITIONING=Conditioning(entries=(entry,)))
+
+
+class CLIPTextEncodeSDXLRefiner(Node):
+    """SDXL refiner encode with aesthetic score and size conditioning."""
+
+    class_type = "CLIPTextEncodeSDXLRefiner"
+    category = "advanced/conditioning"
+    description = "Encodes a prompt for the SDXL refiner with an aesthetic score."
+
+    class Inputs(NodeInputs):
+        ascore: float = Input(6.0, description="Aesthetic score.", ge=0.0, le=1000.0, step=0.01)
+        width: int = Input(1024, description="Image width.", **_SIZE)
+        height: int = Input(1024, description="Image height.", **_SIZE)
+        text: str = Input(description="The prompt.", multiline=True, dynamicPrompts=True)
+        clip: ClipHandle = Input(description="An SDXL refiner CLIP model.")
+
+    class Outputs(NodeOutputs):
+        CONDITIONING: Conditioning = Output(name="CONDITIONING", description="Refiner conditioning.")
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Encode with bigG and attach aesthetic score and size."""
+        entry = encode(ctx, inputs.clip, inputs.text)
+        extras = {"aesthetic_score": inputs.ascore, "width": inputs.width, "height": inputs.height}
+        return self.Outputs(
+            CONDITIONING=Conditioning(entries=(CondEntry(entry.embeds, entry.pooled, extras),))
+        )
+
+
+NODES = [CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner]
