@@ -10,7 +10,14 @@ from engine.model_paths import FOLDERS
 from engine.schema import ChoiceProvider
 
 # Each module exposes NODES: list of node classes. Order is the order clients list them.
-NODE_MODULES: tuple[str, ...] = ("nodes.image_nodes", "nodes.video_nodes")
+NODE_MODULES: tuple[str, ...] = (
+    "nodes.image_nodes",
+    "nodes.video_nodes",
+    "nodes.loader_nodes",
+    "nodes.text_nodes",
+    "nodes.latent_nodes",
+    "nodes.vae_nodes",
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
