@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 from pathlib import Path
 
 import av
@@ -37,13 +38,12 @@ def load_api(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory) -> Path:
-    """Tiny random checkpoints under the file names the workflows use."""
-    from nodes.diffusion.make_checkpoint import make_checkpoint
-
-    root = tmp_path_factory.mktemp("models")
+def models_dir(tmp_path_factory, tiny_checkpoint_paths) -> Path:
+    """The shared tiny random checkpoints, copied under the file names the workflows use."""
+    root = tmp_path_factory.mktemp("workflow_models")
+    (root / "checkpoints").mkdir()
     for name, arch in CHECKPOINTS.items():
-        make_checkpoint(arch, "tiny", 0, root / "checkpoints" / name, dtype="fp32")
+        shutil.copyfile(tiny_checkpoint_paths[arch], root / "checkpoints" / name)
     return root
 
 
@@ -57,15 +57,13 @@ def registry(models_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def runner(registry, models_dir, tmp_path):
-    from engine.model_store import ModelStore
-
+def runner(registry, models_dir, tmp_path, model_store):
     reg, input_dir = registry
     env = Environment(
         output_dir=tmp_path / "output",
         temp_dir=tmp_path / "temp",
         input_dir=input_dir,
-        models=ModelStore(),
+        models=model_store,
         model_paths=ModelPaths(models_dir),
     )
     executor = Executor(reg, env)
