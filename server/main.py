@@ -132,7 +132,7 @@ def serve(registry: Registry, env: Environment, settings: ServerSettings, *, log
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(
-        app, ws="websockets", lifespan="on", log_level=log_level, timeout_graceful_shutdown=5
+        app, ws="websockets-sansio", lifespan="on", log_level=log_level, timeout_graceful_shutdown=5
     )
     print(f"diffgraph server listening on http://{shown}:{port}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
