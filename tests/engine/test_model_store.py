@@ -1,0 +1,44 @@
+"""The model store: load once, LRU eviction under a byte budget, explicit unload."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.devices import DevicePolicy
+from engine.model_store import ModelStore
+
+
+def _store(ram):
+    return ModelStore(DevicePolicy.from_env(device="cpu"), ram_budget=ram)
+
+
+def test_model_store_loads_once_and_reuses():
+    store = _store(1 << 30)
+    calls = []
+    first = store.get("a", lambda: calls.append(1) or torch.nn.Linear(4, 4))
+    assert store.get("a", lambda: calls.append(1) or torch.nn.Linear(4, 4)) is first
+    assert calls == [1] and store.loads == 1
+
+
+def test_model_store_evicts_least_recently_used_over_budget():
+    store = _store(2 * (100 * 100 + 100) * 4 + 10)
+    store.get("a", lambda: torch.nn.Linear(100, 100))
+    store.get("b", lambda: torch.nn.Linear(100, 100))
+    store.get("a", lambda: torch.nn.Linear(100, 100))  # a is now most recent
+    store.get("c", lambda: torch.nn.Linear(100, 100))
+    assert store.keys() == ["a", "c"]
+    assert store.usage()["ram_bytes"] <= store.ram_budget
+
+
+def test_model_store_unload_all_empties_it():
+    store = _store(1 << 30)
+    store.get("a", lambda: torch.nn.Linear(4, 4))
+    store.unload_all()
+    assert store.keys() == [] and store.usage()["entries"] == 0
+
+
+def test_device_policy_cpu_computes_in_fp32():
+    policy = DevicePolicy.from_env(device="cpu")
+    assert policy.compute_dtype("compute", torch.float16) == torch.float32
+    assert policy.compute_dtype("precise") == torch.float32
+    assert DevicePolicy.from_env(device="cpu", dtype="bf16").compute_dtype("compute") == torch.bfloat16

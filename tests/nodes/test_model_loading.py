@@ -1,0 +1,96 @@
+"""Checkpoint loading: every family loads without key mismatches; clear errors for bad files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nodes.diffusion import loader
+from nodes.diffusion.checkpoint_io import CheckpointFormatError, PickleRefusedError, read_weights
+from nodes.diffusion.make_checkpoint import ARCH_NAMES, make_checkpoint
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_loader_tiny_family_detected_with_zero_key_mismatches(arch, tiny_checkpoint_paths):
+    path = tiny_checkpoint_paths[arch]
+    info = loader.inspect_checkpoint(path)
+    assert info.family == arch
+    assert info.prediction == ("v" if arch == "sd2-v" else "eps")
+    sd = read_weights(path)
+    for component in ("unet", "vae", "clip"):
+        _, reports = loader.build_component(component, info.family, sd, torch.float32)
+        for report in reports:
+            assert report.missing == [] and report.unexpected == [], (component, report)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_loader_reads_fp32_and_bf16_files(dtype, tmp_path):
+    path = make_checkpoint("sd15", "tiny", 3, tmp_path / f"m-{dtype}.safetensors", dtype=dtype)
+    info = loader.inspect_checkpoint(path)
+    unet, reports = loader.build_component("unet", info.family, read_weights(path), torch.float32)
+    assert reports[0].missing == [] and next(unet.parameters()).dtype == torch.float32
+
+
+def test_loader_truncated_file_names_file_and_problem(tiny_sd15_path, tmp_path):
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(tiny_sd15_path.read_bytes()[:-1000])
+    with pytest.raises(CheckpointFormatError, match="cut.safetensors.*truncated"):
+        loader.inspect_checkpoint(bad)
+
+
+def test_loader_unknown_file_says_what_was_expected(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(CheckpointFormatError, match="lora.safetensors is not a Stable Diffusion checkpoint"):
+        loader.inspect_checkpoint(path)
+
+
+def test_loader_names_unsupported_family(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "flux.safetensors"
+    save_file({"model.diffusion_model.double_blocks.0.x": torch.zeros(1)}, path)
+    with pytest.raises(CheckpointFormatError, match="Flux"):
+        loader.inspect_checkpoint(path)
+
+
+def test_loader_refuses_pickle_without_opt_in(tmp_path, monkeypatch):
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"a": torch.zeros(1)}}, path)
+    monkeypatch.delenv("DIFFGRAPH_ALLOW_PICKLE", raising=False)
+    with pytest.raises(PickleRefusedError, match="DIFFGRAPH_ALLOW_PICKLE=1"):
+        read_weights(path)
+    monkeypatch.setenv("DIFFGRAPH_ALLOW_PICKLE", "1")
+    assert set(read_weights(path)) == {"a"}
+
+
+def test_loader_pickle_checkpoint_with_opt_in_loads(tiny_sd15_path, tmp_path):
+    path = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": read_weights(tiny_sd15_path)}, path)
+    info = loader.inspect_checkpoint(path, allow_pickle=True)
+    assert info.family == "sd15"
+
+
+def test_model_store_reuses_checkpoint_across_loads(tiny_sd15_path, model_store):
+    _, recipes = loader.load_checkpoint_into(model_store, tiny_sd15_path)
+    loads = model_store.loads
+    unet = loader.load_component_into(model_store, recipes["unet"])
+    _, again = loader.load_checkpoint_into(model_store, tiny_sd15_path)
+    assert loader.load_component_into(model_store, again["unet"]) is unet
+    assert model_store.loads == loads
+
+
+def test_model_forward_contract(tiny_checkpoint_paths, model_store, tmp_path):
+    from nodes.loader_nodes import CheckpointLoaderSimple
+    from tests.nodes.helpers_models import make_ctx
+
+    ctx = make_ctx(tiny_checkpoint_paths["sdxl"].parents[1], model_store, tmp_path)
+    out = CheckpointLoaderSimple().run(ctx, CheckpointLoaderSimple.Inputs(ckpt_name="tiny-sdxl.safetensors"))
+    model = out.MODEL
+    assert model.io_type == "MODEL" and model.family == "sdxl" and model.adm == "sdxl"
+    x = torch.randn(2, 4, 8, 8)
+    embeds, pooled = torch.randn(2, 77, 128), torch.randn(2, 64)
+    y = model.forward(model_store, x, torch.tensor([999.0, 10.0]), embeds, pooled, [{}, {"width": 512}])
+    assert y.shape == x.shape and y.dtype == torch.float32
