@@ -62,7 +62,8 @@ def _lifespan(state: ServerState):
         await run_in_threadpool(clear_temp, state.env.temp_dir)
         for folder in (state.env.output_dir, state.env.input_dir, state.user_root):
             folder.mkdir(parents=True, exist_ok=True)
-        state.bridge = Bridge(asyncio.get_running_loop())
+        bridge = state.bridge = Bridge(asyncio.get_running_loop())
+        state.store.on_change = lambda remaining: bridge.call(state.hub.status, remaining)
         state.hub.queue_remaining = state.store.queue_remaining()
         state.worker = Worker(
             state.registry,
@@ -77,6 +78,7 @@ def _lifespan(state: ServerState):
             yield
         finally:
             await run_in_threadpool(state.worker.stop)
+            state.store.on_change = None
             state.store.close()
 
     return lifespan

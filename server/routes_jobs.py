@@ -113,7 +113,6 @@ def cancel_jobs(state: ServerState, ids: list[str]) -> None:
     state.store.delete_pending(ids)
     if state.worker is not None and state.worker.current in ids:
         state.worker.interrupt(state.worker.current)
-    state.publish_status()
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -114,7 +114,6 @@ def enqueue_prompt(state: ServerState, body: Any) -> JSONResponse:
         number=number,
         front=bool(body.get("front")),
     )
-    state.publish_status()
     return JSONResponse({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
 
 
@@ -146,7 +145,6 @@ async def post_queue(request: Request) -> Response:
             await run_in_threadpool(state.store.delete_pending, _ids(body["delete"]))
     except (ValueError, AttributeError) as exc:
         return error_response(400, "invalid_request", str(exc))
-    state.publish_status()
     return Response(status_code=200)
 
 

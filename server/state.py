@@ -38,11 +38,6 @@ class ServerState:
         """The single user's data folder (settings, workflows, templates)."""
         return self.settings.user_dir / "default"
 
-    def publish_status(self) -> None:
-        """Broadcast the queue size to every websocket (called from any thread)."""
-        if self.bridge is not None:
-            self.bridge.call(self.hub.status, self.store.queue_remaining())
-
     def server_flags(self) -> dict[str, Any]:
         """Feature flags the server advertises (never progress-text metadata: not implemented)."""
         return {"supports_preview_metadata": True, "max_upload_size": self.settings.max_upload_size}

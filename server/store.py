@@ -6,7 +6,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +137,9 @@ class JobStore:
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)
+        # Called with the queue size after every queue change, under the store's lock, so a status
+        # broadcast for "queued" always leaves before the worker can announce that job starting.
+        self.on_change: Callable[[int], None] | None = None
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a killed process; only a power cut may lose the last commits.
@@ -212,7 +215,7 @@ class JobStore:
         front: bool = False,
     ) -> int | float:
         """Add a pending job; ComfyUI's priority: explicit number, else the counter (negated for front)."""
-        with self._tx() as conn:
+        with self._lock, self._tx() as conn:
             if number is None:
                 number = float(-self._counter if front else self._counter)
                 self._counter += 1
@@ -232,6 +235,7 @@ class JobStore:
             )
             self._seq += 1
             self._wakeup.notify_all()
+            self._changed(conn)
         return _number(number)
 
     def wait_next(self, timeout: float) -> Job | None:
@@ -242,6 +246,13 @@ class JobStore:
                 self._wakeup.wait(timeout)
                 job = self._claim()
             return job
+
+    def _changed(self, conn: sqlite3.Connection) -> None:
+        if self.on_change is not None:
+            count = conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running')"
+            ).fetchone()[0]
+            self.on_change(count)
 
     def wake(self) -> None:
         """Wake a waiting worker (used when stopping)."""
@@ -258,6 +269,7 @@ class JobStore:
             conn.execute(
                 "UPDATE jobs SET state = 'running', start_time = ? WHERE id = ?", (now_ms(), row["id"])
             )
+            self._changed(conn)
         return self.get(row["id"])
 
     def set_current_node(self, job_id: str, node_id: str | None) -> None:
@@ -287,6 +299,7 @@ class JobStore:
         assert state in FINISHED, state
         with self._tx() as conn:
             self._close_job(conn, job_id, state, ui_outputs, messages, error)
+            self._changed(conn)
 
     def _close_job(
         self,
@@ -328,6 +341,7 @@ class JobStore:
                 "WHERE id = ? AND state = 'running'",
                 (job_id,),
             )
+            self._changed(conn)
 
     def get(self, job_id: str) -> Job | None:
         """A job by id, or None."""
@@ -357,6 +371,7 @@ class JobStore:
                 ).fetchall()
             removed = [r["id"] for r in rows]
             conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in removed])
+            self._changed(conn)
         return removed
 
     def delete_history(self, ids: Iterable[str] | None = None) -> None:

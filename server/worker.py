@@ -120,15 +120,11 @@ class Worker:
         if (unload or free) and self.env.models is not None:
             self.env.models.unload_all()
 
-    def _publish_status(self) -> None:
-        self.bridge.call(self.hub.status, self.store.queue_remaining())
-
     def _run(self, job: Job) -> None:
         with self._lock:
             self.cancel.reset()
             self._current = job.id
         self.bridge.call(self.hub.start, job.id, job.client_id)
-        self._publish_status()
         extra = dict(job.extra_data)
         previews = extra.get("preview_method") != "none"
         try:
@@ -156,7 +152,6 @@ class Worker:
             messages = [list(m) for m in result.messages]
             self.store.finish(job.id, result.status, result.ui_outputs, messages, error)
         self.bridge.call(self.hub.stop, job.id)
-        self._publish_status()
         if job.client_id:
             self.bridge.call(self.hub.emit, "executing", {"node": None, "prompt_id": job.id}, job.client_id)
 

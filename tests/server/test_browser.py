@@ -59,9 +59,14 @@ def _real_setup(request: pytest.FixtureRequest, folders: Folders) -> tuple[Any, 
         ModelPaths(models_dir),
     )
     workflow = json.loads(REAL_WORKFLOW.read_text())
-    for node in workflow["nodes"]:
+    for node in workflow["nodes"]:  # the tiny checkpoint, small and short, so CPU CI stays quick
+        values = node["widgets_values"]
         if node["type"] == "CheckpointLoaderSimple":
-            node["widgets_values"][0] = ckpt
+            values[0] = ckpt
+        elif node["type"] == "EmptyLatentImage":
+            values[0] = values[1] = 64
+        elif node["type"] == "KSampler":
+            values[2 if isinstance(values[1], str) else 1] = 4
     return build_registry(env.model_paths, env.input_dir), env, workflow
 
 

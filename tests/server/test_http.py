@@ -327,3 +327,46 @@ def test_free_clears_cache_between_prompts(server):
         assert len(server.state.worker.executor.cache) > 0
         assert http.post("/free", json={"unload_models": True, "free_memory": True}).status_code == 200
         wait_for(lambda: len(server.state.worker.executor.cache) == 0, what="cache cleared")
+
+
+def test_workflow_from_media_reads_png_metadata(server):
+    from engine.media_metadata import png_info
+
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(
+        png, format="PNG", pnginfo=png_info(SHOW_PROMPT, {"workflow": {"nodes": [], "links": []}})
+    )
+    with server.client() as http:
+        found = http.post(
+            "/api/workflow/from_media", files={"image": ("x.png", png.getvalue(), "image/png")}
+        ).json()
+        plain = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(plain, format="PNG")
+        missing = http.post("/workflow/from_media", files={"image": ("y.png", plain.getvalue(), "image/png")})
+    assert found == {"prompt": SHOW_PROMPT, "workflow": {"nodes": [], "links": []}}
+    assert missing.status_code == 404
+
+
+def test_frontend_root_is_served_with_script_types(make_server, tmp_path):
+    root = tmp_path / "web"
+    (root / "assets").mkdir(parents=True)
+    (root / "index.html").write_text("<!doctype html><p>client</p>")
+    (root / "assets" / "app.js").write_text("export {}")
+    (root / "extensions" / "mine").mkdir(parents=True)
+    (root / "extensions" / "mine" / "ext.js").write_text("export {}")
+    live = make_server(serve_frontend=True, front_end_root=root)
+    with live.client() as http:
+        index = http.get("/")
+        script = http.get("/assets/app.js")
+        extensions = http.get("/api/extensions").json()
+    assert index.text.endswith("<p>client</p>") and index.headers["cache-control"] == "no-cache"
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert script.headers["cache-control"] == "no-cache"
+    assert extensions == ["/extensions/mine/ext.js"]
+
+
+def test_installed_frontend_package_is_served(make_server):
+    live = make_server(serve_frontend=True)
+    with live.client() as http:
+        index = http.get("/")
+    assert index.status_code == 200 and "<script" in index.text
