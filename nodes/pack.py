@@ -17,6 +17,8 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.text_nodes",
     "nodes.latent_nodes",
     "nodes.vae_nodes",
+    "nodes.sampler_nodes",
+    "nodes.latent_files",
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -36,6 +38,10 @@ def choice_provider(model_paths: ModelPaths, input_dir: Path) -> ChoiceProvider:
     def choices(source: str) -> list[str]:
         if source in FOLDERS:
             return model_paths.list(source)
+        if source == "input_latents":
+            from nodes.latent_files import list_latent_files
+
+            return list_latent_files(input_dir)
         if source == "input_images":
             if not input_dir.is_dir():
                 return []

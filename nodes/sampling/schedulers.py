@@ -44,7 +44,8 @@ def exponential_sigmas(n: int, sigma_min: float, sigma_max: float) -> torch.Tens
 
 def kl_optimal_sigmas(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """ "Align Your Steps" KL-optimal schedule: uniform in arctan(sigma), then 0."""
-    frac = torch.arange(n, dtype=torch.float).div_(n - 1)
+    # One step would divide 0 by 0 (NaN sigmas in ComfyUI); it starts at sigma_max like longer runs do.
+    frac = torch.arange(n, dtype=torch.float).div_(max(n - 1, 1))
     sigmas = frac.new_zeros(n + 1)
     sigmas[:-1] = (frac * math.atan(sigma_min) + (1 - frac) * math.atan(sigma_max)).tan_()
     return sigmas
