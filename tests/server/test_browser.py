@@ -140,6 +140,7 @@ def test_browser_runs_workflow_and_shows_output(request, folders):
             )
 
             page.evaluate("(wf) => app.loadGraphData(wf)", workflow)
+            page.evaluate("() => app.extensionManager.command.execute('Comfy.Canvas.FitView')")
             page.wait_for_timeout(500)
             page.screenshot(path=ARTIFACTS / "3-workflow-loaded.png")
 
