@@ -1,0 +1,199 @@
+"""Bench: per-step sampling time, diffgraph's KSampler path vs diffusers' StableDiffusionPipeline (Euler).
+
+    python bench/sampling.py --out bench/results/sampling.json [--ckpt PATH] [--device cpu|cuda]
+                             [--size 256] [--steps 4] [--rounds 2]
+
+Both sides use the same UNet module (loaded once by diffgraph's loader from the same checkpoint), the same
+prompt embeddings, cfg 7, batch 1, fp32 on CPU (fp16 on CUDA), and run alternately. Timed: the sampling
+loop only (text encoding and VAE decode excluded; diffusers returns latents). The preview overhead is the
+extra time per step when every step's x0 is turned into a Latent2RGB preview image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.load_checkpoint import reference_checkpoint  # noqa: E402
+from engine import Environment, ModelPaths  # noqa: E402
+from engine.devices import DevicePolicy  # noqa: E402
+from engine.executor import Executor  # noqa: E402
+from engine.model_store import ModelStore  # noqa: E402
+from nodes.pack import build_registry  # noqa: E402
+from nodes.previews import latent_to_rgb_preview  # noqa: E402
+from nodes.sampling.cfg import CfgDenoiser  # noqa: E402
+from nodes.sampling.model_sampling import DiscreteModelSampling  # noqa: E402
+from nodes.sampling.noise import prepare_noise  # noqa: E402
+from nodes.sampling.samplers import SampleRequest, sample  # noqa: E402
+from nodes.sampling.schedulers import ksampler_sigmas  # noqa: E402
+
+POSITIVE = "a photo of a cat sitting on a windowsill, highly detailed"
+NEGATIVE = "blurry, low quality"
+CFG = 7.0
+
+
+def load_handles(ckpt: Path, device: str, work: Path):
+    """MODEL handle, positive/negative CONDITIONING and the store, through the real nodes."""
+    store = ModelStore(DevicePolicy.from_env(device=device))
+    registry = build_registry(ModelPaths(ckpt.parent.parent), work)
+    env = Environment(
+        work / "out", work / "tmp", work, models=store, model_paths=ModelPaths(ckpt.parent.parent)
+    )
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt.name}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": POSITIVE, "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["1", 1]}},
+    }
+    result = Executor(registry, env).execute(prompt, prompt_id="bench", outputs=["2", "3"])
+    if result.status != "success":
+        raise SystemExit(f"loading failed: {result.error and result.error.data()}")
+    outs = result.node_outputs
+    return outs["1"].MODEL, outs["2"].CONDITIONING, outs["3"].CONDITIONING, store
+
+
+def run_diffgraph(model, positive, negative, store, size: int, steps: int, previews: bool) -> float:
+    """Seconds for one diffgraph euler/normal run of `steps` steps."""
+    ms = DiscreteModelSampling.create(model.prediction)
+    latents = torch.zeros(1, 4, size // 8, size // 8)
+
+    def unet(x_in, t, embeds, pooled, extras):
+        return model.forward(store, x_in, t, embeds, pooled, extras)
+
+    denoiser = CfgDenoiser(unet, ms, positive.entries, negative.entries, CFG)
+    req = SampleRequest(
+        latents, prepare_noise(latents, 42), ksampler_sigmas(ms, "normal", "euler", steps), "euler", 42
+    )
+
+    def on_step(i, x0, x):
+        if previews:
+            latent_to_rgb_preview(x0, model.latent_format)
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        sample(denoiser, ms, model.latent_format, req, model.device, on_step)
+    return time.perf_counter() - start
+
+
+def diffusers_pipeline(model, store):
+    """A StableDiffusionPipeline sharing diffgraph's loaded UNet, with an Euler scheduler."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
+    unet = model.load(store)
+    return StableDiffusionPipeline(
+        vae=None,
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def run_diffusers(pipe, positive, negative, size: int, steps: int, device: str, dtype) -> float:
+    """Seconds for one diffusers Euler run (latent output, embeddings given)."""
+    gen = torch.Generator().manual_seed(42)
+    latents = torch.randn(1, 4, size // 8, size // 8, generator=gen).to(device, dtype)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        pipe(
+            prompt_embeds=positive.entries[0].embeds.to(device, dtype),
+            negative_prompt_embeds=negative.entries[0].embeds.to(device, dtype),
+            height=size,
+            width=size,
+            num_inference_steps=steps,
+            guidance_scale=CFG,
+            latents=latents,
+            output_type="latent",
+        )
+    return time.perf_counter() - start
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak GPU memory allocated (CUDA) or peak process RSS (CPU), in MiB."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, run the alternating rounds, write the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--ckpt", type=Path, default=None)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args(argv)
+    ckpt = args.ckpt or reference_checkpoint()
+    with tempfile.TemporaryDirectory() as work:
+        model, positive, negative, store = load_handles(ckpt, args.device, Path(work))
+    pipe = diffusers_pipeline(model, store)
+    dtype = model.compute_dtype
+    ours, theirs, with_previews, memory = [], [], [], {}
+    # Warm-up of both paths (allocator, kernels) before timing.
+    run_diffgraph(model, positive, negative, store, args.size, 1, False)
+    run_diffusers(pipe, positive, negative, args.size, 1, args.device, dtype)
+    for round_index in range(args.rounds):
+        # Who goes first alternates, so drift in machine load does not favour one side.
+        order = ("ours", "theirs") if round_index % 2 == 0 else ("theirs", "ours")
+        for side in order:
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            if side == "ours":
+                ours.append(
+                    run_diffgraph(model, positive, negative, store, args.size, args.steps, False) / args.steps
+                )
+                memory["diffgraph_peak_mb"] = peak_memory_mb(args.device)
+            else:
+                theirs.append(
+                    run_diffusers(pipe, positive, negative, args.size, args.steps, args.device, dtype)
+                    / args.steps
+                )
+                memory["diffusers_peak_mb"] = peak_memory_mb(args.device)
+        with_previews.append(
+            run_diffgraph(model, positive, negative, store, args.size, args.steps, True) / args.steps
+        )
+    ours_s, theirs_s, prev_s = min(ours), min(theirs), min(with_previews)
+    result = {
+        "diffgraph_s_per_step": ours_s,
+        "diffusers_s_per_step": theirs_s,
+        "ratio": ours_s / theirs_s,
+        "preview_overhead_pct": 100.0 * (prev_s - ours_s) / ours_s,
+        "device": args.device,
+        "size": args.size,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "cfg": CFG,
+        "dtype": str(dtype),
+        "samples": {"diffgraph": ours, "diffusers": theirs, "diffgraph_previews": with_previews},
+        **memory,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
