@@ -246,12 +246,14 @@ class _Validator:
         options = combo_values(inp, self.registry.choices)
         if value in options:
             return []
-        listed = options if len(options) <= LIST_ELISION_LIMIT else f"(list of length {len(options)})"
+        # ComfyUI elides long lists in input_config; the details still name every valid choice,
+        # because "what to change" is exactly that list (sampler names, checkpoint files...).
+        valid = ", ".join(repr(o) for o in options) if options else "no choices available"
         return [
             reason(
                 "value_not_in_list",
                 "Value not in list",
-                f"{inp.name}: '{value}' not in {listed}",
+                f"{inp.name}: '{value}' not in [{valid}]",
                 input_name=inp.name,
                 input_config=[options] if len(options) <= LIST_ELISION_LIMIT else None,
                 received_value=value,

@@ -167,3 +167,24 @@ def test_validation_does_not_mutate_callers_prompt(registry):
     }
     validate_prompt(prompt, registry)
     assert prompt["1"]["inputs"]["value"] == "3"
+
+
+def test_validation_value_not_in_list_names_every_valid_choice():
+    from engine import Input, Node, NodeInputs, NodeOutputs, Registry
+
+    class ManyChoices(Node):
+        class_type = "ManyChoices"
+        output_node = True
+
+        class Inputs(NodeInputs):
+            pick: str = Input(combo_source="many")
+
+        class Outputs(NodeOutputs):
+            pass
+
+    names = [f"choice_{i}" for i in range(30)]
+    registry = Registry([ManyChoices], choices=lambda source: names)
+    result = validate_prompt({"1": {"class_type": "ManyChoices", "inputs": {"pick": "nope"}}}, registry)
+    err = result.node_errors["1"]["errors"][0]
+    assert err["type"] == "value_not_in_list" and err["extra_info"]["input_config"] is None
+    assert all(repr(name) in err["details"] for name in names)
