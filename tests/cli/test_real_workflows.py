@@ -100,7 +100,7 @@ def test_session_returns_typed_real_outputs(real_nodes, tiny_models_dir, tiny_sd
             "KSampler", "steps", 2
         )
         result = session.run(wf)
-        assert isinstance(result.outputs["3"].latent, Latent)
-        assert result.outputs["3"].latent.samples.shape == (1, 4, 8, 8)
+        assert isinstance(result.outputs["3"].LATENT, Latent)
+        assert result.outputs["3"].LATENT.samples.shape == (1, 4, 8, 8)
         again = session.run(wf.copy().set("KSampler", "seed", 7))
         assert sorted(again.executed) == ["3", "8", "9"]
