@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.node import EdgeType, NodeOutputs
-from engine.workflow import is_link
 
 DEFAULT_BUDGET_BYTES = 8 * 1024**3
 
@@ -28,6 +27,7 @@ def node_signature(
     class_type: str,
     version: int,
     inputs: dict[str, Any],
+    links: dict[str, tuple[str, int]],
     upstream: dict[str, str],
     *,
     fingerprint: Any = None,
@@ -36,7 +36,7 @@ def node_signature(
     """ComfyUI's cache key, as a Merkle hash.
 
     It covers the class, node version, the canonical literal inputs, each linked input's upstream
-    signature and slot (inputs in sorted name order), the fingerprint (IS_CHANGED) value, and the node
+    signature and slot (inputs in sorted name order; `links` names the linked ones), the fingerprint (IS_CHANGED) value, and the node
     id only for non-idempotent nodes. Node ids stay out otherwise, so identical sub-graphs share results.
     A NaN fingerprint never equals itself: the node gets a fresh key every time.
     """
@@ -44,11 +44,11 @@ def node_signature(
         fingerprint = f"nan:{uuid.uuid4().hex}"
     parts = [class_type, str(version), _canonical(fingerprint), node_id or ""]
     for name in sorted(inputs):
-        value = inputs[name]
-        if is_link(value):
-            parts.append(f"{name}=>{upstream[str(value[0])]}#{int(value[1])}")
+        link = links.get(name)
+        if link is not None:
+            parts.append(f"{name}=>{upstream[link[0]]}#{link[1]}")
         else:
-            parts.append(f"{name}={_canonical(value)}")
+            parts.append(f"{name}={_canonical(inputs[name])}")
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 

@@ -26,11 +26,11 @@ from engine.events import (
     ProgressState,
     discard,
 )
-from engine.graph import dependencies, descendants_closure, execution_order
+from engine.graph import Links, descendants_closure, execution_order, linked_inputs, sources_of
 from engine.node import Node, NodeOutputs
 from engine.registry import Registry
 from engine.schema import NodeSpec
-from engine.workflow import is_link, unwrap_constant
+from engine.workflow import unwrap_constant
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Plan:
     signatures: dict[str, str]
     consumers: dict[str, set[int]]
     deps: dict[str, list[str]]
+    links: Links
 
 
 class _Run:
@@ -121,13 +122,14 @@ class _Run:
 
     def build_inputs(self, spec: NodeSpec, node_id: str) -> dict[str, Any]:
         raw = self.prompt[node_id].get("inputs", {})
+        links = self.plan.links[node_id]
         kwargs: dict[str, Any] = {}
         for inp in spec.inputs:
             if inp.name not in raw:
                 continue  # pydantic fills the default
             value = raw[inp.name]
-            if is_link(value):
-                src, slot = str(value[0]), int(value[1])
+            if inp.name in links:
+                src, slot = links[inp.name]
                 src_spec = self.ex.registry.spec(self.prompt[src]["class_type"])
                 assert src_spec is not None
                 kwargs[inp.name] = getattr(self.values[src], src_spec.outputs[slot].field)
@@ -199,8 +201,8 @@ class Executor:
             node = self._instances[node_cls] = node_cls()
         return node
 
-    def _fingerprint(self, spec: NodeSpec, inputs: dict[str, Any]) -> Any:
-        constants = {k: (None if is_link(v) else unwrap_constant(v)) for k, v in inputs.items()}
+    def _fingerprint(self, spec: NodeSpec, inputs: dict[str, Any], links: dict[str, tuple[str, int]]) -> Any:
+        constants = {k: (None if k in links else unwrap_constant(v)) for k, v in inputs.items()}
         try:
             return spec.node_cls.fingerprint(constants, self.env)
         except Exception:  # a failing fingerprint means "unknown": re-run rather than trust the cache
@@ -209,32 +211,35 @@ class Executor:
 
     def plan(self, prompt: dict[str, Any], outputs: Iterable[str]) -> Plan:
         """Order the outputs' ancestry, sign every node and record which output slots are consumed."""
-        deps = dependencies(prompt, outputs)
+        links = linked_inputs(prompt, outputs)
+        deps = sources_of(links)
         order = execution_order(deps)
         signatures: dict[str, str] = {}
         consumers: dict[str, set[int]] = {}
+        specs: dict[str, NodeSpec] = {}
         for node_id in order:
             node = prompt[node_id]
-            spec = self.registry.spec(node["class_type"])
-            assert spec is not None
+            class_type = node["class_type"]
+            spec = specs.get(class_type)
+            if spec is None:
+                spec = specs[class_type] = self.registry.known_spec(class_type)
             inputs = node.get("inputs", {})
-            for value in inputs.values():
-                if is_link(value):
-                    consumers.setdefault(str(value[0]), set()).add(int(value[1]))
-            cls = spec.node_cls
-            fingerprint = self._fingerprint(spec, inputs) if cls.fingerprint is not Node.fingerprint else None
-            if not cls.cacheable:
+            mine = links[node_id]
+            for src, slot in mine.values():
+                consumers.setdefault(src, set()).add(slot)
+            fingerprint = self._fingerprint(spec, inputs, mine) if spec.has_fingerprint else None
+            if not spec.node_cls.cacheable:
                 fingerprint = math.nan
-            uses_id = not cls.idempotent or "UNIQUE_ID" in cls.hidden.values()
             signatures[node_id] = node_signature(
-                cls.class_type,
-                cls.version,
+                class_type,
+                spec.node_cls.version,
                 inputs,
+                mine,
                 signatures,
                 fingerprint=fingerprint,
-                node_id=node_id if uses_id else None,
+                node_id=node_id if spec.signs_node_id else None,
             )
-        return Plan(order, signatures, consumers, deps)
+        return Plan(order, signatures, consumers, deps, links)
 
     def _needed(
         self, plan: Plan, prompt: dict[str, Any], outputs: list[str], forced: set[str]
@@ -253,7 +258,7 @@ class Executor:
                 hits.add(node_id)
                 continue
             to_run.add(node_id)
-            stack.extend(str(v[0]) for v in prompt[node_id].get("inputs", {}).values() if is_link(v))
+            stack.extend(plan.deps[node_id])
         return to_run, hits
 
     def execute(

@@ -48,6 +48,10 @@ class Registry:
         node_cls = self._nodes.get(class_type)
         return node_spec(node_cls) if node_cls else None
 
+    def known_spec(self, class_type: str) -> NodeSpec:
+        """The NodeSpec of a class_type validation already found registered (KeyError otherwise)."""
+        return node_spec(self._nodes[class_type])
+
     def __contains__(self, class_type: object) -> bool:
         return class_type in self._nodes
 

@@ -6,6 +6,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal, Union
 
 import annotated_types
@@ -73,6 +74,27 @@ class NodeSpec:
     inputs: tuple[InputSpec, ...]
     outputs: tuple[OutputSpec, ...]
 
+    @cached_property
+    def input_names(self) -> frozenset[str]:
+        """Names of every declared input."""
+        return frozenset(inp.name for inp in self.inputs)
+
+    @cached_property
+    def has_fingerprint(self) -> bool:
+        """Whether the class overrides Node.fingerprint (so planning must call it)."""
+        return _overrides(self.node_cls, "fingerprint")
+
+    @cached_property
+    def signs_node_id(self) -> bool:
+        """Whether the node's id joins its cache key: not idempotent, or it reads its UNIQUE_ID."""
+        cls = self.node_cls
+        return not cls.idempotent or "UNIQUE_ID" in cls.hidden.values()
+
+    @cached_property
+    def has_custom_validation(self) -> bool:
+        """Whether the class overrides Node.validate_inputs."""
+        return _overrides(self.node_cls, "validate_inputs")
+
     @property
     def class_type(self) -> str:
         """The node's class_type."""
@@ -89,6 +111,11 @@ class NodeSpec:
     def output_index(self) -> dict[str, int]:
         """Output field name -> slot index."""
         return {out.field: i for i, out in enumerate(self.outputs)}
+
+
+def _overrides(node_cls: type[Node], hook: str) -> bool:
+    # Compare the underlying functions: each attribute access makes a new bound classmethod object.
+    return getattr(node_cls, hook).__func__ is not getattr(Node, hook).__func__
 
 
 def _strip_optional(annotation: Any) -> Any:

@@ -16,12 +16,16 @@ from engine.workflow import is_link, unwrap_constant
 log = logging.getLogger(__name__)
 
 COERCE = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+_ALREADY_TYPED = {int: "INT", float: "FLOAT", str: "STRING", bool: "BOOLEAN"}
 LIST_ELISION_LIMIT = 20
 
 
 def reason(code: str, message: str, details: str = "", **extra: Any) -> dict[str, Any]:
     """One validation problem in ComfyUI's shape."""
     return {"type": code, "message": message, "details": details, "extra_info": extra}
+
+
+Edges = dict[str, list[str]]  # node id -> ids of the nodes that read from it
 
 
 @dataclass
@@ -33,7 +37,53 @@ class ValidationResult:
     node_errors: dict[str, dict[str, Any]]
     outputs: list[str]
     prompt: dict[str, Any]
-    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    edges: Edges = field(default_factory=dict)
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The validated nodes and their well-formed links as a networkx DiGraph.
+
+        Built on demand: validation itself walks plain dicts, since it runs on every submission
+        and networkx's per-edge bookkeeping was most of its cost.
+        """
+        return _to_digraph(self.edges)
+
+
+def _to_digraph(edges: Edges) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    graph.add_nodes_from(edges)
+    graph.add_edges_from((src, dst) for src, consumers in edges.items() for dst in consumers)
+    return graph
+
+
+def _descendants(edges: Edges, roots: set[str]) -> set[str]:
+    """Every node downstream of roots (roots excluded unless on a cycle)."""
+    seen: set[str] = set()
+    stack = [dst for root in roots for dst in edges.get(root, ())]
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(edges.get(node, ()))
+    return seen
+
+
+def _has_cycle(edges: Edges) -> bool:
+    """Kahn's algorithm: a DAG drains completely."""
+    waiting = dict.fromkeys(edges, 0)
+    for consumers in edges.values():
+        for dst in consumers:
+            waiting[dst] += 1
+    ready = [node for node, count in waiting.items() if count == 0]
+    drained = 0
+    while ready:
+        node = ready.pop()
+        drained += 1
+        for dst in edges[node]:
+            waiting[dst] -= 1
+            if waiting[dst] == 0:
+                ready.append(dst)
+    return drained != len(waiting)
 
 
 def types_compatible(produced: str, wanted: str) -> bool:
@@ -92,11 +142,15 @@ class _Validator:
         self.env = env
         self.errors: dict[str, list[dict[str, Any]]] = {}
         self.valid: dict[str, bool] = {}
-        self.graph = nx.DiGraph()
+        self.edges: Edges = {}  # well-formed links only: source -> consumers
+        self.upstream: dict[str, list[str]] = {}  # every existing source a node links to
+        self._specs: dict[str, NodeSpec] = {}
 
     def spec(self, node_id: str) -> NodeSpec:
-        spec = self.registry.spec(self.prompt[node_id]["class_type"])
-        assert spec is not None
+        class_type = self.prompt[node_id]["class_type"]
+        spec = self._specs.get(class_type)
+        if spec is None:
+            spec = self._specs[class_type] = self.registry.known_spec(class_type)
         return spec
 
     def validate(self, node_id: str) -> None:
@@ -107,16 +161,15 @@ class _Validator:
             if current in self.valid:
                 continue
             self.valid[current] = self._check_node(current)
-            for value in self.prompt[current].get("inputs", {}).values():
-                if is_link(value) and str(value[0]) in self.prompt:
-                    stack.append(str(value[0]))
+            stack.extend(self.upstream[current])
 
     def _check_node(self, node_id: str) -> bool:
         node = self.prompt[node_id]
         spec = self.spec(node_id)
         inputs: dict[str, Any] = node.setdefault("inputs", {})
         errors: list[dict[str, Any]] = []
-        self.graph.add_node(node_id)
+        self.edges.setdefault(node_id, [])
+        upstream = self.upstream[node_id] = []
         constants: dict[str, Any] = {}
         for inp in spec.inputs:
             if inp.name not in inputs:
@@ -133,6 +186,8 @@ class _Validator:
             value = inputs[inp.name]
             if is_link(value):
                 errors.extend(self._check_link(node_id, inp, value))
+                if value[0] in self.prompt:
+                    upstream.append(value[0])
                 constants[inp.name] = None
             else:
                 problems, coerced = self._check_constant(inp, unwrap_constant(value))
@@ -147,7 +202,7 @@ class _Validator:
         return not errors
 
     def _check_link(self, node_id: str, inp: InputSpec, link: Any) -> list[dict[str, Any]]:
-        src_id, slot = str(link[0]), link[1]
+        src_id, slot = link
         if src_id not in self.prompt:
             return [
                 reason(
@@ -159,7 +214,8 @@ class _Validator:
                 )
             ]
         src_spec = self.spec(src_id)
-        if slot != int(slot) or not 0 <= int(slot) < len(src_spec.outputs):
+        index = int(slot)
+        if slot != index or not 0 <= index < len(src_spec.outputs):
             return [
                 reason(
                     "bad_linked_input",
@@ -170,9 +226,9 @@ class _Validator:
                     linked_node=[src_id, slot],
                 )
             ]
-        produced = src_spec.outputs[int(slot)].io_type
+        produced = src_spec.outputs[index].io_type
         wanted = "COMBO" if inp.is_combo else inp.io_type
-        self.graph.add_edge(src_id, node_id)
+        self.edges.setdefault(src_id, []).append(node_id)  # node_id's own entry exists already
         if inp.is_combo and produced in ("STRING", "COMBO", "*") or types_compatible(produced, wanted):
             return []
         return [
@@ -184,13 +240,17 @@ class _Validator:
                 input_name=inp.name,
                 input_config=[wanted],
                 received_type=produced,
-                linked_node=[src_id, int(slot)],
+                linked_node=[src_id, index],
             )
         ]
 
     def _check_constant(self, inp: InputSpec, value: Any) -> tuple[list[dict[str, Any]], Any]:
         if inp.is_combo:
             return self._check_combo(inp, value), value
+        if _ALREADY_TYPED.get(type(value)) == inp.io_type and (
+            type(value) is not float or math.isfinite(value)
+        ):
+            return self._check_bounds(inp, value), value  # fast path: the JSON value has the right type
         convert = COERCE.get(inp.io_type)
         if convert is None:
             return [
@@ -261,9 +321,12 @@ class _Validator:
         ]
 
     def _check_undeclared(self, node_id: str, spec: NodeSpec, inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        declared = {inp.name for inp in spec.inputs}
+        declared = spec.input_names
+        undeclared = inputs.keys() - declared
+        if not undeclared:
+            return []
         errors = []
-        for name in [n for n in inputs if n not in declared]:
+        for name in sorted(undeclared):
             if is_link(inputs[name]):
                 errors.append(
                     reason(
@@ -280,6 +343,8 @@ class _Validator:
         return errors
 
     def _custom(self, spec: NodeSpec, constants: dict[str, Any]) -> list[dict[str, Any]]:
+        if not spec.has_custom_validation:
+            return []
         try:
             message = spec.node_cls.validate_inputs(constants, self.env)
         except Exception as exc:  # a node's validation hook is foreign code: report, don't crash
@@ -293,9 +358,9 @@ class _Validator:
 
 
 def _cycle_errors(validator: _Validator) -> None:
-    if nx.is_directed_acyclic_graph(validator.graph):
+    if not _has_cycle(validator.edges):
         return
-    for cycle in nx.simple_cycles(validator.graph):
+    for cycle in nx.simple_cycles(_to_digraph(validator.edges)):
         path = " -> ".join([*cycle, cycle[0]])
         for node_id in cycle:
             validator.valid[node_id] = False
@@ -350,11 +415,10 @@ def validate_prompt(
     _cycle_errors(validator)
     invalid = {node_id for node_id, ok in validator.valid.items() if not ok}
     tainted = set(invalid)
-    for node_id in invalid:  # everything downstream of an invalid node cannot run
-        tainted |= nx.descendants(validator.graph, node_id)
+    tainted |= _descendants(validator.edges, invalid)  # downstream of an invalid node cannot run
     good = [o for o in outputs if o not in tainted]
     for node_id, errors in validator.errors.items():
-        downstream = nx.descendants(validator.graph, node_id) | {node_id}
+        downstream = _descendants(validator.edges, {node_id}) | {node_id}
         node_errors[node_id] = {
             "errors": errors,
             "dependent_outputs": [o for o in outputs if o in downstream],
@@ -365,5 +429,5 @@ def validate_prompt(
             f"{err['message']}: {err['details']}" for entry in node_errors.values() for err in entry["errors"]
         )
         error = _top("prompt_outputs_failed_validation", "Prompt outputs failed validation", details)
-        return ValidationResult(False, error, node_errors, [], prompt, validator.graph)
-    return ValidationResult(True, None, node_errors, good, prompt, validator.graph)
+        return ValidationResult(False, error, node_errors, [], prompt, validator.edges)
+    return ValidationResult(True, None, node_errors, good, prompt, validator.edges)
