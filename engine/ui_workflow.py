@@ -19,13 +19,9 @@ from engine.ui_export import api_to_ui
 from engine.ui_graph import Scope
 from engine.ui_resolve import Constant, OutputRef, Resolver
 from engine.ui_widgets import WidgetSpec, values_by_name, widget_specs, wrap_list
+from engine.workflow import is_ui_format as is_ui_workflow
 
 __all__ = ["api_to_ui", "is_ui_workflow", "ui_to_api"]
-
-
-def is_ui_workflow(data: Any) -> bool:
-    """True for a litegraph (UI) workflow: an object with a `nodes` list (API prompts map ids to nodes)."""
-    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
 
 
 def ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
