@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import struct
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,6 +35,8 @@ _DTYPES = {
     "BOOL": torch.bool,
 }
 _MAX_HEADER = 100 << 20
+# Target dtype per tensor key (None keeps the file's dtype).
+Cast = Callable[[str], "torch.dtype | None"]
 
 
 class CheckpointFormatError(UserFacingError):
@@ -74,32 +79,110 @@ def read_header(path: Path) -> tuple[dict, int]:
     return header, 8 + n
 
 
-def read_safetensors(path: Path, want: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file (those whose key passes `want`), read sequentially in file order."""
+def read_safetensors(
+    path: Path, want: Callable[[str], bool] | None = None, cast: Cast | None = None
+) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file (those whose key passes `want`), read once, in file order.
+
+    `cast(key)` names the dtype a floating tensor should have (None keeps the file's): conversion
+    happens while reading, so no full-size copy in the file's dtype is ever allocated.
+    """
     header, start = read_header(path)
     items = sorted(
         ((k, v) for k, v in header.items() if k != "__metadata__" and (want is None or want(k))),
         key=lambda kv: kv[1]["data_offsets"][0],
     )
     out: dict[str, torch.Tensor] = {}
-    with open(path, "rb", buffering=0) as f:
-        pos = -1
-        for key, info in items:
-            begin, end = info["data_offsets"]
-            dtype = _DTYPES.get(info["dtype"])
-            if dtype is None:
-                raise CheckpointFormatError(
-                    f"{path.name}: tensor {key} has unsupported dtype {info['dtype']}"
-                )
-            t = torch.empty(info["shape"], dtype=dtype)
-            if pos != start + begin:
-                f.seek(start + begin)
-            buf = t.view(-1).view(torch.uint8).numpy() if t.numel() else None
-            if buf is not None and f.readinto(memoryview(buf)) != end - begin:
-                raise CheckpointFormatError(f"{path.name}: short read at tensor {key}; the file is truncated")
-            pos = start + end
-            out[key] = t
+    jobs: list[_Job] = []
+    for key, info in items:
+        src = _DTYPES.get(info["dtype"])
+        if src is None:
+            raise CheckpointFormatError(f"{path.name}: tensor {key} has unsupported dtype {info['dtype']}")
+        dst = (cast(key) if cast is not None and src.is_floating_point else None) or src
+        out[key] = torch.empty(info["shape"], dtype=dst)
+        begin, end = info["data_offsets"]
+        if end - begin != out[key].numel() * src.itemsize:
+            raise CheckpointFormatError(
+                f"{path.name}: tensor {key} spans {end - begin} bytes but its shape {info['shape']} "
+                f"({info['dtype']}) needs {out[key].numel() * src.itemsize}; the file is corrupt"
+            )
+        if end > begin:
+            jobs.append(_Job(key, start + begin, end - begin, src, out[key]))
+    _fill(path, jobs)
     return out
+
+
+_CHUNK = 16 << 20  # bytes per read for tensors converted on the fly; a multiple of every item size
+_BUFFERS = 3
+
+
+@dataclass
+class _Job:
+    """One tensor to fill: where its bytes are, their dtype, and the destination tensor."""
+
+    key: str
+    offset: int
+    nbytes: int
+    src: torch.dtype
+    dst: torch.Tensor
+
+
+def _fill(path: Path, jobs: list[_Job]) -> None:
+    """Fill every job's tensor: a reader thread streams the file while this thread converts dtypes.
+
+    Same-dtype tensors are read straight into their destination; the others go through a few
+    reusable bounce buffers, so file I/O overlaps the conversion and page-faulting of the output.
+    """
+    free: queue.Queue[torch.Tensor] = queue.Queue()
+    for _ in range(_BUFFERS):
+        free.put(torch.empty(_CHUNK, dtype=torch.uint8))
+    ready: queue.Queue[tuple | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                for job in jobs:
+                    f.seek(job.offset)
+                    if job.dst.dtype == job.src:
+                        _read_exact(f, job.dst.view(-1).view(torch.uint8), path, job.key)
+                        continue
+                    for done in range(0, job.nbytes, _CHUNK):
+                        n = min(_CHUNK, job.nbytes - done)
+                        buf = free.get()
+                        if stop.is_set():
+                            return
+                        _read_exact(f, buf[:n], path, job.key)
+                        ready.put((job, done, n, buf))
+            ready.put(None)
+        except BaseException as exc:  # handed to the consuming thread, which re-raises it
+            ready.put(exc)
+
+    thread = threading.Thread(target=reader, name="safetensors-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            job, done, n, buf = item
+            size = job.src.itemsize
+            job.dst.view(-1)[done // size : (done + n) // size].copy_(buf[:n].view(job.src))
+            free.put(buf)
+    finally:
+        # Unblocks a reader waiting for a buffer; it then sees `stop` and returns.
+        stop.set()
+        free.put(torch.empty(0, dtype=torch.uint8))
+        thread.join()
+
+
+def _read_exact(f, dst: torch.Tensor, path: Path, key: str) -> None:
+    view = memoryview(dst.numpy())
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            raise CheckpointFormatError(f"{path.name}: short read at tensor {key}; the file is truncated")
+        got += n
 
 
 def safetensors_metadata(path: Path) -> dict[str, str]:
@@ -135,12 +218,18 @@ def read_pickle(path: Path, allow: bool | None = None) -> dict[str, torch.Tensor
 
 
 def read_weights(
-    path: Path, want: Callable[[str], bool] | None = None, allow_pickle: bool | None = None
+    path: Path,
+    want: Callable[[str], bool] | None = None,
+    allow_pickle: bool | None = None,
+    cast: Cast | None = None,
 ) -> dict[str, torch.Tensor]:
     """A weight file's tensors: safetensors directly, pickle suffixes only behind the opt-in."""
     if not path.is_file():
         raise CheckpointFormatError(f"{path}: no such file")
     if path.suffix.lower() in PICKLE_SUFFIXES:
         sd = read_pickle(path, allow_pickle)
-        return {k: v for k, v in sd.items() if want is None or want(k)}
-    return read_safetensors(path, want)
+        out = {k: v for k, v in sd.items() if want is None or want(k)}
+        if cast is not None:
+            out = {k: v.to(cast(k) or v.dtype) if v.is_floating_point() else v for k, v in out.items()}
+        return out
+    return read_safetensors(path, want, cast)

@@ -144,12 +144,14 @@ def build_text(
     return ClipStack(family, encoders, specs), reports
 
 
+def _prefixes(family: str) -> dict[str, tuple[str, ...]]:
+    """Component -> the key prefixes of its tensors in the single-file layout."""
+    texts = tuple(s["ldm_prefix"] for s in families.family_config(family)["text_encoders"])
+    return {"unet": (families.UNET_PREFIX,), "vae": (families.VAE_PREFIX,), "clip": texts}
+
+
 def _wanted(component: str, family: str):
-    if component == "unet":
-        return lambda k: k.startswith(families.UNET_PREFIX)
-    if component == "vae":
-        return lambda k: k.startswith(families.VAE_PREFIX)
-    prefixes = tuple(s["ldm_prefix"] for s in families.family_config(family)["text_encoders"])
+    prefixes = _prefixes(family)[component]
     return lambda k: k.startswith(prefixes)
 
 
@@ -186,9 +188,9 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype, allow_pickle: bo
     """Read just one component's tensors from its file and build the module (no patches)."""
     path = Path(recipe.path)
     if recipe.variant == "vae_file":
-        sd = read_weights(path, allow_pickle=allow_pickle)
+        sd = read_weights(path, allow_pickle=allow_pickle, cast=lambda _key: dtype)
         return build_vae_file(path, sd, dtype)
-    sd = read_weights(path, _wanted(recipe.component, recipe.family), allow_pickle)
+    sd = read_weights(path, _wanted(recipe.component, recipe.family), allow_pickle, lambda _key: dtype)
     return build_component(recipe.component, recipe.family, sd, dtype)[0]
 
 
@@ -239,7 +241,16 @@ def load_checkpoint_into(
     recipes = {c: ComponentRecipe(str(path), info.family, c) for c in info.components}
     missing = [r for r in recipes.values() if r.store_key not in store]
     if missing:
-        sd = read_weights(path, allow_pickle=allow_pickle)
+        # Only the missing components' tensors are read (EMA copies and DDPM buffers never are),
+        # each converted to its compute dtype while being read.
+        prefixes = _prefixes(info.family)
+        dtypes = {p: component_dtype(store, r.component) for r in missing for p in prefixes[r.component]}
+        wanted = tuple(dtypes)
+
+        def cast(key: str) -> torch.dtype | None:
+            return next(d for p, d in dtypes.items() if key.startswith(p))
+
+        sd = read_weights(path, lambda k: k.startswith(wanted), allow_pickle, cast)
         for recipe in missing:
             model, _ = build_component(
                 recipe.component, info.family, sd, component_dtype(store, recipe.component)

@@ -94,3 +94,43 @@ def test_model_forward_contract(tiny_checkpoint_paths, model_store, tmp_path):
     embeds, pooled = torch.randn(2, 77, 128), torch.randn(2, 64)
     y = model.forward(model_store, x, torch.tensor([999.0, 10.0]), embeds, pooled, [{}, {"width": 512}])
     assert y.shape == x.shape and y.dtype == torch.float32
+
+
+def test_reader_casts_while_reading_across_chunks(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from nodes.diffusion import checkpoint_io
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "big": torch.randn(1000, 37, generator=g).half(),
+        "small": torch.randn(3, generator=g).bfloat16(),
+        "ids": torch.arange(77).unsqueeze(0),
+        "same": torch.randn(5, 5, generator=g),
+    }
+    path = tmp_path / "t.safetensors"
+    save_file(tensors, path)
+    monkeypatch.setattr(checkpoint_io, "_CHUNK", 4096)  # forces the big tensor through many chunks
+    got = read_weights(path, cast=lambda key: torch.float32)
+    for key, t in tensors.items():
+        expected = t.float() if t.is_floating_point() else t
+        assert got[key].dtype == expected.dtype and torch.equal(got[key], expected), key
+
+
+def test_reader_reports_truncation_found_while_reading(tiny_sd15_path, tmp_path, monkeypatch):
+    from nodes.diffusion import checkpoint_io
+
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(tiny_sd15_path.read_bytes()[:-1000])
+    monkeypatch.setattr(checkpoint_io, "read_header", lambda p: _header_ignoring_size(p))
+    with pytest.raises(CheckpointFormatError, match="cut.safetensors: short read.*truncated"):
+        read_weights(bad, cast=lambda key: torch.float32)
+
+
+def _header_ignoring_size(path):
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n)), 8 + n
