@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from engine.errors import WorkflowFormatError
+from engine.ui_schema import check_definition, check_node
 
 # Ids the frontend gives the boundary nodes inside every subgraph definition.
 SUBGRAPH_INPUT_ID = "-10"
@@ -64,11 +65,7 @@ def parse_nodes(raw_nodes: Any, where: str) -> dict[str, dict[str, Any]]:
         raise WorkflowFormatError(f"{where}: `nodes` must be a list", code="invalid_ui_workflow")
     nodes = {}
     for node in raw_nodes:
-        if not isinstance(node, dict) or "id" not in node or not isinstance(node.get("type"), str):
-            raise WorkflowFormatError(
-                f"{where}: every node needs an `id` and a string `type`; got {str(node)[:80]}",
-                code="invalid_ui_workflow",
-            )
+        node = check_node(node, where)
         nodes[str(node["id"])] = node
     return nodes
 
@@ -80,11 +77,11 @@ def collect_definitions(ui: dict[str, Any]) -> dict[str, dict[str, Any]]:
     while pending:
         holder = pending.pop()
         definitions = holder.get("definitions") or {}
-        for sub in definitions.get("subgraphs") or () if isinstance(definitions, dict) else ():
-            if not isinstance(sub, dict) or not isinstance(sub.get("id"), str):
-                raise WorkflowFormatError(
-                    "definitions.subgraphs entries need a string `id`", code="invalid_ui_workflow"
-                )
+        subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+        if not isinstance(subgraphs, list | None):
+            raise WorkflowFormatError("definitions.subgraphs must be a list", code="invalid_ui_workflow")
+        for sub in subgraphs or ():
+            sub = check_definition(sub)
             if sub["id"] not in found:
                 found[sub["id"]] = sub
                 pending.append(sub)
