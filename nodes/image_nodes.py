@@ -1,4 +1,6 @@
-"""SaveImage, PreviewImage and LoadImage, plus ComfyUI's output file naming shared by every writer.
+"""SaveImage, PreviewImage and LoadImage: PNG writing with the workflow inside, and image loading.
+
+File naming (prefix tokens, subfolders, counters) lives in nodes.save_paths and is shared by every writer.
 
 Caching decision: output nodes here are cacheable and deterministic, as in ComfyUI. Resubmitting an
 identical prompt executes nothing and replays the cached UI output (the same file names); it does not
@@ -9,12 +11,9 @@ fresh counter, so earlier files are never overwritten.
 from __future__ import annotations
 
 import hashlib
-import io
 import random
 import string
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,94 +24,11 @@ from PIL import ImageOps, ImageSequence
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
 from engine.media_metadata import png_info
+from nodes.save_paths import check_prefix, save_target
 from nodes.types import Image, Mask
 
 HIDDEN_METADATA = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
 DIR_TYPES = ("output", "input", "temp")
-
-
-@dataclass
-class SaveTarget:
-    """Where a writer puts its files: folder, file base name, first free counter, UI subfolder."""
-
-    folder: Path
-    base: str
-    counter: int
-    subfolder: str
-
-    def write(self, suffix: str, batch_index: int, writer: Callable[[io.BufferedWriter], None]) -> str:
-        """Write one file `{base}_{counter:05}_{suffix}` without ever replacing an existing one.
-
-        `%batch_num%` in the base becomes the batch index. Returns the file name; the counter moves on.
-        """
-        base = self.base.replace("%batch_num%", str(batch_index))
-        while True:
-            name = f"{base}_{self.counter:05}_{suffix}"
-            self.counter += 1
-            try:
-                # Exclusive create: a file that appeared since the scan bumps the counter instead.
-                with open(self.folder / name, "xb") as handle:
-                    writer(handle)
-                return name
-            except FileExistsError:
-                continue
-
-
-def expand_prefix_tokens(prefix: str, width: int, height: int, now: datetime | None = None) -> str:
-    """Substitute ComfyUI's %width% %height% %year% %month% %day% %hour% %minute% %second% tokens."""
-    if "%" not in prefix:
-        return prefix
-    now = now or datetime.now()
-    tokens = {
-        "%width%": str(width),
-        "%height%": str(height),
-        "%year%": str(now.year),
-        "%month%": f"{now.month:02}",
-        "%day%": f"{now.day:02}",
-        "%hour%": f"{now.hour:02}",
-        "%minute%": f"{now.minute:02}",
-        "%second%": f"{now.second:02}",
-    }
-    for token, value in tokens.items():
-        prefix = prefix.replace(token, value)
-    return prefix
-
-
-def next_counter(folder: Path, base: str) -> int:
-    """1 + the largest N among files named `<base>_N...` in folder (ComfyUI's rule), else 1."""
-    highest = 0
-    if folder.is_dir():
-        for entry in folder.iterdir():
-            name = entry.name
-            if not name.startswith(base + "_"):
-                continue
-            digits = name[len(base) + 1 :].split("_")[0]
-            if digits.isdigit():
-                highest = max(highest, int(digits))
-    return highest + 1
-
-
-def save_target(
-    root: Path, prefix: str, width: int, height: int, input_name: str = "filename_prefix"
-) -> SaveTarget:
-    """Resolve a filename prefix (tokens, subfolders) under root; refuses paths leaving root."""
-    expanded = expand_prefix_tokens(prefix, width, height)
-    relative = Path(expanded.replace("\\", "/"))
-    root = root.resolve()
-    folder = (root / relative).parent.resolve()
-    if relative.is_absolute() or (folder != root and root not in folder.parents):
-        raise NodeInputError(
-            input_name, f"{prefix!r} would save outside the output folder; use a relative prefix"
-        )
-    if not relative.name or relative.name in (".", ".."):
-        raise NodeInputError(
-            input_name, f"{prefix!r} has no file name part; end it with a name like 'ComfyUI'"
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    subfolder = folder.relative_to(root).as_posix()
-    return SaveTarget(
-        folder, relative.name, next_counter(folder, relative.name), "" if subfolder == "." else subfolder
-    )
 
 
 def to_pil_frames(pixels: torch.Tensor) -> list[PILImage.Image]:
@@ -128,7 +44,7 @@ def save_png_batch(
 ) -> list[dict[str, str]]:
     """Write each image of a batch as PNG with the prompt/workflow chunks; returns the UI entries."""
     frames = to_pil_frames(pixels)
-    target = save_target(root, prefix, frames[0].width, frames[0].height)
+    target = save_target(root, prefix, frames[0].width, frames[0].height, prompt=ctx.prompt)
     metadata = png_info(ctx.prompt, ctx.extra_pnginfo)
     results = []
     for index, frame in enumerate(frames):
@@ -162,6 +78,11 @@ class SaveImage(Node):
 
     class Outputs(NodeOutputs):
         pass
+
+    @classmethod
+    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
+        """Refuse a prefix that would write outside the output folder before anything runs."""
+        return None if env is None else check_prefix(Path(env.output_dir), values.get("filename_prefix"))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Write the PNGs and publish them as this node's UI images."""

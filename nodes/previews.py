@@ -8,20 +8,28 @@ decoder name wins):
 - SDXL: `taesdxl_decoder.pth` or `taesdxl_decoder.safetensors`
 
 Both the original madebyollin layout (keys `1.weight`, `3.conv.0.weight`, ...) and the diffusers
-AutoencoderTiny layout (keys `decoder.layers.0.weight`, ...) are accepted.
+AutoencoderTiny layout (keys `decoder.layers.0.weight`, ...; encoder keys are ignored) are accepted.
+
+Which previewer a sampler uses: the prompt's `extra_data.preview_method` (sent by newer web clients)
+"latent2rgb" forces the projection; "auto"/"default"/absent and "taesd" use TAESD when its decoder is
+in vae_approx/, else the projection ("taesd" without the file logs a warning instead of failing the
+generation over a preview).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from PIL import Image as PILImage
 
 from engine import ModelPaths, UserFacingError
 from nodes.types import LatentFormat
+
+log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIZE = 512
 PreviewMethod = Literal["auto", "latent2rgb", "taesd"]
@@ -82,7 +90,7 @@ def _diffusers_decoder_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, to
         if key.startswith("decoder.layers."):
             renamed[key.removeprefix("decoder.")] = tensor
             continue
-        if key.startswith("decoder."):
+        if key.startswith(("decoder.", "encoder.")):
             continue
         index, _, rest = key.partition(".")
         if not index.isdigit():
@@ -125,6 +133,10 @@ def taesd_previewer(decoder: torch.nn.Module, max_size: int = PREVIEW_MAX_SIZE) 
     def preview(x0_model_space: torch.Tensor) -> PILImage.Image:
         with torch.no_grad():
             param = next(decoder.parameters())
+            if param.device != x0_model_space.device:
+                # Decode where the sampler runs: a CPU decode per step would stall a GPU sampler.
+                decoder.to(x0_model_space.device)
+                param = next(decoder.parameters())
             # DecoderTiny returns -1..1 (diffusers convention), like ComfyUI's TAESD preview path.
             signed = decoder(x0_model_space[:1].to(param.device, param.dtype))[0]
         return _to_pil(signed.movedim(0, -1), max_size)
@@ -157,3 +169,16 @@ def make_previewer(
         return latent_to_rgb_preview(x0_model_space, latent_format, max_size)
 
     return preview
+
+
+def run_previewer(ctx: Any, latent_format: LatentFormat, max_size: int = PREVIEW_MAX_SIZE) -> Previewer:
+    """The previewer for one sampler run, honouring the prompt's `extra_data.preview_method`."""
+    requested = str((ctx.extra_data or {}).get("preview_method") or "auto")
+    if requested == "latent2rgb":
+        return make_previewer(latent_format, None, "latent2rgb", max_size)
+    if requested == "taesd" and find_taesd_decoder(ctx.model_paths, latent_format) is None:
+        log.warning(
+            "TAESD previews asked for but no %s file is in models/vae_approx/; using latent2rgb",
+            latent_format.taesd_decoder,
+        )
+    return make_previewer(latent_format, ctx.model_paths, "auto", max_size)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.diffusion.model_handle import DiffusionModel
+from nodes.previews import run_previewer
 from nodes.sampling.cfg import CfgDenoiser
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import SEED_MAX, prepare_noise
@@ -52,12 +54,16 @@ class StepRecorder:
         self.ctx, self.total, self.latent_format = ctx, total, latent_format
         self.keep_steps = keep_steps
         self.steps: list[torch.Tensor] = []
+        self.previewer: Callable[[torch.Tensor], Any] | None = None
 
     def __call__(self, i: int, x0: torch.Tensor, x: torch.Tensor) -> None:
         if self.keep_steps and i > 0:
             self.steps.append(self.latent_format.process_out(x.float()).cpu())
         if self.ctx.previews_enabled:
-            self.ctx.preview(_preview(x0, self.latent_format))
+            if self.previewer is None:
+                # Built on the first step only: TAESD weights load once per run, never when unused.
+                self.previewer = run_previewer(self.ctx, self.latent_format)
+            self.ctx.preview(self.previewer(x0.detach()))
         self.ctx.progress(i + 1, self.total)
 
     def sequence(self, final: torch.Tensor) -> LatentSequence:
@@ -65,13 +71,6 @@ class StepRecorder:
         return LatentSequence(
             steps=torch.stack([*self.steps, final.float().cpu()]), latent_format=self.latent_format
         )
-
-
-def _preview(x0: torch.Tensor, latent_format: LatentFormat):
-    """Latent2RGB preview image of the first batch item's x0 prediction."""
-    from nodes.previews import latent_to_rgb_preview
-
-    return latent_to_rgb_preview(x0.detach(), latent_format)
 
 
 def common_ksampler(

@@ -8,8 +8,10 @@ the writer is cacheable: an identical resubmission replays the cached UI instead
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, Literal
 
 import av
@@ -20,8 +22,9 @@ from PIL import Image as PILImage
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
 from engine.media_metadata import container_metadata, embed_gif_metadata, embed_webp_metadata
 from nodes.diffusion.model_handle import VaeHandle
-from nodes.image_nodes import HIDDEN_METADATA, save_target, to_pil_frames
+from nodes.image_nodes import HIDDEN_METADATA, to_pil_frames
 from nodes.previews import latent_rgb
+from nodes.save_paths import check_prefix, save_target
 from nodes.types import Image, LatentSequence
 
 VideoFormat = Literal["mp4", "webm", "webp", "gif"]
@@ -147,11 +150,18 @@ class SaveVideoFrames(Node):
     class Outputs(NodeOutputs):
         pass
 
+    @classmethod
+    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
+        """Refuse a prefix that would write outside the output folder before anything runs."""
+        return None if env is None else check_prefix(Path(env.output_dir), values.get("filename_prefix"))
+
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode and write the file; the UI marks it animated so the client plays it."""
         pixels = inputs.images.pixels
         data = video_bytes(pixels, inputs.format, inputs.fps, inputs.crf, ctx.prompt, ctx.extra_pnginfo)
-        target = save_target(ctx.output_dir, inputs.filename_prefix, pixels.shape[2], pixels.shape[1])
+        target = save_target(
+            ctx.output_dir, inputs.filename_prefix, pixels.shape[2], pixels.shape[1], prompt=ctx.prompt
+        )
         name = target.write(ENCODINGS[inputs.format].suffix, 0, lambda handle: handle.write(data))
         ctx.set_ui(
             {

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,8 @@ from engine import Environment, Input, Node, NodeInputError, NodeInputs, NodeOut
 from engine.executor import Executor
 from engine.media_metadata import read_embedded_workflow, read_png_text
 from engine.validation import validate_prompt
-from nodes.image_nodes import NODES, expand_prefix_tokens, next_counter, save_target
+from nodes.image_nodes import NODES
+from nodes.save_paths import expand_prefix_tokens, next_counter, save_target
 from nodes.types import Image
 
 DATA = Path(__file__).parent / "data"
@@ -126,20 +130,88 @@ def test_save_image_subfolders_and_tokens_stay_inside_output(registry, env):
     assert (env.output_dir / "runs" / "24x8" / "img_1_00002_.png").is_file()
 
 
-@pytest.mark.parametrize("prefix", ["../escape", "/tmp/abs", "a/../../escape"])
+@pytest.mark.parametrize("prefix", ["../escape", "/tmp/abs", "a/../../escape", "..\\win"])
 def test_save_target_refuses_prefixes_leaving_the_output_dir(env, prefix):
-    with pytest.raises(NodeInputError, match="outside the output folder") as info:
+    with pytest.raises(
+        NodeInputError, match="filename_prefix .* would save outside the output folder"
+    ) as info:
         save_target(env.output_dir, prefix, 8, 8)
     assert info.value.input_name == "filename_prefix"
 
 
-def test_expand_prefix_tokens_fills_date_and_size():
-    from datetime import datetime
+@pytest.mark.parametrize("prefix", ["../x", "/etc/x", "%date:yyyy%/../../x"])
+def test_save_image_hostile_prefix_fails_validation_naming_node_and_input(registry, env, prefix):
+    checked = validate_prompt(save_prompt(prefix=prefix), registry, env=env)
+    assert not checked.ok
+    (error,) = checked.node_errors["2"]["errors"]
+    assert checked.node_errors["2"]["class_type"] == "SaveImage"
+    assert error["type"] == "custom_validation_failed"
+    assert "filename_prefix" in error["details"] and "outside the output folder" in error["details"]
+    assert list(env.output_dir.parent.rglob("x")) == []
 
+
+def test_expand_prefix_tokens_fills_date_and_size():
     text = expand_prefix_tokens(
         "%year%-%month%-%day%_%hour%%minute%%second%_%width%", 64, 32, datetime(2024, 3, 5, 7, 8, 9)
     )
     assert text == "2024-03-05_070809_64"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("%date:yyyy-MM-dd%", "2024-03-05"),
+        ("%date:yyyy/MM/dd%/img", "2024/03/05/img"),
+        ("%date:yy.M.d h:m:s%", "24.3.5 17:8:9"),
+        ("%date:hhmmss%_%width%x%height%", "170809_64x32"),
+        ("%date:yyy%", "yyy"),
+    ],
+)
+def test_expand_prefix_tokens_formats_client_date_tokens(pattern, expected):
+    assert expand_prefix_tokens(pattern, 64, 32, datetime(2024, 3, 5, 17, 8, 9)) == expected
+
+
+def test_expand_prefix_tokens_reads_node_inputs_from_the_prompt():
+    prompt = {
+        "3": {"class_type": "KSampler", "inputs": {"seed": 42, "model": ["4", 0]}},
+        "4": {
+            "class_type": "CheckpointLoaderSimple",
+            "inputs": {"ckpt_name": "sd/v1.safetensors"},
+            "_meta": {"title": "Base Model"},
+        },
+    }
+    now = datetime(2024, 1, 1)
+    expand = lambda text: expand_prefix_tokens(text, 8, 8, now, prompt)  # noqa: E731
+    assert expand("s%KSampler.seed%") == "s42"
+    assert expand("%Base Model.ckpt_name%") == "sd_v1.safetensors"  # separators never make folders
+    # What the web client leaves alone stays: unknown nodes or inputs, and linked inputs.
+    assert (
+        expand("%Nope.seed%_%KSampler.model%_%KSampler.cfg%") == "%Nope.seed%_%KSampler.model%_%KSampler.cfg%"
+    )
+
+
+def test_save_image_prefix_tokens_use_the_running_prompt(registry, env):
+    result = run(registry, env, save_prompt(prefix="%date:yyyy%/v%SolidImages.value%_%width%", width=24))
+    (entry,) = result.ui_outputs["2"]["images"]
+    assert entry["subfolder"] == str(datetime.now().year)
+    assert entry["filename"] == "v0.5_24_00001_.png"
+
+
+def test_save_target_counters_never_collide_across_threads(env):
+    def writer(tag):
+        names = []
+        for index in range(15):
+            target = save_target(env.output_dir, "busy", 8, 8)
+            names.append(target.write(".png", 0, lambda h, i=index: h.write(f"{tag}-{i}".encode())))
+        return tag, names
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(writer, "abcd"))
+    every = [name for _, names in results for name in names]
+    assert len(every) == len(set(every)) == 60
+    for tag, names in results:
+        for index, name in enumerate(names):
+            assert (env.output_dir / name).read_bytes() == f"{tag}-{index}".encode()
 
 
 def test_next_counter_ignores_other_prefixes(tmp_path):
@@ -243,3 +315,39 @@ def test_saved_png_loads_back_as_a_workflow(registry, env):
     assert loaded.prompt == prompt and loaded.ui == ui
     comfy = load_workflow(DATA / "comfyui_txt2img.png")
     assert comfy.prompt["9"]["class_type"] == "SaveImage" and comfy.ui is None
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, whole chunk bytes incl. length and CRC) for every chunk of a PNG."""
+    chunks, offset = [], 8
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        chunks.append((data[offset + 4 : offset + 8], data[offset : offset + 12 + length]))
+        offset += 12 + length
+    return chunks
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="ComfyUI reference outputs not present")
+def test_png_text_chunks_are_byte_identical_to_comfyui(tmp_path):
+    from engine.media_metadata import png_info
+
+    for case in sorted(REFERENCE.iterdir()):
+        reference = png_chunks((case / "image.png").read_bytes())
+        prompt = json.loads((case / "workflow_api.json").read_text())
+        PILImage.new("RGB", (8, 8)).save(
+            tmp_path / "ours.png", pnginfo=png_info(prompt, {}), compress_level=4
+        )
+        ours = png_chunks((tmp_path / "ours.png").read_bytes())
+        assert [kind for kind, _ in ours if kind != b"IDAT"] == [
+            kind for kind, _ in reference if kind != b"IDAT"
+        ]
+        assert [c for k, c in ours if k == b"tEXt"] == [c for k, c in reference if k == b"tEXt"], case.name
+
+
+def test_save_image_writes_tEXt_chunks_before_the_pixels_even_for_unicode(registry, env):
+    workflow = {"nodes": [], "links": [], "extra": {"title": "日本語 ✓"}}
+    run(registry, env, save_prompt(), extra_data={"extra_pnginfo": {"workflow": workflow}})
+    kinds = [kind for kind, _ in png_chunks((env.output_dir / "ComfyUI_00001_.png").read_bytes())]
+    assert kinds[:3] == [b"IHDR", b"tEXt", b"tEXt"] and b"iTXt" not in kinds and b"zTXt" not in kinds
+    assert kinds[3] == b"IDAT" and kinds[-1] == b"IEND"
+    assert read_embedded_workflow(env.output_dir / "ComfyUI_00001_.png").workflow == workflow
