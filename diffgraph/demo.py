@@ -1,12 +1,15 @@
 """Demo mode (`diffgraph run --demo`): a tiny random-weight checkpoint stands in for a missing one, loudly.
 
-Only used when the user asked for it with --demo, only for checkpoints that are missing, and always
-announced: the demo file has its own name (never the missing checkpoint's), so nobody mistakes it for
-real weights later.
+Used when the user asked for it with --demo, or on a fresh machine (no checkpoint at all), only for
+checkpoints that are missing, and always announced: the demo file has its own name (never the missing
+checkpoint's), so nobody mistakes it for real weights later. Demo runs also render at most
+DEMO_MAX_SIDE pixels a side: even the tiny model spends most of its time in full-resolution attention
+(4,096 latent tokens at 512x512), and noise looks the same at any size.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -14,6 +17,7 @@ from diffgraph.api import Session
 from diffgraph.workflow import Workflow, describe_node
 
 DEMO_CHECKPOINT = "diffgraph-demo-sd15-random.safetensors"
+DEMO_MAX_SIDE = 256
 
 
 def missing_checkpoints(session: Session, workflow: Workflow) -> list[tuple[str, str]]:
@@ -45,14 +49,22 @@ def choose(session: Session, workflow: Workflow, mode: str) -> bool:
     return mode == "on"
 
 
-def prepare(session: Session, workflow: Workflow, stream: TextIO, explicit: bool) -> list[tuple[str, str]]:
+@dataclass
+class DemoPlan:
+    """What demo mode changed: {node id: missing checkpoint name}, {node id: "512x512 -> 256x256"}."""
+
+    replaced: dict[str, str] = field(default_factory=dict)
+    resized: dict[str, str] = field(default_factory=dict)
+
+
+def prepare(session: Session, workflow: Workflow, stream: TextIO, explicit: bool) -> DemoPlan:
     """Point every missing checkpoint at the demo checkpoint (made on first use); say so plainly."""
     missing = missing_checkpoints(session, workflow)
     if not missing:
         print(
             "--demo: every checkpoint the workflow names is present; running with real weights.", file=stream
         )
-        return []
+        return DemoPlan()
     folder = session.model_paths.folder("checkpoints")
     path = folder / DEMO_CHECKPOINT
     if not path.is_file():
@@ -60,11 +72,41 @@ def prepare(session: Session, workflow: Workflow, stream: TextIO, explicit: bool
         make_demo_checkpoint(path)
     for node_id, _ in missing:
         workflow.set(node_id, "ckpt_name", DEMO_CHECKPOINT)
-    print(notice(workflow, missing, folder, explicit), file=stream, flush=True)
-    return missing
+    shrunk = shrink_latents(session, workflow)
+    print(notice(workflow, missing, folder, explicit, shrunk), file=stream, flush=True)
+    return DemoPlan(dict(missing), dict(shrunk))
 
 
-def notice(workflow: Workflow, missing: list[tuple[str, str]], folder: Path, explicit: bool) -> str:
+def demo_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) scaled so the longer side is at most DEMO_MAX_SIDE, in multiples of 8."""
+    scale = min(1.0, DEMO_MAX_SIDE / max(width, height))
+    return max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8)
+
+
+def shrink_latents(session: Session, workflow: Workflow) -> list[tuple[str, str]]:
+    """Cap the constant width/height of every node that makes a LATENT; (node id, "WxH -> wxh") changed."""
+    changed = []
+    for view in workflow:
+        spec = session.registry.spec(view.class_type)
+        width, height = view.inputs.get("width"), view.inputs.get("height")
+        if spec is None or not any(out.io_type == "LATENT" for out in spec.outputs):
+            continue
+        if not (isinstance(width, int) and isinstance(height, int)):
+            continue  # linked or odd values: leave them to validation
+        small = demo_size(width, height)
+        if small != (width, height):
+            workflow.set(view.id, "width", small[0]).set(view.id, "height", small[1])
+            changed.append((view.id, f"{width}x{height} -> {small[0]}x{small[1]}"))
+    return changed
+
+
+def notice(
+    workflow: Workflow,
+    missing: list[tuple[str, str]],
+    folder: Path,
+    explicit: bool,
+    shrunk: list[tuple[str, str]] | None = None,
+) -> str:
     """The banner every demo run prints: what was replaced, that images are noise, how to get real ones."""
     names = ", ".join(sorted({name for _, name in missing}))
     nodes = ", ".join(describe_node(nid, workflow.prompt[nid]) for nid, _ in missing)
@@ -73,15 +115,19 @@ def notice(workflow: Workflow, missing: list[tuple[str, str]], folder: Path, exp
         if explicit
         else f"{folder}/ has no checkpoint yet (pass --no-demo to fail instead)"
     )
-    return "\n".join(
-        [
-            "=" * 78,
-            f"DEMO MODE: checkpoint {names} is not in {folder}/, and {why}.",
-            f"Using {DEMO_CHECKPOINT} instead ({nodes}): a tiny model with RANDOM weights.",
-            "Its images are NOISE. This run only shows the whole pipeline working.",
-            f"For real images, put a checkpoint file in {folder}/ (named {names},",
-            "or pass --set NODE.ckpt_name=<your file>), or point --models-dir / DIFFGRAPH_MODELS_DIR",
-            "at your ComfyUI models folder.",
-            "=" * 78,
-        ]
-    )
+    lines = [
+        "=" * 78,
+        f"DEMO MODE: checkpoint {names} is not in {folder}/, and {why}.",
+        f"Using {DEMO_CHECKPOINT} instead ({nodes}): a tiny model with RANDOM weights.",
+        "Its images are NOISE. This run only shows the whole pipeline working.",
+    ]
+    if shrunk:
+        sizes = ", ".join(f"{describe_node(nid, workflow.prompt[nid])} {change}" for nid, change in shrunk)
+        lines.append(f"To finish quickly on a CPU the demo also renders smaller: {sizes}.")
+    lines += [
+        f"For real images, put a checkpoint file in {folder}/ (named {names},",
+        "or pass --set NODE.ckpt_name=<your file>), or point --models-dir / DIFFGRAPH_MODELS_DIR",
+        "at your ComfyUI models folder.",
+        "=" * 78,
+    ]
+    return "\n".join(lines)

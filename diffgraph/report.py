@@ -101,6 +101,7 @@ def item_json(
         "executed": list(result.executed) if result else [],
         "cached": list(result.cached) if result else [],
         "executed_class_types": class_types(prompt, result.executed) if result else {},
+        "cached_class_types": class_types(prompt, result.cached) if result else {},
         "timings": {"nodes": dict(result.timings), "total_s": result.seconds} if result else {},
         "node_errors": result.node_errors if result else {},
         "error": error,
@@ -109,9 +110,17 @@ def item_json(
 
 
 def run_json(
-    workflow: str, items: list[dict[str, Any]], seconds: float, demo: dict[str, str] | None = None
+    workflow: str,
+    items: list[dict[str, Any]],
+    seconds: float,
+    demo: dict[str, str] | None = None,
+    demo_resized: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The whole --json document of `diffgraph run`; `demo` = {node id: missing checkpoint it replaced}."""
+    """The whole --json document of `diffgraph run`.
+
+    `demo` = {node id: missing checkpoint the demo checkpoint replaced}; `demo_resized` = {node id:
+    "512x512 -> 256x256"} for latents the demo rendered smaller.
+    """
     failed = sum(1 for i in items if i["status"] != "success")
     return {
         "schema": JSON_SCHEMA_VERSION,
@@ -124,5 +133,13 @@ def run_json(
             "seconds": seconds,
         },
         "demo_checkpoint": demo or {},
+        "demo_resized": demo_resized or {},
         "items": items,
     }
+
+
+def failed_json(workflow: str, error: dict[str, Any]) -> dict[str, Any]:
+    """The --json document of a run that could not start (unreadable workflow, bad --set, ...)."""
+    doc = run_json(workflow, [], 0.0)
+    doc.update(status="invalid", error=error)
+    return doc

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffgraph.workflow import parse_value, split_target
+from diffgraph.workflow import TextValue, split_target
 from engine import DiffgraphError
 
 MAX_SEEDS = 1_000_000
@@ -92,7 +92,10 @@ def read_json_lines(text: str) -> list[tuple[int, dict[str, Any] | None, str | N
 
 
 def read_csv(text: str) -> list[tuple[int, dict[str, Any] | None, str | None]]:
-    """A header row of NODE.INPUT columns, then one override set per row; empty cells set nothing."""
+    """A header row of NODE.INPUT columns, then one override set per row; empty cells set nothing.
+
+    Cells stay text until applied, then each is parsed by its input's type (a STRING keeps `42`).
+    """
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
@@ -114,7 +117,7 @@ def read_csv(text: str) -> list[tuple[int, dict[str, Any] | None, str | None]]:
         entries.append(
             (
                 number,
-                {col: parse_value(cell) for col, cell in zip(columns, row, strict=True) if cell != ""},
+                {col: TextValue(cell) for col, cell in zip(columns, row, strict=True) if cell != ""},
                 None,
             )
         )

@@ -24,12 +24,46 @@ class OverrideError(DiffgraphError):
     code = "bad_override"
 
 
-def parse_value(text: str) -> Any:
-    """A command-line value: JSON when it parses (5, 7.5, true, "x", [1,2]), else the plain string."""
+class TextValue(str):
+    """A value typed as text (`--set`, a CSV cell): parsed by the input's type when it is applied."""
+
+
+BOOLEAN_WORDS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+
+def parse_value(text: str, io_type: str | None = None) -> Any:
+    """A value typed as text, parsed by the input's type when it is known.
+
+    STRING and COMBO inputs keep the text as it is (`42` stays "42"; a JSON string literal such as
+    `"x"` loses its quotes); BOOLEAN takes true/false, yes/no, on/off, 1/0; anything else (numbers, or
+    an input of unknown type) is JSON when it parses (5, 7.5, true, [1, 2]), else the plain string.
+    """
+    if io_type in ("STRING", "COMBO"):
+        if text.startswith('"'):
+            try:
+                quoted = json.loads(text)
+            except json.JSONDecodeError:
+                return str(text)
+            return quoted if isinstance(quoted, str) else str(text)
+        return str(text)
+    if io_type == "BOOLEAN":
+        word = text.strip().lower()
+        if word not in BOOLEAN_WORDS:
+            raise OverrideError(f"{text!r} is not a boolean; use true or false")
+        return BOOLEAN_WORDS[word]
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        return text
+        return str(text)
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -40,13 +74,13 @@ def split_target(target: str) -> tuple[str, str]:
     return node_ref, input_name
 
 
-def parse_assignment(text: str) -> tuple[str, str, Any]:
-    """Parse `NODE.INPUT=VALUE` into (node ref, input name, value)."""
+def parse_assignment(text: str) -> tuple[str, str, TextValue]:
+    """Parse `NODE.INPUT=VALUE` into (node ref, input name, value text to parse by the input's type)."""
     target, eq, raw = text.partition("=")
     if not eq:
         raise OverrideError(f"{text!r} is not NODE.INPUT=VALUE (for example KSampler.seed=5)")
     node_ref, input_name = split_target(target.strip())
-    return node_ref, input_name, parse_value(raw)
+    return node_ref, input_name, TextValue(raw)
 
 
 def node_title(node: dict[str, Any]) -> str | None:
@@ -150,22 +184,36 @@ class Workflow:
         return view.inputs[input_name]
 
     def set(self, ref: str, input_name: str, value: Any) -> Workflow:
-        """Set one input of the node named by id, title or unique class_type; returns self."""
+        """Set one input of the node named by id, title or unique class_type; returns self.
+
+        A TextValue (from `--set` or a CSV cell) is parsed by the input's declared type first.
+        """
         view = self[ref]
-        self._check_input(view, input_name)
+        io_type = self._input_type(view, input_name)
         current = view.inputs.get(input_name)
         if is_link(current):
             raise OverrideError(
                 f"{describe_node(view.id, view.node)} input {input_name!r} is linked to node "
                 f"#{current[0]}; set the input on that node instead"
             )
+        if isinstance(value, TextValue):
+            try:
+                value = parse_value(value, io_type)
+            except OverrideError as exc:
+                raise OverrideError(
+                    f"{describe_node(view.id, view.node)} {input_name}: {exc.message}"
+                ) from None
         view.inputs[input_name] = value
         return self
 
-    def _check_input(self, view: NodeView, input_name: str) -> None:
+    def _input_type(self, view: NodeView, input_name: str) -> str | None:
+        """The input's declared io_type (None when the node is unknown); rejects misspelt inputs."""
         spec = self.registry.spec(view.class_type) if self.registry is not None else None
-        if spec is None or spec.input(input_name) is not None:
-            return
+        if spec is None:
+            return None
+        inp = spec.input(input_name)
+        if inp is not None:
+            return inp.io_type
         known = ", ".join(i.name for i in spec.inputs) or "none"
         raise OverrideError(
             f"{describe_node(view.id, view.node)} has no input {input_name!r}; its inputs: {known}"

@@ -12,7 +12,7 @@ from diffgraph import demo
 from diffgraph.api import RegistryFactory, RunResult, Session, WorkflowInvalid
 from diffgraph.commands import add_folder_options, open_session, print_json
 from diffgraph.progress import PlainProgress, make_progress
-from diffgraph.report import item_json, run_json, validation_text
+from diffgraph.report import failed_json, item_json, run_json, validation_text
 from diffgraph.sweep import Item, build_items, parse_seeds, read_batch
 from diffgraph.workflow import OverrideError, Workflow, parse_assignment, split_target
 from engine import CancelToken, DiffgraphError
@@ -160,6 +160,16 @@ def run_item(
 
 
 def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -> int:
+    """Run; with --json, a run that cannot start still prints a JSON document (then the error)."""
+    try:
+        return run_all(args, registry_factory)
+    except DiffgraphError as exc:
+        if args.json:
+            print_json(failed_json(args.workflow, {"type": exc.code, "message": exc.message}))
+        raise
+
+
+def run_all(args: argparse.Namespace, registry_factory: RegistryFactory | None) -> int:
     """Load, apply overrides, expand sweeps and batches, run every item, report."""
     started = time.perf_counter()
     base_overrides = {}
@@ -172,9 +182,9 @@ def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -
     with open_session(args, registry_factory) as session:
         # --set applies to every item; a bad one fails the whole run before anything starts.
         base = session.load(args.workflow).apply(base_overrides)
-        demo_used = []
+        demo_plan = demo.DemoPlan()
         if demo.choose(session, base, args.demo):
-            demo_used = demo.prepare(session, base, sys.stderr, explicit=args.demo == "on")
+            demo_plan = demo.prepare(session, base, sys.stderr, explicit=args.demo == "on")
         targets = seed_targets(base, args.seed_input) if seeds else []
         items = build_items({}, batch, seeds)  # --set is already in base
         progress.start_batch(len(items))
@@ -186,15 +196,19 @@ def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -
                     break
         finally:
             progress.close()
-    return finish(args, reports, time.perf_counter() - started, len(items), demo_used)
+    return finish(args, reports, time.perf_counter() - started, len(items), demo_plan)
 
 
 def finish(
-    args: argparse.Namespace, reports: list[dict[str, Any]], seconds: float, total: int, demo_used: list[Any]
+    args: argparse.Namespace,
+    reports: list[dict[str, Any]],
+    seconds: float,
+    total: int,
+    demo_plan: demo.DemoPlan,
 ) -> int:
     """Print the result (JSON or file paths) and choose the exit code."""
     if args.json:
-        print_json(run_json(args.workflow, reports, seconds, dict(demo_used)))
+        print_json(run_json(args.workflow, reports, seconds, demo_plan.replaced, demo_plan.resized))
     else:
         for report in reports:
             for path in report["files"]:

@@ -10,6 +10,7 @@ from diffgraph.api import RegistryFactory
 from diffgraph.commands import add_folder_options, open_session, print_json
 from diffgraph.report import validation_text
 from diffgraph.workflow import describe_node, parse_assignment
+from engine import DiffgraphError
 
 
 def add_parser(sub: Any) -> None:
@@ -27,9 +28,15 @@ def add_parser(sub: Any) -> None:
 def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -> int:
     """Validate and report every problem at once; exit 0 only when the whole workflow is valid."""
     with open_session(args, registry_factory) as session:
-        workflow = session.load(args.workflow)
-        for text in args.set:
-            workflow.set(*parse_assignment(text))
+        try:
+            workflow = session.load(args.workflow)
+            for text in args.set:
+                workflow.set(*parse_assignment(text))
+        except DiffgraphError as exc:
+            if args.json:
+                error = {"type": exc.code, "message": exc.message}
+                print_json({"ok": False, "runnable": False, "error": error, "node_errors": {}, "outputs": []})
+            raise
         result = session.validate(workflow)
         models_dir = session.models_dir
     clean = result.ok and not result.node_errors

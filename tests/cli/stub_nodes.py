@@ -139,6 +139,32 @@ class KSampler(Node):
         return self.Outputs(latent=StubLatent(value))
 
 
+class KSamplerAdvanced(Node):
+    """ComfyUI's KSamplerAdvanced inputs that matter here: `noise_seed` and a step window."""
+
+    class_type = "KSamplerAdvanced"
+    category = "sampling"
+
+    class Inputs(NodeInputs):
+        model: StubModel = Input(description="model")
+        add_noise: Literal["enable", "disable"] = Input("enable")
+        noise_seed: int = Input(0, ge=0, le=2**64 - 1, control_after_generate=True)
+        steps: int = Input(20, ge=1, le=10000)
+        positive: StubCond = Input(description="positive")
+        negative: StubCond = Input(description="negative")
+        latent_image: StubLatent = Input(description="latent")
+        start_at_step: int = Input(0, ge=0, le=10000)
+        end_at_step: int = Input(10000, ge=0, le=10000)
+
+    class Outputs(NodeOutputs):
+        latent: StubLatent = Output()
+
+    def run(self, ctx, inputs):
+        CALLS.append(self.class_type)
+        seeds = [*inputs.latent_image.value.get("seeds", []), inputs.noise_seed]
+        return self.Outputs(latent=StubLatent({**inputs.latent_image.value, "seeds": seeds}))
+
+
 class VAEDecode(Node):
     class_type = "VAEDecode"
     category = "latent"
@@ -179,7 +205,15 @@ class SaveImage(Node):
         return self.Outputs()
 
 
-ALL = [CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler, VAEDecode, SaveImage]
+ALL = [
+    CheckpointLoaderSimple,
+    CLIPTextEncode,
+    EmptyLatentImage,
+    KSampler,
+    KSamplerAdvanced,
+    VAEDecode,
+    SaveImage,
+]
 
 
 def stub_registry_factory(model_paths: ModelPaths, input_dir: Any) -> Registry:
@@ -229,3 +263,22 @@ def txt2img_prompt(ckpt: str = "tiny.safetensors") -> dict[str, Any]:
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "test", "images": ["8", 0]}},
     }
+
+
+def two_sampler_prompt() -> dict[str, Any]:
+    """txt2img with two KSamplerAdvanced in a chain (steps 0-2, then 2-4), each with its own noise_seed."""
+    prompt = txt2img_prompt()
+    del prompt["3"]
+    common = {"model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "steps": 4}
+    prompt["10"] = {
+        "class_type": "KSamplerAdvanced",
+        "inputs": {**common, "noise_seed": 1, "latent_image": ["5", 0], "start_at_step": 0, "end_at_step": 2},
+        "_meta": {"title": "First pass"},
+    }
+    prompt["11"] = {
+        "class_type": "KSamplerAdvanced",
+        "inputs": {**common, "noise_seed": 2, "latent_image": ["10", 0], "start_at_step": 2},
+        "_meta": {"title": "Second pass"},
+    }
+    prompt["8"]["inputs"]["samples"] = ["11", 0]
+    return prompt

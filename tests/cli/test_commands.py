@@ -77,6 +77,28 @@ def test_run_workflow_embedded_in_png(cli, project):
     assert json.loads(Path(result.json()["items"][0]["files"][0]).read_text())["seed"] == 777
 
 
+def test_run_workflow_embedded_in_video(cli, project):
+    from engine.media_metadata import container_metadata
+    from nodes.video_nodes import encode_video
+
+    prompt = stub_nodes.txt2img_prompt()
+    prompt["6"]["inputs"]["text"] = "from the video"
+    frames = [PILImage.new("RGB", (16, 16))] * 2
+    data = encode_video(frames, "mp4", 1.0, metadata=container_metadata(prompt, {"workflow": {"nodes": []}}))
+    (project / "steps.mp4").write_bytes(data)
+    result = cli("run", "steps.mp4", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(Path(result.json()["items"][0]["files"][0]).read_text())["positive"] == "from the video"
+
+
+def test_validate_json_reports_an_unreadable_workflow(cli, project):
+    (project / "broken.json").write_text("{", encoding="utf-8")
+    result = cli("validate", "broken.json", "--json")
+    assert result.code == 2
+    doc = result.json()
+    assert doc["ok"] is False and "broken.json" in doc["error"]["message"]
+
+
 def test_nodes_lists_and_prints_one_schema(cli):
     listing = cli("nodes")
     assert listing.code == 0

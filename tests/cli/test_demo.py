@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,20 @@ def test_no_demo_fails_on_a_fresh_machine(cli, project, fake_maker):
     (project / "models" / "checkpoints" / "tiny.safetensors").unlink()
     result = cli("run", "workflow.json", "--no-demo")
     assert result.code == 2 and fake_maker == [] and "ckpt_name" in result.err
+
+
+def test_demo_renders_large_latents_smaller_and_says_so(cli, project, fake_maker):
+    (project / "models" / "checkpoints" / "tiny.safetensors").unlink()
+    result = cli("run", "workflow.json", "--set", "5.width=512", "--set", "5.height=768", "--json")
+    assert result.code == 0, result.err
+    assert "renders smaller: #5 EmptyLatentImage 512x768 -> 168x256" in result.err
+    doc = result.json()
+    assert doc["demo_resized"] == {"5": "512x768 -> 168x256"}
+    image = json.loads(Path(doc["items"][0]["files"][0]).read_text())
+    assert (image["w"], image["h"]) == (168, 256)
+
+
+def test_real_runs_keep_the_workflow_size(cli):
+    result = cli("run", "workflow.json", "--set", "5.width=512", "--json")
+    assert result.code == 0 and result.json()["demo_resized"] == {}
+    assert json.loads(Path(result.json()["items"][0]["files"][0]).read_text())["w"] == 512

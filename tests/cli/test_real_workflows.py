@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image as PILImage
 
 from diffgraph import demo
 from diffgraph.cli import main
@@ -69,9 +70,28 @@ def test_run_txt2img_seed_sweep_loads_and_encodes_once(
     items = json.loads(out)["items"]
     assert len(items) == 20 and all(i["status"] == "success" for i in items)
     first = sorted(items[0]["executed_class_types"].values())
-    assert first.count("CheckpointLoaderSimple") == 1 and first.count("CLIPTextEncode") == 2
+    assert first == [
+        "CLIPTextEncode",
+        "CLIPTextEncode",
+        "CheckpointLoaderSimple",
+        "EmptyLatentImage",
+        "KSampler",
+        "SaveImage",
+        "VAEDecode",
+    ]
     for item in items[1:]:
+        # The cache report: per seed only the sampler, the decode and the save ran; the checkpoint
+        # load and both text encodings came from the cache.
         assert sorted(item["executed_class_types"].values()) == ["KSampler", "SaveImage", "VAEDecode"]
+        assert sorted(item["cached_class_types"].values()) == [
+            "CLIPTextEncode",
+            "CLIPTextEncode",
+            "CheckpointLoaderSimple",
+            "EmptyLatentImage",
+        ]
+    ran = [c for i in items for c in i["executed_class_types"].values()]
+    assert ran.count("CheckpointLoaderSimple") == 1 and ran.count("CLIPTextEncode") == 2
+    assert ran.count("KSampler") == ran.count("VAEDecode") == ran.count("SaveImage") == 20
     pngs = [Path(i["files"][0]) for i in items]
     assert len(set(pngs)) == 20 and all(p.suffix == ".png" and p.is_file() for p in pngs)
     assert pngs[0].read_bytes() != pngs[1].read_bytes()
@@ -84,9 +104,12 @@ def test_readme_main_job_runs_on_a_fresh_machine(real_nodes, tmp_path, monkeypat
     code, out, err = run_cli(capsys, "run", str(TXT2IMG))  # the README command, verbatim
     assert code == 0, err
     assert "DEMO MODE" in err and "NOISE" in err and "running #3 KSampler" in err and "step 20/20" in err
+    assert "512x512 -> 256x256" in err and "put a checkpoint file in models/checkpoints/" in err
     assert (tmp_path / "models" / "checkpoints" / demo.DEMO_CHECKPOINT).is_file()
     (png,) = out.split()
-    assert Path(png).suffix == ".png" and (tmp_path / png).is_file()
+    assert png == str(Path("output") / "txt2img_sd15_00001_.png")
+    with PILImage.open(tmp_path / png) as image:
+        assert image.size == (256, 256)
 
 
 @pytest.mark.slow

@@ -78,6 +78,7 @@ def test_run_seed_sweep_runs_only_sampler_decode_save_per_seed(cli):
     for item in items[1:]:
         assert sorted(item["executed_class_types"].values()) == ["KSampler", "SaveImage", "VAEDecode"]
         assert set(item["cached"]) == {"4", "5", "6", "7"}
+        assert item["cached_class_types"]["4"] == "CheckpointLoaderSimple"
     assert stub_nodes.CALLS.count("CheckpointLoaderSimple") == 1
     assert stub_nodes.CALLS.count("CLIPTextEncode") == 2
     assert [saved(i["files"][0])["seed"] for i in items] == list(range(1, 21))
@@ -171,8 +172,16 @@ def test_run_missing_workflow_file_is_a_clear_error(cli):
 def test_run_json_schema(cli):
     result = cli("run", "workflow.json", "--json")
     doc = result.json()
-    assert set(doc) == {"schema", "workflow", "status", "summary", "demo_checkpoint", "items"}
-    assert doc["demo_checkpoint"] == {}
+    assert set(doc) == {
+        "schema",
+        "workflow",
+        "status",
+        "summary",
+        "demo_checkpoint",
+        "demo_resized",
+        "items",
+    }
+    assert doc["demo_checkpoint"] == {} and doc["demo_resized"] == {}
     assert doc["status"] == "success" and doc["workflow"] == "workflow.json"
     assert set(doc["summary"]) == {"items", "succeeded", "failed", "seconds"}
     item = doc["items"][0]
@@ -189,6 +198,7 @@ def test_run_json_schema(cli):
         "executed",
         "cached",
         "executed_class_types",
+        "cached_class_types",
         "timings",
         "node_errors",
         "error",
@@ -222,3 +232,72 @@ def test_run_rich_progress_bars_draw_a_whole_sweep(cli):
     assert result.code == 0, result.err
     assert len(result.out.split()) == 3
     assert "item 3/3: seed 3" in result.err and "7/7" in result.err and "3 items: 3 succeeded" in result.err
+
+
+def test_run_set_values_are_parsed_by_the_input_type(cli):
+    result = cli(
+        "run",
+        "workflow.json",
+        "--set",
+        "Positive.text=42",
+        "--set",
+        "Negative.text=true",
+        "--set",
+        "KSampler.cfg=4",
+        "--set",
+        "KSampler.sampler_name=dpmpp_2m",
+        "--json",
+    )
+    assert result.code == 0, result.err
+    image = saved(result.json()["items"][0]["files"][0])
+    assert (image["positive"], image["negative"], image["cfg"]) == ("42", "true", 4.0)
+
+
+def test_run_set_bad_number_is_reported_with_node_and_input(cli):
+    result = cli("run", "workflow.json", "--set", "KSampler.steps=many")
+    assert result.code == 2
+    assert "#3 KSampler" in result.err and "steps" in result.err and "many" in result.err
+    assert stub_nodes.CALLS == []
+
+
+def test_run_json_reports_a_run_that_cannot_start(cli):
+    result = cli("run", "nope.json", "--json")
+    assert result.code == 2
+    doc = result.json()
+    assert doc["status"] == "invalid" and doc["items"] == []
+    assert doc["error"]["type"] == "workflow_not_found" and "nope.json" in doc["error"]["message"]
+
+
+def two_sampler_workflow(project: Path) -> str:
+    (project / "two.json").write_text(json.dumps(stub_nodes.two_sampler_prompt()), encoding="utf-8")
+    return "two.json"
+
+
+def test_run_seed_sweep_sets_every_sampler_noise_seed(cli, project):
+    result = cli("run", two_sampler_workflow(project), "--seeds", "5,9", "--json")
+    assert result.code == 0, result.err
+    items = result.json()["items"]
+    assert [saved(i["files"][0])["seeds"] for i in items] == [[5, 5], [9, 9]]
+    assert sorted(items[1]["executed_class_types"].values()) == [
+        "KSamplerAdvanced",
+        "KSamplerAdvanced",
+        "SaveImage",
+        "VAEDecode",
+    ]
+
+
+def test_run_seed_input_sweeps_one_chosen_sampler(cli, project):
+    workflow = two_sampler_workflow(project)
+    result = cli("run", workflow, "--seeds", "5-6", "--seed-input", "Second pass.noise_seed", "--json")
+    assert result.code == 0, result.err
+    items = result.json()["items"]
+    assert [saved(i["files"][0])["seeds"] for i in items] == [[1, 5], [1, 6]]
+    assert "10" in items[1]["cached"]  # the first pass kept its seed, so it comes from the cache
+
+
+def test_run_seeds_on_a_workflow_without_seeds_says_what_to_do(cli, project):
+    prompt = stub_nodes.txt2img_prompt()
+    prompt["3"]["inputs"]["seed"] = ["5", 0]  # a linked seed is not a constant the sweep can set
+    (project / "linked.json").write_text(json.dumps(prompt), encoding="utf-8")
+    result = cli("run", "linked.json", "--seeds", "1-3")
+    assert result.code == 2 and "--seed-input" in result.err
