@@ -6,7 +6,7 @@ import torch
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.diffusion.model_handle import ClipHandle
-from nodes.diffusion.text_encode import encode_prompt, encode_with
+from nodes.diffusion.text_encode import encode_prompt, encode_windows, pad_windows, windows
 from nodes.types import CondEntry, Conditioning
 
 
@@ -71,37 +71,22 @@ class CLIPTextEncodeSDXL(Node):
         if inputs.clip.family != "sdxl":
             raise NodeInputError("clip", f"needs an SDXL base CLIP, got {inputs.clip.family}")
         stack = inputs.clip.load(ctx.models)
-        dev = torch.device(inputs.clip.device)
         specs = {s["name"]: s for s in stack.specs}
-        l_emb, _ = encode_with(
-            stack.encoders["clip_l"],
-            specs["clip_l"],
-            inputs.text_l,
-            inputs.clip.layer,
-            dev,
-            inputs.clip.compute_dtype,
-        )
-        g_emb, g_pooled = encode_with(
-            stack.encoders["clip_g"],
-            specs["clip_g"],
-            inputs.text_g,
-            inputs.clip.layer,
-            dev,
-            inputs.clip.compute_dtype,
-        )
-        if l_emb.shape[1] != g_emb.shape[1]:
-            # ComfyUI pads the shorter prompt with empty windows; we repeat its last window's padding row.
-            n = max(l_emb.shape[1], g_emb.shape[1])
-            l_emb = (
-                torch.cat([l_emb, l_emb[:, -1:].expand(1, n - l_emb.shape[1], -1)], 1)
-                if l_emb.shape[1] < n
-                else l_emb
+        texts = {"clip_l": inputs.text_l, "clip_g": inputs.text_g}
+        wins = {name: windows(texts[name], spec["pad_token"]) for name, spec in specs.items()}
+        # The shorter prompt gets empty-prompt windows (each encoder's own padding), as ComfyUI does.
+        count = max(len(w) for w in wins.values())
+        out = {
+            name: encode_windows(
+                stack.encoders[name],
+                spec,
+                pad_windows(wins[name], count, spec["pad_token"]),
+                inputs.clip.layer,
+                torch.device(inputs.clip.device),
             )
-            g_emb = (
-                torch.cat([g_emb, g_emb[:, -1:].expand(1, n - g_emb.shape[1], -1)], 1)
-                if g_emb.shape[1] < n
-                else g_emb
-            )
+            for name, spec in specs.items()
+        }
+        (l_emb, _), (g_emb, g_pooled) = out["clip_l"], out["clip_g"]
         extras = {
             k: getattr(inputs, k)
             for k in ("width", "height", "crop_w", "crop_h", "target_width", "target_height")

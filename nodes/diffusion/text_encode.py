@@ -155,8 +155,18 @@ def encode_with(
     dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One encoder: embeddings [1, 77*k, D] with emphasis applied, and the first window's pooled [1, P]."""
+    return encode_windows(model, spec, windows(text, spec["pad_token"]), layer, device)
+
+
+def encode_windows(
+    model: torch.nn.Module,
+    spec: dict[str, Any],
+    wins: list[TokenWeights],
+    layer: int | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode tokenized windows: embeddings [1, 77*k, D] with emphasis, first window's pooled [1, P]."""
     pad = spec["pad_token"]
-    wins = windows(text, pad)
     weighted = any(w != 1.0 for win in wins for _, w in win)
     rows = [[t for t, _ in win] for win in wins]
     if weighted:
@@ -174,6 +184,11 @@ def encode_with(
             z = torch.where(w != 1.0, (z - z_empty) * w + z_empty, z)
         parts.append(z)
     return torch.cat(parts, dim=0).unsqueeze(0).cpu(), pooled[0:1].cpu()
+
+
+def pad_windows(wins: list[TokenWeights], count: int, pad_token: int) -> list[TokenWeights]:
+    """`wins` followed by empty-prompt windows up to `count` windows (ComfyUI's SDXL node rule)."""
+    return wins + [empty_window(pad_token) for _ in range(count - len(wins))]
 
 
 def encode_prompt(
