@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
-from engine import ModelPaths, UserFacingError
+from engine import Environment, ModelPaths, UserFacingError
+from engine.events import PreviewImage
+from engine.executor import Executor
+from engine.validation import validate_prompt
 from nodes.previews import (
     find_taesd_decoder,
     latent_to_rgb_preview,
@@ -43,9 +48,27 @@ def test_latent_to_rgb_preview_rejects_wrong_channel_count():
         latent_to_rgb_preview(torch.zeros(1, 16, 4, 4), SD15_LATENT)
 
 
+# Index layout of madebyollin's TAESD decoder Sequential: 0 Clamp, 1 conv, 2 ReLU, 3-5 Block, 6 Upsample,
+# 7 conv (no bias), 8-10 Block, 11 Upsample, 12 conv, 13-15 Block, 16 Upsample, 17 conv, 18 Block, 19 conv.
+MADEBYOLLIN_KEYS = {
+    "1.weight",
+    "1.bias",
+    "3.conv.0.weight",
+    "3.conv.4.bias",
+    "7.weight",
+    "12.weight",
+    "17.weight",
+    "18.conv.2.weight",
+    "19.weight",
+    "19.bias",
+}
+MADEBYOLLIN_ABSENT = {"0.weight", "2.weight", "6.weight", "7.bias", "3.skip.weight", "20.weight"}
+
+
 def _write_madebyollin_decoder(path):
-    """Save a random TAESD decoder in the original (Clamp-first Sequential) key layout."""
+    """Save a random TAESD decoder in the original (Clamp-first Sequential) key layout, .pth or .safetensors."""
     from diffusers.models.autoencoders.vae import DecoderTiny
+    from safetensors.torch import save_file
 
     torch.manual_seed(0)
     decoder = DecoderTiny(4, 3, (3, 3, 3, 1), (64, 64, 64, 64), 2, "relu", "nearest")
@@ -53,7 +76,11 @@ def _write_madebyollin_decoder(path):
     for key, tensor in decoder.state_dict().items():
         index, _, rest = key.removeprefix("layers.").partition(".")
         original[f"{int(index) + 1}.{rest}"] = tensor
-    torch.save(original, path)
+    assert original.keys() >= MADEBYOLLIN_KEYS and not MADEBYOLLIN_ABSENT & original.keys()
+    if path.suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in original.items()}, str(path))
+    else:
+        torch.save(original, path)
     return decoder
 
 
@@ -79,3 +106,97 @@ def test_make_previewer_auto_without_taesd_uses_latent2rgb(tmp_path):
 def test_make_previewer_taesd_missing_is_an_error_naming_the_file(tmp_path):
     with pytest.raises(UserFacingError, match="taesd_decoder"):
         make_previewer(SD15_LATENT, ModelPaths(tmp_path), "taesd")
+
+
+def test_load_taesd_decoder_reads_safetensors_in_the_original_layout(tmp_path):
+    (tmp_path / "vae_approx").mkdir()
+    reference = _write_madebyollin_decoder(tmp_path / "vae_approx" / "taesdxl_decoder.safetensors")
+    path = find_taesd_decoder(ModelPaths(tmp_path), SDXL_LATENT)
+    assert path is not None and path.name == "taesdxl_decoder.safetensors"
+    assert find_taesd_decoder(ModelPaths(tmp_path), SD15_LATENT) is None
+    x0 = torch.randn(1, 4, 3, 5)
+    with torch.no_grad():
+        assert torch.allclose(load_taesd_decoder(path, 4)(x0), reference.eval()(x0))
+
+
+def test_load_taesd_decoder_accepts_a_whole_diffusers_autoencoder_tiny_file(tmp_path):
+    from diffusers import AutoencoderTiny
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    tiny = AutoencoderTiny().eval()
+    save_file(tiny.state_dict(), str(tmp_path / "taesd_decoder.safetensors"))
+    x0 = torch.randn(1, 4, 2, 2)
+    with torch.no_grad():
+        expected = tiny.decoder(x0)
+        assert torch.allclose(load_taesd_decoder(tmp_path / "taesd_decoder.safetensors", 4)(x0), expected)
+
+
+def test_load_taesd_decoder_wrong_file_names_it(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"1.weight": torch.zeros(64, 16, 3, 3)}, str(tmp_path / "taesd_decoder.safetensors"))
+    with pytest.raises(UserFacingError, match="taesd_decoder.safetensors is not a TAESD decoder"):
+        load_taesd_decoder(tmp_path / "taesd_decoder.safetensors", 4)
+
+
+# ------------------------------------------------------------------ previews of a real sampler run
+
+
+@pytest.fixture(scope="module")
+def preview_models(tmp_path_factory, tiny_sd15_path):
+    root = tmp_path_factory.mktemp("preview_models")
+    (root / "checkpoints").mkdir()
+    (root / "vae_approx").mkdir()
+    shutil.copyfile(tiny_sd15_path, root / "checkpoints" / "tiny.safetensors")
+    _write_madebyollin_decoder(root / "vae_approx" / "taesd_decoder.safetensors")
+    return root
+
+
+def _sampler_previews(models_root, model_store, tmp_path, extra_data):
+    """Run a 2-step 64x64 txt2img on the tiny SD1.5 and return the preview images the sampler sent."""
+    from nodes.pack import build_registry
+
+    registry = build_registry(ModelPaths(models_root), tmp_path)
+    env = Environment(tmp_path / "out", tmp_path / "tmp", tmp_path, model_store, ModelPaths(models_root))
+    prompt = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 1,
+                "steps": 2,
+                "cfg": 1.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["6", 0],
+                "latent_image": ["5", 0],
+            },
+        },
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+    checked = validate_prompt(prompt, registry, env=env)
+    assert checked.ok, checked.node_errors
+    events = []
+    result = Executor(registry, env).execute(
+        checked.prompt, prompt_id="p", outputs=checked.outputs, extra_data=extra_data, sink=events.append
+    )
+    assert result.status == "success", result.error and result.error.data()
+    return [e.image for e in events if isinstance(e, PreviewImage) and e.node_id == "3"]
+
+
+def test_sampler_previews_use_taesd_when_present_unless_latent2rgb_is_asked(
+    preview_models, model_store, tmp_path
+):
+    taesd = _sampler_previews(preview_models, model_store, tmp_path / "a", {})
+    assert len(taesd) == 2 and {image.size for image in taesd} == {(64, 64)}  # decoded: 8x the latent
+    projected = _sampler_previews(
+        preview_models, model_store, tmp_path / "b", {"preview_method": "latent2rgb"}
+    )
+    assert len(projected) == 2 and {image.size for image in projected} == {(8, 8)}  # latent resolution
