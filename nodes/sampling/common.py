@@ -8,6 +8,7 @@ from typing import Protocol
 
 import torch
 
+from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise_samplers import NoiseSampler, gaussian_noise_sampler
 
 # callback(step_index, x0_prediction, x) after each model evaluation that finishes a step.
@@ -24,11 +25,15 @@ class Denoiser(Protocol):
 
 @dataclass
 class SamplerRun:
-    """What every sampler needs besides x and sigmas: the seed for in-loop noise and the step callback."""
+    """What every sampler needs besides x and sigmas: the seed for in-loop noise and the step callback.
+
+    `model_sampling` is the model's sigma table, for samplers whose defaults depend on it (sa_solver).
+    """
 
     seed: int | None = None
     callback: StepCallback | None = None
     noise_sampler: NoiseSampler | None = None
+    model_sampling: DiscreteModelSampling | None = None
 
     def noise_for(self, x: torch.Tensor) -> NoiseSampler:
         """The given noise sampler, or seeded gaussian draws on x's device."""

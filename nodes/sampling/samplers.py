@@ -9,7 +9,16 @@ from typing import Literal, get_args
 
 import torch
 
-from nodes.sampling import dpm_solver, dpmpp_family, euler_family, step_samplers, uni_pc
+from nodes.sampling import (
+    deis,
+    dpm_solver,
+    dpmpp_family,
+    euler_family,
+    sa_solver,
+    sde_solvers,
+    step_samplers,
+    uni_pc,
+)
 from nodes.sampling.common import Denoiser, SamplerRun, StepCallback
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import seeded_generator
@@ -24,6 +33,8 @@ SamplerName = Literal[
     "euler_ancestral_cfg_pp",
     "heun",
     "heunpp2",
+    "exp_heun_2_x0",
+    "exp_heun_2_x0_sde",
     "dpm_2",
     "dpm_2_ancestral",
     "lms",
@@ -45,19 +56,25 @@ SamplerName = Literal[
     "lcm",
     "ipndm",
     "ipndm_v",
+    "deis",
     "res_multistep",
     "res_multistep_cfg_pp",
     "res_multistep_ancestral",
     "res_multistep_ancestral_cfg_pp",
     "gradient_estimation",
     "gradient_estimation_cfg_pp",
+    "er_sde",
+    "seeds_2",
+    "seeds_3",
+    "sa_solver",
+    "sa_solver_pece",
     "ddim",
     "uni_pc",
     "uni_pc_bh2",
 ]
 SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
 
-_e, _d = euler_family, dpmpp_family
+_e, _d, _s = euler_family, dpmpp_family, sde_solvers
 SAMPLERS: dict[str, SamplerFn] = {
     "euler": _e.sample_euler,
     "euler_cfg_pp": _e.sample_euler_cfg_pp,
@@ -65,6 +82,8 @@ SAMPLERS: dict[str, SamplerFn] = {
     "euler_ancestral_cfg_pp": _e.sample_euler_ancestral_cfg_pp,
     "heun": _e.sample_heun,
     "heunpp2": _e.sample_heunpp2,
+    "exp_heun_2_x0": partial(_s.sample_seeds_2, eta=0.0, s_noise=0.0, r=1.0, solver_type="phi_2"),
+    "exp_heun_2_x0_sde": partial(_s.sample_seeds_2, r=1.0, solver_type="phi_2"),
     "dpm_2": _e.sample_dpm_2,
     "dpm_2_ancestral": _e.sample_dpm_2_ancestral,
     "lms": _e.sample_lms,
@@ -86,12 +105,18 @@ SAMPLERS: dict[str, SamplerFn] = {
     "lcm": step_samplers.sample_lcm,
     "ipndm": step_samplers.sample_ipndm,
     "ipndm_v": step_samplers.sample_ipndm_v,
+    "deis": deis.sample_deis,
     "res_multistep": _d.sample_res_multistep,
     "res_multistep_cfg_pp": partial(_d.sample_res_multistep, cfg_pp=True),
     "res_multistep_ancestral": partial(_d.sample_res_multistep, eta=1.0),
     "res_multistep_ancestral_cfg_pp": partial(_d.sample_res_multistep, eta=1.0, cfg_pp=True),
     "gradient_estimation": _e.sample_gradient_estimation,
     "gradient_estimation_cfg_pp": partial(_e.sample_gradient_estimation, cfg_pp=True),
+    "er_sde": _s.sample_er_sde,
+    "seeds_2": _s.sample_seeds_2,
+    "seeds_3": _s.sample_seeds_3,
+    "sa_solver": sa_solver.sample_sa_solver,
+    "sa_solver_pece": partial(sa_solver.sample_sa_solver, use_pece=True),
     # ComfyUI's ddim is euler whose inpainting noise is a second draw from seed + 1.
     "ddim": _e.sample_euler,
     "uni_pc": uni_pc.sample_uni_pc,
@@ -167,6 +192,7 @@ def sample(
         mask = prepare_mask(req.noise_mask, noise.shape, noise.device)
         model = _InpaintDenoiser(denoiser, ms, latents, mask_noise, mask)
     x = ms.noise_scaling(sigmas[0], noise, latents, ms.is_max_denoise(float(sigmas[0])))
-    out = SAMPLERS[req.sampler](model, x, sigmas, SamplerRun(seed=req.seed, callback=callback))
+    run = SamplerRun(seed=req.seed, callback=callback, model_sampling=ms)
+    out = SAMPLERS[req.sampler](model, x, sigmas, run)
     out = ms.inverse_noise_scaling(sigmas[-1], out)
     return latent_format.process_out(out.to(torch.float32))

@@ -92,6 +92,11 @@ def _update(model, x, models, sigmas_prev, sigma, order, use_corrector, variant)
     return x_t, model_t
 
 
+def _sigma_space(x_vp: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """A VP-space x back in the sampler's (Karras) space: x * sqrt(1 + sigma^2)."""
+    return x_vp * (sigma**2 + 1.0) ** 0.5
+
+
 def sample_uni_pc(
     model: Denoiser,
     x: torch.Tensor,
@@ -99,27 +104,35 @@ def sample_uni_pc(
     run: SamplerRun,
     variant: Literal["bh1", "bh2"] = "bh1",
 ) -> torch.Tensor:
-    """UniPC multistep (bh1 or bh2 variant) over the schedule."""
+    """UniPC multistep (bh1 or bh2 variant) over the schedule.
+
+    Steps are reported like every other sampler's: the x0 prediction and the latent it was made at,
+    in sigma space (the solver itself runs on the VP-scaled latent).
+    """
     sigmas = sigmas.clone()
     if sigmas[-1] == 0:
         sigmas[-1] = FINAL_SIGMA
     data = _DataModel(model)
     steps = len(sigmas) - 1
-    order = max(1, 3 if len(sigmas) > 4 else len(sigmas) - 2)
+    # ComfyUI's order is min(3, steps - 1): one step does no update and returns the (VP-scaled) input
+    # divided by alpha(final sigma). Kept so a one-step uni_pc workflow gives ComfyUI's latent.
+    order = min(3, steps - 1)
     x = x / torch.sqrt(1.0 + sigmas[0] ** 2.0)
     models = [data(x, sigmas[0].expand(x.shape[0]))]
-    run.step(0, models[0], x)
+    run.step(0, models[0], _sigma_space(x, sigmas[0]))
+    if order < 1:
+        return x / _alpha(sigmas[-1])
     sigmas_prev = [sigmas[0]]
     for init_order in range(1, order):
         x, model_x = _update(data, x, models, sigmas_prev, sigmas[init_order], init_order, True, variant)
         models.append(model_x)
         sigmas_prev.append(sigmas[init_order])
-        run.step(init_order, model_x, x)
+        run.step(init_order, model_x, _sigma_space(x, sigmas[init_order]))
     for step in range(order, steps + 1):
         step_order = min(order, steps + 1 - step)
         x, model_x = _update(data, x, models, sigmas_prev, sigmas[step], step_order, step != steps, variant)
         models, sigmas_prev = models[1:] + models[-1:], sigmas_prev[1:] + [sigmas[step]]
         if step < steps:
             models[-1] = model_x
-            run.step(step, model_x, x)
+            run.step(step, model_x, _sigma_space(x, sigmas[step]))
     return x / _alpha(sigmas[-1])

@@ -10,16 +10,24 @@ from nodes.types import CondEntry
 
 
 class GaussianDenoiser:
-    """Exact D(x, sigma) for data ~ N(mean, std^2) per element, plus a mild nonlinearity."""
+    """Exact D(x, sigma) for data ~ N(mean, std^2) per element, plus a mild nonlinearity (`wobble`).
 
-    def __init__(self, mean: torch.Tensor, std: float = 0.5):
-        self.mean, self.var = mean, std**2
+    With wobble 0 it is the exact denoiser, so the probability-flow ODE has a closed-form solution
+    (see `exact_ode_solution`) and SDE samplers should end on N(mean, std^2).
+    """
+
+    def __init__(self, mean: torch.Tensor, std: float = 0.5, wobble: float = 0.05):
+        self.mean, self.var, self.wobble = mean, std**2, wobble
         self.uncond_denoised = None
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s2 = sigma.reshape(-1, *[1] * (x.ndim - 1)) ** 2
         base = (self.var * x + s2 * self.mean) / (self.var + s2)
-        return base + 0.05 * torch.tanh(x / (1 + s2))
+        return base + self.wobble * torch.tanh(x / (1 + s2)) if self.wobble else base
+
+    def exact_ode_solution(self, x: torch.Tensor, sigma_from: float) -> torch.Tensor:
+        """Where the probability-flow ODE takes x at sigma_from to at sigma 0 (wobble 0 only)."""
+        return self.mean + (x - self.mean) * (self.var / (self.var + sigma_from**2)) ** 0.5
 
 
 class TinyUnet(torch.nn.Module):
