@@ -2,8 +2,9 @@
 
 The workflows run as shipped except for their image size (64x64 instead of 512/1024) and img2img's
 input picture; the tiny checkpoints are written under the workflows' own checkpoint file names. The
-two-sampler compare workflow is checked end to end: 2 PNGs and 2 MP4s of 30 frames at 1 fps, each
-carrying the workflow back.
+two-sampler compare workflow runs once per module (it is the longest) and is checked end to end: 2 PNGs
+and 2 MP4s of 30 frames at 1 fps, each carrying the workflow back to load_workflow, the CLI and the
+server.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import copy
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -26,10 +29,13 @@ from engine.validation import validate_prompt
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 API_FILES = sorted(WORKFLOWS.glob("*.json"))
 TEST_SIZE = 64
+COMPARE = WORKFLOWS / "two_sampler_compare.json"
+REFERENCE = Path("/work/shared/reference/cases")
 CHECKPOINTS = {
     "v1-5-pruned-emaonly.safetensors": "sd15",
     "sd_xl_base_1.0.safetensors": "sdxl",
     "sd_xl_refiner_1.0.safetensors": "sdxl-refiner",
+    "sd15-random.safetensors": "sd15",  # the ComfyUI reference cases' checkpoint name
 }
 
 
@@ -56,14 +62,13 @@ def registry(models_dir, tmp_path_factory):
     return build_registry(ModelPaths(models_dir), input_dir), input_dir
 
 
-@pytest.fixture
-def runner(registry, models_dir, tmp_path, model_store):
-    reg, input_dir = registry
+def make_runner(reg, models_dir: Path, output_root: Path, input_dir: Path, store):
+    """run(prompt, ui=None) -> ExecutionResult over fresh output/temp folders, and its Environment."""
     env = Environment(
-        output_dir=tmp_path / "output",
-        temp_dir=tmp_path / "temp",
+        output_dir=output_root / "output",
+        temp_dir=output_root / "temp",
         input_dir=input_dir,
-        models=model_store,
+        models=store,
         model_paths=ModelPaths(models_dir),
     )
     executor = Executor(reg, env)
@@ -77,6 +82,12 @@ def runner(registry, models_dir, tmp_path, model_store):
         return result
 
     return run, env
+
+
+@pytest.fixture
+def runner(registry, models_dir, tmp_path, model_store):
+    reg, input_dir = registry
+    return make_runner(reg, models_dir, tmp_path, input_dir, model_store)
 
 
 def shrink(prompt: dict) -> dict:
@@ -112,8 +123,9 @@ def test_workflows_directory_has_the_promised_files():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in API_FILES if p != COMPARE], ids=lambda p: p.stem)
 def test_workflow_runs_headless_on_tiny_checkpoints(runner, path):
+    # two_sampler_compare runs once, in the compare_run fixture, with these same checks and more.
     run, env = runner
     result = run(shrink(load_api(path)))
     pngs = saved_files(env, result, ".png")
@@ -129,28 +141,128 @@ def _video_frames(path: Path) -> tuple[int, object, tuple[int, int]]:
         return len(frames), stream.average_rate, (frames[0].width, frames[0].height)
 
 
+@dataclass
+class CompareRun:
+    """The compare workflow run once, headless, as the web client would queue it (UI JSON embedded)."""
+
+    prompt: dict
+    ui: dict
+    result: Any
+    env: Environment
+    registry: Any
+    models_dir: Path
+
+    def files(self, suffix: str) -> list[Path]:
+        """Saved output files with this suffix, sorted by path."""
+        return saved_files(self.env, self.result, suffix)
+
+
+@pytest.fixture(scope="module")
+def compare_run(registry, models_dir, tmp_path_factory) -> CompareRun:
+    from engine.devices import DevicePolicy
+    from engine.model_store import ModelStore
+
+    reg, input_dir = registry
+    store = ModelStore(DevicePolicy.from_env(device="cpu"))
+    run, env = make_runner(reg, models_dir, tmp_path_factory.mktemp("compare"), input_dir, store)
+    prompt = shrink(load_api(COMPARE))
+    ui = load_api(WORKFLOWS / "ui" / COMPARE.name)
+    return CompareRun(prompt, ui, run(prompt, ui), env, reg, models_dir)
+
+
 @pytest.mark.slow
-def test_two_sampler_compare_yields_two_pngs_and_two_30_frame_videos(runner):
-    run, env = runner
-    prompt = shrink(load_api(WORKFLOWS / "two_sampler_compare.json"))
-    ui_workflow = {"nodes": [], "links": [], "version": 0.4, "extra": {"marker": "compare"}}
-    result = run(prompt, ui_workflow)
-    pngs = saved_files(env, result, ".png")
-    videos = saved_files(env, result, ".mp4")
+def test_two_sampler_compare_yields_two_pngs_and_two_30_frame_videos(compare_run):
+    pngs, videos = compare_run.files(".png"), compare_run.files(".mp4")
     assert [p.name for p in pngs] == ["dpmpp_2m_karras_00001_.png", "euler_normal_00001_.png"]
     assert [p.name for p in videos] == ["dpmpp_2m_karras_steps_00001_.mp4", "euler_normal_steps_00001_.mp4"]
+    for png in pngs:
+        assert PILImage.open(png).size == (TEST_SIZE, TEST_SIZE)
     for video in videos:
         count, rate, size = _video_frames(video)
         assert (count, rate, size) == (30, 1, (TEST_SIZE, TEST_SIZE))
-    for path in pngs + videos:
-        embedded = read_embedded_workflow(path)
-        assert embedded.prompt == prompt and embedded.workflow == ui_workflow, path.name
+    ui = compare_run.result.ui_outputs
     for node_id in ("12", "14", "22", "24"):
-        assert result.ui_outputs[node_id]["images"][0]["subfolder"] == "compare"
-    assert result.ui_outputs["14"]["animated"] == [True]
+        assert ui[node_id]["images"][0]["subfolder"] == "compare"
+    assert ui["14"]["animated"] == [True] and ui["24"]["animated"] == [True]
     # The two samplers really differ: same seed, different final images.
     first, second = (PILImage.open(p).tobytes() for p in pngs)
     assert first != second
+
+
+@pytest.mark.slow
+def test_two_sampler_compare_outputs_carry_the_workflow_back(compare_run):
+    from engine.workflow import load_workflow
+
+    for path in compare_run.files(".png") + compare_run.files(".mp4"):
+        embedded = read_embedded_workflow(path)
+        assert embedded.prompt == compare_run.prompt and embedded.workflow == compare_run.ui, path.name
+        loaded = load_workflow(path)
+        assert loaded.prompt == compare_run.prompt and loaded.ui == compare_run.ui, path.name
+
+
+@pytest.mark.slow
+def test_cli_validates_and_reruns_a_png_diffgraph_wrote(compare_run, tmp_path, monkeypatch, capsys):
+    from diffgraph.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    png, video = compare_run.files(".png")[0], compare_run.files(".mp4")[0]
+    folders = ["--models-dir", str(compare_run.models_dir), "--input-dir", str(compare_run.env.input_dir)]
+    for path in (png, video):
+        assert main(["validate", str(path), "--json", *folders]) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["ok"] is True
+    capsys.readouterr()
+    args = [
+        "run",
+        str(png),
+        "--json",
+        "--out",
+        str(tmp_path / "again"),
+        "--set",
+        "10.steps=2",
+        "--set",
+        "20.steps=2",
+    ]
+    assert main([*args, *folders]) == 0, capsys.readouterr().err
+    written = sorted(p.relative_to(tmp_path / "again").as_posix() for p in (tmp_path / "again").rglob("*.*"))
+    assert written == [
+        "compare/dpmpp_2m_karras_00001_.png",
+        "compare/dpmpp_2m_karras_steps_00001_.mp4",
+        "compare/euler_normal_00001_.png",
+        "compare/euler_normal_steps_00001_.mp4",
+    ]
+    assert _video_frames(tmp_path / "again" / written[1])[0] == 2
+
+
+@pytest.mark.slow
+def test_server_reads_the_workflow_from_a_png_and_video_diffgraph_wrote(compare_run, tmp_path):
+    from server.app import create_app
+    from server.settings import ServerSettings
+    from tests.server.conftest import LiveServer
+
+    settings = ServerSettings(user_dir=tmp_path / "user", serve_frontend=False)
+    live = LiveServer(create_app(compare_run.registry, compare_run.env, settings=settings)).start()
+    try:
+        with live.client() as http:
+            for path in compare_run.files(".png") + compare_run.files(".mp4"):
+                files = {"image": (path.name, path.read_bytes(), "application/octet-stream")}
+                found = http.post("/api/workflow/from_media", files=files)
+                assert found.status_code == 200, found.text
+                assert found.json() == {"prompt": compare_run.prompt, "workflow": compare_run.ui}, path.name
+    finally:
+        live.stop()
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="ComfyUI reference outputs not present")
+def test_reference_prompts_validate_to_exactly_what_comfyui_embedded(registry, models_dir, tmp_path):
+    from engine.media_metadata import read_png_text
+
+    reg, input_dir = registry
+    env = Environment(tmp_path, tmp_path, input_dir, model_paths=ModelPaths(models_dir))
+    for case in sorted(REFERENCE.iterdir()):
+        checked = validate_prompt(load_api(case / "workflow_api.json"), reg, env=env)
+        assert checked.ok, checked.node_errors
+        # SaveImage embeds json.dumps(ctx.prompt): the validated prompt must serialise as ComfyUI's did.
+        assert json.dumps(checked.prompt) == read_png_text((case / "image.png").read_bytes())["prompt"]
 
 
 @pytest.mark.slow
