@@ -248,6 +248,10 @@ def test_server_reads_the_workflow_from_a_png_and_video_diffgraph_wrote(compare_
                 found = http.post("/api/workflow/from_media", files=files)
                 assert found.status_code == 200, found.text
                 assert found.json() == {"prompt": compare_run.prompt, "workflow": compare_run.ui}, path.name
+            for case in sorted(REFERENCE.glob("*/image.png")):
+                files = {"image": ("comfyui.png", case.read_bytes(), "image/png")}
+                found = http.post("/api/workflow/from_media", files=files).json()
+                assert found == {"prompt": load_api(case.parent / "workflow_api.json"), "workflow": None}
     finally:
         live.stop()
 
@@ -263,6 +267,25 @@ def test_reference_prompts_validate_to_exactly_what_comfyui_embedded(registry, m
         assert checked.ok, checked.node_errors
         # SaveImage embeds json.dumps(ctx.prompt): the validated prompt must serialise as ComfyUI's did.
         assert json.dumps(checked.prompt) == read_png_text((case / "image.png").read_bytes())["prompt"]
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="ComfyUI reference outputs not present")
+def test_cli_validates_a_png_comfyui_wrote(registry, models_dir, tmp_path, monkeypatch, capsys):
+    from diffgraph.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _, input_dir = registry
+    for case in sorted(REFERENCE.iterdir()):
+        args = [
+            "validate",
+            str(case / "image.png"),
+            "--models-dir",
+            str(models_dir),
+            "--input-dir",
+            str(input_dir),
+        ]
+        assert main(args) == 0, capsys.readouterr().err
+        assert capsys.readouterr().out.startswith("ok: "), case.name
 
 
 @pytest.mark.slow
