@@ -64,10 +64,25 @@ def test_video_bytes_webp_is_animated_with_frame_durations(tmp_path):
         assert image.convert("RGB").getpixel((3, 3))[0] > 200
 
 
+@pytest.mark.parametrize(("fmt", "codec"), [("mp4", "h264"), ("webm", "vp9"), ("gif", "gif")])
+def test_video_bytes_uses_the_promised_codec_and_container(tmp_path, fmt, codec):
+    path = tmp_path / f"clip.{fmt}"
+    path.write_bytes(video_bytes(gradient_frames(3), fmt, 2.0, 23, PROMPT, EXTRA))
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == codec
+        assert fmt in container.format.name.split(",")
+
+
 @pytest.mark.parametrize("fmt", ["mp4", "webm", "webp", "gif"])
-def test_video_bytes_metadata_round_trips(fmt):
-    embedded = read_embedded_workflow(video_bytes(gradient_frames(2), fmt, 8.0, 23, PROMPT, EXTRA))
+def test_video_bytes_metadata_round_trips(fmt, tmp_path):
+    from engine.workflow import load_workflow
+
+    data = video_bytes(gradient_frames(2), fmt, 8.0, 23, PROMPT, EXTRA)
+    embedded = read_embedded_workflow(data)
     assert embedded.prompt == PROMPT and embedded.workflow == EXTRA["workflow"]
+    (tmp_path / f"clip.{fmt}").write_bytes(data)
+    loaded = load_workflow(tmp_path / f"clip.{fmt}")
+    assert loaded.prompt == PROMPT and loaded.ui == EXTRA["workflow"]
 
 
 def test_video_bytes_webp_uses_comfyui_exif_tags():
@@ -173,6 +188,18 @@ def test_save_video_frames_writes_counted_file_with_animated_ui(registry, env):
     prompt["2"]["inputs"]["format"] = "gif"
     again = execute(registry, env, prompt).ui_outputs["2"]["images"][0]["filename"]
     assert again == "ComfyUI_00002_.gif"
+
+
+@pytest.mark.parametrize("prefix", ["../up", "/abs/clip"])
+def test_save_video_frames_hostile_prefix_fails_validation(registry, env, prefix):
+    prompt = {
+        "1": {"class_type": "Frames", "inputs": {"count": 2}},
+        "2": {"class_type": "SaveVideoFrames", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
+    }
+    checked = validate_prompt(prompt, registry, env=env)
+    assert not checked.ok
+    (error,) = checked.node_errors["2"]["errors"]
+    assert "filename_prefix" in error["details"] and "outside the output folder" in error["details"]
 
 
 def test_latent_steps_to_images_preview_projects_each_step(registry, env):
