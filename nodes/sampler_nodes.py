@@ -14,7 +14,7 @@ from nodes.previews import run_previewer
 from nodes.sampling.cfg import CfgDenoiser
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import SEED_MAX, prepare_noise
-from nodes.sampling.samplers import SampleRequest, SamplerName, sample
+from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, SamplerName, sample
 from nodes.sampling.schedulers import SchedulerName, ksampler_sigmas
 from nodes.types import Conditioning, Latent, LatentFormat, LatentSequence
 
@@ -97,7 +97,10 @@ def common_ksampler(
     def unet(x_in, timesteps, embeds, pooled, extras):
         return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras)
 
-    denoiser = CfgDenoiser(unet, ms, positive.entries, negative.entries, s.cfg)
+    uncond_at_cfg_1 = s.sampler_name in UNCOND_AT_CFG_1
+    denoiser = CfgDenoiser(
+        unet, ms, positive.entries, negative.entries, s.cfg, uncond_at_cfg_1=uncond_at_cfg_1
+    )
     req = SampleRequest(samples, noise, sigmas, s.sampler_name, s.seed, latent.noise_mask)
     with torch.inference_mode():
         out = sample(denoiser, ms, model.latent_format, req, model.device, recorder).cpu()

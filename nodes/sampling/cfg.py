@@ -46,7 +46,8 @@ class CfgDenoiser:
     """D(x, sigma) with classifier-free guidance: uncond + (cond - uncond) * cfg on the x0 predictions.
 
     Each conditioning entry is evaluated and the entries of one side averaged. At cfg == 1 the negative is
-    not evaluated and `uncond_denoised` is zeros (what ComfyUI hands CFG++ samplers then).
+    not evaluated and `uncond_denoised` is zeros, unless `uncond_at_cfg_1` (ComfyUI's
+    disable_cfg1_optimization, which its CFG++ samplers set because they step along the uncond x0).
     """
 
     def __init__(
@@ -57,15 +58,16 @@ class CfgDenoiser:
         negative: Sequence[CondEntry],
         cfg: float,
         max_batch: int | None = None,
+        uncond_at_cfg_1: bool = False,
     ):
         self.unet, self.ms, self.cfg = unet, model_sampling, cfg
         self.positive, self.negative = list(positive), list(negative)
-        self.max_batch = max_batch
+        self.max_batch, self.uncond_at_cfg_1 = max_batch, uncond_at_cfg_1
         self.uncond_denoised: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x0 prediction with guidance at noisy x and per-item sigma [B]."""
-        skip_uncond = math.isclose(self.cfg, 1.0)
+        skip_uncond = math.isclose(self.cfg, 1.0) and not self.uncond_at_cfg_1
         # Uncond first, then cond: the order ComfyUI stacks them in one batch.
         groups = [] if skip_uncond else [self.negative]
         groups.append(self.positive)

@@ -123,6 +123,8 @@ SAMPLERS: dict[str, SamplerFn] = {
     "uni_pc_bh2": partial(uni_pc.sample_uni_pc, variant="bh2"),
 }
 RANDOM_INPAINT_NOISE = frozenset({"ddim"})
+# CFG++ samplers step along CFG's uncond x0, so ComfyUI evaluates the negative even at cfg 1 for them.
+UNCOND_AT_CFG_1 = frozenset(name for name in SAMPLER_NAMES if name.endswith("_cfg_pp"))
 
 
 class _InpaintDenoiser:

@@ -127,6 +127,20 @@ def test_cfg_one_skips_the_negative_forward():
     assert calls == [2, 4], "cond and uncond go through one batched forward"
 
 
+def test_cfg_one_still_evaluates_the_negative_when_asked_for_cfg_pp():
+    denoiser = tiny_cfg_denoiser(cfg=1.0)
+    denoiser.uncond_at_cfg_1 = True
+    calls = []
+    inner = denoiser.unet
+    denoiser.unet = lambda x, *a: calls.append(x.shape[0]) or inner(x, *a)
+    x, sigma = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([2.0, 2.0])
+    out = denoiser(x, sigma)
+    assert calls == [4]
+    assert not torch.equal(denoiser.uncond_denoised, torch.zeros_like(x))
+    denoiser.uncond_at_cfg_1 = False
+    torch.testing.assert_close(out, denoiser(x, sigma), rtol=1e-5, atol=1e-6)
+
+
 def test_cfg_pads_prompts_of_different_lengths_by_repetition():
     from nodes.sampling.cfg import pad_embeds_to_common_length
 
