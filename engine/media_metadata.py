@@ -80,6 +80,16 @@ def png_info(prompt: Mapping[str, Any] | None, extra_pnginfo: Mapping[str, Any] 
     return info
 
 
+def apng_info(prompt: Mapping[str, Any] | None, extra_pnginfo: Mapping[str, Any] | None) -> Any:
+    """A PIL PngInfo with ComfyUI's animated-PNG `comf` chunks (`key\\0json`, after the image data)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, text in metadata_items(prompt, extra_pnginfo):
+        info.add(b"comf", key.encode("latin-1") + b"\0" + text.encode("latin-1"), after_idat=True)
+    return info
+
+
 def _png_text_chunk(kind: bytes, data: bytes) -> tuple[str, str] | None:
     """Decode one tEXt/zTXt/iTXt/comf chunk into (key, text); None for chunks carrying no text."""
     key_bytes, sep, rest = data.partition(b"\0")

@@ -13,6 +13,7 @@ from engine.schema import ChoiceProvider
 NODE_MODULES: tuple[str, ...] = (
     "nodes.image_nodes",
     "nodes.video_nodes",
+    "nodes.animation_nodes",
     "nodes.loader_nodes",
     "nodes.text_nodes",
     "nodes.latent_nodes",

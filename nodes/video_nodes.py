@@ -46,6 +46,8 @@ ENCODINGS: dict[str, Encoding] = {
     "webm": Encoding("webm", "libvpx-vp9", "yuv420p", ".webm"),
     "webp": Encoding("webp", "libwebp_anim", "yuv420p", ".webp"),
     "gif": Encoding("gif", "gif", "pal8", ".gif"),
+    # SaveWEBM's av1 choice: SVT-AV1 in 10-bit, as ComfyUI encodes it.
+    "webm_av1": Encoding("webm", "libsvtav1", "yuv420p10le", ".webm"),
 }
 
 
@@ -67,6 +69,8 @@ def _encoder_options(fmt: str, crf: int) -> dict[str, str]:
     if fmt == "webm":
         # VP9 honours crf only with a zero target bitrate (constant-quality mode).
         return {"crf": str(crf), "b": "0", "row-mt": "1"}
+    if fmt == "webm_av1":
+        return {"crf": str(crf), "preset": "6"}
     if fmt == "webp":
         return {"quality": "80", "lossless": "0"}
     return {}
@@ -83,12 +87,12 @@ def _pal8_frame(image: PILImage.Image) -> av.VideoFrame:
 
 def encode_video(
     frames: list[PILImage.Image],
-    fmt: VideoFormat,
+    fmt: str,
     fps: float,
     crf: int = 23,
     metadata: dict[str, str] | None = None,
 ) -> bytes:
-    """Encode RGB frames at `fps` into one container's bytes, with `metadata` as container tags."""
+    """Encode RGB frames at `fps` into one container's bytes (fmt: a key of ENCODINGS), tags from `metadata`."""
     spec = ENCODINGS[fmt]
     require_encoder(spec.codec)
     width, height = frames[0].size
@@ -113,11 +117,11 @@ def encode_video(
 
 
 def video_bytes(
-    pixels: torch.Tensor, fmt: VideoFormat, fps: float, crf: int, prompt: Any, extra_pnginfo: Any
+    pixels: torch.Tensor, fmt: str, fps: float, crf: int, prompt: Any, extra_pnginfo: Any
 ) -> bytes:
-    """An IMAGE batch as a video file with the workflow embedded the way each format carries it."""
+    """An IMAGE batch as a video file (fmt: a key of ENCODINGS) with the workflow embedded its way."""
     frames = [frame.convert("RGB") for frame in to_pil_frames(pixels)]
-    if fmt in ("mp4", "webm"):
+    if fmt in ("mp4", "webm", "webm_av1"):
         return encode_video(frames, fmt, fps, crf, container_metadata(prompt, extra_pnginfo))
     data = encode_video(frames, fmt, fps, crf)
     if fmt == "webp":
