@@ -200,3 +200,37 @@ def test_sampler_previews_use_taesd_when_present_unless_latent2rgb_is_asked(
         preview_models, model_store, tmp_path / "b", {"preview_method": "latent2rgb"}
     )
     assert len(projected) == 2 and {image.size for image in projected} == {(8, 8)}  # latent resolution
+
+
+# comfyui-protocol.md section 5 (ComfyUI's latent_formats): rows per latent channel -> R, G, B.
+SD15_FACTORS = [
+    [0.3512, 0.2297, 0.3227],
+    [0.3250, 0.4974, 0.2350],
+    [-0.2829, 0.1762, 0.2721],
+    [-0.2120, -0.2616, -0.7177],
+]
+SDXL_FACTORS = [
+    [0.3651, 0.4232, 0.4341],
+    [-0.2533, -0.0042, 0.1068],
+    [0.1076, 0.1111, -0.0362],
+    [-0.3165, -0.2492, -0.2188],
+]
+
+
+@pytest.mark.parametrize(
+    ("family", "factors", "bias", "taesd"),
+    [
+        ("sd15", SD15_FACTORS, None, "taesd_decoder"),
+        ("sd2", SD15_FACTORS, None, "taesd_decoder"),
+        ("sd2-v", SD15_FACTORS, None, "taesd_decoder"),
+        ("sdxl", SDXL_FACTORS, [0.1084, -0.0175, -0.0011], "taesdxl_decoder"),
+        ("sdxl-refiner", SDXL_FACTORS, [0.1084, -0.0175, -0.0011], "taesdxl_decoder"),
+    ],
+)
+def test_every_family_previews_with_comfyui_factors(family, factors, bias, taesd):
+    from nodes.diffusion.families import latent_format
+
+    fmt = latent_format(family)
+    assert [list(row) for row in fmt.rgb_factors] == factors
+    assert (list(fmt.rgb_bias) if fmt.rgb_bias else None) == bias
+    assert fmt.taesd_decoder == taesd
