@@ -111,6 +111,9 @@ class Node:
     idempotent: ClassVar[bool] = True
     # Hidden inputs, ComfyUI style: name -> "PROMPT" | "EXTRA_PNGINFO" | "UNIQUE_ID". Values arrive via ctx.
     hidden: ClassVar[Mapping[str, str]] = {}
+    # Inputs whose default checks (combo membership, bounds) validate_inputs replaces, as ComfyUI skips
+    # them for inputs its VALIDATE_INPUTS takes (LoadImage accepts "name [output]" outside its list).
+    self_validated_inputs: ClassVar[frozenset[str]] = frozenset()
     python_module: ClassVar[str] = "nodes"
     deprecated: ClassVar[bool] = False
     experimental: ClassVar[bool] = False

@@ -189,6 +189,8 @@ class _Validator:
                 if value[0] in self.prompt:
                     upstream.append(value[0])
                 constants[inp.name] = None
+            elif inp.name in spec.node_cls.self_validated_inputs:
+                constants[inp.name] = unwrap_constant(value)
             else:
                 problems, coerced = self._check_constant(inp, unwrap_constant(value))
                 errors.extend(problems)

@@ -178,6 +178,8 @@ class LoadImage(Node):
     display_name = "Load Image"
     category = "image"
     description = "Loads an image (and its alpha as MASK) from the input directory."
+    # The web client also sends "name [output]" / "clipspace/... [input]" (mask editor), not in the list.
+    self_validated_inputs = frozenset({"image"})
 
     class Inputs(NodeInputs):
         image: str = Input(

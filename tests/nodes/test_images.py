@@ -351,3 +351,24 @@ def test_save_image_writes_tEXt_chunks_before_the_pixels_even_for_unicode(regist
     assert kinds[:3] == [b"IHDR", b"tEXt", b"tEXt"] and b"iTXt" not in kinds and b"zTXt" not in kinds
     assert kinds[3] == b"IDAT" and kinds[-1] == b"IEND"
     assert read_embedded_workflow(env.output_dir / "ComfyUI_00001_.png").workflow == workflow
+
+
+def test_load_image_reads_subfolders_and_annotated_output_files(registry, env):
+    (env.input_dir / "sub").mkdir()
+    PILImage.new("RGB", (3, 2), (0, 0, 255)).save(env.input_dir / "sub" / "blue.png")
+    PILImage.new("RGB", (2, 2), (255, 0, 0)).save(env.output_dir / "red.png")
+    blue = run(registry, env, _load_prompt("sub/blue.png")).node_outputs["1"].IMAGE.pixels
+    # What the web client's mask editor puts in the widget: a file outside the list, annotated.
+    again = run(registry, env, _load_prompt("sub/blue.png [input]")).node_outputs["1"].IMAGE.pixels
+    assert torch.equal(again, blue)
+    red = run(registry, env, _load_prompt("red.png [output]")).node_outputs["1"].IMAGE.pixels
+    assert blue.shape == (1, 2, 3, 3) and blue[0, 0, 0, 2] == 1.0
+    assert red.shape == (1, 2, 2, 3) and red[0, 0, 0, 0] == 1.0
+
+
+@pytest.mark.parametrize("name", ["../secret.png", "/etc/passwd", "sub/../../secret.png"])
+def test_load_image_refuses_names_outside_the_input_folder(registry, env, name):
+    PILImage.new("RGB", (2, 2)).save(env.input_dir.parent / "secret.png")
+    checked = validate_prompt(_load_prompt(name), registry, env=env)
+    assert not checked.ok
+    assert "inside the input folder" in checked.node_errors["1"]["errors"][0]["details"]
