@@ -148,7 +148,11 @@ def lms_coefficient(order: int, t: np.ndarray, i: int, j: int) -> float:
 def sample_lms(
     model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, run: SamplerRun, order: int = 4
 ) -> torch.Tensor:
-    """Linear multistep (Adams-Bashforth in sigma) of up to `order` past slopes."""
+    """Linear multistep (Adams-Bashforth in sigma) of up to `order` past slopes.
+
+    The step to sigma 0 returns the x0 prediction (ComfyUI's denoising step, since its PR 8780) where
+    k-diffusion takes a multistep to 0.
+    """
     t = sigmas.detach().cpu().numpy()
     s_in = ones_like_batch(x)
     ds: list[torch.Tensor] = []
@@ -158,6 +162,9 @@ def sample_lms(
         ds.append(to_d(x, sigmas[i], denoised))
         if len(ds) > order:
             ds.pop(0)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
         cur_order = min(i + 1, order)
         coeffs = [lms_coefficient(cur_order, t, i, j) for j in range(cur_order)]
         x = x + sum(c * d for c, d in zip(coeffs, reversed(ds), strict=True))
@@ -206,7 +213,10 @@ def sample_gradient_estimation(
     ge_gamma: float = 2.0,
     cfg_pp: bool = False,
 ) -> torch.Tensor:
-    """Gradient-estimation sampler (arXiv 2306.04848): Euler with an extrapolated slope."""
+    """Gradient-estimation sampler (arXiv 2306.04848): Euler with an extrapolated slope.
+
+    The step to sigma 0 returns the x0 prediction without the extrapolation term, as ComfyUI does.
+    """
     s_in = ones_like_batch(x)
     old_d = None
     for i in range(len(sigmas) - 1):
@@ -214,11 +224,11 @@ def sample_gradient_estimation(
         d = to_d(x, sigmas[i], _uncond(model, x) if cfg_pp else denoised)
         run.step(i, denoised, x)
         dt = sigmas[i + 1] - sigmas[i]
-        if old_d is None:
-            x = denoised + d * sigmas[i + 1] if cfg_pp else x + d * dt
-        elif cfg_pp:
-            x = denoised + d * sigmas[i + 1] + (ge_gamma - 1) * (d - old_d) * dt
+        if sigmas[i + 1] == 0:
+            x = denoised
         else:
-            x = x + (ge_gamma * d + (1 - ge_gamma) * old_d) * dt
+            x = denoised + d * sigmas[i + 1] if cfg_pp else x + d * dt
+            if old_d is not None:
+                x = x + (ge_gamma - 1) * (d - old_d) * dt
         old_d = d
     return x

@@ -58,7 +58,10 @@ _IPNDM_COEFFS = {
 def sample_ipndm(
     model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, run: SamplerRun, max_order: int = 4
 ) -> torch.Tensor:
-    """Improved PNDM (Zhang & Chen, DEIS paper): Adams-Bashforth on the slope with fixed coefficients."""
+    """Improved PNDM (Zhang & Chen, DEIS paper): Adams-Bashforth on the slope with fixed coefficients.
+
+    The step to sigma 0 returns the x0 prediction (ComfyUI's denoising step).
+    """
     s_in = ones_like_batch(x)
     buffer: list[torch.Tensor] = []
     for i in range(len(sigmas) - 1):
@@ -67,11 +70,14 @@ def sample_ipndm(
         run.step(i, denoised, x)
         d_cur = (x - denoised) / t_cur
         order = min(max_order, i + 1)
-        coeffs = _IPNDM_COEFFS[order]
-        slope = coeffs[0] * d_cur
-        for k in range(1, order):
-            slope = slope + coeffs[k] * buffer[-k]
-        x = x + (t_next - t_cur) * slope
+        if t_next == 0:
+            x = denoised
+        else:
+            coeffs = _IPNDM_COEFFS[order]
+            slope = coeffs[0] * d_cur
+            for k in range(1, order):
+                slope = slope + coeffs[k] * buffer[-k]
+            x = x + (t_next - t_cur) * slope
         buffer = [*buffer, d_cur][-(max_order - 1) :]
     return x
 
@@ -109,7 +115,7 @@ def _ipndm_v_coeffs(order: int, h: list[torch.Tensor]) -> list[torch.Tensor]:
 def sample_ipndm_v(
     model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, run: SamplerRun, max_order: int = 4
 ) -> torch.Tensor:
-    """iPNDM with variable step sizes (coefficients from the actual sigma gaps)."""
+    """iPNDM with variable step sizes (coefficients from the actual sigma gaps); x0 on the step to 0."""
     s_in = ones_like_batch(x)
     buffer: list[torch.Tensor] = []
     for i in range(len(sigmas) - 1):
@@ -118,11 +124,14 @@ def sample_ipndm_v(
         run.step(i, denoised, x)
         d_cur = (x - denoised) / t_cur
         order = min(max_order, i + 1)
-        gaps = [t_next - t_cur] + [sigmas[i - k] - sigmas[i - k - 1] for k in range(order - 1)]
-        coeffs = _ipndm_v_coeffs(order, gaps)
-        slope = coeffs[0] * d_cur
-        for k in range(1, order):
-            slope = slope + coeffs[k] * buffer[-k]
-        x = x + (t_next - t_cur) * slope
+        if t_next == 0:
+            x = denoised
+        else:
+            gaps = [t_next - t_cur] + [sigmas[i - k] - sigmas[i - k - 1] for k in range(order - 1)]
+            coeffs = _ipndm_v_coeffs(order, gaps)
+            slope = coeffs[0] * d_cur
+            for k in range(1, order):
+                slope = slope + coeffs[k] * buffer[-k]
+            x = x + (t_next - t_cur) * slope
         buffer = [*buffer, d_cur][-(max_order - 1) :]
     return x

@@ -66,6 +66,24 @@ def test_step_latents_are_in_sigma_space_for_every_sampler(name):
             torch.testing.assert_close(latent, seen, rtol=1e-9, atol=1e-9)
 
 
+# UniPC stops at sigma 0.001 and the DPM-Solver samplers at sigma_min; every other sampler's last step
+# to sigma 0 is ComfyUI's denoising step (or an Euler step, which is the same).
+NOT_ENDING_ON_X0 = {"uni_pc", "uni_pc_bh2", "dpm_fast", "dpm_adaptive"}
+
+
+@pytest.mark.parametrize("name", sorted(set(SAMPLER_NAMES) - NOT_ENDING_ON_X0))
+def test_result_is_the_last_x0_prediction(name):
+    model = RecordingDenoiser()
+    sigmas = schedulers.schedule(MS, "karras", 8).double()
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * sigmas[0]
+    reported: list[torch.Tensor] = []
+    run = SamplerRun(seed=3, model_sampling=MS, callback=lambda i, x0, lat: reported.append(x0))
+    out = SAMPLERS[name](model, x.clone(), sigmas, run)
+    torch.testing.assert_close(out, model.calls[-1][2], rtol=1e-9, atol=1e-9)
+    if name != "sa_solver_pece":  # PECE re-evaluates the corrected state after the last report
+        torch.testing.assert_close(out, reported[-1], rtol=1e-9, atol=1e-9)
+
+
 def test_uni_pc_steps_output_matches_euler_scale_through_ksampler(tiny_runner, tiny_sd15_name):
     prompt = retarget(reference_prompt("txt2img_euler_normal"), tiny_sd15_name, 64, drop=("8", "9"))
     prompt["20"] = {
