@@ -1,4 +1,4 @@
-"""Loader nodes: CheckpointLoaderSimple, VAELoader, CLIPSetLastLayer, LoraLoader, LoraLoaderModelOnly."""
+"""Loader nodes: CheckpointLoaderSimple, DiffusersLoader, VAELoader, CLIPSetLastLayer, LoraLoader(ModelOnly)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
 from nodes.diffusion import families
-from nodes.diffusion.loader import component_dtype, load_checkpoint_into
+from nodes.diffusion.loader import component_dtype, inspect_vae_file, load_checkpoint_into
 from nodes.diffusion.model_handle import ClipHandle, ComponentRecipe, DiffusionModel, LoraPatch, VaeHandle
 
 
@@ -34,13 +34,26 @@ def vae_handle(store, recipe: ComponentRecipe) -> VaeHandle:
     )
 
 
+def checkpoint_outputs(store, path: Path) -> tuple[DiffusionModel, ClipHandle, VaeHandle]:
+    """Load a checkpoint file or diffusers folder into the store and hand out MODEL, CLIP, VAE handles."""
+    info, recipes = load_checkpoint_into(store, path)
+    vae = recipes.get("vae")
+    if vae is None:
+        raise UserFacingError(f"{path.name} has no VAE weights; add a VAELoader and use its VAE")
+    clip = ClipHandle(recipes["clip"], compute_dtype=component_dtype(store, "clip"), device=str(store.device))
+    return model_handle(store, recipes["unet"], info.prediction), clip, vae_handle(store, vae)
+
+
 class CheckpointLoaderSimple(Node):
-    """Loads a single-file SD1.x / SD2.x / SDXL checkpoint into MODEL, CLIP and VAE."""
+    """Loads a single-file SD1.x / SD2.x / SDXL checkpoint (or a diffusers folder) into MODEL, CLIP and VAE."""
 
     class_type = "CheckpointLoaderSimple"
     display_name = "Load Checkpoint"
     category = "loaders"
-    description = "Loads a diffusion model checkpoint; the family (SD1.x, SD2.x, SDXL) is detected."
+    description = (
+        "Loads a diffusion model checkpoint (a single file or a diffusers folder in models/checkpoints); "
+        "the family (SD1.x, SD2.x, SDXL) is detected."
+    )
 
     class Inputs(NodeInputs):
         ckpt_name: str = Input(description="The checkpoint (model) to load.", combo_source="checkpoints")
@@ -53,20 +66,34 @@ class CheckpointLoaderSimple(Node):
         )
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        """Read the file once and hand out store-backed handles."""
+        """Read the file once (or the folder's parts) and hand out store-backed handles."""
         path = Path(ctx.model_paths.resolve("checkpoints", inputs.ckpt_name))
-        info, recipes = load_checkpoint_into(ctx.models, path)
-        store = ctx.models
-        vae = recipes.get("vae")
-        if vae is None:
-            raise UserFacingError(f"{path.name} has no VAE weights; add a VAELoader and use its VAE")
-        return self.Outputs(
-            MODEL=model_handle(store, recipes["unet"], info.prediction),
-            CLIP=ClipHandle(
-                recipes["clip"], compute_dtype=component_dtype(store, "clip"), device=str(store.device)
-            ),
-            VAE=vae_handle(store, vae),
+        model, clip, vae = checkpoint_outputs(ctx.models, path)
+        return self.Outputs(MODEL=model, CLIP=clip, VAE=vae)
+
+
+class DiffusersLoader(Node):
+    """Loads a diffusers pipeline folder from models/diffusers into MODEL, CLIP and VAE."""
+
+    class_type = "DiffusersLoader"
+    category = "advanced/loaders/deprecated"
+    description = "Loads a diffusers-format model folder (model_index.json, unet/, vae/, text_encoder/...)."
+
+    class Inputs(NodeInputs):
+        model_path: str = Input(description="The diffusers folder to load.", combo_source="diffusers")
+
+    class Outputs(NodeOutputs):
+        MODEL: DiffusionModel = Output(name="MODEL", description="The model used for denoising latents.")
+        CLIP: ClipHandle = Output(name="CLIP", description="The CLIP model used for encoding text prompts.")
+        VAE: VaeHandle = Output(
+            name="VAE", description="The VAE model used for encoding and decoding images."
         )
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Load the folder's parts and hand out store-backed handles."""
+        path = Path(ctx.model_paths.resolve("diffusers", inputs.model_path))
+        model, clip, vae = checkpoint_outputs(ctx.models, path)
+        return self.Outputs(MODEL=model, CLIP=clip, VAE=vae)
 
 
 class VAELoader(Node):
@@ -84,9 +111,9 @@ class VAELoader(Node):
         VAE: VaeHandle = Output(name="VAE", description="The loaded VAE.")
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        """Load (or reuse) the VAE; SDXL-named files get the SDXL latent format."""
+        """Load (or reuse) the VAE; its layout is checked from the weights (see inspect_vae_file)."""
         path = Path(ctx.model_paths.resolve("vae", inputs.vae_name))
-        family = "sdxl" if "xl" in path.name.lower() else "sd15"
+        family = inspect_vae_file(path)
         recipe = ComponentRecipe(str(path), family, "vae", variant="vae_file")
         handle = vae_handle(ctx.models, recipe)
         handle.load(ctx.models)
@@ -182,4 +209,11 @@ class LoraLoaderModelOnly(Node):
         return self.Outputs(MODEL=model)
 
 
-NODES = [CheckpointLoaderSimple, VAELoader, CLIPSetLastLayer, LoraLoader, LoraLoaderModelOnly]
+NODES = [
+    CheckpointLoaderSimple,
+    DiffusersLoader,
+    VAELoader,
+    CLIPSetLastLayer,
+    LoraLoader,
+    LoraLoaderModelOnly,
+]

@@ -1,5 +1,7 @@
 """Checkpoint loading: one read per file, LDM -> diffusers conversion, modules into the model store.
 
+Diffusers pipeline folders take the same path from detection on, through nodes.diffusion.diffusers_folder.
+
 Models are built on the meta device from configs (shipped JSON plus shapes read from the file) and
 receive the converted tensors with `load_state_dict(assign=True)`, so no random init is spent and no
 hub lookup can happen. Conversion uses diffusers' own single-file helpers.
@@ -17,7 +19,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders import single_file_utils as sfu
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from nodes.diffusion import families
+from nodes.diffusion import diffusers_folder, families
 from nodes.diffusion.checkpoint_io import (
     CheckpointFormatError,
     read_header,
@@ -25,8 +27,12 @@ from nodes.diffusion.checkpoint_io import (
     safetensors_metadata,
 )
 from nodes.diffusion.model_handle import ComponentRecipe
+from nodes.diffusion.text_encode import ClipStack
 
 log = logging.getLogger(__name__)
+
+# ComponentRecipe.variant of components loaded from a diffusers folder.
+DIFFUSERS = "diffusers"
 
 # File keys no model consumes: DDPM schedule buffers, EMA copies, CLIP's logit scale and position ids.
 _IGNORED = ("model_ema.", "betas", "alphas_cumprod", "sqrt_", "log_one_minus", "posterior_", "v_pred")
@@ -49,16 +55,6 @@ class CheckpointInfo:
     family: str
     prediction: str
     components: tuple[str, ...]
-
-
-class ClipStack(torch.nn.Module):
-    """One or two CLIP text encoders of a family, with their per-encoder rules (pad token, layer)."""
-
-    def __init__(self, family: str, encoders: dict[str, torch.nn.Module], specs: list[dict[str, Any]]):
-        super().__init__()
-        self.family = family
-        self.encoders = torch.nn.ModuleDict(encoders)
-        self.specs = specs
 
 
 def _to_model(
@@ -157,6 +153,14 @@ def _wanted(component: str, family: str):
 
 def inspect_checkpoint(path: Path, allow_pickle: bool | None = None) -> CheckpointInfo:
     """Detect family, prediction and components from the header (and one small tensor for sd2)."""
+    if path.is_dir():
+        if not diffusers_folder.is_diffusers_folder(path):
+            raise CheckpointFormatError(
+                f"{path.name} is a folder without model_index.json; expected a checkpoint file or a "
+                "diffusers pipeline folder"
+            )
+        family, comps = diffusers_folder.detect_family(path)
+        return CheckpointInfo(str(path), family, families.family_config(family)["prediction"], comps)
     if path.suffix.lower() == ".safetensors" or path.suffix.lower() == ".sft":
         header, _ = read_header(path)
         keys = [k for k in header if k != "__metadata__"]
@@ -187,9 +191,11 @@ def inspect_checkpoint(path: Path, allow_pickle: bool | None = None) -> Checkpoi
 def load_component(recipe: ComponentRecipe, dtype: torch.dtype, allow_pickle: bool | None = None):
     """Read just one component's tensors from its file and build the module (no patches)."""
     path = Path(recipe.path)
+    if recipe.variant == DIFFUSERS:
+        return diffusers_folder.load_part(path, recipe.family, recipe.component, dtype, allow_pickle)
     if recipe.variant == "vae_file":
         sd = read_weights(path, allow_pickle=allow_pickle, cast=lambda _key: dtype)
-        return build_vae_file(path, sd, dtype)
+        return build_vae_file(path, sd, dtype, recipe.family)
     sd = read_weights(path, _wanted(recipe.component, recipe.family), allow_pickle, lambda _key: dtype)
     return build_component(recipe.component, recipe.family, sd, dtype)[0]
 
@@ -205,14 +211,55 @@ def build_component(component: str, family: str, sd: dict[str, torch.Tensor], dt
     return build_text(family, sd, dtype)
 
 
-def build_vae_file(path: Path, sd: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
+def _vae_prefix(keys) -> str:
+    return families.VAE_PREFIX if any(k.startswith(families.VAE_PREFIX) for k in keys) else ""
+
+
+def inspect_vae_file(path: Path, allow_pickle: bool | None = None) -> str:
+    """The family label of a standalone VAE file, checked from its tensors (never from its name).
+
+    SD1.x, SD2.x and SDXL VAEs are 4-channel AutoencoderKLs with identical tensor names and shapes, so
+    no weight tells them apart: safetensors `modelspec.architecture` metadata naming SDXL gives "sdxl",
+    anything else "sd15". The label only picks the config template (its scaling factor is unused:
+    VAE nodes take raw latents), so decoding gives the same result either way.
+    """
+    if path.suffix.lower() in (".safetensors", ".sft"):
+        header, _ = read_header(path)
+        shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+        metadata = safetensors_metadata(path)
+    else:
+        shapes = {k: list(v.shape) for k, v in read_weights(path, allow_pickle=allow_pickle).items()}
+        metadata = {}
+    prefix = _vae_prefix(shapes)
+    if any(k.startswith(prefix + "decoder.up_blocks.") for k in shapes):
+        raise CheckpointFormatError(
+            f"{path.name} is a VAE in diffusers layout; VAELoader reads the original (LDM) layout "
+            "('decoder.up.*'); load the diffusers folder it came from instead"
+        )
+    conv_in = shapes.get(prefix + "decoder.conv_in.weight")
+    if conv_in is None or prefix + "post_quant_conv.weight" not in shapes:
+        raise CheckpointFormatError(
+            f"{path.name} is not a VAE: expected 'decoder.*'/'encoder.*' keys (AutoencoderKL, LDM layout)"
+        )
+    if conv_in[1] != 4:
+        raise CheckpointFormatError(
+            f"{path.name} is a VAE with {conv_in[1]} latent channels; diffgraph loads the 4-channel "
+            "SD1.x/SD2.x/SDXL VAEs"
+        )
+    arch = metadata.get("modelspec.architecture", "").lower()
+    return "sdxl" if "stable-diffusion-xl" in arch else "sd15"
+
+
+def build_vae_file(
+    path: Path, sd: dict[str, torch.Tensor], dtype: torch.dtype, family: str
+) -> torch.nn.Module:
     """A standalone VAE file (bare `encoder.*`/`decoder.*` keys, or with `first_stage_model.`)."""
-    prefix = families.VAE_PREFIX if any(k.startswith(families.VAE_PREFIX) for k in sd) else ""
+    prefix = _vae_prefix(sd)
     if f"{prefix}decoder.conv_in.weight" not in sd:
         raise CheckpointFormatError(
             f"{path.name} is not a VAE: expected 'decoder.*'/'encoder.*' keys (AutoencoderKL, LDM layout)"
         )
-    return build_vae("sd15", sd, dtype, prefix)[0]
+    return build_vae(family, sd, dtype, prefix)[0]
 
 
 def component_dtype(store: Any, component: str) -> torch.dtype:
@@ -234,26 +281,39 @@ def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
 def load_checkpoint_into(
     store: Any, path: Path, allow_pickle: bool | None = None
 ) -> tuple[CheckpointInfo, dict[str, ComponentRecipe]]:
-    """Detect a checkpoint and make sure all its components are in the store, reading the file once."""
-    stat = path.stat()
+    """Detect a checkpoint (file or diffusers folder) and make sure its components are in the store.
+
+    A single file is read once for all missing components.
+    """
+    folder = path.is_dir()
+    stat = (path / "model_index.json").stat() if folder else path.stat()
     info_key = ("diffgraph", "info", str(path), stat.st_mtime_ns, stat.st_size)
     info = store.get(info_key, lambda: inspect_checkpoint(path, allow_pickle), to_device=False)
-    recipes = {c: ComponentRecipe(str(path), info.family, c) for c in info.components}
+    variant = DIFFUSERS if folder else ""
+    recipes = {c: ComponentRecipe(str(path), info.family, c, variant=variant) for c in info.components}
     missing = [r for r in recipes.values() if r.store_key not in store]
-    if missing:
-        # Only the missing components' tensors are read (EMA copies and DDPM buffers never are),
-        # each converted to its compute dtype while being read.
-        prefixes = _prefixes(info.family)
-        dtypes = {p: component_dtype(store, r.component) for r in missing for p in prefixes[r.component]}
-        wanted = tuple(dtypes)
-
-        def cast(key: str) -> torch.dtype | None:
-            return next(d for p, d in dtypes.items() if key.startswith(p))
-
-        sd = read_weights(path, lambda k: k.startswith(wanted), allow_pickle, cast)
+    if folder:
         for recipe in missing:
-            model, _ = build_component(
-                recipe.component, info.family, sd, component_dtype(store, recipe.component)
-            )
+            dtype = component_dtype(store, recipe.component)
+            store.put(recipe.store_key, load_component(recipe, dtype, allow_pickle))
+    elif missing:
+        for recipe, model in _build_from_file(store, path, info.family, missing, allow_pickle):
             store.put(recipe.store_key, model)
     return info, recipes
+
+
+def _build_from_file(store: Any, path: Path, family: str, missing: list[ComponentRecipe], allow_pickle):
+    """(recipe, module) for the missing components of a single file, reading the file once."""
+    # Only these components' tensors are read (EMA copies and DDPM buffers never are), each
+    # converted to its compute dtype while being read.
+    prefixes = _prefixes(family)
+    dtypes = {p: component_dtype(store, r.component) for r in missing for p in prefixes[r.component]}
+    wanted = tuple(dtypes)
+
+    def cast(key: str) -> torch.dtype | None:
+        return next(d for p, d in dtypes.items() if key.startswith(p))
+
+    sd = read_weights(path, lambda k: k.startswith(wanted), allow_pickle, cast)
+    for recipe in missing:
+        model, _ = build_component(recipe.component, family, sd, component_dtype(store, recipe.component))
+        yield recipe, model

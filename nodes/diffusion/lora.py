@@ -18,6 +18,7 @@ from diffusers.loaders import single_file_utils as sfu
 from engine import UserFacingError
 from nodes.diffusion import families
 from nodes.diffusion.checkpoint_io import read_header, read_weights
+from nodes.diffusion.diffusers_folder import ldm_unet_layout
 from nodes.diffusion.model_handle import ComponentRecipe
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,11 @@ class LoraError(UserFacingError):
 @cache
 def ldm_unet_names(path: str, family: str) -> dict[str, str]:
     """LDM module name (underscored) -> diffusers module path, derived by running the converter on tags."""
-    header, _ = read_header(Path(path))
-    shapes = {k: v["shape"] for k, v in header.items() if k.startswith(families.UNET_PREFIX)}
+    if Path(path).is_dir():
+        shapes = {k: list(v) for k, v in ldm_unet_layout(Path(path)).items()}
+    else:
+        header, _ = read_header(Path(path))
+        shapes = {k: v["shape"] for k, v in header.items() if k.startswith(families.UNET_PREFIX)}
     cfg = families.unet_config(family, {k: torch.empty(s, device="meta") for k, s in shapes.items()})
     keys = sorted(shapes)
     tagged = {

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from engine import UserFacingError
 from nodes.diffusion.tokenizer import END_TOKEN, START_TOKEN, encode_words
 from nodes.types import CondEntry
 
@@ -125,24 +126,53 @@ def empty_window(pad_token: int) -> TokenWeights:
     return [(START_TOKEN, 1.0), (END_TOKEN, 1.0)] + [(pad_token, 1.0)] * (WINDOW - 2)
 
 
+class ClipStack(torch.nn.Module):
+    """One or two CLIP text encoders of a family, with their per-encoder rules (pad token, layer)."""
+
+    def __init__(self, family: str, encoders: dict[str, torch.nn.Module], specs: list[dict[str, Any]]):
+        super().__init__()
+        self.family = family
+        self.encoders = torch.nn.ModuleDict(encoders)
+        self.specs = specs
+
+
+class ClipLayerError(UserFacingError):
+    """A CLIP layer choice the loaded text encoder cannot provide."""
+
+    code = "clip_layer_unavailable"
+
+
 def run_encoder(
     model: torch.nn.Module, spec: dict[str, Any], ids: torch.Tensor, layer: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hidden states of the chosen layer [N, 77, D] and the pooled output [N, P] for token ids [N, 77]."""
+    """Hidden states of the chosen layer [N, 77, D] and the pooled output [N, P] for token ids [N, 77].
+
+    Negative layer numbers count from the encoder's original depth: `missing_top_layers` (diffusers'
+    SD2 folders lack the last block) is added back before counting, as ComfyUI counts.
+    """
     idx = spec["default_layer"] if layer is None else layer
     out = model(input_ids=ids, output_hidden_states=True)
     n_layers = len(out.hidden_states) - 1
-    if idx >= 0 or abs(idx) > n_layers:
-        hidden = out.last_hidden_state  # out-of-range skips mean "last layer", as in ComfyUI
-    else:
-        hidden = out.hidden_states[idx]
-        if spec["layer_norm_hidden_state"]:
-            hidden = (
-                model.final_layer_norm(hidden)
-                if hasattr(model, "final_layer_norm")
-                else (model.text_model.final_layer_norm(hidden))
-            )
+    full = n_layers + spec.get("missing_top_layers", 0)
     pooled = out.text_embeds if spec["with_projection"] else out.pooler_output
+    if idx >= 0 or abs(idx) > full:
+        idx = -1 if full != n_layers else None  # out-of-range skips mean "last layer", as in ComfyUI
+    if idx is None:
+        return out.last_hidden_state, pooled
+    block = full + idx  # 0-based block whose output is wanted
+    if block >= n_layers:
+        raise ClipLayerError(
+            f"this text encoder lacks its last {full - n_layers} block(s) (diffusers drops them when "
+            f"converting SD2), so CLIP layer {idx} is unavailable; use {n_layers - full - 1} or lower"
+        )
+    hidden = out.hidden_states[block + 1]
+    if spec["layer_norm_hidden_state"]:
+        final = (
+            model.final_layer_norm
+            if hasattr(model, "final_layer_norm")
+            else model.text_model.final_layer_norm
+        )
+        hidden = final(hidden)
     return hidden, pooled
 
 

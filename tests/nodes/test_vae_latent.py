@@ -137,3 +137,44 @@ def test_checkpoint_loader_reads_file_once_per_store(ctx, monkeypatch):
     _load(ctx, "tiny-sd2.safetensors")
     _load(ctx, "tiny-sd2.safetensors")
     assert len(reads) == 2  # one 1-tensor probe for v-prediction, one full read
+
+
+def _own_vae_dir(tmp_path, model_store):
+    (tmp_path / "models" / "vae").mkdir(parents=True)
+    return tmp_path / "models" / "vae", make_ctx(tmp_path / "models", model_store, tmp_path)
+
+
+def test_vae_loader_family_comes_from_weights_not_file_name(tiny_models_dir, model_store, tmp_path):
+    from nodes.diffusion.checkpoint_io import read_weights
+
+    vae_dir, ctx = _own_vae_dir(tmp_path, model_store)
+    weights = read_weights(tiny_models_dir / "vae" / "tiny-vae.safetensors")
+    save_file(weights, vae_dir / "my-sdxl-vae.safetensors")
+    save_file(
+        weights,
+        vae_dir / "plain.safetensors",
+        metadata={"modelspec.architecture": "stable-diffusion-xl-v1-base/vae"},
+    )
+    named_xl = VAELoader().run(ctx, VAELoader.Inputs(vae_name="my-sdxl-vae.safetensors")).VAE
+    tagged_xl = VAELoader().run(ctx, VAELoader.Inputs(vae_name="plain.safetensors")).VAE
+    assert named_xl.family == "sd15" and tagged_xl.family == "sdxl"
+
+
+def test_vae_loader_names_unsupported_vae_layouts(model_store, tmp_path):
+    from nodes.diffusion.checkpoint_io import CheckpointFormatError
+
+    vae_dir, ctx = _own_vae_dir(tmp_path, model_store)
+    save_file(
+        {
+            "decoder.conv_in.weight": torch.zeros(8, 16, 3, 3),
+            "post_quant_conv.weight": torch.zeros(16, 16, 1, 1),
+        },
+        vae_dir / "flux-ae.safetensors",
+    )
+    save_file(
+        {"decoder.up_blocks.0.resnets.0.conv1.weight": torch.zeros(1)}, vae_dir / "diffusers-vae.safetensors"
+    )
+    with pytest.raises(CheckpointFormatError, match="flux-ae.safetensors is a VAE with 16 latent channels"):
+        VAELoader().run(ctx, VAELoader.Inputs(vae_name="flux-ae.safetensors"))
+    with pytest.raises(CheckpointFormatError, match="diffusers-vae.safetensors is a VAE in diffusers layout"):
+        VAELoader().run(ctx, VAELoader.Inputs(vae_name="diffusers-vae.safetensors"))

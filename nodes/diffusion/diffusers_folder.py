@@ -1,0 +1,163 @@
+"""Diffusers-format model folders (model_index.json + unet/ vae/ text_encoder/ ...): detection and loading.
+
+Detection reads only JSON: `model_index.json` says which parts exist (SDXL pipelines name
+`text_encoder_2`; a refiner has no `text_encoder`), the text encoder's `hidden_act` tells OpenAI CLIP-L
+(`quick_gelu`, SD1.x) from OpenCLIP ViT-H (`gelu`, SD2.x), and the scheduler's `prediction_type` marks
+SD2 v-prediction. Modules load through diffusers/transformers `from_pretrained` with
+`local_files_only=True`, so nothing is fetched; weights must be safetensors unless pickle is allowed.
+
+diffusers' SD2 conversion drops the last of OpenCLIP ViT-H's 24 text blocks, so a 23-block SD2 text
+encoder is marked `missing_top_layers=1`: layer choices keep counting from the original 24 blocks,
+which is how ComfyUI numbers them (its default, the penultimate block, is then the folder's last).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+from nodes.diffusion import families
+from nodes.diffusion.checkpoint_io import CheckpointFormatError, PickleRefusedError, pickle_allowed
+from nodes.diffusion.ldm_layout import Layout, UnetArch, unet_layout
+from nodes.diffusion.text_encode import ClipStack
+
+log = logging.getLogger(__name__)
+
+TEXT_FOLDERS = {
+    "sd15": ("text_encoder",),
+    "sd2": ("text_encoder",),
+    "sd2-v": ("text_encoder",),
+    "sdxl": ("text_encoder", "text_encoder_2"),
+    "sdxl-refiner": ("text_encoder_2",),
+}
+_WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
+_SD2_TRUNCATED_LAYERS = 23
+
+
+def is_diffusers_folder(path: Path) -> bool:
+    """Whether `path` is a diffusers pipeline folder."""
+    return path.is_dir() and (path / "model_index.json").is_file()
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointFormatError(f"{path.parent.name}/{path.name}: cannot read JSON ({exc})") from exc
+
+
+def _has(folder: Path, index: dict[str, Any], part: str) -> bool:
+    entry = index.get(part)
+    return isinstance(entry, list) and entry[0] is not None and (folder / part).is_dir()
+
+
+def detect_family(folder: Path) -> tuple[str, tuple[str, ...]]:
+    """(family, components) of a diffusers folder from its JSON files; a clear error otherwise."""
+    index = _json(folder / "model_index.json")
+    kind = index.get("_class_name", "?")
+    if not _has(folder, index, "unet"):
+        other = "a transformer (SD3, Flux...)" if "transformer" in index else "no unet/"
+        raise CheckpointFormatError(
+            f"{folder.name} is a diffusers {kind} folder with {other}; diffgraph loads SD1.x, SD2.x, SDXL "
+            "and SDXL refiner folders (unet/, text_encoder/ and/or text_encoder_2/, vae/)"
+        )
+    if _has(folder, index, "text_encoder_2"):
+        family = "sdxl" if _has(folder, index, "text_encoder") else "sdxl-refiner"
+    elif _has(folder, index, "text_encoder"):
+        act = _json(folder / "text_encoder" / "config.json").get("hidden_act")
+        family = "sd15" if act == "quick_gelu" else "sd2"
+        scheduler = folder / "scheduler" / "scheduler_config.json"
+        if (
+            family == "sd2"
+            and scheduler.is_file()
+            and _json(scheduler).get("prediction_type") == "v_prediction"
+        ):
+            family = "sd2-v"
+    else:
+        raise CheckpointFormatError(
+            f"{folder.name}: diffusers folder without text_encoder/ or text_encoder_2/"
+        )
+    components = ("unet", "clip", "vae") if _has(folder, index, "vae") else ("unet", "clip")
+    return family, components
+
+
+def _load_kwargs(sub: Path, allow_pickle: bool | None) -> dict[str, Any]:
+    """from_pretrained arguments for one part: safetensors (plain or fp16 variant), else opt-in pickle."""
+    names = [p.name for p in sub.iterdir()]
+    for stem in _WEIGHT_STEMS:
+        if f"{stem}.safetensors" in names or f"{stem}.safetensors.index.json" in names:
+            return {"use_safetensors": True}
+        if f"{stem}.fp16.safetensors" in names or f"{stem}.safetensors.index.fp16.json" in names:
+            return {"use_safetensors": True, "variant": "fp16"}
+    if not any(n.endswith(".bin") for n in names):
+        raise CheckpointFormatError(f"{sub.parent.name}/{sub.name}: no weights file (.safetensors) found")
+    if not pickle_allowed(allow_pickle):
+        raise PickleRefusedError(
+            f"{sub.parent.name}/{sub.name} holds only pickle weights (.bin); pickle can run code when loaded, "
+            "so diffgraph refuses it by default. Convert the folder to safetensors, or opt in with "
+            "DIFFGRAPH_ALLOW_PICKLE=1 (it is then read with torch.load(weights_only=True))."
+        )
+    return {"use_safetensors": False}
+
+
+def _text_specs(folder: Path, family: str) -> list[dict[str, Any]]:
+    specs = copy.deepcopy(families.family_config(family)["text_encoders"])
+    for spec, sub in zip(specs, TEXT_FOLDERS[family], strict=True):
+        spec["folder"] = sub
+        layers = _json(folder / sub / "config.json").get("num_hidden_layers")
+        if family in ("sd2", "sd2-v") and layers == _SD2_TRUNCATED_LAYERS:
+            spec["missing_top_layers"] = 1
+    return specs
+
+
+def load_part(
+    folder: Path, family: str, component: str, dtype: torch.dtype, allow_pickle: bool | None = None
+):
+    """One component of a diffusers folder as the same module the single-file path builds."""
+    if component in ("unet", "vae"):
+        cls = UNet2DConditionModel if component == "unet" else AutoencoderKL
+        kwargs = _load_kwargs(folder / component, allow_pickle)
+        model = cls.from_pretrained(
+            folder, subfolder=component, torch_dtype=dtype, local_files_only=True, **kwargs
+        )
+        return model.eval().requires_grad_(False)
+    specs = _text_specs(folder, family)
+    encoders = {}
+    for spec in specs:
+        sub = folder / spec["folder"]
+        cls = CLIPTextModelWithProjection if spec["with_projection"] else CLIPTextModel
+        model = cls.from_pretrained(
+            sub, dtype=dtype, local_files_only=True, **_load_kwargs(sub, allow_pickle)
+        )
+        encoders[spec["name"]] = model.eval().requires_grad_(False)
+    return ClipStack(family, encoders, specs)
+
+
+def ldm_unet_layout(folder: Path) -> Layout:
+    """LDM (single-file) key names and shapes of the folder's UNet, from its config (for LoRA names)."""
+    cfg = _json(folder / "unet" / "config.json")
+    chans = cfg["block_out_channels"]
+    per_block = cfg.get("transformer_layers_per_block", 1)
+    per_block = [per_block] * len(chans) if isinstance(per_block, int) else per_block
+    depth = tuple(
+        per_block[i] if kind.startswith("CrossAttn") else 0 for i, kind in enumerate(cfg["down_block_types"])
+    )
+    arch = UnetArch(
+        channels=chans[0],
+        mult=tuple(c // chans[0] for c in chans),
+        res_blocks=cfg["layers_per_block"],
+        depth=depth,
+        mid_depth=per_block[-1],
+        context_dim=cfg["cross_attention_dim"],
+        linear_proj=bool(cfg.get("use_linear_projection")),
+        adm_in=cfg.get("projection_class_embeddings_input_dim") or 0,
+        in_channels=cfg.get("in_channels", 4),
+    )
+    return unet_layout(arch)
