@@ -96,6 +96,8 @@ def test_make_previewer_uses_taesd_when_decoder_file_present(tmp_path):
         assert torch.allclose(loaded(x0), reference.eval()(x0))
     image = make_previewer(SD15_LATENT, paths, "auto")(x0)
     assert image.size == (32, 32)
+    big = make_previewer(SD15_LATENT, paths, "auto", max_size=64)(torch.randn(1, 4, 12, 16))
+    assert big.size == (64, 48)  # 128x96 decoded, fit inside max_size (512 px by default)
 
 
 def test_make_previewer_auto_without_taesd_uses_latent2rgb(tmp_path):
