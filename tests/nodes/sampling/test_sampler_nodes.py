@@ -134,7 +134,7 @@ def test_steps_output_is_materialised_only_when_linked(tiny_runner, tiny_sd15_na
     torch.testing.assert_close(seq[-1], _latent(result, "3"))
 
 
-@pytest.mark.parametrize("sampler", ["dpmpp_2m_sde", "uni_pc"])
+@pytest.mark.parametrize("sampler", ["dpmpp_2m_sde", "uni_pc", "sa_solver"])
 def test_ksampler_runs_other_samplers_on_tiny_model(tiny_runner, tiny_sd15_name, sampler):
     result = tiny_runner.run(_txt2img(tiny_sd15_name, sampler_name=sampler, scheduler="karras", steps=2))
     assert result.status == "success", result.error and result.error.data()
@@ -144,3 +144,37 @@ def test_ksampler_runs_other_samplers_on_tiny_model(tiny_runner, tiny_sd15_name,
 def test_sampler_list_covers_comfyui_names_for_eps_models():
     for name in ("euler", "dpmpp_2m", "dpmpp_3m_sde_gpu", "ddim", "uni_pc", "uni_pc_bh2", "lcm", "ipndm_v"):
         assert name in SAMPLER_NAMES
+
+
+def test_uni_pc_steps_output_matches_euler_scale_through_ksampler(tiny_runner, tiny_sd15_name):
+    prompt = retarget(reference_prompt("txt2img_euler_normal"), tiny_sd15_name, SIZE, drop=("8", "9"))
+    prompt["20"] = {
+        "class_type": "LatentStepsToImages",
+        "inputs": {"latent_steps": ["3", 1], "method": "preview", "batch_index": 0, "decode_batch": 8},
+    }
+    prompt["21"] = {"class_type": "PreviewImage", "inputs": {"images": ["20", 0]}}
+    sequences = {}
+    for sampler in ("euler", "uni_pc"):
+        prompt["3"]["inputs"].update(sampler_name=sampler, scheduler="karras", steps=2)
+        result = tiny_runner.run(prompt)
+        assert result.status == "success", result.error and result.error.data()
+        sequences[sampler] = result.node_outputs["3"].steps.steps
+        torch.testing.assert_close(sequences[sampler][-1], result.node_outputs["3"].LATENT.samples)
+    # After step 1 both latents sit at about the same noise level (uni_pc's schedule differs slightly).
+    rms = {name: float(seq[0].pow(2).mean().sqrt()) for name, seq in sequences.items()}
+    ratio = rms["uni_pc"] / rms["euler"]
+    assert 0.7 < ratio < 1.4, ratio
+
+
+@pytest.mark.parametrize(("sampler", "negative_matters"), [("euler_cfg_pp", True), ("euler", False)])
+def test_ksampler_cfg_pp_uses_the_negative_at_cfg_one(tiny_runner, tiny_sd15_name, sampler, negative_matters):
+    # ComfyUI's CFG++ samplers disable the cfg-1 shortcut: their step follows the uncond prediction.
+    prompt = retarget(reference_prompt("txt2img_euler_normal"), tiny_sd15_name, SIZE, drop=("8", "9"))
+    prompt["3"]["inputs"].update(sampler_name=sampler, cfg=1.0, steps=2)
+    latents = []
+    for negative in ("blurry, low quality", "a red bicycle"):
+        prompt["7"]["inputs"]["text"] = negative
+        result = tiny_runner.run(prompt)
+        assert result.status == "success", result.error and result.error.data()
+        latents.append(result.node_outputs["3"].LATENT.samples)
+    assert torch.equal(latents[0], latents[1]) != negative_matters
