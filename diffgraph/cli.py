@@ -1,13 +1,15 @@
 """The `diffgraph` command: argument parsing and dispatch to one small module per subcommand.
 
 Exit codes: 0 success; 1 a node failed at run time (or any batch item failed, or `validate` found
-problems); 2 bad usage or a workflow that cannot run at all (nothing ran); 130 interrupted (Ctrl-C).
+problems); 2 bad usage or a workflow that cannot run at all (nothing ran); 130 interrupted (Ctrl-C);
+141 stdout closed early (the reader of a pipe, such as `head`, quit), as other Unix tools do.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +21,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 COMMANDS = (run, validate, convert, nodes, serve, make_checkpoint)
 PASSTHROUGH = {"serve": serve, "make-checkpoint": make_checkpoint}
@@ -58,3 +61,17 @@ def main(argv: Sequence[str] | None = None, *, registry_factory: RegistryFactory
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (captured in tests): nothing will flush to a closed pipe
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

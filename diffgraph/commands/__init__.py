@@ -25,7 +25,12 @@ def add_folder_options(parser: argparse.ArgumentParser, output: bool = True) -> 
     )
     if output:
         parser.add_argument(
-            "--out", type=Path, default=Path("output"), help="where outputs are written; default ./output"
+            "--out",
+            "--output-dir",
+            dest="out",
+            type=Path,
+            default=Path("output"),
+            help="where outputs are written; default ./output",
         )
 
 

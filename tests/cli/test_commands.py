@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 
 from PIL import Image as PILImage
 
+from diffgraph.cli import main
 from engine.media_metadata import png_info
 from tests.cli import stub_nodes
 
@@ -139,3 +142,23 @@ def test_make_checkpoint_passes_arguments_through(cli, project):
     result = cli("make-checkpoint", "--arch", "sd15", "--size", "tiny", "--seed", "1", "x.safetensors")
     assert result.code == 0, result.err
     assert (project / "x.safetensors").stat().st_size > 1_000_000
+
+
+def test_cli_exits_quietly_when_the_pipe_reader_quits(project, monkeypatch):
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["nodes"], registry_factory=stub_nodes.stub_registry_factory) == 141
+
+
+def test_serve_and_run_read_the_same_models_dir_variable(cli, project, monkeypatch):
+    import server.main
+    from diffgraph.api import MODELS_DIR_ENV
+
+    seen = {}
+    monkeypatch.setattr(server.main, "serve", lambda registry, env, settings, **kw: seen.update(m=env))
+    monkeypatch.setenv(MODELS_DIR_ENV, str(project / "shared-models"))
+    assert cli("serve", "--port", "0").code == 0
+    assert seen["m"].model_paths.root == project / "shared-models"
