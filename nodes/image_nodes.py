@@ -15,7 +15,7 @@ import random
 import string
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -49,11 +49,11 @@ def save_png_batch(
     results = []
     for index, frame in enumerate(frames):
         ctx.check_cancelled()
-        name = target.write(
-            ".png",
-            index,
-            lambda h, f=frame: f.save(h, format="PNG", pnginfo=metadata, compress_level=compress_level),
-        )
+
+        def write_png(handle: IO[bytes], image: PILImage.Image = frame) -> None:
+            image.save(handle, format="PNG", pnginfo=metadata, compress_level=compress_level)
+
+        name = target.write(".png", index, write_png)
         results.append({"filename": name, "subfolder": target.subfolder, "type": dir_type})
     return results
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import av
 import numpy as np
@@ -63,7 +63,7 @@ def require_encoder(name: str) -> None:
         ) from exc
 
 
-def _encoder_options(fmt: str, crf: int) -> dict[str, str]:
+def _encoder_options(fmt: str, crf: int) -> dict[str, object]:
     if fmt == "mp4":
         return {"crf": str(min(crf, 51)), "preset": "medium"}
     if fmt == "webm":
@@ -82,7 +82,8 @@ def _pal8_frame(image: PILImage.Image) -> av.VideoFrame:
     palette = np.array(quantized.getpalette(), dtype=np.uint8).reshape(-1, 3)[:256]
     palette = np.concatenate([palette, np.zeros((256 - len(palette), 3), dtype=np.uint8)])
     argb = np.concatenate([np.full((256, 1), 255, dtype=np.uint8), palette], axis=1)
-    return av.VideoFrame.from_ndarray((np.asarray(quantized), argb), format="pal8")
+    # PyAV takes pal8 as an (indices, ARGB palette) pair; its type stubs only know single arrays.
+    return av.VideoFrame.from_ndarray((np.asarray(quantized), argb), format="pal8")  # type: ignore[arg-type]
 
 
 def encode_video(
@@ -104,7 +105,7 @@ def encode_video(
     options = {"mp4": {"movflags": "use_metadata_tags"}, "webp": {"loop": "0"}, "gif": {"loop": "0"}}
     with av.open(buffer, "w", format=spec.container, options=options.get(fmt, {})) as container:
         container.metadata.update(metadata or {})
-        stream = container.add_stream(spec.codec, rate=rate)
+        stream = cast(av.VideoStream, container.add_stream(spec.codec, rate=rate))
         stream.width, stream.height, stream.pix_fmt = width, height, spec.pix_fmt
         stream.options = _encoder_options(fmt, crf)
         for index, image in enumerate(frames):
