@@ -65,6 +65,32 @@ def _combine(preds: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     return torch.tensordot(torch.stack(preds, dim=1), weights.to(preds[0].dtype), dims=([1], [0]))
 
 
+def _adams_step(
+    x: torch.Tensor,
+    preds: list[torch.Tensor],
+    sigmas: torch.Tensor,
+    lambdas: torch.Tensor,
+    i: int,
+    order: int,
+    tau_t: float,
+    corrector: bool,
+) -> torch.Tensor:
+    """One Adams update with the last `order` x0 predictions (the newest made at step i): the predictor
+    goes from sigmas[i] to sigmas[i + 1], the corrector redoes sigmas[i - 1] to sigmas[i]."""
+    src, dst = (i - 1, i) if corrector else (i, i + 1)
+    b = adams_weights(sigmas[dst], lambdas[i - order + 1 : i + 1], lambdas[src], lambdas[dst], tau_t)
+    h = lambdas[dst] - lambdas[src]
+    return sigmas[dst] / sigmas[src] * (-(tau_t**2) * h).exp() * x + _combine(preds[-order:], b)
+
+
+def _default_tau(run: SamplerRun) -> TauFn:
+    """ComfyUI's default stochasticity: eta 1 between the sigmas at 20 % and 80 % of the schedule."""
+    if run.model_sampling is None:
+        raise ValueError("sa_solver needs the model's sigma table (SamplerRun.model_sampling)")
+    ms = run.model_sampling
+    return tau_interval(ms.percent_to_sigma(SDE_START_PERCENT), ms.percent_to_sigma(SDE_END_PERCENT))
+
+
 def sample_sa_solver(
     model: Denoiser,
     x: torch.Tensor,
@@ -83,17 +109,13 @@ def sample_sa_solver(
     """
     if len(sigmas) <= 1:
         return x
-    if tau is None:
-        if run.model_sampling is None:
-            raise ValueError("sa_solver needs the model's sigma table (SamplerRun.model_sampling)")
-        ms = run.model_sampling
-        tau = tau_interval(ms.percent_to_sigma(SDE_START_PERCENT), ms.percent_to_sigma(SDE_END_PERCENT))
+    tau = tau if tau is not None else _default_tau(run)
     noise_sampler = run.noise_for(x)
     s_in = ones_like_batch(x)
     lambdas = t_fn(sigmas)
     keep = max(predictor_order, corrector_order)
     lower_order_to_end = float(sigmas[-1]) == 0
-    x_pred, h, tau_t, noise = x, 0.0, 0.0, 0.0
+    x_pred, tau_t, noise = x, 0.0, 0.0
     preds: list[torch.Tensor] = []
     for i in range(len(sigmas) - 1):
         denoised = model(x_pred, sigmas[i] * s_in)
@@ -108,8 +130,7 @@ def sample_sa_solver(
         if c_order == 0:
             x = x_pred
         else:
-            b = adams_weights(sigmas[i], lambdas[i - c_order + 1 : i + 1], lambdas[i - 1], lambdas[i], tau_t)
-            x = sigmas[i] / sigmas[i - 1] * (-(tau_t**2) * h).exp() * x + _combine(preds[-c_order:], b)
+            x = _adams_step(x, preds, sigmas, lambdas, i, c_order, tau_t, corrector=True)
             if tau_t > 0 and s_noise > 0:
                 # The corrected state gets the same noise the predictor added.
                 x = x + noise
@@ -120,10 +141,9 @@ def sample_sa_solver(
             x_pred = denoised
             continue
         tau_t = tau(sigmas[i + 1])
-        b = adams_weights(sigmas[i + 1], lambdas[i - p_order + 1 : i + 1], lambdas[i], lambdas[i + 1], tau_t)
-        h = lambdas[i + 1] - lambdas[i]
-        x_pred = sigmas[i + 1] / sigmas[i] * (-(tau_t**2) * h).exp() * x + _combine(preds[-p_order:], b)
+        x_pred = _adams_step(x, preds, sigmas, lambdas, i, p_order, tau_t, corrector=False)
         if tau_t > 0 and s_noise > 0:
+            h = lambdas[i + 1] - lambdas[i]
             spread = (-2 * tau_t**2 * h).expm1().neg().sqrt()
             noise = noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * spread * s_noise
             x_pred = x_pred + noise
