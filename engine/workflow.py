@@ -104,7 +104,8 @@ def load_workflow(source: str | Path | dict[str, Any], object_info: dict[str, An
         # The embedded API prompt is exactly what ran; the UI graph is only converted when it is alone.
         if prompt is not None:
             return Workflow(prompt=prompt, ui=ui, source=str(path))
-        if ui is not None and object_info is not None:
+        if ui is not None:
+            # workflow_from_data names the missing node schemas when object_info is None.
             return workflow_from_data(ui, object_info, str(path))
         raise WorkflowFormatError(f"{path} carries no workflow metadata", code="no_workflow_metadata")
     text = path.read_text(encoding="utf-8")

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from engine.devices import DevicePolicy
@@ -32,6 +33,11 @@ from nodes.diffusion.checkpoint_io import read_weights
 from nodes.diffusion.make_checkpoint import ARCH_NAMES, make_checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tiny models: one intra-op thread beats two here (thread hand-offs dominate small convolutions),
+# and it keeps parallel test runs on shared machines from oversubscribing the cores. The variable
+# carries the same choice into the CLI and server subprocesses the tests start.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 REFERENCE_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "make_random_checkpoint.py"
 REFERENCE_SIZE = 2132651014
@@ -97,3 +103,16 @@ def reference_sd15_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, str(REFERENCE_SCRIPT), "--out", str(path)], check=True)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _full_size_models_use_every_core(request: pytest.FixtureRequest):
+    """Tests on the full-size reference checkpoint run big convolutions: give them every core."""
+    if "reference_sd15_path" not in request.fixturenames:
+        yield
+        return
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(1)
