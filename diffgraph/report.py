@@ -115,8 +115,9 @@ def run_json(
     seconds: float,
     demo: dict[str, str] | None = None,
     demo_resized: dict[str, str] | None = None,
+    total: int | None = None,
 ) -> dict[str, Any]:
-    """The whole --json document of `diffgraph run`.
+    """The whole --json document of `diffgraph run`; `total` counts items planned (some may not run).
 
     `demo` = {node id: missing checkpoint the demo checkpoint replaced}; `demo_resized` = {node id:
     "512x512 -> 256x256"} for latents the demo rendered smaller.
@@ -130,6 +131,7 @@ def run_json(
             "items": len(items),
             "succeeded": len(items) - failed,
             "failed": failed,
+            "not_run": max(0, (total or 0) - len(items)),
             "seconds": seconds,
         },
         "demo_checkpoint": demo or {},

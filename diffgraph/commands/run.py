@@ -99,8 +99,14 @@ def item_workflow(base: Workflow, item: Item, targets: list[tuple[str, str]]) ->
 def execute_interruptible(
     session: Session, workflow: Workflow, validation: Any, force: bool, sink: Any
 ) -> RunResult:
-    """Run in a worker thread so Ctrl-C cancels cleanly between and inside nodes."""
+    """Run in a worker thread so Ctrl-C cancels cleanly between and inside nodes.
+
+    The main thread waits on an Event rather than Thread.join: a KeyboardInterrupt landing inside
+    join() can leave the thread marked finished while it still runs (CPython's bpo-45274 handling).
+    A second Ctrl-C while the node winds down gives up waiting.
+    """
     cancel = CancelToken()
+    done = threading.Event()
     box: dict[str, Any] = {}
 
     def work() -> None:
@@ -108,15 +114,17 @@ def execute_interruptible(
             box["result"] = session.execute(workflow, validation, force=force, sink=sink, cancel=cancel)
         except BaseException as exc:  # handed to the main thread and re-raised there
             box["error"] = exc
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=work, name="diffgraph-run", daemon=True)
-    thread.start()
     try:
-        while thread.is_alive():
-            thread.join(0.1)
+        threading.Thread(target=work, name="diffgraph-run", daemon=True).start()
+        while not done.wait(0.1):
+            pass
     except KeyboardInterrupt:
         cancel.cancel()
-        thread.join()
+        while not done.wait(0.1):
+            pass
     if "error" in box:
         raise box["error"]
     return box["result"]
@@ -154,6 +162,8 @@ def run_item(
         progress.end_item(
             True, f"{len(result.executed)} ran, {len(result.cached)} cached, {result.seconds:.1f}s: {files}"
         )
+    elif result.status == "interrupted":
+        progress.end_item(False, "interrupted (Ctrl-C); the rest of the batch does not run")
     else:
         progress.end_item(False, result.error_message())
     return item_json(item, result.status, workflow.prompt, result, result.error)
@@ -208,19 +218,20 @@ def finish(
 ) -> int:
     """Print the result (JSON or file paths) and choose the exit code."""
     if args.json:
-        print_json(run_json(args.workflow, reports, seconds, demo_plan.replaced, demo_plan.resized))
+        print_json(run_json(args.workflow, reports, seconds, demo_plan.replaced, demo_plan.resized, total))
     else:
         for report in reports:
             for path in report["files"]:
                 print(path)
-    failed = [r for r in reports if r["status"] != "success"]
+    failed = sum(1 for r in reports if r["status"] != "success")
     if total > 1:
+        not_run = f", {total - len(reports)} not run" if len(reports) < total else ""
         print(
-            f"{total} items: {total - len(failed)} succeeded, {len(failed)} failed ({seconds:.1f}s)",
+            f"{total} items: {len(reports) - failed} succeeded, {failed} failed{not_run} ({seconds:.1f}s)",
             file=sys.stderr,
         )
     if any(r["status"] == "interrupted" for r in reports):
         return EXIT_INTERRUPTED
-    if total == 1 and failed and failed[0]["status"] == "invalid":
+    if total == 1 and failed and reports[0]["status"] == "invalid":
         return EXIT_USAGE
     return EXIT_FAILED if failed else EXIT_OK

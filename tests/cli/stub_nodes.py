@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import _thread
 import json
+import time
 from typing import Any, ClassVar, Literal
 
 from engine import (
@@ -125,6 +127,12 @@ class KSampler(Node):
         CALLS.append(self.class_type)
         if inputs.seed == 666:
             raise UserFacingError("unlucky seed 666; pick another seed")
+        if inputs.seed == 130:
+            # Acts like Ctrl-C in the terminal, then waits for the cancellation to reach the node.
+            _thread.interrupt_main()
+            for _ in range(500):
+                time.sleep(0.01)
+                ctx.progress(1, 2)
         for step in range(inputs.steps):
             ctx.progress(step + 1, inputs.steps)
         value = {

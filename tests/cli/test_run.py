@@ -183,7 +183,7 @@ def test_run_json_schema(cli):
     }
     assert doc["demo_checkpoint"] == {} and doc["demo_resized"] == {}
     assert doc["status"] == "success" and doc["workflow"] == "workflow.json"
-    assert set(doc["summary"]) == {"items", "succeeded", "failed", "seconds"}
+    assert set(doc["summary"]) == {"items", "succeeded", "failed", "not_run", "seconds"}
     item = doc["items"][0]
     assert set(item) >= {
         "index",
@@ -301,3 +301,12 @@ def test_run_seeds_on_a_workflow_without_seeds_says_what_to_do(cli, project):
     (project / "linked.json").write_text(json.dumps(prompt), encoding="utf-8")
     result = cli("run", "linked.json", "--seeds", "1-3")
     assert result.code == 2 and "--seed-input" in result.err
+
+
+def test_run_ctrl_c_cancels_the_running_node_and_stops_the_batch(cli):
+    result = cli("run", "workflow.json", "--seeds", "1,130,2", "--json")
+    assert result.code == 130
+    items = result.json()["items"]
+    assert [(i["seed"], i["status"]) for i in items] == [(1, "success"), (130, "interrupted")]
+    assert result.json()["summary"] == {**result.json()["summary"], "succeeded": 1, "failed": 1, "not_run": 1}
+    assert "interrupted (Ctrl-C)" in result.err and "3 items: 1 succeeded, 1 failed, 1 not run" in result.err
