@@ -3,18 +3,19 @@
     python bench/load_checkpoint.py --out bench/results/load_checkpoint.json [--ckpt PATH] [--rounds 3]
 
 Without --ckpt the random reference file is generated with ../shared/reference/make_random_checkpoint.py
-(cached under $DIFFGRAPH_TEST_CACHE or /tmp). Both loaders run offline on CPU in fp32, alternating,
-with diffusers given a local config folder (written from diffgraph's shipped configs) so it never
-goes online.
+(cached under $DIFFGRAPH_TEST_CACHE or /tmp). Both loaders run offline on CPU in fp32, each load in a
+fresh interpreter (so neither reuses memory the other freed), alternating in ABBA order after one
+uncounted load that warms the page cache; diffusers gets a local config folder (written from
+diffgraph's shipped configs) so it never goes online. Reports median/min seconds and peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -97,18 +98,18 @@ def diffusers_config_dir(ckpt: Path, out: Path) -> Path:
     return out
 
 
-def time_diffgraph(ckpt: Path) -> float:
-    """Seconds for a cold load of all three components into a fresh store."""
+def time_diffgraph(ckpt: Path) -> tuple[float, str]:
+    """Seconds for a cold load of all three components into a fresh store, and the UNet dtype."""
     store = ModelStore(DevicePolicy.from_env(device="cpu"))
     t0 = time.perf_counter()
-    loader.load_checkpoint_into(store, ckpt)
+    _, recipes = loader.load_checkpoint_into(store, ckpt)
     elapsed = time.perf_counter() - t0
-    store.unload_all()
-    return elapsed
+    unet = loader.load_component_into(store, recipes["unet"])
+    return elapsed, str(next(unet.parameters()).dtype)
 
 
-def time_diffusers(ckpt: Path, config_dir: Path) -> float:
-    """Seconds for StableDiffusionPipeline.from_single_file with the local config folder."""
+def time_diffusers(ckpt: Path, config_dir: Path) -> tuple[float, str]:
+    """Seconds for StableDiffusionPipeline.from_single_file with the local config folder, and the UNet dtype."""
     from diffusers import StableDiffusionPipeline
 
     t0 = time.perf_counter()
@@ -120,41 +121,70 @@ def time_diffusers(ckpt: Path, config_dir: Path) -> float:
         requires_safety_checker=False,
     )
     elapsed = time.perf_counter() - t0
-    del pipe
-    return elapsed
+    return elapsed, str(pipe.unet.dtype)
+
+
+def child(name: str, ckpt: Path, config_dir: Path) -> int:
+    """One load in this (fresh) process; prints seconds, dtype and peak RSS as one JSON line."""
+    seconds, dtype = time_diffgraph(ckpt) if name == "diffgraph" else time_diffusers(ckpt, config_dir)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": round(seconds, 3), "dtype": dtype, "peak_rss_bytes": peak}))
+    return 0
+
+
+def run_child(name: str, ckpt: Path, config_dir: Path) -> dict:
+    """Run one load in a fresh interpreter, so neither loader reuses memory the other freed."""
+    cmd = [sys.executable, __file__, "--child", name, "--ckpt", str(ckpt), "--config-dir", str(config_dir)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> int:
-    """Run both loaders alternately and write the timings as JSON."""
+    """Run both loaders in alternating fresh processes (ABBA order) and write the timings as JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
     ap.add_argument("--ckpt")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--child", choices=("diffgraph", "diffusers"), help=argparse.SUPPRESS)
+    ap.add_argument("--config-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
     ckpt = Path(args.ckpt) if args.ckpt else reference_checkpoint()
+    if args.child:
+        return child(args.child, ckpt, Path(args.config_dir))
+    if not args.out:
+        ap.error("--out is required")
     with tempfile.TemporaryDirectory() as tmp:
         config_dir = diffusers_config_dir(ckpt, Path(tmp))
+        run_child("diffgraph", ckpt, config_dir)  # warms the page cache; not counted
         rows = []
         for i in range(args.rounds):
-            for name, fn in (
-                ("diffgraph", lambda: time_diffgraph(ckpt)),
-                ("diffusers", lambda: time_diffusers(ckpt, config_dir)),
-            ):
-                gc.collect()
-                seconds = fn()
-                rows.append({"round": i, "loader": name, "seconds": round(seconds, 3)})
-                print(f"round {i} {name:10s} {seconds:7.2f} s", flush=True)
+            order = ("diffgraph", "diffusers") if i % 2 == 0 else ("diffusers", "diffgraph")
+            for name in order:
+                row = {"round": i, "loader": name, **run_child(name, ckpt, config_dir)}
+                rows.append(row)
+                print(
+                    f"round {i} {name:10s} {row['seconds']:7.2f} s  peak RSS {row['peak_rss_bytes'] >> 20} MiB"
+                )
     summary = {}
     for name in ("diffgraph", "diffusers"):
-        times = [r["seconds"] for r in rows if r["loader"] == name]
-        summary[name] = {"median_s": round(statistics.median(times), 3), "min_s": min(times)}
+        mine = [r for r in rows if r["loader"] == name]
+        times = [r["seconds"] for r in mine]
+        summary[name] = {
+            "median_s": round(statistics.median(times), 3),
+            "min_s": min(times),
+            "peak_rss_mib": max(r["peak_rss_bytes"] for r in mine) >> 20,
+            "dtype": mine[0]["dtype"],
+        }
     result = {
         "checkpoint": str(ckpt),
         "bytes": ckpt.stat().st_size,
         "device": "cpu",
-        "dtype": "fp32",
+        "page_cache": "warm (one uncounted load first)",
+        "process": "fresh interpreter per load, ABBA order",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_avg_after": os.getloadavg(),
         "machine": platform.machine(),
         "rows": rows,
         "summary": summary,

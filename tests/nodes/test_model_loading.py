@@ -96,10 +96,8 @@ def test_model_forward_contract(tiny_checkpoint_paths, model_store, tmp_path):
     assert y.shape == x.shape and y.dtype == torch.float32
 
 
-def test_reader_casts_while_reading_across_chunks(tmp_path, monkeypatch):
+def test_reader_casts_while_reading(tmp_path):
     from safetensors.torch import save_file
-
-    from nodes.diffusion import checkpoint_io
 
     g = torch.Generator().manual_seed(0)
     tensors = {
@@ -110,27 +108,24 @@ def test_reader_casts_while_reading_across_chunks(tmp_path, monkeypatch):
     }
     path = tmp_path / "t.safetensors"
     save_file(tensors, path)
-    monkeypatch.setattr(checkpoint_io, "_CHUNK", 4096)  # forces the big tensor through many chunks
     got = read_weights(path, cast=lambda key: torch.float32)
     for key, t in tensors.items():
         expected = t.float() if t.is_floating_point() else t
         assert got[key].dtype == expected.dtype and torch.equal(got[key], expected), key
 
 
-def test_reader_reports_truncation_found_while_reading(tiny_sd15_path, tmp_path, monkeypatch):
-    from nodes.diffusion import checkpoint_io
-
-    bad = tmp_path / "cut.safetensors"
-    bad.write_bytes(tiny_sd15_path.read_bytes()[:-1000])
-    monkeypatch.setattr(checkpoint_io, "read_header", lambda p: _header_ignoring_size(p))
-    with pytest.raises(CheckpointFormatError, match="cut.safetensors: short read.*truncated"):
-        read_weights(bad, cast=lambda key: torch.float32)
-
-
-def _header_ignoring_size(path):
+def test_reader_handles_unaligned_tensors(tmp_path):
     import json
     import struct
 
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n)), 8 + n
+    half = torch.tensor([1.5, -2.0, 3.25], dtype=torch.float16)
+    header = {
+        "flag": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},
+        "w": {"dtype": "F16", "shape": [3], "data_offsets": [1, 7]},
+    }
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)  # data starts 8-aligned, so "w" sits at an odd address
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\x07" + half.numpy().tobytes())
+    got = read_weights(path, cast=lambda key: torch.float32)
+    assert got["flag"].tolist() == [7] and got["w"].tolist() == [1.5, -2.0, 3.25]
