@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TextIO
 
 from diffgraph.workflow import describe_node
@@ -24,6 +25,10 @@ class PlainProgress:
         """Write one line (unless quiet; errors pass `always`)."""
         if always or not self.quiet:
             print(f"{self.prefix}{text}", file=self.stream, flush=True)
+
+    def status(self, text: str) -> AbstractContextManager[Any]:
+        """A note shown while something slow and silent happens (plain lines stay quiet)."""
+        return nullcontext()
 
     def start_batch(self, total: int) -> None:
         """A batch of `total` items begins."""
@@ -84,6 +89,10 @@ class RichProgress(PlainProgress):
     def say(self, text: str, always: bool = False) -> None:
         """Print above the bars."""
         self.console.print(text, markup=False, highlight=False)
+
+    def status(self, text: str) -> AbstractContextManager[Any]:
+        """A spinner with `text` until the block ends (imports take seconds before the first node)."""
+        return self.console.status(text)
 
     def start_batch(self, total: int) -> None:
         """Create the bars."""

@@ -189,7 +189,9 @@ def run_all(args: argparse.Namespace, registry_factory: RegistryFactory | None) 
     seeds = parse_seeds(args.seeds) if args.seeds else None
     batch = read_batch(args.batch) if args.batch else None
     progress = make_progress(args.progress)
-    with open_session(args, registry_factory) as session:
+    with progress.status("starting: loading torch and the node library"):
+        session = open_session(args, registry_factory)
+    with session:
         # --set applies to every item; a bad one fails the whole run before anything starts.
         base = session.load(args.workflow).apply(base_overrides)
         demo_plan = demo.DemoPlan()
