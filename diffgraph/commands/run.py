@@ -62,8 +62,8 @@ def add_parser(sub: Any) -> None:
         const="on",
         default="auto",
         help="when the workflow's checkpoint is missing, make and use a tiny RANDOM-WEIGHT demo checkpoint "
-        "(images are noise) to show the whole pipeline working; without this flag that happens only when "
-        "models/checkpoints/ has no checkpoint at all, always with a notice",
+        "(images are noise, at most 256 px a side) to show the whole pipeline working; without this flag "
+        "that happens only when models/checkpoints/ has no checkpoint at all, always with a notice",
     )
     demo_group.add_argument(
         "--no-demo", dest="demo", action="store_const", const="off", help="never use the demo checkpoint"
