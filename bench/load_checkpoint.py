@@ -139,6 +139,21 @@ def run_child(name: str, ckpt: Path, config_dir: Path) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def summarize(rows: list[dict]) -> dict:
+    """Per loader: median and min seconds, peak RSS and the dtype the UNet ended in."""
+    summary = {}
+    for name in ("diffgraph", "diffusers"):
+        mine = [r for r in rows if r["loader"] == name]
+        times = [r["seconds"] for r in mine]
+        summary[name] = {
+            "median_s": round(statistics.median(times), 3),
+            "min_s": min(times),
+            "peak_rss_mib": max(r["peak_rss_bytes"] for r in mine) >> 20,
+            "dtype": mine[0]["dtype"],
+        }
+    return summary
+
+
 def main() -> int:
     """Run both loaders in alternating fresh processes (ABBA order) and write the timings as JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -165,22 +180,14 @@ def main() -> int:
                 print(
                     f"round {i} {name:10s} {row['seconds']:7.2f} s  peak RSS {row['peak_rss_bytes'] >> 20} MiB"
                 )
-    summary = {}
-    for name in ("diffgraph", "diffusers"):
-        mine = [r for r in rows if r["loader"] == name]
-        times = [r["seconds"] for r in mine]
-        summary[name] = {
-            "median_s": round(statistics.median(times), 3),
-            "min_s": min(times),
-            "peak_rss_mib": max(r["peak_rss_bytes"] for r in mine) >> 20,
-            "dtype": mine[0]["dtype"],
-        }
+    summary = summarize(rows)
     result = {
         "checkpoint": str(ckpt),
         "bytes": ckpt.stat().st_size,
         "device": "cpu",
         "page_cache": "warm (one uncounted load first)",
         "process": "fresh interpreter per load, ABBA order",
+        "peak_rss_note": "ru_maxrss: also counts the file's page-cache pages mapped while reading (both loaders map it)",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
