@@ -85,7 +85,6 @@ def _same_results(ctx, a, b, arch):
     torch.testing.assert_close(da, db)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["sd15", "sd2-v", "sdxl", "sdxl-refiner"])
 def test_checkpoint_loader_diffusers_folder_equals_single_file(
     arch, tiny_checkpoint_paths, model_store, tmp_path
