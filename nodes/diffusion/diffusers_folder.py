@@ -122,14 +122,14 @@ def load_part(
 ):
     """One component of a diffusers folder as the same module the single-file path builds."""
     if component in ("unet", "vae"):
-        cls = UNet2DConditionModel if component == "unet" else AutoencoderKL
+        part_cls = UNet2DConditionModel if component == "unet" else AutoencoderKL
         kwargs = _load_kwargs(folder / component, allow_pickle)
-        model = cls.from_pretrained(
+        model = part_cls.from_pretrained(
             folder, subfolder=component, torch_dtype=dtype, local_files_only=True, **kwargs
         )
         return model.eval().requires_grad_(False)
     specs = _text_specs(folder, family)
-    encoders = {}
+    encoders: dict[str, torch.nn.Module] = {}
     for spec in specs:
         sub = folder / spec["folder"]
         cls = CLIPTextModelWithProjection if spec["with_projection"] else CLIPTextModel

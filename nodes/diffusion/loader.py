@@ -59,7 +59,7 @@ class CheckpointInfo:
 
 def _to_model(
     model: torch.nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype, name: str
-) -> LoadReport:
+) -> tuple[torch.nn.Module, LoadReport]:
     """Assign converted tensors into a meta-built model in `dtype`; report key mismatches."""
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     result = model.load_state_dict(state, strict=False, assign=True)
@@ -114,7 +114,8 @@ def build_text(
     family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype
 ) -> tuple[ClipStack, list[LoadReport]]:
     """The family's text encoder(s) from HF- or open_clip-layout tensors."""
-    encoders, reports = {}, []
+    encoders: dict[str, torch.nn.Module] = {}
+    reports: list[LoadReport] = []
     specs = families.family_config(family)["text_encoders"]
     for spec in specs:
         cfg = CLIPTextConfig(**families.text_config(spec, sd))
@@ -134,8 +135,7 @@ def build_text(
         if not any(k.startswith("text_model.") for k in model.state_dict()):
             # transformers 5 flattened CLIPTextModel (no `text_model.` level).
             state = {k.removeprefix("text_model."): v for k, v in state.items()}
-        model, report = _to_model(model, state, dtype, f"{family} {spec['name']}")
-        encoders[spec["name"]] = model
+        encoders[spec["name"]], report = _to_model(model, state, dtype, f"{family} {spec['name']}")
         reports.append(report)
     return ClipStack(family, encoders, specs), reports
 

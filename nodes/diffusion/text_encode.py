@@ -167,12 +167,9 @@ def run_encoder(
         )
     hidden = out.hidden_states[block + 1]
     if spec["layer_norm_hidden_state"]:
-        final = (
-            model.final_layer_norm
-            if hasattr(model, "final_layer_norm")
-            else model.text_model.final_layer_norm
-        )
-        hidden = final(hidden)
+        # transformers 5 flattened CLIPTextModel; CLIPTextModelWithProjection still nests text_model.
+        owner = model if hasattr(model, "final_layer_norm") else model.get_submodule("text_model")
+        hidden = owner.get_submodule("final_layer_norm")(hidden)
     return hidden, pooled
 
 
