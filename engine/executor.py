@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,6 +37,7 @@ from engine.workflow import unwrap_constant
 log = logging.getLogger(__name__)
 
 Status = Literal["success", "error", "interrupted"]
+PLAN_MEMO_SIZE = 16  # recent distinct prompts whose plans are kept
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Plan:
     consumers: dict[str, set[int]]
     deps: dict[str, list[str]]
     links: Links
+    pure: bool  # no fingerprint hook and nothing uncacheable: the same prompt text plans the same
 
 
 class _Run:
@@ -193,6 +197,7 @@ class Executor:
         self.env = env
         self.cache = cache if cache is not None else OutputCache()
         self._instances: dict[type[Node], Node] = {}
+        self._plans: OrderedDict[str, Plan] = OrderedDict()
 
     def instance(self, node_cls: type[Node]) -> Node:
         """Nodes are stateless, so one instance per class serves every call."""
@@ -209,6 +214,29 @@ class Executor:
             log.exception("fingerprint of %s failed; the node will re-run", spec.class_type)
             return math.nan
 
+    def _planned(self, prompt: dict[str, Any], outputs: list[str]) -> Plan:
+        """plan(), memoised on the prompt's exact text for prompts whose signatures are pure.
+
+        Resubmitting a workflow unchanged (or re-queueing it from history) is common, and planning
+        is most of its cost. A plan depends only on the prompt text and the registry's classes,
+        which never change for a registered class_type, unless a node has a fingerprint hook or is
+        uncacheable: those plans are rebuilt every time, so IS_CHANGED is asked on every run.
+        """
+        try:
+            key = json.dumps([prompt, outputs], separators=(",", ":"), allow_nan=True)
+        except (TypeError, ValueError):  # a Python-API prompt holding non-JSON values: no memo
+            return self.plan(prompt, outputs)
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        plan = self.plan(prompt, outputs)
+        if plan.pure:
+            self._plans[key] = plan
+            while len(self._plans) > PLAN_MEMO_SIZE:
+                self._plans.popitem(last=False)
+        return plan
+
     def plan(self, prompt: dict[str, Any], outputs: Iterable[str]) -> Plan:
         """Order the outputs' ancestry, sign every node and record which output slots are consumed."""
         links = linked_inputs(prompt, outputs)
@@ -217,6 +245,7 @@ class Executor:
         signatures: dict[str, str] = {}
         consumers: dict[str, set[int]] = {}
         specs: dict[str, NodeSpec] = {}
+        pure = True
         for node_id in order:
             node = prompt[node_id]
             class_type = node["class_type"]
@@ -230,6 +259,7 @@ class Executor:
             fingerprint = self._fingerprint(spec, inputs, mine) if spec.has_fingerprint else None
             if not spec.node_cls.cacheable:
                 fingerprint = math.nan
+            pure = pure and not spec.has_fingerprint and spec.node_cls.cacheable
             signatures[node_id] = node_signature(
                 class_type,
                 spec.node_cls.version,
@@ -239,7 +269,7 @@ class Executor:
                 fingerprint=fingerprint,
                 node_id=node_id if spec.signs_node_id else None,
             )
-        return Plan(order, signatures, consumers, deps, links)
+        return Plan(order, signatures, consumers, deps, links, pure)
 
     def _needed(
         self, plan: Plan, prompt: dict[str, Any], outputs: list[str], forced: set[str]
@@ -274,7 +304,7 @@ class Executor:
         previews: bool = True,
     ) -> ExecutionResult:
         """Run a validated prompt's outputs; never raises for node failures (see result.status)."""
-        plan = self.plan(prompt, outputs)
+        plan = self._planned(prompt, outputs)
         order = plan.order
         run = _Run(self, plan, prompt, prompt_id, extra_data or {}, sink, cancel or CancelToken(), previews)
         forced = set(order) if force is True else descendants_closure(plan.deps, force or ())

@@ -49,7 +49,7 @@ class InputSpec:
             return False
         return self.io_type in WIDGET_TYPES or self.io_type == "COMBO"
 
-    @property
+    @cached_property
     def is_combo(self) -> bool:
         """True for an input whose value must be one of a list of choices."""
         return self.io_type == "COMBO"

@@ -229,8 +229,10 @@ class _Validator:
                 )
             ]
         produced = src_spec.outputs[index].io_type
-        wanted = "COMBO" if inp.is_combo else inp.io_type
         self.edges.setdefault(src_id, []).append(node_id)  # node_id's own entry exists already
+        if produced == inp.io_type:
+            return []  # the common case, settled without the union and wildcard rules
+        wanted = "COMBO" if inp.is_combo else inp.io_type
         if inp.is_combo and produced in ("STRING", "COMBO", "*") or types_compatible(produced, wanted):
             return []
         return [
