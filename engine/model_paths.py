@@ -48,7 +48,9 @@ class ModelPaths:
         names = []
         for path in base.rglob("*"):
             if path.is_file() and path.suffix.lower() in MODEL_EXTENSIONS:
-                if any(parent.joinpath("model_index.json").is_file() for parent in path.parents if parent != base):
+                if any(
+                    parent.joinpath("model_index.json").is_file() for parent in path.parents if parent != base
+                ):
                     continue
                 names.append(path.relative_to(base).as_posix())
             elif path.is_dir() and (path / "model_index.json").is_file():
