@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -126,11 +125,29 @@ def run_diffusers(pipe, positive, negative, size: int, steps: int, device: str, 
     return time.perf_counter() - start
 
 
+def _status_kb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak(device: str) -> float:
+    """Start a fresh peak measurement; returns the current usage in MiB (the baseline)."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2**20
+    # Writing 5 to clear_refs resets the kernel's peak-RSS mark (VmHWM) to the current RSS,
+    # so each side's peak is its own, not the process's all-time maximum.
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kb("VmRSS") / 1024
+
+
 def peak_memory_mb(device: str) -> float:
-    """Peak GPU memory allocated (CUDA) or peak process RSS (CPU), in MiB."""
+    """Peak GPU memory allocated (CUDA) or peak process RSS (CPU) since reset_peak, in MiB."""
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _status_kb("VmHWM") / 1024
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,19 +173,21 @@ def main(argv: list[str] | None = None) -> None:
         # Who goes first alternates, so drift in machine load does not favour one side.
         order = ("ours", "theirs") if round_index % 2 == 0 else ("theirs", "ours")
         for side in order:
-            if args.device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
+            base = reset_peak(args.device)
             if side == "ours":
                 ours.append(
                     run_diffgraph(model, positive, negative, store, args.size, args.steps, False) / args.steps
                 )
-                memory["diffgraph_peak_mb"] = peak_memory_mb(args.device)
             else:
                 theirs.append(
                     run_diffusers(pipe, positive, negative, args.size, args.steps, args.device, dtype)
                     / args.steps
                 )
-                memory["diffusers_peak_mb"] = peak_memory_mb(args.device)
+            name = "diffgraph" if side == "ours" else "diffusers"
+            peak = peak_memory_mb(args.device)
+            # Both sides share the loaded weights; the working set above the baseline is what differs.
+            memory[f"{name}_peak_mb"] = max(memory.get(f"{name}_peak_mb", 0.0), peak)
+            memory[f"{name}_working_mb"] = max(memory.get(f"{name}_working_mb", 0.0), peak - base)
         with_previews.append(
             run_diffgraph(model, positive, negative, store, args.size, args.steps, True) / args.steps
         )
