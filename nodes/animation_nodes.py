@@ -9,16 +9,14 @@ SaveVideoFrames covers MP4 and GIF as well.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image as PILImage
 
-from engine import Input, Node, NodeInputs, NodeOutputs, RunContext
+from engine import Input, NodeInputs, NodeOutputs, RunContext
 from engine.media_metadata import apng_info, webp_exif_bytes
 from nodes.image_nodes import HIDDEN_METADATA, to_pil_frames
-from nodes.save_paths import check_prefix, save_target
+from nodes.save_paths import OutputFileNode, save_target
 from nodes.types import Image
 from nodes.video_nodes import video_bytes
 
@@ -66,10 +64,6 @@ def animated_png_bytes(frames: list[PILImage.Image], fps: float, compress_level:
     return buffer.getvalue()
 
 
-def _check_prefix(values: Mapping[str, Any], env: Any) -> str | None:
-    return None if env is None else check_prefix(Path(env.output_dir), values.get("filename_prefix"))
-
-
 def _write(ctx: RunContext, images: Image, prefix: str, suffix: str, data: bytes) -> dict[str, str]:
     """Write one file under the output folder with ComfyUI's naming; returns its UI entry."""
     pixels = images.pixels
@@ -78,7 +72,7 @@ def _write(ctx: RunContext, images: Image, prefix: str, suffix: str, data: bytes
     return {"filename": name, "subfolder": target.subfolder, "type": "output"}
 
 
-class SaveAnimatedWEBP(Node):
+class SaveAnimatedWEBP(OutputFileNode):
     """ComfyUI's SaveAnimatedWEBP: the image batch as one animated WebP."""
 
     class_type = "SaveAnimatedWEBP"
@@ -101,11 +95,6 @@ class SaveAnimatedWEBP(Node):
     class Outputs(NodeOutputs):
         pass
 
-    @classmethod
-    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
-        """Refuse a prefix that would write outside the output folder before anything runs."""
-        return _check_prefix(values, env)
-
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode with Pillow and write `{prefix}_{counter:05}_.webp`; animated when over one frame."""
         frames = to_pil_frames(inputs.images.pixels)
@@ -118,7 +107,7 @@ class SaveAnimatedWEBP(Node):
         return self.Outputs()
 
 
-class SaveAnimatedPNG(Node):
+class SaveAnimatedPNG(OutputFileNode):
     """ComfyUI's SaveAnimatedPNG: the image batch as one APNG."""
 
     class_type = "SaveAnimatedPNG"
@@ -137,11 +126,6 @@ class SaveAnimatedPNG(Node):
     class Outputs(NodeOutputs):
         pass
 
-    @classmethod
-    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
-        """Refuse a prefix that would write outside the output folder before anything runs."""
-        return _check_prefix(values, env)
-
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode with Pillow and write `{prefix}_{counter:05}_.png`."""
         frames = to_pil_frames(inputs.images.pixels)
@@ -152,7 +136,7 @@ class SaveAnimatedPNG(Node):
         return self.Outputs()
 
 
-class SaveWEBM(Node):
+class SaveWEBM(OutputFileNode):
     """ComfyUI's SaveWEBM: the image batch as a VP9 or AV1 WebM."""
 
     class_type = "SaveWEBM"
@@ -178,11 +162,6 @@ class SaveWEBM(Node):
 
     class Outputs(NodeOutputs):
         pass
-
-    @classmethod
-    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
-        """Refuse a prefix that would write outside the output folder before anything runs."""
-        return _check_prefix(values, env)
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode through PyAV and write `{prefix}_{counter:05}_.webm`."""

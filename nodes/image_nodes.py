@@ -24,7 +24,7 @@ from PIL import ImageOps, ImageSequence
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
 from engine.media_metadata import png_info
-from nodes.save_paths import check_prefix, save_target
+from nodes.save_paths import OutputFileNode, save_target
 from nodes.types import Image, Mask
 
 HIDDEN_METADATA = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
@@ -58,7 +58,7 @@ def save_png_batch(
     return results
 
 
-class SaveImage(Node):
+class SaveImage(OutputFileNode):
     """Saves images to the output directory as PNG, with the workflow embedded."""
 
     class_type = "SaveImage"
@@ -78,11 +78,6 @@ class SaveImage(Node):
 
     class Outputs(NodeOutputs):
         pass
-
-    @classmethod
-    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
-        """Refuse a prefix that would write outside the output folder before anything runs."""
-        return None if env is None else check_prefix(Path(env.output_dir), values.get("filename_prefix"))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Write the PNGs and publish them as this node's UI images."""

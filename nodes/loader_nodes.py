@@ -82,12 +82,8 @@ class DiffusersLoader(Node):
     class Inputs(NodeInputs):
         model_path: str = Input(description="The diffusers folder to load.", combo_source="diffusers")
 
-    class Outputs(NodeOutputs):
-        MODEL: DiffusionModel = Output(name="MODEL", description="The model used for denoising latents.")
-        CLIP: ClipHandle = Output(name="CLIP", description="The CLIP model used for encoding text prompts.")
-        VAE: VaeHandle = Output(
-            name="VAE", description="The VAE model used for encoding and decoding images."
-        )
+    class Outputs(CheckpointLoaderSimple.Outputs):
+        """The same MODEL, CLIP and VAE outputs as the single-file loader."""
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Load the folder's parts and hand out store-backed handles."""

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from engine import NodeInputError
+from engine import Node, NodeInputError
 
 CLIENT_TOKEN = re.compile(r"%([^%]+)%")
 DATE_FIELD = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")
@@ -184,3 +184,14 @@ def save_target(
     folder.mkdir(parents=True, exist_ok=True)
     subfolder = folder.relative_to(root.resolve()).as_posix()
     return SaveTarget(folder, base, next_counter(folder, base), "" if subfolder == "." else subfolder)
+
+
+class OutputFileNode(Node):
+    """Base of the nodes that write files under the output folder from a `filename_prefix` input."""
+
+    output_node = True
+
+    @classmethod
+    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
+        """Refuse a prefix that would write outside the output folder before anything runs."""
+        return None if env is None else check_prefix(Path(env.output_dir), values.get("filename_prefix"))

@@ -8,10 +8,8 @@ the writer is cacheable: an identical resubmission replays the cached UI instead
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import av
@@ -24,7 +22,7 @@ from engine.media_metadata import container_metadata, embed_gif_metadata, embed_
 from nodes.diffusion.model_handle import VaeHandle
 from nodes.image_nodes import HIDDEN_METADATA, to_pil_frames
 from nodes.previews import latent_rgb
-from nodes.save_paths import check_prefix, save_target
+from nodes.save_paths import OutputFileNode, save_target
 from nodes.types import Image, LatentSequence
 
 VideoFormat = Literal["mp4", "webm", "webp", "gif"]
@@ -130,7 +128,7 @@ def video_bytes(
     return embed_gif_metadata(data, prompt, extra_pnginfo)
 
 
-class SaveVideoFrames(Node):
+class SaveVideoFrames(OutputFileNode):
     """Writes an image batch as a video (one frame per image) with the workflow embedded."""
 
     class_type = "SaveVideoFrames"
@@ -154,11 +152,6 @@ class SaveVideoFrames(Node):
 
     class Outputs(NodeOutputs):
         pass
-
-    @classmethod
-    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
-        """Refuse a prefix that would write outside the output folder before anything runs."""
-        return None if env is None else check_prefix(Path(env.output_dir), values.get("filename_prefix"))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode and write the file; the UI marks it animated so the client plays it."""
