@@ -5,8 +5,15 @@
 
 Both sides use the same UNet module (loaded once by diffgraph's loader from the same checkpoint), the same
 prompt embeddings, cfg 7, batch 1, fp32 on CPU (fp16 on CUDA), and run alternately. Timed: the sampling
-loop only (text encoding and VAE decode excluded; diffusers returns latents). The preview overhead is the
-extra time per step when every step's x0 is turned into a Latent2RGB preview image.
+loop only (text encoding and VAE decode excluded; diffusers returns latents).
+
+Both sides call the same UNet module; forward hooks on it time every UNet call, so each side's time
+outside the UNet (its own sampler, CFG and scheduler work) is reported per step as well. That split is
+far less sensitive to machine load than the whole-step ratio.
+
+Preview cost: `preview_overhead_pct` is the Latent2RGB preview of one step's x0, timed on its own (median
+of many calls), as a share of diffgraph's step time. `preview_overhead_pct_in_loop` compares whole runs
+with and without previews; on a busy CPU its noise (several %) is far larger than the cost itself.
 """
 
 from __future__ import annotations
@@ -125,6 +132,36 @@ def run_diffusers(pipe, positive, negative, size: int, steps: int, device: str, 
     return time.perf_counter() - start
 
 
+def preview_seconds(model, size: int, calls: int = 200) -> float:
+    """Median seconds of one Latent2RGB preview of a [1, 4, size/8, size/8] x0 prediction."""
+    x0 = torch.randn(1, 4, size // 8, size // 8).to(model.device)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        latent_to_rgb_preview(x0, model.latent_format)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+class UnetClock:
+    """Seconds spent inside a module's forward calls, summed since the last reset()."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.seconds = 0.0
+        self._start = 0.0
+        module.register_forward_pre_hook(self._enter)
+        module.register_forward_hook(self._leave)
+
+    def _enter(self, *_args) -> None:
+        self._start = time.perf_counter()
+
+    def _leave(self, *_args) -> None:
+        self.seconds += time.perf_counter() - self._start
+
+    def reset(self) -> None:
+        self.seconds = 0.0
+
+
 def _status_kb(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -166,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     pipe = diffusers_pipeline(model, store)
     dtype = model.compute_dtype
     ours, theirs, with_previews, memory = [], [], [], {}
+    clock = UnetClock(pipe.unet)
+    outside: dict[str, list[float]] = {"ours": [], "theirs": []}
     # Warm-up of both paths (allocator, kernels) before timing.
     run_diffgraph(model, positive, negative, store, args.size, 1, False)
     run_diffusers(pipe, positive, negative, args.size, 1, args.device, dtype)
@@ -174,15 +213,14 @@ def main(argv: list[str] | None = None) -> None:
         order = ("ours", "theirs") if round_index % 2 == 0 else ("theirs", "ours")
         for side in order:
             base = reset_peak(args.device)
+            clock.reset()
             if side == "ours":
-                ours.append(
-                    run_diffgraph(model, positive, negative, store, args.size, args.steps, False) / args.steps
-                )
+                total = run_diffgraph(model, positive, negative, store, args.size, args.steps, False)
+                ours.append(total / args.steps)
             else:
-                theirs.append(
-                    run_diffusers(pipe, positive, negative, args.size, args.steps, args.device, dtype)
-                    / args.steps
-                )
+                total = run_diffusers(pipe, positive, negative, args.size, args.steps, args.device, dtype)
+                theirs.append(total / args.steps)
+            outside[side].append((total - clock.seconds) / args.steps)
             name = "diffgraph" if side == "ours" else "diffusers"
             peak = peak_memory_mb(args.device)
             # Both sides share the loaded weights; the working set above the baseline is what differs.
@@ -192,11 +230,18 @@ def main(argv: list[str] | None = None) -> None:
             run_diffgraph(model, positive, negative, store, args.size, args.steps, True) / args.steps
         )
     ours_s, theirs_s, prev_s = min(ours), min(theirs), min(with_previews)
+    preview_s = preview_seconds(model, args.size)
     result = {
         "diffgraph_s_per_step": ours_s,
         "diffusers_s_per_step": theirs_s,
         "ratio": ours_s / theirs_s,
-        "preview_overhead_pct": 100.0 * (prev_s - ours_s) / ours_s,
+        "ratio_of_medians": sorted(ours)[len(ours) // 2] / sorted(theirs)[len(theirs) // 2],
+        "preview_overhead_pct": 100.0 * preview_s / ours_s,
+        "preview_ms_per_step": 1000.0 * preview_s,
+        "preview_overhead_pct_in_loop": 100.0 * (prev_s - ours_s) / ours_s,
+        "diffgraph_outside_unet_ms_per_step": 1000.0 * min(outside["ours"]),
+        "diffusers_outside_unet_ms_per_step": 1000.0 * min(outside["theirs"]),
+        "method": "per-step seconds = fastest of `rounds` alternating runs of `steps` steps each",
         "device": args.device,
         "size": args.size,
         "steps": args.steps,

@@ -98,7 +98,7 @@ class VAELoader(Node):
     class_type = "VAELoader"
     display_name = "Load VAE"
     category = "loaders"
-    description = "Loads a standalone VAE (AutoencoderKL) file."
+    description = "Loads a standalone VAE (AutoencoderKL) file, in the original or the diffusers layout."
 
     class Inputs(NodeInputs):
         vae_name: str = Input(description="The VAE file to load.", combo_source="vae")

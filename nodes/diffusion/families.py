@@ -137,17 +137,35 @@ def unet_config(family: str, sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     return cfg
 
 
-def vae_config(family: str, sd: dict[str, torch.Tensor], prefix: str = VAE_PREFIX) -> dict[str, Any]:
-    """The diffusers AutoencoderKL config with channel counts read from the weights."""
+# Where a VAE's depth and widths are read, per tensor layout: (level pattern, first resnet's conv2 of
+# level {i}, resnet pattern within level 0).
+_VAE_LAYOUTS = {
+    "ldm": (
+        r"encoder\.down\.(\d+)\.",
+        "encoder.down.{i}.block.0.conv2.weight",
+        r"encoder\.down\.0\.block\.(\d+)\.",
+    ),
+    "diffusers": (
+        r"encoder\.down_blocks\.(\d+)\.",
+        "encoder.down_blocks.{i}.resnets.0.conv2.weight",
+        r"encoder\.down_blocks\.0\.resnets\.(\d+)\.",
+    ),
+}
+
+
+def vae_config(
+    family: str, sd: dict[str, torch.Tensor], prefix: str = VAE_PREFIX, layout: str = "ldm"
+) -> dict[str, Any]:
+    """The diffusers AutoencoderKL config with channel counts read from the weights (LDM or diffusers keys)."""
+    levels, conv2, blocks = _VAE_LAYOUTS[layout]
     cfg = copy.deepcopy(family_config(family)["vae"])
     w = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     keys = list(w)
-    n_levels = _count(keys, r"encoder\.down\.(\d+)\.")
-    chans = [w[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] for i in range(n_levels)]
-    cfg["block_out_channels"] = chans
+    n_levels = _count(keys, levels)
+    cfg["block_out_channels"] = [w[conv2.format(i=i)].shape[0] for i in range(n_levels)]
     cfg["down_block_types"] = ["DownEncoderBlock2D"] * n_levels
     cfg["up_block_types"] = ["UpDecoderBlock2D"] * n_levels
-    cfg["layers_per_block"] = _count(keys, r"encoder\.down\.0\.block\.(\d+)\.")
+    cfg["layers_per_block"] = _count(keys, blocks)
     cfg["latent_channels"] = w["post_quant_conv.weight"].shape[0]
     return cfg
 

@@ -231,15 +231,12 @@ def inspect_vae_file(path: Path, allow_pickle: bool | None = None) -> str:
         shapes = {k: list(v.shape) for k, v in read_weights(path, allow_pickle=allow_pickle).items()}
         metadata = {}
     prefix = _vae_prefix(shapes)
-    if any(k.startswith(prefix + "decoder.up_blocks.") for k in shapes):
-        raise CheckpointFormatError(
-            f"{path.name} is a VAE in diffusers layout; VAELoader reads the original (LDM) layout "
-            "('decoder.up.*'); load the diffusers folder it came from instead"
-        )
+    # Both layouts name these two tensors alike (LDM: 'decoder.up.*', diffusers: 'decoder.up_blocks.*').
     conv_in = shapes.get(prefix + "decoder.conv_in.weight")
     if conv_in is None or prefix + "post_quant_conv.weight" not in shapes:
         raise CheckpointFormatError(
-            f"{path.name} is not a VAE: expected 'decoder.*'/'encoder.*' keys (AutoencoderKL, LDM layout)"
+            f"{path.name} is not a VAE: expected 'decoder.*'/'encoder.*' keys (AutoencoderKL, "
+            "original LDM or diffusers layout)"
         )
     if conv_in[1] != 4:
         raise CheckpointFormatError(
@@ -257,9 +254,43 @@ def build_vae_file(
     prefix = _vae_prefix(sd)
     if f"{prefix}decoder.conv_in.weight" not in sd:
         raise CheckpointFormatError(
-            f"{path.name} is not a VAE: expected 'decoder.*'/'encoder.*' keys (AutoencoderKL, LDM layout)"
+            f"{path.name} is not a VAE: expected 'decoder.*'/'encoder.*' keys (AutoencoderKL, "
+            "original LDM or diffusers layout)"
         )
+    if _is_diffusers_vae(sd, prefix):
+        return build_diffusers_vae(family, sd, dtype, prefix, path.name)[0]
     return build_vae(family, sd, dtype, prefix)[0]
+
+
+def _is_diffusers_vae(keys, prefix: str) -> bool:
+    return any(k.startswith(prefix + "decoder.up_blocks.") for k in keys)
+
+
+# Attention tensor names of diffusers releases before 0.14, still found in published VAE files
+# (e.g. sd-vae-ft-mse's diffusion_pytorch_model.safetensors), and their current names.
+_OLD_ATTENTION_NAMES = {
+    ".query.": ".to_q.",
+    ".key.": ".to_k.",
+    ".value.": ".to_v.",
+    ".proj_attn.": ".to_out.0.",
+}
+
+
+def _current_attention_name(key: str) -> str:
+    for old, new in _OLD_ATTENTION_NAMES.items():
+        key = key.replace(old, new)
+    return key
+
+
+def build_diffusers_vae(
+    family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str, name: str
+) -> tuple[torch.nn.Module, LoadReport]:
+    """AutoencoderKL from a standalone VAE file already in diffusers layout (as ComfyUI accepts too)."""
+    cfg = families.vae_config(family, sd, prefix, layout="diffusers")
+    state = {_current_attention_name(k[len(prefix) :]): v for k, v in sd.items() if k.startswith(prefix)}
+    with torch.device("meta"):
+        vae = AutoencoderKL.from_config(cfg)
+    return _to_model(vae, state, dtype, f"{name} ({family} vae, diffusers layout)")
 
 
 def component_dtype(store: Any, component: str) -> torch.dtype:

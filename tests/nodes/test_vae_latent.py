@@ -171,10 +171,42 @@ def test_vae_loader_names_unsupported_vae_layouts(model_store, tmp_path):
         },
         vae_dir / "flux-ae.safetensors",
     )
-    save_file(
-        {"decoder.up_blocks.0.resnets.0.conv1.weight": torch.zeros(1)}, vae_dir / "diffusers-vae.safetensors"
-    )
+    save_file({"decoder.up_blocks.0.resnets.0.conv1.weight": torch.zeros(1)}, vae_dir / "no-vae.safetensors")
     with pytest.raises(CheckpointFormatError, match="flux-ae.safetensors is a VAE with 16 latent channels"):
         VAELoader().run(ctx, VAELoader.Inputs(vae_name="flux-ae.safetensors"))
-    with pytest.raises(CheckpointFormatError, match="diffusers-vae.safetensors is a VAE in diffusers layout"):
-        VAELoader().run(ctx, VAELoader.Inputs(vae_name="diffusers-vae.safetensors"))
+    with pytest.raises(CheckpointFormatError, match="no-vae.safetensors is not a VAE: expected"):
+        VAELoader().run(ctx, VAELoader.Inputs(vae_name="no-vae.safetensors"))
+
+
+_PRE_0_14_ATTENTION = {
+    ".to_q.": ".query.",
+    ".to_k.": ".key.",
+    ".to_v.": ".value.",
+    ".to_out.0.": ".proj_attn.",
+}
+
+
+def _old_attention_names(key: str) -> str:
+    for new, old in _PRE_0_14_ATTENTION.items():
+        key = key.replace(new, old)
+    return key
+
+
+def test_vae_loader_takes_diffusers_layout_files(tiny_models_dir, model_store, tmp_path):
+    """A diffusers `diffusion_pytorch_model.safetensors` VAE decodes exactly like its LDM original."""
+    from nodes.diffusion.checkpoint_io import read_weights
+
+    vae_dir, ctx = _own_vae_dir(tmp_path, model_store)
+    save_file(read_weights(tiny_models_dir / "vae" / "tiny-vae.safetensors"), vae_dir / "ldm.safetensors")
+    ldm = VAELoader().run(ctx, VAELoader.Inputs(vae_name="ldm.safetensors")).VAE
+    state = {k: v.contiguous() for k, v in ldm.load(model_store).state_dict().items()}
+    assert any(k.startswith("decoder.up_blocks.") for k in state)
+    save_file(state, vae_dir / "diffusion_pytorch_model.safetensors")
+    save_file({_old_attention_names(k): v for k, v in state.items()}, vae_dir / "old-diffusers.safetensors")
+    latent = Latent(samples=torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(3)))
+    decoded = {}
+    for name in ("ldm.safetensors", "diffusion_pytorch_model.safetensors", "old-diffusers.safetensors"):
+        vae = VAELoader().run(ctx, VAELoader.Inputs(vae_name=name)).VAE
+        decoded[name] = VAEDecode().run(ctx, VAEDecode.Inputs(samples=latent, vae=vae)).IMAGE.pixels
+    assert torch.equal(decoded["ldm.safetensors"], decoded["diffusion_pytorch_model.safetensors"])
+    assert torch.equal(decoded["ldm.safetensors"], decoded["old-diffusers.safetensors"])
