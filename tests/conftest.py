@@ -31,6 +31,7 @@ from engine.devices import DevicePolicy
 from engine.model_store import ModelStore
 from nodes.diffusion.checkpoint_io import read_weights
 from nodes.diffusion.make_checkpoint import ARCH_NAMES, make_checkpoint
+from tests.shared_reference import MAKE_CHECKPOINT_SCRIPT
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tiny models: one intra-op thread beats two here (thread hand-offs dominate small convolutions),
@@ -39,7 +40,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
-REFERENCE_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "make_random_checkpoint.py"
 REFERENCE_SIZE = 2132651014
 
 
@@ -94,14 +94,14 @@ def model_store() -> ModelStore:
 @pytest.fixture(scope="session")
 def reference_sd15_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The full-size random SD1.5 reference checkpoint (generated once, cached when possible)."""
-    if not REFERENCE_SCRIPT.is_file():
-        pytest.skip(f"reference script not found at {REFERENCE_SCRIPT}")
+    if not MAKE_CHECKPOINT_SCRIPT.is_file():
+        pytest.skip(f"reference script not found at {MAKE_CHECKPOINT_SCRIPT}")
     cache = os.environ.get("DIFFGRAPH_TEST_CACHE")
     base = Path(cache) if cache else tmp_path_factory.mktemp("reference")
     path = base / "checkpoints" / "sd15-random.safetensors"
     if not (path.is_file() and path.stat().st_size == REFERENCE_SIZE):
         path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(REFERENCE_SCRIPT), "--out", str(path)], check=True)
+        subprocess.run([sys.executable, str(MAKE_CHECKPOINT_SCRIPT), "--out", str(path)], check=True)
     return path
 
 

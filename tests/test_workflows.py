@@ -25,12 +25,12 @@ from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.media_metadata import read_embedded_workflow
 from engine.validation import validate_prompt
+from tests.shared_reference import CASES
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 API_FILES = sorted(WORKFLOWS.glob("*.json"))
 TEST_SIZE = 64
 COMPARE = WORKFLOWS / "two_sampler_compare.json"
-REFERENCE = Path("/work/shared/reference/cases")
 CHECKPOINTS = {
     "v1-5-pruned-emaonly.safetensors": "sd15",
     "sd_xl_base_1.0.safetensors": "sdxl",
@@ -248,7 +248,7 @@ def test_server_reads_the_workflow_from_a_png_and_video_diffgraph_wrote(compare_
                 found = http.post("/api/workflow/from_media", files=files)
                 assert found.status_code == 200, found.text
                 assert found.json() == {"prompt": compare_run.prompt, "workflow": compare_run.ui}, path.name
-            for case in sorted(REFERENCE.glob("*/image.png")):
+            for case in sorted(CASES.glob("*/image.png")):
                 files = {"image": ("comfyui.png", case.read_bytes(), "image/png")}
                 found = http.post("/api/workflow/from_media", files=files).json()
                 assert found == {"prompt": load_api(case.parent / "workflow_api.json"), "workflow": None}
@@ -256,26 +256,26 @@ def test_server_reads_the_workflow_from_a_png_and_video_diffgraph_wrote(compare_
         live.stop()
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="ComfyUI reference outputs not present")
+@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
 def test_reference_prompts_validate_to_exactly_what_comfyui_embedded(registry, models_dir, tmp_path):
     from engine.media_metadata import read_png_text
 
     reg, input_dir = registry
     env = Environment(tmp_path, tmp_path, input_dir, model_paths=ModelPaths(models_dir))
-    for case in sorted(REFERENCE.iterdir()):
+    for case in sorted(CASES.iterdir()):
         checked = validate_prompt(load_api(case / "workflow_api.json"), reg, env=env)
         assert checked.ok, checked.node_errors
         # SaveImage embeds json.dumps(ctx.prompt): the validated prompt must serialise as ComfyUI's did.
         assert json.dumps(checked.prompt) == read_png_text((case / "image.png").read_bytes())["prompt"]
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="ComfyUI reference outputs not present")
+@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
 def test_cli_validates_a_png_comfyui_wrote(registry, models_dir, tmp_path, monkeypatch, capsys):
     from diffgraph.cli import main
 
     monkeypatch.chdir(tmp_path)
     _, input_dir = registry
-    for case in sorted(REFERENCE.iterdir()):
+    for case in sorted(CASES.iterdir()):
         args = [
             "validate",
             str(case / "image.png"),

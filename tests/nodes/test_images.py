@@ -21,9 +21,9 @@ from engine.validation import validate_prompt
 from nodes.image_nodes import NODES
 from nodes.save_paths import expand_prefix_tokens, next_counter, save_target
 from nodes.types import Image
+from tests.shared_reference import CASES
 
 DATA = Path(__file__).parent / "data"
-REFERENCE = Path("/work/shared/reference/cases")
 
 
 class SolidImages(Node):
@@ -298,9 +298,9 @@ def test_load_image_reads_a_comfyui_png_and_its_prompt(registry, env):
     assert embedded.prompt["9"]["inputs"]["filename_prefix"] == "txt2img_sd15"
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="ComfyUI reference outputs not present")
+@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
 def test_read_embedded_workflow_matches_every_comfyui_reference_case():
-    for case in sorted(REFERENCE.iterdir()):
+    for case in sorted(CASES.iterdir()):
         expected = json.loads((case / "workflow_api.json").read_text())
         assert read_embedded_workflow(case / "image.png").prompt == expected, case.name
 
@@ -327,11 +327,11 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="ComfyUI reference outputs not present")
+@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
 def test_png_text_chunks_are_byte_identical_to_comfyui(tmp_path):
     from engine.media_metadata import png_info
 
-    for case in sorted(REFERENCE.iterdir()):
+    for case in sorted(CASES.iterdir()):
         reference = png_chunks((case / "image.png").read_bytes())
         prompt = json.loads((case / "workflow_api.json").read_text())
         PILImage.new("RGB", (8, 8)).save(

@@ -11,8 +11,7 @@ import pytest
 from engine import CancelToken, Environment, ModelPaths
 from engine.executor import Executor
 from engine.validation import validate_prompt
-
-CASES = Path(__file__).resolve().parents[4] / "shared" / "reference" / "cases"
+from tests.shared_reference import CASES
 
 
 def reference_prompt(case: str) -> dict:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.nodes.sampling.conftest import CASES, PromptRunner, reference_prompt
+from tests.nodes.sampling.conftest import PromptRunner, reference_prompt
+from tests.shared_reference import CASES
 
 TOLERANCE = 1e-4
 
