@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 
 from engine import Input, NodeInputs, NodeOutputs, RunContext
 from engine.media_metadata import apng_info, webp_exif_bytes
-from nodes.image_nodes import HIDDEN_METADATA, to_pil_frames
+from nodes.image_nodes import to_pil_frames
 from nodes.save_paths import OutputFileNode, save_target
 from nodes.types import Image
 from nodes.video_nodes import video_bytes
@@ -79,8 +79,6 @@ class SaveAnimatedWEBP(OutputFileNode):
     display_name = "SaveAnimatedWEBP"
     category = "image/animation"
     description = "Saves the images as the frames of an animated WebP, with the workflow in its EXIF."
-    output_node = True
-    hidden = HIDDEN_METADATA
 
     class Inputs(NodeInputs):
         images: Image = Input(description="The frames, in order.")
@@ -114,8 +112,6 @@ class SaveAnimatedPNG(OutputFileNode):
     display_name = "SaveAnimatedPNG"
     category = "image/animation"
     description = "Saves the images as the frames of an animated PNG, with the workflow in `comf` chunks."
-    output_node = True
-    hidden = HIDDEN_METADATA
 
     class Inputs(NodeInputs):
         images: Image = Input(description="The frames, in order.")
@@ -143,8 +139,6 @@ class SaveWEBM(OutputFileNode):
     display_name = "SaveWEBM"
     category = "image/video"
     description = "Saves the images as the frames of a WebM (VP9 or AV1), with the workflow in its tags."
-    output_node = True
-    hidden = HIDDEN_METADATA
 
     class Inputs(NodeInputs):
         images: Image = Input(description="The frames, in order.")

@@ -24,10 +24,9 @@ from PIL import ImageOps, ImageSequence
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
 from engine.media_metadata import png_info
-from nodes.save_paths import OutputFileNode, save_target
+from nodes.save_paths import HIDDEN_METADATA, OutputFileNode, save_target
 from nodes.types import Image, Mask
 
-HIDDEN_METADATA = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
 DIR_TYPES = ("output", "input", "temp")
 
 
@@ -65,8 +64,6 @@ class SaveImage(OutputFileNode):
     display_name = "Save Image"
     category = "image"
     description = "Saves the input images to your ComfyUI output directory."
-    output_node = True
-    hidden = HIDDEN_METADATA
 
     class Inputs(NodeInputs):
         images: Image = Input(description="The images to save.")

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
 from engine.media_metadata import metadata_items
-from nodes.image_nodes import HIDDEN_METADATA, save_target
+from nodes.save_paths import OutputFileNode, save_target
 from nodes.types import Latent
 
 LATENT_KEY = "latent_tensor"
@@ -62,15 +62,13 @@ def _resolve_input(input_dir: Path, name: str) -> Path:
     return path
 
 
-class SaveLatent(Node):
+class SaveLatent(OutputFileNode):
     """Writes a latent to the output folder as a `.latent` file ComfyUI can load."""
 
     class_type = "SaveLatent"
     display_name = "Save Latent"
     category = "_for_testing"
     description = "Saves the latent (VAE space) with the prompt and workflow in its metadata."
-    output_node = True
-    hidden = HIDDEN_METADATA
 
     class Inputs(NodeInputs):
         samples: Latent = Input(description="The latent to save.")

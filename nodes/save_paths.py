@@ -186,10 +186,18 @@ def save_target(
     return SaveTarget(folder, base, next_counter(folder, base), "" if subfolder == "." else subfolder)
 
 
+# Hidden inputs of the nodes that embed the prompt and the UI workflow in what they write.
+HIDDEN_METADATA = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+
+
 class OutputFileNode(Node):
-    """Base of the nodes that write files under the output folder from a `filename_prefix` input."""
+    """Base of the nodes that write files under the output folder from a `filename_prefix` input.
+
+    They are output nodes and all embed the prompt and workflow, so both are declared here once.
+    """
 
     output_node = True
+    hidden = HIDDEN_METADATA
 
     @classmethod
     def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:

@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
 from engine.media_metadata import container_metadata, embed_gif_metadata, embed_webp_metadata
 from nodes.diffusion.model_handle import VaeHandle
-from nodes.image_nodes import HIDDEN_METADATA, to_pil_frames
+from nodes.image_nodes import to_pil_frames
 from nodes.previews import latent_rgb
 from nodes.save_paths import OutputFileNode, save_target
 from nodes.types import Image, LatentSequence
@@ -135,8 +135,6 @@ class SaveVideoFrames(OutputFileNode):
     display_name = "Save Video (from frames)"
     category = "image/video"
     description = "Saves the images as the frames of an MP4 (H.264), WebM (VP9), animated WebP or GIF."
-    output_node = True
-    hidden = HIDDEN_METADATA
 
     class Inputs(NodeInputs):
         images: Image = Input(description="The frames, in order.")

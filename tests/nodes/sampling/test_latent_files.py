@@ -9,7 +9,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from engine import Environment, ModelPaths
+from engine.validation import validate_prompt
 from nodes.latent_files import LoadLatent, SaveLatent, read_latent_file
+from nodes.pack import build_registry
 from nodes.types import Latent
 
 
@@ -55,3 +58,16 @@ def test_load_latent_validation_rejects_missing_and_escaping_files(tmp_path):
     env = SimpleNamespace(input_dir=tmp_path)
     assert "does not exist" in LoadLatent.validate_inputs({"latent": "nope.latent"}, env)
     assert "outside" in LoadLatent.validate_inputs({"latent": "../x.latent"}, env)
+
+
+def test_save_latent_hostile_prefix_fails_validation_before_anything_runs(tmp_path):
+    env = Environment(tmp_path / "out", tmp_path / "tmp", tmp_path / "in", model_paths=ModelPaths(tmp_path))
+    registry = build_registry(ModelPaths(tmp_path), tmp_path / "in")
+    prompt = {
+        "1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "2": {"class_type": "SaveLatent", "inputs": {"samples": ["1", 0], "filename_prefix": "../../x"}},
+    }
+    checked = validate_prompt(prompt, registry, env=env)
+    (error,) = checked.node_errors["2"]["errors"]
+    assert error["type"] == "custom_validation_failed"
+    assert "filename_prefix" in error["details"] and "outside the output folder" in error["details"]
