@@ -180,6 +180,24 @@ def test_executor_fingerprint_joins_cache_key(executor, registry):
     assert sorted(run(executor, registry, prompt).executed) == ["1", "2"]
 
 
+def test_executor_uncacheable_node_runs_on_every_identical_submission(executor, registry):
+    class Clock(stub_nodes.Constant):
+        class_type = "Clock"
+        cacheable = False
+
+    registry.register(Clock)
+    prompt = {
+        "1": {"class_type": "Clock", "inputs": {"value": 3}},
+        "2": {"class_type": "Show", "inputs": {"number": link("1")}},
+        "3": {"class_type": "Constant", "inputs": {"value": 4}},
+        "4": {"class_type": "Show", "inputs": {"number": link("3")}},
+    }
+    assert sorted(run(executor, registry, prompt).executed) == ["1", "2", "3", "4"]
+    for _ in range(2):  # the second identical run would hit a remembered plan if one were kept
+        again = run(executor, registry, prompt).executed
+        assert "1" in again and "3" not in again and "4" not in again
+
+
 def test_executor_cache_budget_evicts_least_recent(registry, env):
     executor = Executor(registry, env, cache=OutputCache(budget_bytes=300))
     run(executor, registry, chain_prompt(seed=1))
