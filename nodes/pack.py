@@ -14,8 +14,10 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.animation",
     "nodes.defs.loaders",
     "nodes.defs.text",
+    "nodes.defs.conditioning",
     "nodes.defs.latent",
     "nodes.defs.vae",
+    "nodes.defs.inpaint",
     "nodes.defs.sampler",
     "nodes.defs.latent_io",
 )

@@ -12,9 +12,16 @@ from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.media.previews import run_previewer
 from nodes.sampling.cfg import CfgDenoiser
+from nodes.sampling.conds import InpaintSource
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import SEED_MAX, prepare_noise
-from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, SamplerName, sample
+from nodes.sampling.samplers import (
+    UNCOND_AT_CFG_1,
+    SampleRequest,
+    SamplerName,
+    prepare_mask,
+    sample,
+)
 from nodes.sampling.schedulers import SchedulerName, ksampler_sigmas
 from nodes.types import Conditioning, Latent, LatentFormat, LatentSequence
 
@@ -98,14 +105,26 @@ def common_ksampler(
         return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras)
 
     uncond_at_cfg_1 = s.sampler_name in UNCOND_AT_CFG_1
+    inpaint = inpaint_source(model, latent) if model.is_inpaint else None
     denoiser = CfgDenoiser(
-        unet, ms, positive.entries, negative.entries, s.cfg, uncond_at_cfg_1=uncond_at_cfg_1
+        unet, ms, positive.entries, negative.entries, s.cfg, uncond_at_cfg_1=uncond_at_cfg_1, inpaint=inpaint
     )
     req = SampleRequest(samples, noise, sigmas, s.sampler_name, s.seed, latent.noise_mask)
     with torch.inference_mode():
         out = sample(denoiser, ms, model.latent_format, req, model.device, recorder).cpu()
     result = Latent(samples=out, batch_index=latent.batch_index, noise_mask=latent.noise_mask)
     return result, recorder.sequence(out) if keep_steps else None
+
+
+def inpaint_source(model: DiffusionModel, latent: Latent) -> InpaintSource:
+    """An inpainting UNet's extra inputs come from the starting latent (UNet space) and its noise mask."""
+    samples = latent.samples.to(model.device)
+    if torch.count_nonzero(samples) > 0:
+        samples = model.latent_format.process_in(samples)
+    mask = None
+    if latent.noise_mask is not None:
+        mask = prepare_mask(latent.noise_mask, samples.shape, samples.device)
+    return InpaintSource(samples, mask, model.latent_format)
 
 
 class KSampler(Node):
