@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
+from nodes.diffusion.embeddings import EmbeddingLibrary, missing_embeddings, missing_message
 from nodes.diffusion.model_handle import ClipHandle
-from nodes.diffusion.text_encode import encode_prompt, encode_windows, pad_windows, windows
+from nodes.diffusion.text_encode import (
+    encode_lookup_for,
+    encode_prompt,
+    encode_windows,
+    pad_windows,
+    windows,
+)
 from nodes.types import CondEntry, Conditioning
+
+
+def embedding_library(ctx: RunContext) -> EmbeddingLibrary:
+    """The models folder's textual-inversion embeddings."""
+    return EmbeddingLibrary(ctx.model_paths.folder("embeddings"))
+
+
+def check_embeddings(values: Mapping[str, Any], env: Any, names: tuple[str, ...]) -> str | None:
+    """A message naming every `embedding:` of the constant prompts that has no file, else None."""
+    if env is None or getattr(env, "model_paths", None) is None:
+        return None
+    folder = env.model_paths.folder("embeddings")
+    missing = [
+        m for n in names if isinstance(values.get(n), str) for m in missing_embeddings(values[n], folder)
+    ]
+    return missing_message(missing, folder) if missing else None
 
 
 def encode(ctx: RunContext, clip: ClipHandle, text: str) -> CondEntry:
     """Encode one prompt with the handle's encoders and layer choice."""
     stack = clip.load(ctx.models)
-    return encode_prompt(stack, text, clip.layer, torch.device(clip.device), clip.compute_dtype)
+    device, dtype = torch.device(clip.device), clip.compute_dtype
+    return encode_prompt(stack, text, clip.layer, device, dtype, embedding_library(ctx))
 
 
 class CLIPTextEncode(Node):
@@ -34,6 +61,11 @@ class CLIPTextEncode(Node):
         CONDITIONING: Conditioning = Output(
             name="CONDITIONING", description="A conditioning containing the embedded text."
         )
+
+    @classmethod
+    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
+        """Refuse prompts naming embeddings that are not in models/embeddings."""
+        return check_embeddings(values, env, ("text",))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Tokenize, encode and weight the prompt."""
@@ -66,6 +98,11 @@ class CLIPTextEncodeSDXL(Node):
     class Outputs(NodeOutputs):
         CONDITIONING: Conditioning = Output(name="CONDITIONING", description="SDXL conditioning.")
 
+    @classmethod
+    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
+        """Refuse prompts naming embeddings that are not in models/embeddings."""
+        return check_embeddings(values, env, ("text_g", "text_l"))
+
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode each prompt with its encoder, concatenate, attach size conditioning."""
         if inputs.clip.family != "sdxl":
@@ -73,7 +110,11 @@ class CLIPTextEncodeSDXL(Node):
         stack = inputs.clip.load(ctx.models)
         specs = {s["name"]: s for s in stack.specs}
         texts = {"clip_l": inputs.text_l, "clip_g": inputs.text_g}
-        wins = {name: windows(texts[name], spec["pad_token"]) for name, spec in specs.items()}
+        library = embedding_library(ctx)
+        wins = {
+            name: windows(texts[name], spec["pad_token"], encode_lookup_for(stack, spec, library))
+            for name, spec in specs.items()
+        }
         # The shorter prompt gets empty-prompt windows (each encoder's own padding), as ComfyUI does.
         count = max(len(w) for w in wins.values())
         out = {
@@ -111,6 +152,11 @@ class CLIPTextEncodeSDXLRefiner(Node):
 
     class Outputs(NodeOutputs):
         CONDITIONING: Conditioning = Output(name="CONDITIONING", description="Refiner conditioning.")
+
+    @classmethod
+    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
+        """Refuse prompts naming embeddings that are not in models/embeddings."""
+        return check_embeddings(values, env, ("text",))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode with bigG and attach aesthetic score and size."""
