@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
-from nodes.diffusion.embeddings import EmbeddingLibrary, missing_embeddings, missing_message
+from nodes.diffusion.embeddings import (
+    EmbeddingLibrary,
+    find_embedding,
+    missing_embeddings,
+    missing_message,
+    prompt_embedding_names,
+)
 from nodes.diffusion.model_handle import ClipHandle
 from nodes.diffusion.text_encode import (
     encode_lookup_for,
@@ -34,6 +40,22 @@ def check_embeddings(values: Mapping[str, Any], env: Any, names: tuple[str, ...]
         m for n in names if isinstance(values.get(n), str) for m in missing_embeddings(values[n], folder)
     ]
     return missing_message(missing, folder) if missing else None
+
+
+def embedding_fingerprint(values: Mapping[str, Any], env: Any, names: tuple[str, ...]) -> Hashable | None:
+    """Path, size and mtime of every embedding file the constant prompts use, so editing one re-encodes."""
+    if env is None or getattr(env, "model_paths", None) is None:
+        return None
+    folder = env.model_paths.folder("embeddings")
+    files = []
+    for n in names:
+        if isinstance(values.get(n), str):
+            for name, stripped in prompt_embedding_names(values[n]):
+                path = find_embedding(folder, name) or find_embedding(folder, stripped)
+                if path is not None:
+                    stat = path.stat()
+                    files.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(files) or None
 
 
 def encode(ctx: RunContext, clip: ClipHandle, text: str) -> CondEntry:
@@ -66,6 +88,11 @@ class CLIPTextEncode(Node):
     def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
         """Refuse prompts naming embeddings that are not in models/embeddings."""
         return check_embeddings(values, env, ("text",))
+
+    @classmethod
+    def fingerprint(cls, values: Mapping[str, Any], env: Any) -> Hashable | None:
+        """The embedding files the prompt uses (None without any)."""
+        return embedding_fingerprint(values, env, ("text",))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Tokenize, encode and weight the prompt."""
@@ -102,6 +129,11 @@ class CLIPTextEncodeSDXL(Node):
     def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
         """Refuse prompts naming embeddings that are not in models/embeddings."""
         return check_embeddings(values, env, ("text_g", "text_l"))
+
+    @classmethod
+    def fingerprint(cls, values: Mapping[str, Any], env: Any) -> Hashable | None:
+        """The embedding files the prompts use (None without any)."""
+        return embedding_fingerprint(values, env, ("text_g", "text_l"))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode each prompt with its encoder, concatenate, attach size conditioning."""
@@ -157,6 +189,11 @@ class CLIPTextEncodeSDXLRefiner(Node):
     def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
         """Refuse prompts naming embeddings that are not in models/embeddings."""
         return check_embeddings(values, env, ("text",))
+
+    @classmethod
+    def fingerprint(cls, values: Mapping[str, Any], env: Any) -> Hashable | None:
+        """The embedding files the prompt uses (None without any)."""
+        return embedding_fingerprint(values, env, ("text",))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode with bigG and attach aesthetic score and size."""

@@ -140,3 +140,19 @@ def test_missing_embedding_is_a_validation_error_naming_it(tiny_models_dir, tmp_
     assert not checked.ok
     text = json.dumps(checked.node_errors)
     assert "ghost_style" in text and "custom_validation_failed" in text
+
+
+def test_present_embedding_validates_and_editing_it_changes_the_cache_key(tiny_models_dir, tmp_path):
+    from nodes.defs.text import CLIPTextEncode
+
+    models = tmp_path / "models"
+    (models / "embeddings").mkdir(parents=True)
+    env = Environment(tmp_path, tmp_path, tmp_path, model_paths=ModelPaths(models))
+    values = {"text": "a (embedding:style.safetensors:1.2) cat"}
+    assert CLIPTextEncode.validate_inputs(values, env) is not None
+    save_file({"emb_params": torch.zeros(1, 64)}, str(models / "embeddings" / "style.safetensors"))
+    assert CLIPTextEncode.validate_inputs(values, env) is None
+    first = CLIPTextEncode.fingerprint(values, env)
+    save_file({"emb_params": torch.ones(2, 64)}, str(models / "embeddings" / "style.safetensors"))
+    assert first is not None and CLIPTextEncode.fingerprint(values, env) != first
+    assert CLIPTextEncode.fingerprint({"text": "a cat"}, env) is None
