@@ -29,7 +29,9 @@ RegistryFactory = Callable[[ModelPaths, Path], Registry]
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of `diffgraph serve` to an argparse (sub)parser."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=8188, help="port (default 8188; 0 picks a free one)")
     parser.add_argument(
         "--base-dir", type=Path, default=Path("."), help="default parent of the folders below"

@@ -18,16 +18,14 @@ from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, SamplerName,
 from nodes.sampling.schedulers import SchedulerName, ksampler_sigmas
 from nodes.types import Conditioning, Latent, LatentFormat, LatentSequence
 
-SEED_TIP = "The random seed used for creating the noise."
-STEPS_TIP = "The number of steps used in the denoising process."
+SEED_TIP = "Picks the starting noise; the same seed gives the same image on any machine."
+STEPS_TIP = "How many times the model is called; more steps take longer and refine more."
 CFG_TIP = (
-    "The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher values "
-    "result in images more closely matching the prompt however too high values will negatively impact quality."
+    "Guidance strength: how far each step moves from the negative prompt towards the positive one. "
+    "Around 7 is usual; very high values burn colours and detail."
 )
-SAMPLER_TIP = (
-    "The algorithm used when sampling, this can affect the quality, speed, and style of the generated output."
-)
-SCHEDULER_TIP = "The scheduler controls how noise is gradually removed to form the image."
+SAMPLER_TIP = "The solver that steps from noise to image; solvers differ in speed, sharpness and look."
+SCHEDULER_TIP = "How the noise levels are spaced over the steps (where the steps spend their effort)."
 STEPS_OUT_TIP = "The latent after every step, in VAE space (only computed when linked)."
 
 
@@ -114,29 +112,27 @@ class KSampler(Node):
     class_type = "KSampler"
     display_name = "KSampler"
     category = "sampling"
-    description = "Uses the provided model, positive and negative conditioning to denoise the latent image."
+    description = "Denoises a latent step by step with the model, pulled towards the positive and away from the negative prompt."
 
     class Inputs(NodeInputs):
-        model: DiffusionModel = Input(description="The model used for denoising the input latent.")
+        model: DiffusionModel = Input(description="The denoiser, from a checkpoint loader or a LoRA node.")
         seed: int = Input(0, ge=0, le=SEED_MAX, control_after_generate=True, description=SEED_TIP)
         steps: int = Input(20, ge=1, le=10000, description=STEPS_TIP)
         cfg: float = Input(8.0, ge=0.0, le=100.0, step=0.1, round=0.01, description=CFG_TIP)
         sampler_name: SamplerName = Input("euler", description=SAMPLER_TIP)
         scheduler: SchedulerName = Input("simple", description=SCHEDULER_TIP)
-        positive: Conditioning = Input(
-            description="The conditioning describing the attributes you want to include in the image."
+        positive: Conditioning = Input(description="What the image should show.")
+        negative: Conditioning = Input(description="What the image should avoid.")
+        latent_image: Latent = Input(
+            description="The starting latent: an empty one, or an encoded image for image-to-image."
         )
-        negative: Conditioning = Input(
-            description="The conditioning describing the attributes you want to exclude from the image."
-        )
-        latent_image: Latent = Input(description="The latent image to denoise.")
         denoise: float = Input(
             1.0,
             ge=0.0,
             le=1.0,
             step=0.01,
-            description="The amount of denoising applied, lower values will "
-            "maintain the structure of the initial image allowing for image to image sampling.",
+            description="Share of the schedule to run: 1 replaces the latent entirely, lower keeps more of "
+            "the input image (image-to-image).",
         )
 
     class Outputs(NodeOutputs):
@@ -163,16 +159,18 @@ class KSamplerAdvanced(Node):
     description = "Samples a slice of the schedule; chain two with leftover noise to split one run."
 
     class Inputs(NodeInputs):
-        model: DiffusionModel = Input(description="The model used for denoising the input latent.")
+        model: DiffusionModel = Input(description="The denoiser, from a checkpoint loader or a LoRA node.")
         add_noise: Literal["enable", "disable"] = Input("enable", description="Add the seed's noise first.")
         noise_seed: int = Input(0, ge=0, le=SEED_MAX, control_after_generate=True, description=SEED_TIP)
         steps: int = Input(20, ge=1, le=10000, description=STEPS_TIP)
         cfg: float = Input(8.0, ge=0.0, le=100.0, step=0.1, round=0.01, description=CFG_TIP)
         sampler_name: SamplerName = Input("euler", description=SAMPLER_TIP)
         scheduler: SchedulerName = Input("simple", description=SCHEDULER_TIP)
-        positive: Conditioning = Input(description="The conditioning to include.")
-        negative: Conditioning = Input(description="The conditioning to exclude.")
-        latent_image: Latent = Input(description="The latent image to denoise.")
+        positive: Conditioning = Input(description="What the image should show.")
+        negative: Conditioning = Input(description="What the image should avoid.")
+        latent_image: Latent = Input(
+            description="The starting latent: an empty one, or an encoded image for image-to-image."
+        )
         start_at_step: int = Input(0, ge=0, le=10000, description="The first step of the schedule to run.")
         end_at_step: int = Input(10000, ge=0, le=10000, description="The step to stop at.")
         return_with_leftover_noise: Literal["disable", "enable"] = Input(

@@ -23,16 +23,23 @@ class CLIPTextEncode(Node):
     display_name = "CLIP Text Encode (Prompt)"
     category = "conditioning"
     description = (
-        "Encodes a text prompt using a CLIP model into an embedding that guides the diffusion model."
+        "Turns a prompt into conditioning: (word:1.2) emphasis, prompts past 75 tokens and clip skip work."
     )
 
     class Inputs(NodeInputs):
-        text: str = Input(description="The text to be encoded.", multiline=True, dynamicPrompts=True)
-        clip: ClipHandle = Input(description="The CLIP model used for encoding the text.")
+        text: str = Input(
+            description="The prompt; (word:1.2) raises a word's weight, (word:0.8) lowers it.",
+            multiline=True,
+            dynamicPrompts=True,
+        )
+        clip: ClipHandle = Input(
+            description="The text encoder from a checkpoint loader (or a LoRA or clip-skip node)."
+        )
 
     class Outputs(NodeOutputs):
         CONDITIONING: Conditioning = Output(
-            name="CONDITIONING", description="A conditioning containing the embedded text."
+            name="CONDITIONING",
+            description="The prompt's token embeddings (and pooled vector) for a sampler.",
         )
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:

@@ -14,14 +14,14 @@ class VAEDecode(Node):
     class_type = "VAEDecode"
     display_name = "VAE Decode"
     category = "latent"
-    description = "Decodes latent images back into pixel space images."
+    description = "Turns latents into pixels with the VAE's decoder."
 
     class Inputs(NodeInputs):
-        samples: Latent = Input(description="The latent to be decoded.")
-        vae: VaeHandle = Input(description="The VAE model used for decoding the latent.")
+        samples: Latent = Input(description="Latents from a sampler (or any latent source).")
+        vae: VaeHandle = Input(description="Its decoder must match the model family the latents came from.")
 
     class Outputs(NodeOutputs):
-        IMAGE: Image = Output(name="IMAGE", description="The decoded image.")
+        IMAGE: Image = Output(name="IMAGE", description="Pixels, one image per latent of the batch.")
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Decode the raw latents."""
@@ -39,8 +39,10 @@ class VAEEncode(Node):
     description = "Encodes an image into the VAE's latent space."
 
     class Inputs(NodeInputs):
-        pixels: Image = Input(description="The image to encode.")
-        vae: VaeHandle = Input(description="The VAE model used for encoding.")
+        pixels: Image = Input(description="Pixels to turn into latents (for image-to-image).")
+        vae: VaeHandle = Input(
+            description="Its encoder must match the model family that will sample the latents."
+        )
 
     class Outputs(NodeOutputs):
         LATENT: Latent = Output(name="LATENT", description="The encoded latent.")
@@ -61,8 +63,8 @@ class VAEDecodeTiled(Node):
     description = "Decodes latents in tiles; uses less memory than VAEDecode."
 
     class Inputs(NodeInputs):
-        samples: Latent = Input(description="The latent to be decoded.")
-        vae: VaeHandle = Input(description="The VAE model used for decoding the latent.")
+        samples: Latent = Input(description="Latents from a sampler (or any latent source).")
+        vae: VaeHandle = Input(description="Its decoder must match the model family the latents came from.")
         tile_size: int = Input(512, description="Tile size in pixels.", ge=64, le=4096, step=32)
         overlap: int = Input(64, description="Tile overlap in pixels.", ge=0, le=4096, step=32)
         temporal_size: int = Input(
@@ -73,7 +75,7 @@ class VAEDecodeTiled(Node):
         )
 
     class Outputs(NodeOutputs):
-        IMAGE: Image = Output(name="IMAGE", description="The decoded image.")
+        IMAGE: Image = Output(name="IMAGE", description="Pixels, one image per latent of the batch.")
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Decode in tiles; the overlap is capped at a quarter tile as ComfyUI does."""

@@ -23,6 +23,11 @@ CLIENT_TOKEN = re.compile(r"%([^%]+)%")
 DATE_FIELD = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")
 # Placeholder size for checking a prefix before the image exists (tokens never add path separators).
 CHECK_SIZE = 1
+# The tooltip every writer shows on its filename_prefix input.
+PREFIX_TIP = (
+    "Start of the file names; a folder part (a/b/name) writes into a subfolder of the output folder. "
+    "Tokens such as %date:yyyy-MM-dd%, %KSampler.seed% or %width% are replaced when saving."
+)
 
 
 @dataclass
