@@ -141,8 +141,9 @@ class Worker:
             log.exception("executor failed on prompt %s", job.id)
             result = ExecutionResult(status="error")
             result.error = None
-            result.messages = [["execution_error", self._engine_error(job, exc)]]
-            self.bridge.call(self.hub.emit, "execution_error", result.messages[0][1], job.client_id)
+            payload = self._engine_error(job, exc)
+            result.messages = [("execution_error", payload)]
+            self.bridge.call(self.hub.emit, "execution_error", payload, job.client_id)
         with self._lock:
             self._current = None
         if self._stopping.is_set() and result.status == "interrupted":

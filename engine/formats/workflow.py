@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from engine.errors import WorkflowFormatError
 from engine.formats.media_metadata import read_embedded_workflow
@@ -14,7 +14,7 @@ from engine.formats.ui_workflow import is_ui_format, ui_to_api
 MEDIA_SUFFIXES = (".png", ".webp", ".mp4", ".webm", ".mkv", ".mov", ".gif")
 
 
-def is_link(value: Any) -> bool:
+def is_link(value: Any) -> TypeGuard[list[Any] | tuple[Any, ...]]:
     """ComfyUI's link test: a 2-list whose first item is a str node id and second an int slot."""
     # Exact type checks: this runs for every input of every node on each submission.
     kind = type(value)

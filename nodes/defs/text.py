@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
@@ -12,7 +14,7 @@ from nodes.types import CondEntry, Conditioning
 
 def encode(ctx: RunContext, clip: ClipHandle, text: str) -> CondEntry:
     """Encode one prompt with the handle's encoders and layer choice."""
-    stack = clip.load(ctx.models)
+    stack = clip.stack(ctx.models)
     return encode_prompt(stack, text, clip.layer, torch.device(clip.device), clip.compute_dtype)
 
 
@@ -47,7 +49,7 @@ class CLIPTextEncode(Node):
         return self.Outputs(CONDITIONING=Conditioning(entries=(encode(ctx, inputs.clip, inputs.text),)))
 
 
-_SIZE = {"ge": 0, "le": 16384, "step": 8}
+_SIZE: dict[str, Any] = {"ge": 0, "le": 16384, "step": 8}
 
 
 class CLIPTextEncodeSDXL(Node):
@@ -77,7 +79,7 @@ class CLIPTextEncodeSDXL(Node):
         """Encode each prompt with its encoder, concatenate, attach size conditioning."""
         if inputs.clip.family != "sdxl":
             raise NodeInputError("clip", f"needs an SDXL base CLIP, got {inputs.clip.family}")
-        stack = inputs.clip.load(ctx.models)
+        stack = inputs.clip.stack(ctx.models)
         specs = {s["name"]: s for s in stack.specs}
         texts = {"clip_l": inputs.text_l, "clip_g": inputs.text_g}
         wins = {name: windows(texts[name], spec["pad_token"]) for name, spec in specs.items()}

@@ -26,7 +26,7 @@ class VAEDecode(Node):
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Decode the raw latents."""
         return self.Outputs(
-            IMAGE=Image(pixels=vae_ops.decode(inputs.vae.load(ctx.models), inputs.samples.samples))
+            IMAGE=Image(pixels=vae_ops.decode(inputs.vae.autoencoder(ctx.models), inputs.samples.samples))
         )
 
 
@@ -50,7 +50,7 @@ class VAEEncode(Node):
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode pixels (cropped to multiples of 8)."""
         return self.Outputs(
-            LATENT=Latent(samples=vae_ops.encode(inputs.vae.load(ctx.models), inputs.pixels.pixels))
+            LATENT=Latent(samples=vae_ops.encode(inputs.vae.autoencoder(ctx.models), inputs.pixels.pixels))
         )
 
 
@@ -81,7 +81,7 @@ class VAEDecodeTiled(Node):
         """Decode in tiles; the overlap is capped at a quarter tile as ComfyUI does."""
         overlap = inputs.overlap if inputs.tile_size >= inputs.overlap * 4 else inputs.tile_size // 4
         decoded = vae_ops.decode_tiled(
-            inputs.vae.load(ctx.models), inputs.samples.samples, inputs.tile_size // 8, overlap // 8
+            inputs.vae.autoencoder(ctx.models), inputs.samples.samples, inputs.tile_size // 8, overlap // 8
         )
         return self.Outputs(IMAGE=Image(pixels=vae_ops.to_image(decoded)))
 

@@ -244,7 +244,7 @@ def decode_latents(ctx: RunContext, vae: VaeHandle, latents: torch.Tensor) -> to
     """VAE-space latents [N, C, h, w] -> IMAGE pixels [N, H, W, 3] through the model stack's decoder."""
     from nodes.diffusion import vae as vae_ops
 
-    return vae_ops.decode(vae.load(ctx.models), latents)
+    return vae_ops.decode(vae.autoencoder(ctx.models), latents)
 
 
 NODES = [SaveVideoFrames, LatentStepsToImages]

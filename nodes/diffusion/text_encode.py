@@ -132,7 +132,7 @@ class ClipStack(torch.nn.Module):
     def __init__(self, family: str, encoders: dict[str, torch.nn.Module], specs: list[dict[str, Any]]):
         super().__init__()
         self.family = family
-        self.encoders = torch.nn.ModuleDict(encoders)
+        self.encoders: torch.nn.ModuleDict = torch.nn.ModuleDict(encoders)
         self.specs = specs
 
 

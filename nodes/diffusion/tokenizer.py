@@ -39,7 +39,7 @@ def clip_tokenizer() -> Tokenizer:
     """A `tokenizers.Tokenizer` equal to CLIP's reference BPE tokenizer (no special tokens added)."""
     raw = resources.files("nodes.diffusion").joinpath("vocab", "bpe_simple_vocab_16e6.txt.gz").read_bytes()
     lines = gzip.decompress(raw).decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    merges = [(first, second) for first, second in (line.split() for line in lines[1 : 49152 - 256 - 2 + 1])]
     symbols = list(_bytes_to_unicode().values())
     symbols += [s + "</w>" for s in symbols]
     symbols += ["".join(m) for m in merges]

@@ -103,8 +103,9 @@ class CfgDenoiser:
         batch, n = x.shape[0], len(entries)
         embeds = pad_embeds_to_common_length([_repeat_to_batch(e.embeds, batch) for e in entries])
         pooled = None
-        if all(e.pooled is not None for e in entries):
-            pooled = torch.cat([_repeat_to_batch(e.pooled, batch) for e in entries])
+        pooleds = [e.pooled for e in entries if e.pooled is not None]
+        if len(pooleds) == n:
+            pooled = torch.cat([_repeat_to_batch(p, batch) for p in pooleds])
         extras = [dict(e.extras) for e in entries for _ in range(batch)]
         x_all = torch.cat([x] * n) if n > 1 else x
         sigma_all = torch.cat([sigma] * n) if n > 1 else sigma

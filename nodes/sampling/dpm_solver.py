@@ -87,7 +87,8 @@ def sample_dpm_fast(
     for i, order in enumerate(orders):
         cache: dict[str, torch.Tensor] = {}
         t, t_next = ts[i], ts[i + 1]
-        t_next_, su = t_next, 0.0
+        t_next_ = t_next
+        su: torch.Tensor | float = 0.0
         if eta:
             sd, _ = ancestral_step(sigma_fn(t), sigma_fn(t_next), eta)
             t_next_ = torch.minimum(t_end, t_fn(sd))
@@ -119,7 +120,8 @@ def sample_dpm_adaptive(
     s, t_end = t_fn(bounds[1].detach().clone()), t_fn(bounds[0].detach().clone())
     h = abs(h_init)
     atol_t, rtol_t = torch.tensor(atol), torch.tensor(rtol)
-    x_prev, errs, n = x, [], 0
+    x_prev, n = x, 0
+    errs: list[float] = []
     while s < t_end - 1e-5:
         cache: dict[str, torch.Tensor] = {}
         t = torch.minimum(t_end, s + h)

@@ -51,7 +51,7 @@ def sample_heun(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, run: Sam
     return x
 
 
-def _heunpp_weights(sigmas: torch.Tensor, idx: list[int]) -> list[torch.Tensor]:
+def _heunpp_weights(sigmas: torch.Tensor, idx: list[int]) -> list[torch.Tensor | float]:
     """Heun++ weights: later slopes weighted by their sigma over len * sigma_0."""
     w = len(idx) * sigmas[0]
     tail = [sigmas[j] / w for j in idx[1:]]
