@@ -88,7 +88,7 @@ def detect_family(folder: Path) -> tuple[str, tuple[str, ...]]:
     return family, components
 
 
-def _load_kwargs(sub: Path, allow_pickle: bool | None) -> dict[str, Any]:
+def _load_kwargs(sub: Path) -> dict[str, Any]:
     """from_pretrained arguments for one part: safetensors (plain or fp16 variant), else opt-in pickle."""
     names = [p.name for p in sub.iterdir()]
     for stem in _WEIGHT_STEMS:
@@ -98,7 +98,7 @@ def _load_kwargs(sub: Path, allow_pickle: bool | None) -> dict[str, Any]:
             return {"use_safetensors": True, "variant": "fp16"}
     if not any(n.endswith(".bin") for n in names):
         raise CheckpointFormatError(f"{sub.parent.name}/{sub.name}: no weights file (.safetensors) found")
-    if not pickle_allowed(allow_pickle):
+    if not pickle_allowed():
         raise PickleRefusedError(
             f"{sub.parent.name}/{sub.name} holds only pickle weights (.bin); pickle can run code when loaded, "
             "so diffgraph refuses it by default. Convert the folder to safetensors, or opt in with "
@@ -117,13 +117,11 @@ def _text_specs(folder: Path, family: str) -> list[dict[str, Any]]:
     return specs
 
 
-def load_part(
-    folder: Path, family: str, component: str, dtype: torch.dtype, allow_pickle: bool | None = None
-):
+def load_part(folder: Path, family: str, component: str, dtype: torch.dtype):
     """One component of a diffusers folder as the same module the single-file path builds."""
     if component in ("unet", "vae"):
         part_cls = UNet2DConditionModel if component == "unet" else AutoencoderKL
-        kwargs = _load_kwargs(folder / component, allow_pickle)
+        kwargs = _load_kwargs(folder / component)
         model = part_cls.from_pretrained(
             folder, subfolder=component, torch_dtype=dtype, local_files_only=True, **kwargs
         )
@@ -133,9 +131,7 @@ def load_part(
     for spec in specs:
         sub = folder / spec["folder"]
         cls = CLIPTextModelWithProjection if spec["with_projection"] else CLIPTextModel
-        model = cls.from_pretrained(
-            sub, dtype=dtype, local_files_only=True, **_load_kwargs(sub, allow_pickle)
-        )
+        model = cls.from_pretrained(sub, dtype=dtype, local_files_only=True, **_load_kwargs(sub))
         encoders[spec["name"]] = model.eval().requires_grad_(False)
     return ClipStack(family, encoders, specs)
 

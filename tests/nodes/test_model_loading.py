@@ -66,10 +66,11 @@ def test_loader_refuses_pickle_without_opt_in(tmp_path, monkeypatch):
     assert set(read_weights(path)) == {"a"}
 
 
-def test_loader_pickle_checkpoint_with_opt_in_loads(tiny_sd15_path, tmp_path):
+def test_loader_pickle_checkpoint_with_opt_in_loads(tiny_sd15_path, tmp_path, monkeypatch):
     path = tmp_path / "tiny.ckpt"
     torch.save({"state_dict": read_weights(tiny_sd15_path)}, path)
-    info = loader.inspect_checkpoint(path, allow_pickle=True)
+    monkeypatch.setenv("DIFFGRAPH_ALLOW_PICKLE", "1")
+    info = loader.inspect_checkpoint(path)
     assert info.family == "sd15"
 
 
