@@ -107,11 +107,6 @@ class NodeSpec:
                 return spec
         return None
 
-    @property
-    def output_index(self) -> dict[str, int]:
-        """Output field name -> slot index."""
-        return {out.field: i for i, out in enumerate(self.outputs)}
-
 
 def _overrides(node_cls: type[Node], hook: str) -> bool:
     # Compare the underlying functions: each attribute access makes a new bound classmethod object.

@@ -9,7 +9,6 @@ from pathlib import Path
 from engine.errors import DiffgraphError
 
 MB = 1024 * 1024
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 class InsecureBindError(DiffgraphError):

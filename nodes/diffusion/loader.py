@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 # ComponentRecipe.variant of components loaded from a diffusers folder.
 DIFFUSERS = "diffusers"
 
-# File keys no model consumes: DDPM schedule buffers, EMA copies, CLIP's logit scale and position ids.
-_IGNORED = ("model_ema.", "betas", "alphas_cumprod", "sqrt_", "log_one_minus", "posterior_", "v_pred")
-
 
 @dataclass
 class LoadReport:

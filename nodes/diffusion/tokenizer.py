@@ -16,7 +16,6 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 START_TOKEN = 49406
 END_TOKEN = 49407
-VOCAB_SIZE = 49408
 _SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
