@@ -7,7 +7,7 @@ import logging
 import threading
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from engine.context import CancelToken, Environment
 from engine.events import Event, Executed, Executing, PreviewImage
@@ -20,10 +20,8 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0
 
 
-def encode_preview(image: Image.Image, max_size: int) -> bytes:
-    """A preview picture as ComfyUI sends it: fit inside max_size (bilinear), JPEG quality 95."""
-    if max(image.size) > max_size:
-        image = ImageOps.contain(image, (max_size, max_size), Image.Resampling.BILINEAR)
+def encode_preview(image: Image.Image) -> bytes:
+    """A preview picture as ComfyUI sends it, JPEG quality 95 (nodes already sized it: Environment)."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     buffer = io.BytesIO()
@@ -48,7 +46,6 @@ class Worker:
         hub: Hub,
         bridge: Bridge,
         *,
-        preview_size: int = 512,
         executor: Executor | None = None,
     ):
         self.registry = registry
@@ -56,7 +53,6 @@ class Worker:
         self.store = store
         self.hub = hub
         self.bridge = bridge
-        self.preview_size = preview_size
         self.executor = executor or Executor(registry, env)
         self.cancel = CancelToken()
         self._lock = threading.Lock()
@@ -183,7 +179,7 @@ class Worker:
     def _preview(self, job: Job, event: PreviewImage) -> None:
         if not self.hub.clients:
             return  # nobody watching: skip the encoding work
-        image = encode_preview(event.image, self.preview_size)
+        image = encode_preview(event.image)
         meta = {
             "node_id": event.node_id,
             "prompt_id": event.prompt_id,

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import diffgraph
+from engine.formats.ui_workflow import api_to_ui
 from tests.cli import stub_nodes
 
 
@@ -63,3 +64,16 @@ def test_workflow_refs_by_id_title_and_class_type(session):
         wf["CLIPTextEncode"]
     with pytest.raises(diffgraph.OverrideError, match="its inputs: text, clip"):
         wf.set("Positive", "txt", "x")
+
+
+def test_session_load_scans_model_folders_only_for_ui_workflows(session, monkeypatch):
+    scans = []
+    scan = session.registry.choices
+    monkeypatch.setattr(session.registry, "choices", lambda source: scans.append(source) or scan(source))
+    for _ in range(3):
+        session.load("workflow.json")
+    assert scans == [], "loading an API prompt built the node schemas"
+    ui = api_to_ui(session.load("workflow.json").prompt, session.registry.object_info())
+    scans.clear()
+    assert session.load(ui).prompt["3"]["class_type"] == "KSampler"
+    assert scans, "a UI workflow is converted with the node schemas"

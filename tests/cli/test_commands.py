@@ -155,7 +155,7 @@ def test_cli_exits_quietly_when_the_pipe_reader_quits(project, monkeypatch):
 
 def test_serve_and_run_read_the_same_models_dir_variable(cli, project, monkeypatch):
     import server.main
-    from diffgraph.api import MODELS_DIR_ENV
+    from engine.model_paths import MODELS_DIR_ENV
 
     seen = {}
     monkeypatch.setattr(server.main, "serve", lambda registry, env, settings, **kw: seen.update(m=env))
