@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,6 +11,15 @@ from pydantic_core import PydanticUndefined
 
 if TYPE_CHECKING:
     from engine.context import RunContext
+
+
+class Hidden(StrEnum):
+    """The hidden inputs a node may declare (ComfyUI's names); their values reach the node through ctx."""
+
+    PROMPT = "PROMPT"  # the whole API prompt: ctx.prompt
+    EXTRA_PNGINFO = "EXTRA_PNGINFO"  # the client's workflow and extras: ctx.extra_pnginfo
+    UNIQUE_ID = "UNIQUE_ID"  # this node's id: ctx.node_id (it then joins the cache key)
+
 
 # Option keys a widget may carry in the ComfyUI node schema (object_info), besides default/min/max/tooltip.
 WIDGET_OPTION_KEYS = (
@@ -109,8 +119,8 @@ class Node:
     version: ClassVar[int] = 1
     # Non-idempotent nodes get their node id in the cache key (ComfyUI's NOT_IDEMPOTENT / UNIQUE_ID).
     idempotent: ClassVar[bool] = True
-    # Hidden inputs, ComfyUI style: name -> "PROMPT" | "EXTRA_PNGINFO" | "UNIQUE_ID". Values arrive via ctx.
-    hidden: ClassVar[Mapping[str, str]] = {}
+    # Hidden inputs, ComfyUI style: name -> kind. Listed in the schema; the values arrive via ctx.
+    hidden: ClassVar[Mapping[str, Hidden]] = {}
     # Inputs whose default checks (combo membership, bounds) validate_inputs replaces, as ComfyUI skips
     # them for inputs its VALIDATE_INPUTS takes (LoadImage accepts "name [output]" outside its list).
     self_validated_inputs: ClassVar[frozenset[str]] = frozenset()

@@ -9,7 +9,7 @@ from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, Use
 from nodes.diffusion import families
 from nodes.diffusion.loader import component_dtype, inspect_vae_file, load_checkpoint_into
 from nodes.diffusion.model_handle import ClipHandle, DiffusionModel, VaeHandle
-from nodes.diffusion.recipe import ComponentRecipe, LoraPatch
+from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, Variant
 
 
 def model_handle(store, recipe: ComponentRecipe, prediction: str) -> DiffusionModel:
@@ -115,7 +115,7 @@ class VAELoader(Node):
         """Load (or reuse) the VAE; its layout is checked from the weights (see inspect_vae_file)."""
         path = Path(ctx.model_paths.resolve("vae", inputs.vae_name))
         family = inspect_vae_file(path)
-        recipe = ComponentRecipe(str(path), family, "vae", variant="vae_file")
+        recipe = ComponentRecipe(str(path), family, "vae", variant=Variant.VAE_FILE)
         handle = vae_handle(ctx.models, recipe)
         handle.load(ctx.models)
         return self.Outputs(VAE=handle)

@@ -27,13 +27,10 @@ from nodes.diffusion.checkpoint_io import (
     safetensors_metadata,
 )
 from nodes.diffusion.lora import patched_module
-from nodes.diffusion.recipe import ComponentRecipe
+from nodes.diffusion.recipe import ComponentRecipe, Variant
 from nodes.diffusion.text_encode import ClipStack
 
 log = logging.getLogger(__name__)
-
-# ComponentRecipe.variant of components loaded from a diffusers folder.
-DIFFUSERS = "diffusers"
 
 
 @dataclass
@@ -189,9 +186,9 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
 def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
     """Read just one component's tensors from its file and build the module (no patches)."""
     path = Path(recipe.path)
-    if recipe.variant == DIFFUSERS:
+    if recipe.variant is Variant.DIFFUSERS:
         return diffusers_folder.load_part(path, recipe.family, recipe.component, dtype)
-    if recipe.variant == "vae_file":
+    if recipe.variant is Variant.VAE_FILE:
         sd = read_weights(path, cast=lambda _key: dtype)
         return build_vae_file(path, sd, dtype, recipe.family)
     sd = read_weights(path, _wanted(recipe.component, recipe.family), lambda _key: dtype)
@@ -314,7 +311,7 @@ def load_checkpoint_into(store: Any, path: Path) -> tuple[CheckpointInfo, dict[s
     stat = (path / "model_index.json").stat() if folder else path.stat()
     info_key = ("diffgraph", "info", str(path), stat.st_mtime_ns, stat.st_size)
     info = store.get(info_key, lambda: inspect_checkpoint(path), to_device=False)
-    variant = DIFFUSERS if folder else ""
+    variant = Variant.DIFFUSERS if folder else Variant.CHECKPOINT
     recipes = {c: ComponentRecipe(str(path), info.family, c, variant=variant) for c in info.components}
     missing = [r for r in recipes.values() if r.store_key not in store]
     if folder:

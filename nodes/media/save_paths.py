@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from engine import Node, NodeInputError
+from engine import Hidden, Node, NodeInputError
 
 CLIENT_TOKEN = re.compile(r"%([^%]+)%")
 DATE_FIELD = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")
@@ -192,7 +192,7 @@ def save_target(
 
 
 # Hidden inputs of the nodes that embed the prompt and the UI workflow in what they write.
-HIDDEN_METADATA = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+HIDDEN_METADATA = {"prompt": Hidden.PROMPT, "extra_pnginfo": Hidden.EXTRA_PNGINFO}
 
 
 class OutputFileNode(Node):

@@ -17,6 +17,7 @@ from nodes.defs.vae import VAEDecode
 from nodes.diffusion import loader
 from nodes.diffusion.checkpoint_io import PickleRefusedError
 from nodes.diffusion.diffusers_folder import TEXT_FOLDERS, detect_family
+from nodes.diffusion.recipe import Variant
 from nodes.diffusion.text_encode import ClipLayerError, run_encoder
 from nodes.types import Latent
 from tests.nodes.helpers_models import make_ctx
@@ -104,7 +105,7 @@ def test_diffusers_loader_reads_models_diffusers(tiny_sd15_path, model_store, tm
     write_folder(model_store, tiny_sd15_path, "sd15", models / "diffusers" / "tiny")
     ctx = make_ctx(models, model_store, tmp_path)
     out = DiffusersLoader().run(ctx, DiffusersLoader.Inputs(model_path="tiny"))
-    assert out.MODEL.family == "sd15" and out.CLIP.recipe.variant == "diffusers"
+    assert out.MODEL.family == "sd15" and out.CLIP.recipe.variant is Variant.DIFFUSERS
     assert ModelPaths(models).list("diffusers") == ["tiny"]
 
 
@@ -114,7 +115,7 @@ def test_diffusers_folder_with_pickle_weights_needs_opt_in(
     folder = write_folder(model_store, tiny_sd15_path, "sd15", tmp_path / "pkl", pickle=True)
     monkeypatch.delenv("DIFFGRAPH_ALLOW_PICKLE", raising=False)
     info = loader.inspect_checkpoint(folder)
-    recipe = loader.ComponentRecipe(str(folder), info.family, "unet", variant="diffusers")
+    recipe = loader.ComponentRecipe(str(folder), info.family, "unet", variant=Variant.DIFFUSERS)
     with pytest.raises(PickleRefusedError, match="pkl/unet.*DIFFGRAPH_ALLOW_PICKLE=1"):
         loader.load_component(recipe, torch.float32)
     monkeypatch.setenv("DIFFGRAPH_ALLOW_PICKLE", "1")
