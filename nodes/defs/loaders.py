@@ -14,14 +14,14 @@ from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, Variant
 
 def model_handle(store, recipe: ComponentRecipe, prediction: str) -> DiffusionModel:
     """The MODEL handle for a UNet recipe, with its family's latent format and ADM kind."""
-    cfg = families.family_config(recipe.family)
+    spec = families.family_spec(recipe.family)
     return DiffusionModel(
         recipe,
         prediction=prediction,  # type: ignore[arg-type]
         latent_format=families.latent_format(recipe.family),
         compute_dtype=component_dtype(store, "unet"),
         device=str(store.device),
-        adm=cfg["adm"],
+        adm=spec.adm,
     )
 
 

@@ -80,16 +80,16 @@ class CLIPTextEncodeSDXL(Node):
         if inputs.clip.family != "sdxl":
             raise NodeInputError("clip", f"needs an SDXL base CLIP, got {inputs.clip.family}")
         stack = inputs.clip.stack(ctx.models)
-        specs = {s["name"]: s for s in stack.specs}
+        specs = {s.name: s for s in stack.specs}
         texts = {"clip_l": inputs.text_l, "clip_g": inputs.text_g}
-        wins = {name: windows(texts[name], spec["pad_token"]) for name, spec in specs.items()}
+        wins = {name: windows(texts[name], spec.pad_token) for name, spec in specs.items()}
         # The shorter prompt gets empty-prompt windows (each encoder's own padding), as ComfyUI does.
         count = max(len(w) for w in wins.values())
         out = {
             name: encode_windows(
                 stack.encoders[name],
                 spec,
-                pad_windows(wins[name], count, spec["pad_token"]),
+                pad_windows(wins[name], count, spec.pad_token),
                 inputs.clip.layer,
                 torch.device(inputs.clip.device),
             )

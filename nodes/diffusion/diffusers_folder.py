@@ -13,9 +13,9 @@ which is how ComfyUI numbers them (its default, the penultimate block, is then t
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from nodes.diffusion import families
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, PickleRefusedError, pickle_allowed
+from nodes.diffusion.families import TextEncoderSpec
 from nodes.diffusion.ldm_layout import Layout, UnetArch, unet_layout
 from nodes.diffusion.text_encode import ClipStack
 
@@ -107,13 +108,12 @@ def _load_kwargs(sub: Path) -> dict[str, Any]:
     return {"use_safetensors": False}
 
 
-def _text_specs(folder: Path, family: str) -> list[dict[str, Any]]:
-    specs = copy.deepcopy(families.family_config(family)["text_encoders"])
-    for spec, sub in zip(specs, TEXT_FOLDERS[family], strict=True):
-        spec["folder"] = sub
+def _text_specs(folder: Path, family: str) -> list[TextEncoderSpec]:
+    specs = []
+    for spec, sub in zip(families.family_spec(family).text_encoders, TEXT_FOLDERS[family], strict=True):
         layers = _json(folder / sub / "config.json").get("num_hidden_layers")
-        if family in ("sd2", "sd2-v") and layers == _SD2_TRUNCATED_LAYERS:
-            spec["missing_top_layers"] = 1
+        missing = 1 if family in ("sd2", "sd2-v") and layers == _SD2_TRUNCATED_LAYERS else 0
+        specs.append(replace(spec, folder=sub, missing_top_layers=missing))
     return specs
 
 
@@ -129,10 +129,10 @@ def load_part(folder: Path, family: str, component: str, dtype: torch.dtype):
     specs = _text_specs(folder, family)
     encoders: dict[str, torch.nn.Module] = {}
     for spec in specs:
-        sub = folder / spec["folder"]
-        cls = CLIPTextModelWithProjection if spec["with_projection"] else CLIPTextModel
+        sub = folder / spec.folder
+        cls = CLIPTextModelWithProjection if spec.with_projection else CLIPTextModel
         model = cls.from_pretrained(sub, dtype=dtype, local_files_only=True, **_load_kwargs(sub))
-        encoders[spec["name"]] = model.eval().requires_grad_(False)
+        encoders[spec.name] = model.eval().requires_grad_(False)
     return ClipStack(family, encoders, specs)
 
 

@@ -111,33 +111,33 @@ def build_text(
     """The family's text encoder(s) from HF- or open_clip-layout tensors."""
     encoders: dict[str, torch.nn.Module] = {}
     reports: list[LoadReport] = []
-    specs = families.family_config(family)["text_encoders"]
+    specs = families.family_spec(family).text_encoders
     for spec in specs:
         cfg = CLIPTextConfig(**families.text_config(spec, sd))
-        cls = CLIPTextModelWithProjection if spec["with_projection"] else CLIPTextModel
+        cls = CLIPTextModelWithProjection if spec.with_projection else CLIPTextModel
         with torch.device("meta"):
             model = cls(cfg)
-        p = spec["ldm_prefix"]
+        p = spec.ldm_prefix
         sub = {"te." + k[len(p) :]: v for k, v in sd.items() if k.startswith(p)}
-        if spec["layout"] == "hf":
+        if spec.layout == "hf":
             state = sfu.convert_ldm_clip_checkpoint(sub, remove_prefix="te.")
             state.pop("text_model.embeddings.position_ids", None)
         else:
             # A private prefix keeps diffusers from dropping SD2's last block (ComfyUI keeps all 24).
             state = sfu.convert_open_clip_checkpoint(model, sub, prefix="te.")
-        if not spec["with_projection"]:
+        if not spec.with_projection:
             state.pop("text_projection.weight", None)
         if not any(k.startswith("text_model.") for k in model.state_dict()):
             # transformers 5 flattened CLIPTextModel (no `text_model.` level).
             state = {k.removeprefix("text_model."): v for k, v in state.items()}
-        encoders[spec["name"]], report = _to_model(model, state, dtype, f"{family} {spec['name']}")
+        encoders[spec.name], report = _to_model(model, state, dtype, f"{family} {spec.name}")
         reports.append(report)
     return ClipStack(family, encoders, specs), reports
 
 
 def _prefixes(family: str) -> dict[str, tuple[str, ...]]:
     """Component -> the key prefixes of its tensors in the single-file layout."""
-    texts = tuple(s["ldm_prefix"] for s in families.family_config(family)["text_encoders"])
+    texts = tuple(s.ldm_prefix for s in families.family_spec(family).text_encoders)
     return {"unet": (families.UNET_PREFIX,), "vae": (families.VAE_PREFIX,), "clip": texts}
 
 
@@ -155,7 +155,7 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
                 "diffusers pipeline folder"
             )
         family, comps = diffusers_folder.detect_family(path)
-        return CheckpointInfo(str(path), family, families.family_config(family)["prediction"], comps)
+        return CheckpointInfo(str(path), family, families.family_spec(family).prediction, comps)
     if path.suffix.lower() == ".safetensors" or path.suffix.lower() == ".sft":
         header, _ = read_header(path)
         keys = [k for k in header if k != "__metadata__"]
@@ -180,7 +180,7 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
     if family == "sd2" and families.is_v_prediction(probe, metadata):
         family = "sd2-v"
     comps = tuple(c for c, ok in (("unet", True), ("clip", True), ("vae", found.has_vae)) if ok)
-    return CheckpointInfo(str(path), family, families.family_config(family)["prediction"], comps)
+    return CheckpointInfo(str(path), family, families.family_spec(family).prediction, comps)
 
 
 def load_component(recipe: ComponentRecipe, dtype: torch.dtype):

@@ -70,7 +70,7 @@ def _targets(model: torch.nn.Module, recipe: ComponentRecipe) -> dict[str, str]:
         return out
     if not isinstance(model, ClipStack):
         raise TypeError(f"a {recipe.component} recipe loaded a {type(model).__name__}, not text encoders")
-    names = [s["name"] for s in model.specs]
+    names = [s.name for s in model.specs]
     kohya = ["lora_te_"] if len(names) == 1 else ["lora_te1_", "lora_te2_"]
     peft = ["text_encoder."] if len(names) == 1 else ["text_encoder.", "text_encoder_2."]
     if recipe.family == "sdxl-refiner":

@@ -130,3 +130,19 @@ def test_reader_handles_unaligned_tensors(tmp_path):
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\x07" + half.numpy().tobytes())
     got = read_weights(path, cast=lambda key: torch.float32)
     assert got["flag"].tolist() == [7] and got["w"].tolist() == [1.5, -2.0, 3.25]
+
+
+def test_family_specs_are_typed_and_a_config_key_typo_is_refused():
+    from dataclasses import asdict
+
+    from nodes.diffusion import families
+
+    sdxl = families.family_spec("sdxl")
+    assert (sdxl.prediction, sdxl.adm, [e.name for e in sdxl.text_encoders]) == (
+        "eps",
+        "sdxl",
+        ["clip_l", "clip_g"],
+    )
+    encoder = asdict(sdxl.text_encoders[0]) | {"pad_tokn": 0}
+    with pytest.raises(ValueError, match="pad_tokn"):
+        families.TextEncoderSpec(**families._strict(families.TextEncoderSpec, encoder, "sdxl.json"))
