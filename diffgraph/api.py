@@ -98,17 +98,6 @@ def ui_files(ui: dict[str, Any], env: Environment) -> list[Path]:
     return paths
 
 
-def error_dict(error: Any) -> dict[str, Any] | None:
-    """The executor's error (an event, an engine error or a dict) as a plain dict."""
-    if error is None or isinstance(error, dict):
-        return error
-    if hasattr(error, "data"):
-        return error.data()
-    if isinstance(error, DiffgraphError):
-        return {**error.extra, **error.to_dict()}
-    return {"message": str(error), "type": type(error).__name__}
-
-
 class Session:
     """One process's engine: registry, model store and cache stay alive across runs.
 
@@ -213,7 +202,7 @@ class Session:
             files={nid: ui_files(node_ui, self.env) for nid, node_ui in ui.items()},
             timings=dict(executed.timings or {}),
             seconds=time.perf_counter() - started,
-            error=error_dict(executed.error),
+            error=executed.error_data(),
             node_errors=dict(validation.node_errors or {}),
         )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from typing import Any
 
 from PIL import Image
 
@@ -27,12 +26,6 @@ def encode_preview(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
-
-
-def _event_dict(event: Any) -> dict[str, Any] | None:
-    if event is None or isinstance(event, dict):
-        return event
-    return event.data()
 
 
 class Worker:
@@ -135,35 +128,19 @@ class Worker:
             )
         except Exception as exc:  # the executor reports node failures itself; this is an engine bug
             log.exception("executor failed on prompt %s", job.id)
-            result = ExecutionResult(status="error")
-            result.error = None
-            payload = self._engine_error(job, exc)
-            result.messages = [("execution_error", payload)]
-            self.bridge.call(self.hub.emit, "execution_error", payload, job.client_id)
+            result = ExecutionResult.crashed(job.id, exc)
+            self.bridge.call(self.hub.emit, "execution_error", result.error_data(), job.client_id)
         with self._lock:
             self._current = None
         if self._stopping.is_set() and result.status == "interrupted":
             self.store.requeue(job.id)  # shutdown, not the user, stopped it: run it again next start
         else:
-            error = _event_dict(result.error) or (result.messages[0][1] if result.status == "error" else None)
+            error = result.error_data()
             messages = [list(m) for m in result.messages]
             self.store.finish(job.id, result.status, result.ui_outputs, messages, error)
         self.bridge.call(self.hub.stop, job.id)
         if job.client_id:
             self.bridge.call(self.hub.emit, "executing", {"node": None, "prompt_id": job.id}, job.client_id)
-
-    def _engine_error(self, job: Job, exc: Exception) -> dict[str, Any]:
-        return {
-            "prompt_id": job.id,
-            "node_id": None,
-            "node_type": None,
-            "executed": [],
-            "exception_message": f"internal error: {exc}",
-            "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "traceback": [],
-            "current_inputs": {},
-            "current_outputs": [],
-        }
 
     def _on_event(self, job: Job, event: Event) -> None:
         """Executor sink, on the worker thread: persist what must survive a crash, then hand to the hub."""
