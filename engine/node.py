@@ -36,9 +36,10 @@ WIDGET_OPTION_KEYS = (
     "image_folder",
     "video_upload",
     "forceInput",
-    "rawLink",
     "lazy",
 )
+# Not accepted: `rawLink` (ComfyUI hands such an input the link itself, not its value); the executor
+# always resolves links, so a node declaring it would silently get values. Declaring it is an error.
 
 
 class EdgeType:

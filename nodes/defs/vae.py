@@ -68,10 +68,18 @@ class VAEDecodeTiled(Node):
         tile_size: int = Input(512, description="Tile size in pixels.", ge=64, le=4096, step=32)
         overlap: int = Input(64, description="Tile overlap in pixels.", ge=0, le=4096, step=32)
         temporal_size: int = Input(
-            64, description="Frames per temporal tile (video VAEs only).", ge=8, le=4096, step=4
+            64,
+            description="Frames per temporal tile of a video VAE; image VAEs (all this node loads) ignore it.",
+            ge=8,
+            le=4096,
+            step=4,
         )
         temporal_overlap: int = Input(
-            8, description="Frames of temporal overlap (video VAEs only).", ge=4, le=4096, step=4
+            8,
+            description="Frames shared by temporal tiles of a video VAE; image VAEs ignore it.",
+            ge=4,
+            le=4096,
+            step=4,
         )
 
     class Outputs(NodeOutputs):

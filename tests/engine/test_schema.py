@@ -112,3 +112,8 @@ def test_schema_refuses_a_hidden_input_the_engine_cannot_supply():
     with pytest.raises(DiffgraphError, match="DYNPROMPT.*Hidden.PROMPT") as caught:
         Registry([Dynamic])
     assert caught.value.code == "bad_node_class"
+
+
+def test_schema_refuses_raw_link_inputs_the_executor_would_resolve():
+    with pytest.raises(TypeError, match="rawLink"):
+        Input(description="the link itself", rawLink=True)
