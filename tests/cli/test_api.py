@@ -8,7 +8,7 @@ import pytest
 
 import diffgraph
 from engine.formats.ui_workflow import api_to_ui
-from tests.cli import stub_nodes
+from tests.stub_pack import txt2img
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def session(project):
     with diffgraph.Session(
         models_dir=project / "models",
         output_dir=project / "out",
-        registry_factory=stub_nodes.stub_registry_factory,
+        registry_factory=txt2img.stub_registry_factory,
     ) as session:
         yield session
 
@@ -27,7 +27,7 @@ def test_session_run_returns_typed_outputs_and_files(session):
     result = session.run(wf)
     assert result.ok
     latent = result.outputs["3"].latent
-    assert isinstance(latent, stub_nodes.StubLatent)
+    assert isinstance(latent, txt2img.StubLatent)
     assert (latent.value["seed"], latent.value["positive"]) == (5, "a heron")
     assert result.ui["9"]["images"][0]["type"] == "output"
     (path,) = result.all_files()
@@ -40,7 +40,7 @@ def test_session_keeps_the_cache_across_runs(session):
     second = session.run(wf.copy().set("3", "seed", 6))
     assert len(first.executed) == 7
     assert sorted(second.executed) == ["3", "8", "9"]
-    assert stub_nodes.CALLS.count("CheckpointLoaderSimple") == 1
+    assert txt2img.CALLS.count("CheckpointLoaderSimple") == 1
     assert session.run(wf, force=True).executed == first.executed
 
 
