@@ -6,8 +6,8 @@ from collections.abc import Hashable, Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import PydanticUndefined
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic_core import CoreSchema, PydanticUndefined, core_schema
 
 if TYPE_CHECKING:
     from engine.context import RunContext
@@ -54,6 +54,15 @@ class EdgeType:
     def nbytes(self) -> int:
         """Bytes this value keeps alive in the cache (tensors it owns; not models held by the store)."""
         return 0
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        """Edge values are made by nodes, not parsed: an input accepts an instance as it is.
+
+        Without this pydantic would rebuild dataclass edge values field by field, which needs every
+        annotation resolvable at run time (a handle type named only for type checkers is not).
+        """
+        return core_schema.is_instance_schema(cls)
 
 
 class NodeInputs(BaseModel):

@@ -17,6 +17,9 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.latent",
     "nodes.defs.vae",
     "nodes.defs.sampler",
+    "nodes.defs.custom_sampling",
+    "nodes.defs.sampler_select",
+    "nodes.defs.sigma_nodes",
     "nodes.defs.latent_io",
 )
 

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import torch
+from typing import Literal
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.diffusion.model_handle import DiffusionModel
-from nodes.media.previews import run_previewer
-from nodes.sampling.cfg import CfgDenoiser
+from nodes.sampling.guided import sample_guided
 from nodes.sampling.model_sampling import DiscreteModelSampling
-from nodes.sampling.noise import SEED_MAX, prepare_noise
-from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, SamplerName, sample
+from nodes.sampling.noise import SEED_MAX
+from nodes.sampling.samplers import SamplerName
 from nodes.sampling.schedulers import SchedulerName, ksampler_sigmas
-from nodes.types import Conditioning, Latent, LatentFormat, LatentSequence
+from nodes.types import Conditioning, Guider, Latent, LatentSequence, Noise, SamplerSpec
 
 SEED_TIP = "Picks the starting noise; the same seed gives the same image on any machine."
 STEPS_TIP = "How many times the model is called; more steps take longer and refine more."
@@ -45,32 +41,6 @@ class SamplerSettings:
     force_full_denoise: bool = False
 
 
-class StepRecorder:
-    """The per-step callback: progress, x0 preview and (when linked) the latent after each step."""
-
-    def __init__(self, ctx: RunContext, total: int, latent_format: LatentFormat, keep_steps: bool):
-        self.ctx, self.total, self.latent_format = ctx, total, latent_format
-        self.keep_steps = keep_steps
-        self.steps: list[torch.Tensor] = []
-        self.previewer: Callable[[torch.Tensor], Any] | None = None
-
-    def __call__(self, i: int, x0: torch.Tensor, x: torch.Tensor) -> None:
-        if self.keep_steps and i > 0:
-            self.steps.append(self.latent_format.process_out(x.float()).cpu())
-        if self.ctx.previews_enabled:
-            if self.previewer is None:
-                # Built on the first step only: TAESD weights load once per run, never when unused.
-                self.previewer = run_previewer(self.ctx, self.latent_format)
-            self.ctx.preview(self.previewer(x0.detach()))
-        self.ctx.progress(i + 1, self.total)
-
-    def sequence(self, final: torch.Tensor) -> LatentSequence:
-        """All recorded step latents plus the final one, [S, B, C, h, w]."""
-        return LatentSequence(
-            steps=torch.stack([*self.steps, final.float().cpu()]), latent_format=self.latent_format
-        )
-
-
 def common_ksampler(
     ctx: RunContext,
     model: DiffusionModel,
@@ -79,31 +49,22 @@ def common_ksampler(
     latent: Latent,
     s: SamplerSettings,
 ) -> tuple[Latent, LatentSequence | None]:
-    """ComfyUI's common_ksampler: noise, sigmas, CFG denoiser, sampler; returns the new latent."""
+    """ComfyUI's common_ksampler as a composition: seed noise, a CFG guider, a named sampler, sigmas."""
     ms = DiscreteModelSampling.create(model.prediction)
-    samples = latent.samples
-    if s.disable_noise:
-        noise = torch.zeros(samples.shape, dtype=samples.dtype, layout=samples.layout)
-    else:
-        noise = prepare_noise(samples, s.seed, latent.batch_index)
     sigmas = ksampler_sigmas(
         ms, s.scheduler, s.sampler_name, s.steps, s.denoise, s.start_step, s.last_step, s.force_full_denoise
     )
-    keep_steps = ctx.is_linked("steps")
-    recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
-
-    def unet(x_in, timesteps, embeds, pooled, extras):
-        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras)
-
-    uncond_at_cfg_1 = s.sampler_name in UNCOND_AT_CFG_1
-    denoiser = CfgDenoiser(
-        unet, ms, positive.entries, negative.entries, s.cfg, uncond_at_cfg_1=uncond_at_cfg_1
+    guider = Guider(model, "cfg", {"positive": positive, "negative": negative}, cfg=s.cfg)
+    result = sample_guided(
+        ctx,
+        guider,
+        SamplerSpec(s.sampler_name),
+        sigmas,
+        Noise(seed=s.seed, enabled=not s.disable_noise),
+        latent,
+        keep_steps=ctx.is_linked("steps"),
     )
-    req = SampleRequest(samples, noise, sigmas, s.sampler_name, s.seed, latent.noise_mask)
-    with torch.inference_mode():
-        out = sample(denoiser, ms, model.latent_format, req, model.device, recorder).cpu()
-    result = Latent(samples=out, batch_index=latent.batch_index, noise_mask=latent.noise_mask)
-    return result, recorder.sequence(out) if keep_steps else None
+    return result.latent, result.steps
 
 
 class KSampler(Node):

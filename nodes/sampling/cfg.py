@@ -71,7 +71,7 @@ class CfgDenoiser:
         # Uncond first, then cond: the order ComfyUI stacks them in one batch.
         groups = [] if skip_uncond else [self.negative]
         groups.append(self.positive)
-        outs = self._denoise_groups(x, sigma, groups)
+        outs = self.denoise_groups(x, sigma, groups)
         cond = outs[-1]
         if skip_uncond:
             self.uncond_denoised = torch.zeros_like(x)
@@ -80,7 +80,7 @@ class CfgDenoiser:
         self.uncond_denoised = uncond
         return uncond + (cond - uncond) * self.cfg
 
-    def _denoise_groups(
+    def denoise_groups(
         self, x: torch.Tensor, sigma: torch.Tensor, groups: list[list[CondEntry]]
     ) -> list[torch.Tensor]:
         """Average x0 prediction per group, all entries run as [x]*n batched UNet calls."""

@@ -23,6 +23,7 @@ def sample_dpmpp_2s_ancestral(
     sigmas: torch.Tensor,
     run: SamplerRun,
     eta: float = 1.0,
+    s_noise: float = 1.0,
     cfg_pp: bool = False,
 ) -> torch.Tensor:
     """Ancestral DPM-Solver++(2S): a second-order singlestep update to sigma_down, then noise."""
@@ -48,7 +49,7 @@ def sample_dpmpp_2s_ancestral(
             denoised_2 = model(x_2, sigma_fn(s) * s_in)
             x = (sigma_fn(t_next) / sigma_fn(t)) * base - (-h).expm1() * denoised_2
         if sigmas[i + 1] > 0:
-            x = x + noise(sigmas[i], sigmas[i + 1]) * sigma_up
+            x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
 
@@ -65,6 +66,7 @@ def sample_dpmpp_sde(
     sigmas: torch.Tensor,
     run: SamplerRun,
     eta: float = 1.0,
+    s_noise: float = 1.0,
     r: float = 0.5,
     cpu_tree: bool = True,
 ) -> torch.Tensor:
@@ -84,13 +86,13 @@ def sample_dpmpp_sde(
         sd, su = ancestral_step(sigma_fn(t), sigma_fn(s), eta)
         s_ = t_fn(sd)
         x_2 = (sigma_fn(s_) / sigma_fn(t)) * x - (t - s_).expm1() * denoised
-        x_2 = x_2 + noise(sigma_fn(t), sigma_fn(s)) * su
+        x_2 = x_2 + noise(sigma_fn(t), sigma_fn(s)) * s_noise * su
         denoised_2 = model(x_2, sigma_fn(s) * s_in)
         sd, su = ancestral_step(sigma_fn(t), sigma_fn(t_next), eta)
         t_next_ = t_fn(sd)
         denoised_d = (1 - fac) * denoised + fac * denoised_2
         x = (sigma_fn(t_next_) / sigma_fn(t)) * x - (t - t_next_).expm1() * denoised_d
-        x = x + noise(sigma_fn(t), sigma_fn(t_next)) * su
+        x = x + noise(sigma_fn(t), sigma_fn(t_next)) * s_noise * su
     return x
 
 
@@ -141,6 +143,7 @@ def sample_dpmpp_2m_sde(
     sigmas: torch.Tensor,
     run: SamplerRun,
     eta: float = 1.0,
+    s_noise: float = 1.0,
     solver_type: str = "midpoint",
     cpu_tree: bool = True,
 ) -> torch.Tensor:
@@ -166,7 +169,13 @@ def sample_dpmpp_2m_sde(
                     coef = 0.5 * (-h_eta).expm1().neg()
                 x = x + coef * (1 / r) * (denoised - old_denoised)
             if eta:
-                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt()
+                x = (
+                    x
+                    + noise(sigmas[i], sigmas[i + 1])
+                    * sigmas[i + 1]
+                    * (-2 * h * eta).expm1().neg().sqrt()
+                    * s_noise
+                )
             h_last = h
         old_denoised = denoised
     return x
@@ -178,6 +187,7 @@ def sample_dpmpp_3m_sde(
     sigmas: torch.Tensor,
     run: SamplerRun,
     eta: float = 1.0,
+    s_noise: float = 1.0,
     cpu_tree: bool = True,
 ) -> torch.Tensor:
     """DPM-Solver++(3M) SDE with Brownian-tree noise."""
@@ -209,7 +219,13 @@ def sample_dpmpp_3m_sde(
                 phi_2 = h_eta.neg().expm1() / h_eta + 1
                 x = x + phi_2 * ((denoised - denoised_1) / (h_1 / h))
             if eta:
-                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt()
+                x = (
+                    x
+                    + noise(sigmas[i], sigmas[i + 1])
+                    * sigmas[i + 1]
+                    * (-2 * h * eta).expm1().neg().sqrt()
+                    * s_noise
+                )
             h_1, h_2 = h, h_1
         denoised_1, denoised_2 = denoised, denoised_1
     return x
