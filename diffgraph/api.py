@@ -16,6 +16,7 @@ from diffgraph.workflow import Workflow
 from engine import CancelToken, DiffgraphError, Environment, ModelPaths, NodeOutputs, Registry
 from engine.events import EventSink, discard
 from engine.executor import Executor
+from engine.ui_transforms import QueueContext
 from engine.validation import ValidationResult, validate_prompt
 from engine.workflow import load_workflow
 
@@ -159,9 +160,12 @@ class Session:
         """The models folder (ComfyUI layout)."""
         return self.model_paths.root
 
-    def load(self, source: str | Path | dict[str, Any]) -> Workflow:
-        """Load an API- or UI-format JSON file, a PNG/video carrying a workflow, or a parsed dict."""
-        loaded = load_workflow(source, self.registry.object_info())
+    def load(self, source: str | Path | dict[str, Any], queue: QueueContext | None = None) -> Workflow:
+        """Load an API- or UI-format JSON file, a PNG/video carrying a workflow, or a parsed dict.
+
+        `queue` pins the clock (`%date:...%`) and the `{a|b}` choices of a UI workflow's conversion.
+        """
+        loaded = load_workflow(source, self.registry.object_info(), queue)
         return Workflow.from_engine(loaded, self.registry)
 
     def validate(self, workflow: Workflow) -> ValidationResult:

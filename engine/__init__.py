@@ -14,6 +14,7 @@ from engine.model_paths import ModelPathError, ModelPaths
 from engine.node import EdgeType, Input, Node, NodeInputs, NodeOutputs, Output
 from engine.registry import Registry
 from engine.schema import NodeSpec, node_spec, object_info
+from engine.ui_transforms import apply_text_replacements
 
 __all__ = [
     "CancelToken",
@@ -37,6 +38,7 @@ __all__ = [
     "RunContext",
     "UserFacingError",
     "WorkflowFormatError",
+    "apply_text_replacements",
     "node_spec",
     "object_info",
 ]

@@ -173,7 +173,7 @@ class Scope:
                 remaining[node_id] = linked
             else:
                 queue.append(node)
-        outgoing: dict[tuple[str, int], list[tuple[int, Link]]] = {}
+        outgoing: dict[tuple[str, int], list[tuple[tuple[int, int | str], Link]]] = {}
         for link_id, link in self.links.items():
             outgoing.setdefault((link.origin_id, link.origin_slot), []).append((_link_order(link_id), link))
         order: list[dict[str, Any]] = []

@@ -242,7 +242,7 @@ def pack_meta(properties: Mapping[str, Any] | None) -> dict[str, str]:
     properties = properties or {}
     meta: dict[str, str] = {}
     cnr_id = properties.get("cnr_id")
-    if _repo_like(cnr_id):
+    if isinstance(cnr_id, str) and _repo_like(cnr_id):
         meta["cnr_id"] = cnr_id
     aux_id = properties.get("aux_id")
     if isinstance(aux_id, str) and re.fullmatch(r"[^/]+/[^/]+", aux_id):
@@ -259,10 +259,9 @@ def pack_meta(properties: Mapping[str, Any] | None) -> dict[str, str]:
     return meta
 
 
-def _repo_like(value: Any) -> bool:
+def _repo_like(value: str) -> bool:
     return (
-        isinstance(value, str)
-        and 1 <= len(value) <= 100
+        1 <= len(value) <= 100
         and REPO_LIKE_ID.fullmatch(value) is not None
         and not re.search(r"^[_\-.]|[_\-.]$", value)
     )

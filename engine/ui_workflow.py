@@ -162,11 +162,11 @@ class _Conversion:
 
     def _widgets_of(self, scope: Scope, node: dict[str, Any]) -> dict[str, Any]:
         if node["type"] == "PrimitiveNode":
+            # Its one widget carries the name of the widget it feeds.
             outputs = node.get("outputs") or [{}]
-            widget = outputs[0].get("widget") if isinstance(outputs[0].get("widget"), dict) else {}
+            name = _widget_name(outputs[0]) if isinstance(outputs[0].get("widget"), dict) else None
             values = node.get("widgets_values")
-            has_value = isinstance(values, list) and values and widget.get("name")
-            return {widget["name"]: values[0]} if has_value else {}
+            return {name: values[0]} if name and isinstance(values, list) and values else {}
         if node["type"] in VIRTUAL_TYPES or scope.is_instance(node):
             return {}
         return self.widget_values(scope, node, controls=True)
@@ -174,8 +174,8 @@ class _Conversion:
 
 def _widget_name(slot: dict[str, Any]) -> Any:
     """The widget an input slot stands for (a PrimitiveNode writes into it); its own name otherwise."""
-    widget = slot.get("widget") if isinstance(slot.get("widget"), dict) else {}
-    return widget.get("name", slot.get("name"))
+    widget = slot.get("widget")
+    return widget.get("name", slot.get("name")) if isinstance(widget, dict) else slot.get("name")
 
 
 def _drop_links_to_absent_nodes(prompt: dict[str, Any]) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import WorkflowFormatError
+
+if TYPE_CHECKING:
+    from engine.ui_transforms import QueueContext
 
 MEDIA_SUFFIXES = (".png", ".webp", ".mp4", ".webm", ".mkv", ".mov", ".gif")
 
@@ -69,9 +72,15 @@ def parse_json(text: str, source: str) -> Any:
 
 
 def workflow_from_data(
-    data: Any, object_info: dict[str, Any] | None = None, source: str = "<data>"
+    data: Any,
+    object_info: dict[str, Any] | None = None,
+    source: str = "<data>",
+    queue: QueueContext | None = None,
 ) -> Workflow:
-    """Build a Workflow from parsed JSON in any known shape (API, UI, or {"prompt", "extra_data"})."""
+    """Build a Workflow from parsed JSON in any known shape (API, UI, or {"prompt", "extra_data"}).
+
+    `queue` pins the clock and choice randomness of a UI workflow's queue-time rewrites.
+    """
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data:
         extra = data.get("extra_data") if isinstance(data.get("extra_data"), dict) else {}
         ui = (extra.get("extra_pnginfo") or {}).get("workflow") if isinstance(extra, dict) else None
@@ -81,7 +90,7 @@ def workflow_from_data(
             raise WorkflowFormatError(f"{source} is a UI-format workflow; converting it needs node schemas")
         from engine.ui_workflow import ui_to_api
 
-        return Workflow(prompt=ui_to_api(data, object_info), ui=data, source=source)
+        return Workflow(prompt=ui_to_api(data, object_info, queue), ui=data, source=source)
     if isinstance(data, dict):
         return Workflow(prompt=data, source=source)
     raise WorkflowFormatError(
@@ -90,10 +99,14 @@ def workflow_from_data(
     )
 
 
-def load_workflow(source: str | Path | dict[str, Any], object_info: dict[str, Any] | None = None) -> Workflow:
+def load_workflow(
+    source: str | Path | dict[str, Any],
+    object_info: dict[str, Any] | None = None,
+    queue: QueueContext | None = None,
+) -> Workflow:
     """Load a workflow from a JSON file, a PNG/WebP/video carrying one, or already-parsed data."""
     if isinstance(source, dict):
-        return workflow_from_data(source, object_info)
+        return workflow_from_data(source, object_info, queue=queue)
     path = Path(source)
     if not path.is_file():
         raise WorkflowFormatError(f"workflow file {path} does not exist", code="workflow_not_found")
@@ -106,10 +119,10 @@ def load_workflow(source: str | Path | dict[str, Any], object_info: dict[str, An
             return Workflow(prompt=prompt, ui=ui, source=str(path))
         if ui is not None:
             # workflow_from_data names the missing node schemas when object_info is None.
-            return workflow_from_data(ui, object_info, str(path))
+            return workflow_from_data(ui, object_info, str(path), queue)
         raise WorkflowFormatError(f"{path} carries no workflow metadata", code="no_workflow_metadata")
     text = path.read_text(encoding="utf-8")
-    return workflow_from_data(parse_json(text, str(path)), object_info, str(path))
+    return workflow_from_data(parse_json(text, str(path)), object_info, str(path), queue)
 
 
 def save_api(prompt: dict[str, Any], path: str | Path) -> None:
