@@ -76,10 +76,15 @@ class _Conversion:
             self._specs[class_type] = widget_specs(info) if info is not None else ()
         return self._specs[class_type]
 
-    def widget_values(self, scope: Scope, node: dict[str, Any], controls: bool = False) -> dict[str, Any]:
+    def widget_values(self, scope: Scope, node: dict[str, Any], for_tokens: bool = False) -> dict[str, Any]:
         """A node's widget values as the client holds them when it serialises: saved values, then the
-        enclosing instance's promoted ones, then what PrimitiveNodes write into them."""
-        values = raw_values(self.specs(node["type"]), node.get("widgets_values"), controls)
+        enclosing instance's promoted ones, then what PrimitiveNodes write into them.
+
+        `for_tokens`: the values `%Node.widget%` reads, control_after_generate included; primitives'
+        own token expansion is not applied there (the client would see it only for primitives that
+        precede the node in execution order).
+        """
+        values = raw_values(self.specs(node["type"]), node.get("widgets_values"), for_tokens)
         values.update(self.resolver.widget_overrides(scope, node))
         for index, slot in enumerate(node.get("inputs") or []):
             if slot.get("link") is None:
@@ -87,7 +92,7 @@ class _Conversion:
             resolved = self.resolver.resolve_input(scope, node, index, slot.get("type", "*"))
             if isinstance(resolved, Constant) and resolved.into_widget:
                 value = resolved.value
-                if resolved.expand_tokens and isinstance(value, str):
+                if resolved.expand_tokens and isinstance(value, str) and not for_tokens:
                     value = apply_text_replacements(value, self, self.queue.now)
                 values[_widget_name(slot)] = value
         return values
@@ -169,7 +174,7 @@ class _Conversion:
             return {name: values[0]} if name and isinstance(values, list) and values else {}
         if node["type"] in VIRTUAL_TYPES or scope.is_instance(node):
             return {}
-        return self.widget_values(scope, node, controls=True)
+        return self.widget_values(scope, node, for_tokens=True)
 
 
 def _widget_name(slot: dict[str, Any]) -> Any:
