@@ -121,7 +121,9 @@ def main(names: list[str]) -> int:
                 page.route("**/*", _only_loopback)
                 page.route("**/api/prompt", answer_prompt)
                 page.goto(live.url + "/")
-                page.wait_for_function("() => window.app && window.app.graph && window.comfyAPI", timeout=90_000)
+                page.wait_for_function(
+                    "() => window.app && window.app.graph && window.comfyAPI", timeout=90_000
+                )
                 for path in paths:
                     result = capture(page, json.loads(path.read_text(encoding="utf-8")), sent)
                     record = {
@@ -134,7 +136,9 @@ def main(names: list[str]) -> int:
                     }
                     out = CAPTURED / path.name
                     out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-                    print(f"{path.name}: {len(record['prompt'])} nodes, {record['random_calls']} random draws")
+                    print(
+                        f"{path.name}: {len(record['prompt'])} nodes, {record['random_calls']} random draws"
+                    )
                 browser.close()
         finally:
             live.stop()
