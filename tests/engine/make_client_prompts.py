@@ -94,12 +94,11 @@ def capture(page: Any, workflow: dict[str, Any], sent: list[dict[str, Any]]) -> 
     return {"body": body, "random_calls": calls}
 
 
-def main(names: list[str]) -> int:
-    """Capture the named corpus files (all when none are named)."""
+def generate(paths: list[Path], out_dir: Path) -> list[Path]:
+    """Capture the prompt the installed client queues for each UI file; one record per file in out_dir."""
     from playwright.sync_api import sync_playwright
 
-    paths = [CORPUS / f"{n}.json" for n in names] if names else sorted(CORPUS.glob("*.json"))
-    CAPTURED.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     sent: list[dict[str, Any]] = []
 
     def answer_prompt(route: Any) -> None:
@@ -110,13 +109,13 @@ def main(names: list[str]) -> int:
         route.fulfill(status=200, json={"prompt_id": "captured", "number": 0, "node_errors": {}})
         route.request.frame.page.evaluate("() => { window.__dgSent = true; }")
 
+    written = []
     with tempfile.TemporaryDirectory() as tmp:
         live = _start_server(Path(tmp))
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-                context = browser.new_context(timezone_id="UTC")
-                page = context.new_page()
+                page = browser.new_context(timezone_id="UTC").new_page()
                 page.clock.set_fixed_time(NOW.replace(tzinfo=UTC))
                 page.route("**/*", _only_loopback)
                 page.route("**/api/prompt", answer_prompt)
@@ -134,14 +133,21 @@ def main(names: list[str]) -> int:
                         "random_calls": result["random_calls"],
                         "prompt": result["body"]["prompt"],
                     }
-                    out = CAPTURED / path.name
+                    out = out_dir / path.name
                     out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-                    print(
-                        f"{path.name}: {len(record['prompt'])} nodes, {record['random_calls']} random draws"
-                    )
+                    written.append(out)
                 browser.close()
         finally:
             live.stop()
+    return written
+
+
+def main(names: list[str]) -> int:
+    """Capture the named corpus files (all when none are named) into data/client_prompts/captured."""
+    paths = [CORPUS / f"{n}.json" for n in names] if names else sorted(CORPUS.glob("*.json"))
+    for out in generate(paths, CAPTURED):
+        record = json.loads(out.read_text(encoding="utf-8"))
+        print(f"{out.name}: {len(record['prompt'])} nodes, {record['random_calls']} random draws")
     return 0
 
 

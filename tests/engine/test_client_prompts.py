@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -98,9 +99,8 @@ def test_client_prompts_corpus_covers_every_transform():
         assert (DATA / "captured" / path.name).is_file(), f"no capture for {path.name}: run the generator"
 
 
-@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
-def test_ui_to_api_reproduces_the_client_prompt(path, object_info):
-    record = captured(path)
+def assert_reproduces(path: Path, record: dict[str, Any], object_info: dict[str, Any]) -> None:
+    """ui_to_api of corpus file `path` equals the recorded client prompt, drawing as many random numbers."""
     rand = CountingRandom(QueueContext.pinned(seed=record["choice_seed"]).random)
     queue = QueueContext(now=datetime.fromisoformat(record["now"]), random=rand)
     ours = normalise(ui_to_api(json.loads(path.read_text(encoding="utf-8")), object_info, queue))
@@ -116,6 +116,25 @@ def test_ui_to_api_reproduces_the_client_prompt(path, object_info):
         )
         pytest.fail(f"{path.name}: {note}; transforms that differ: {changes}")
     assert rand.calls == record["random_calls"], "the {a|b} choices drew a different count of random numbers"
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
+def test_ui_to_api_reproduces_the_client_prompt(path, object_info):
+    assert_reproduces(path, captured(path), object_info)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_installed_client_still_queues_what_the_conversion_produces(tmp_path, object_info):
+    """Fresh captures from the installed client (whatever its version) against the conversion."""
+    from tests.engine.make_client_prompts import CHROMIUM, generate
+
+    if not CHROMIUM.exists() and not os.environ.get("CI"):
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium); CI always runs this")
+    for out in generate(CORPUS, tmp_path):
+        assert_reproduces(
+            DATA / "corpus" / out.name, json.loads(out.read_text(encoding="utf-8")), object_info
+        )
 
 
 def test_changed_transforms_names_the_transform_that_moved(object_info):
