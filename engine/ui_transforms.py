@@ -13,6 +13,7 @@ Read from the pinned client (comfyui-frontend-package 1.58.1) and checked agains
    `%Node.widget%` the widget's current value (node matched by its "Node name for S&R" property, else
    by title), with characters that are illegal in file names replaced by `_`.
 
+The UI workflow the client sends beside the prompt (`extra_pnginfo.workflow`) keeps the values as typed.
 The clock and the random source are injected through `QueueContext`, so a conversion can be pinned.
 """
 
