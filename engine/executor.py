@@ -28,11 +28,11 @@ from engine.events import (
     ProgressState,
     discard,
 )
+from engine.formats.workflow import unwrap_constant
 from engine.graph import Links, descendants_closure, execution_order, linked_inputs, sources_of
 from engine.node import Node, NodeOutputs
 from engine.registry import Registry
 from engine.schema import NodeSpec
-from engine.workflow import unwrap_constant
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ For each `tests/engine/data/client_prompts/corpus/NAME.json` it serves the clien
 builtin node pack's `/object_info`), loads the file with `app.loadGraphData`, presses Run
 (`app.queuePrompt`) and records the body of the `POST /api/prompt` it sends, which is answered here
 without running anything. The browser's clock is fixed at NOW in UTC and, while queueing,
-`Math.random` is replaced by the seeded generator `engine.ui_transforms.ChoiceRandom` also implements,
+`Math.random` is replaced by the seeded generator `engine.formats.ui_transforms.ChoiceRandom` also implements,
 so dates and `{a|b}` choices are reproducible. Each capture is written to `captured/NAME.json` with the
 client version, the clock, the seed and how many random numbers the client drew.
 """

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from engine import ModelPaths
-from engine.ui_transforms import FILENAME_WIDGET, SAVE_NODE_TYPES, QueueContext
-from engine.ui_widgets import widget_specs
-from engine.ui_workflow import ui_to_api
+from engine.formats.ui_transforms import FILENAME_WIDGET, SAVE_NODE_TYPES, QueueContext
+from engine.formats.ui_widgets import widget_specs
+from engine.formats.ui_workflow import ui_to_api
 
 DATA = Path(__file__).parent / "data" / "client_prompts"
 CORPUS = sorted((DATA / "corpus").glob("*.json"))

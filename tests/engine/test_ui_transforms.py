@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from engine.ui_transforms import (
+from engine.formats.ui_transforms import (
     ChoiceRandom,
     apply_text_replacements,
     js_string,

@@ -5,7 +5,7 @@ are mapped positionally (hidden control_after_generate and upload entries droppe
 with colon-joined ids, Reroute / PrimitiveNode / Note / MarkdownNote resolved away, muted nodes and the
 links from them removed, bypassed nodes passed through to an input of matching type. Widget values then
 get the client's queue-time rewrites (comments and `{a|b}` choices in dynamic-prompt text, `%...%` tokens
-in save nodes' filename_prefix; see engine.ui_transforms), in the client's node and widget order so a
+in save nodes' filename_prefix; see engine.formats.ui_transforms), in the client's node and widget order so a
 seeded random source picks the same options the client would.
 
 A node whose type is neither in `object_info`, a subgraph nor frontend-only is passed through with its
@@ -18,10 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 from engine.errors import WorkflowFormatError
-from engine.ui_export import api_to_ui
-from engine.ui_graph import VIRTUAL_TYPES, Scope
-from engine.ui_resolve import Constant, OutputRef, Resolver
-from engine.ui_transforms import (
+from engine.formats.ui_export import api_to_ui
+from engine.formats.ui_graph import VIRTUAL_TYPES, Scope
+from engine.formats.ui_resolve import Constant, OutputRef, Resolver
+from engine.formats.ui_transforms import (
     FILENAME_WIDGET,
     SAVE_NODE_TYPES,
     SEARCH_NAME_PROPERTY,
@@ -30,10 +30,14 @@ from engine.ui_transforms import (
     pack_meta,
     process_dynamic_prompt,
 )
-from engine.ui_widgets import WidgetSpec, raw_values, widget_specs, wrap_list
-from engine.workflow import is_ui_format as is_ui_workflow
+from engine.formats.ui_widgets import WidgetSpec, raw_values, widget_specs, wrap_list
 
-__all__ = ["QueueContext", "api_to_ui", "is_ui_workflow", "ui_to_api"]
+__all__ = ["QueueContext", "api_to_ui", "is_ui_format", "ui_to_api"]
+
+
+def is_ui_format(data: Any) -> bool:
+    """True for a litegraph (UI) workflow: a dict with a `nodes` list."""
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
 
 
 def ui_to_api(
@@ -46,7 +50,7 @@ def ui_to_api(
     Raises WorkflowFormatError for a file that is not a UI workflow or whose links point at nodes or
     links that do not exist.
     """
-    if not is_ui_workflow(ui):
+    if not is_ui_format(ui):
         raise WorkflowFormatError(
             "not a UI-format workflow: expected an object with a `nodes` list", code="invalid_ui_workflow"
         )
