@@ -94,7 +94,16 @@ def object_info(client_models: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 def test_client_prompts_corpus_covers_every_transform():
     names = {path.stem for path in CORPUS}
-    assert {"comments", "choices", "filename_tokens", "primitives", "pack_meta"} <= names
+    expected = {
+        "comments",
+        "choices",
+        "choices_order",
+        "filename_tokens",
+        "primitives",
+        "pack_meta",
+        "subgraph",
+    }
+    assert expected <= names
     for path in CORPUS:
         assert (DATA / "captured" / path.name).is_file(), f"no capture for {path.name}: run the generator"
 
