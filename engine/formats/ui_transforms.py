@@ -19,6 +19,7 @@ The clock and the random source are injected through `QueueContext`, so a conver
 
 from __future__ import annotations
 
+import math
 import random as stdlib_random
 import re
 from collections.abc import Callable, Mapping
@@ -210,6 +211,28 @@ def _js_number(value: float) -> str:
         return prefix + "0." + "0" * -n + digits
     mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
     return f"{prefix}{mantissa}e{'+' if n - 1 >= 0 else '-'}{abs(n - 1)}"
+
+
+def js_json_value(value: Any) -> Any:
+    """A JSON value as the client re-emits it: every number held as a double and printed shortest, so
+    8.0 becomes 8, an integer beyond 2**53 is rounded, and an overflowing number becomes null."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        if math.isinf(number) or math.isnan(number):
+            return None
+        if number.is_integer() and abs(number) < 1e21:
+            return int(_js_number(number))  # the digits JS prints: 2**64 reads back as 18446744073709552000
+        return number
+    if isinstance(value, list):
+        return [js_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: js_json_value(item) for key, item in value.items()}
+    return value
 
 
 class WidgetValues(Protocol):

@@ -27,6 +27,7 @@ from engine.formats.ui_transforms import (
     SEARCH_NAME_PROPERTY,
     QueueContext,
     apply_text_replacements,
+    js_json_value,
     pack_meta,
     process_dynamic_prompt,
 )
@@ -118,6 +119,10 @@ class _Conversion:
                 inputs[slot.get("name")] = [resolved.node_id, resolved.slot]
             elif isinstance(resolved, Constant) and not resolved.into_widget:
                 inputs[_widget_name(slot)] = wrap_list(resolved.value)
+        # The client's prompt is JSON written by JavaScript: numbers come out as a double prints them.
+        inputs = {
+            name: value if isinstance(value, list) else js_json_value(value) for name, value in inputs.items()
+        }
         info = self.object_info.get(class_type) or {}
         title = node.get("title") or info.get("display_name") or class_type
         return {

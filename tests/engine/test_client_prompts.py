@@ -35,8 +35,8 @@ def captured(path: Path) -> dict[str, Any]:
 
 
 def normalise(prompt: dict[str, Any]) -> Any:
-    """JSON-normalised prompt: what both sides would put on the wire (8.0 and 8 compare equal)."""
-    return json.loads(json.dumps(prompt, sort_keys=True))
+    """The prompt as canonical JSON text (sorted keys, no spacing), compared byte for byte."""
+    return json.dumps(prompt, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 class CountingRandom:
@@ -116,7 +116,7 @@ def assert_reproduces(path: Path, record: dict[str, Any], object_info: dict[str,
     client = normalise(record["prompt"])
     installed = importlib.metadata.version("comfyui-frontend-package")
     if ours != client:
-        changes = changed_transforms(ours, client, object_info)
+        changes = changed_transforms(json.loads(ours), json.loads(client), object_info)
         note = (
             f"the fixture was made with client {record['client_version']} but {installed} is installed: "
             "re-run `python -m tests.engine.make_client_prompts` and port what changed"
@@ -148,7 +148,7 @@ def test_installed_client_still_queues_what_the_conversion_produces(tmp_path, ob
 
 def test_changed_transforms_names_the_transform_that_moved(object_info):
     path = DATA / "corpus" / "filename_tokens.json"
-    client = normalise(captured(path)["prompt"])
+    client = captured(path)["prompt"]
     ours = json.loads(json.dumps(client))
     ours["6"]["inputs"]["text"] += " // a comment the client would cut"
     ours["9"]["inputs"]["filename_prefix"] = "%date:yyyy%"

@@ -9,6 +9,7 @@ import pytest
 from engine.formats.ui_transforms import (
     ChoiceRandom,
     apply_text_replacements,
+    js_json_value,
     js_string,
     pack_meta,
     process_dynamic_prompt,
@@ -119,3 +120,10 @@ def test_pack_meta_keeps_only_valid_identities():
     assert pack_meta({"cnr_id": "-x", "ver": "1.2", "aux_id": "a--b/repo"}) == {}
     assert pack_meta({"ver": "unknown"}) == {"ver": "unknown"}
     assert pack_meta({"ver": "ABC123"}) == {"ver": "ABC123"}
+
+
+def test_js_json_value_holds_numbers_as_the_client_does():
+    assert js_json_value({"__value__": [20.0, 2**53 + 1, 2**64, 0.5, True, "8.0"]}) == {
+        "__value__": [20, 2**53, 18446744073709552000, 0.5, True, "8.0"]
+    }
+    assert js_json_value(float("inf")) is None and js_json_value(10**400) is None
