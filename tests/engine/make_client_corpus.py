@@ -251,6 +251,27 @@ def subgraph(info: dict[str, Any]) -> UI:
     return ui
 
 
+def subgraph_promoted(info: dict[str, Any]) -> UI:
+    """The inner text promoted to a subgraph input: instance values reach the prompt untransformed."""
+    ui = subgraph(info)
+    definition = ui["definitions"]["subgraphs"][0]
+    definition["inputs"].append({"id": "in-text", "name": "text", "type": "STRING", "linkIds": [4]})
+    definition["links"].append(
+        {"id": 4, "origin_id": -10, "origin_slot": 1, "target_id": 1, "target_slot": 1, "type": "STRING"}
+    )
+    inner = next(n for n in definition["nodes"] if n["id"] == 1)
+    inner["inputs"].append({"name": "text", "type": "STRING", "widget": {"name": "text"}, "link": 4})
+    definition["state"]["lastLinkId"] = 4
+    for instance_id, value in ((20, "promoted {a|b} // c"), (21, "second {c|d}")):
+        instance = node(ui, instance_id)
+        instance["inputs"].append(
+            {"name": "text", "type": "STRING", "widget": {"name": "text"}, "link": None}
+        )
+        instance["widgets_values"] = [value]
+    node(ui, 21)["properties"] = {"proxyWidgets": [["-1", "text"]]}
+    return ui
+
+
 def numbers(info: dict[str, Any]) -> UI:
     """Numbers JavaScript holds differently, and tokens-only text in a save node's prefix."""
     prompt = graph("plain", "plain", prefix="kept {a|b} // as typed")
@@ -263,6 +284,7 @@ def numbers(info: dict[str, Any]) -> UI:
 CASES: dict[str, Callable[[dict[str, Any]], UI]] = {
     fn.__name__: fn
     for fn in (comments, choices, choices_order, filename_tokens, pack_meta, primitives, subgraph, numbers)
+    + (subgraph_promoted,)
 }
 
 
