@@ -192,20 +192,11 @@ class Scope:
         ints = sorted((n for n in left if n.isdigit()), key=int)
         return order + [self.nodes[n] for n in ints + [n for n in left if not n.isdigit()]]
 
-    def client_walk(self) -> Iterator[tuple[Scope, dict[str, Any]]]:
-        """Like `walk`, in the client's order: the root by execution order, subgraph nodes as defined."""
+    def walk(self) -> Iterator[tuple[Scope, dict[str, Any]]]:
+        """Every node that may run (muted/bypassed ones skipped), depth first through subgraph instances,
+        in the order the client serialises them: the root by execution order, subgraph nodes as listed."""
         nodes = self.execution_order() if self.parent is None else list(self.nodes.values())
         for node in nodes:
-            if node.get("mode", 0) in (MODE_NEVER, MODE_BYPASS) or node["type"] in VIRTUAL_TYPES:
-                continue
-            if self.is_instance(node):
-                yield from self.child(node).client_walk()
-            else:
-                yield self, node
-
-    def walk(self) -> Iterator[tuple[Scope, dict[str, Any]]]:
-        """Every node that may run, depth first through subgraph instances (muted/bypassed ones skipped)."""
-        for node in self.nodes.values():
             if node.get("mode", 0) in (MODE_NEVER, MODE_BYPASS) or node["type"] in VIRTUAL_TYPES:
                 continue
             if self.is_instance(node):

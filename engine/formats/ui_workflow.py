@@ -57,7 +57,7 @@ def ui_to_api(
         )
     conversion = _Conversion(Scope.root(ui), object_info, queue or QueueContext())
     prompt: dict[str, Any] = {}
-    for scope, node in conversion.root.client_walk():
+    for scope, node in conversion.root.walk():
         prompt[scope.exec_id(node)] = conversion.convert_node(scope, node)
     _drop_links_to_absent_nodes(prompt)
     return prompt
