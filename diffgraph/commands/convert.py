@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--now",
-        type=datetime.fromisoformat,
+        type=local_time,
         metavar="YYYY-MM-DDTHH:MM:SS",
         help="local time for %%date:...%% tokens in filename prefixes (default: the current time)",
     )
@@ -38,6 +38,14 @@ def add_parser(sub: Any) -> None:
     )
     add_folder_options(p, output=False)
     p.set_defaults(handler=handle)
+
+
+def local_time(text: str) -> datetime:
+    """An ISO date-time for --now; argparse turns the error into a usage message."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a time like 2025-01-31T12:00:00, got {text!r}") from exc
 
 
 def source_is_ui(path: Path) -> bool:
