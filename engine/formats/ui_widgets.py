@@ -11,6 +11,7 @@ CONTROL_MODES = frozenset({"fixed", "increment", "decrement", "randomize", "incr
 # The client derives these from the input name when the schema says nothing (FE useIntWidget).
 SEED_NAMES = frozenset({"seed", "noise_seed"})
 UPLOAD_OPTIONS = ("image_upload", "video_upload")
+CONTROL_WIDGET = "control_after_generate"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class WidgetSpec:
     upload: bool  # an upload-button entry follows
     default: Any
     has_default: bool
+    dynamic_prompts: bool = False  # the client resolves comments and {a|b} choices when queueing
 
 
 def _entry_parts(entry: Any) -> tuple[Any, dict[str, Any]]:
@@ -50,7 +52,8 @@ def _widget_spec(name: str, entry: Any) -> WidgetSpec | None:
     else:
         return None
     default, has_default = _default_of(io_type, options)
-    return WidgetSpec(name, kind, control, upload, default, has_default)
+    dynamic = kind == "STRING" and options.get("dynamicPrompts") is True
+    return WidgetSpec(name, kind, control, upload, default, has_default, dynamic)
 
 
 def _default_of(io_type: Any, options: dict[str, Any]) -> tuple[Any, bool]:
@@ -91,11 +94,18 @@ def values_by_name(specs: tuple[WidgetSpec, ...], widgets_values: Any) -> dict[s
 
     A positional list holds one entry per widget, linked or not, followed by a control_after_generate
     entry for seed-like widgets and an upload entry for upload combos; both are consumed and dropped.
-    `None` entries are holes (widgets the client does not serialise) and yield no value.
+    `None` entries are holes (widgets the client does not serialise) and yield no value. List values
+    come back wrapped (see `wrap_list`).
     """
+    return {name: wrap_list(value) for name, value in raw_values(specs, widgets_values).items()}
+
+
+def raw_values(specs: tuple[WidgetSpec, ...], widgets_values: Any, controls: bool = False) -> dict[str, Any]:
+    """Like `values_by_name` with list values as they are; `controls` keeps the first saved
+    control_after_generate entry under that name (the client's control widget is named so)."""
     if isinstance(widgets_values, dict):
         return {
-            spec.name: wrap_list(widgets_values[spec.name])
+            spec.name: widgets_values[spec.name]
             for spec in specs
             if widgets_values.get(spec.name) is not None
         }
@@ -109,9 +119,11 @@ def values_by_name(specs: tuple[WidgetSpec, ...], widgets_values: Any) -> dict[s
         value = widgets_values[pos]
         pos += 1
         if value is not None:
-            values[spec.name] = wrap_list(value)
+            values[spec.name] = value
         # A file saved without the control entry must not shift every later widget by one.
         if spec.control and pos < len(widgets_values) and is_control_mode(widgets_values[pos]):
+            if controls:
+                values.setdefault(CONTROL_WIDGET, widgets_values[pos])
             pos += 1
         if spec.upload:
             pos += 1
