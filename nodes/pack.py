@@ -18,6 +18,13 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.vae",
     "nodes.defs.sampler",
     "nodes.defs.latent_io",
+    "nodes.defs.latent_ops",
+    "nodes.defs.latent_batch",
+    "nodes.defs.image_ops",
+    "nodes.defs.image_filters",
+    "nodes.defs.mask_ops",
+    "nodes.defs.primitives",
+    "nodes.defs.utilities",
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
