@@ -101,7 +101,7 @@ def _bayer_matrix(level: int) -> np.ndarray:
         return np.zeros((1, 1), "float32")
     q = 4**level
     inner = q * _bayer_matrix(level - 1)
-    return np.asarray(np.bmat(((inner - 1.5, inner + 0.5), (inner + 1.5, inner - 0.5)))) / q
+    return np.block([[inner - 1.5, inner + 0.5], [inner + 1.5, inner - 0.5]]) / q
 
 
 def _bayer_dither(image: PILImage.Image, palette: PILImage.Image, order: int) -> PILImage.Image:
