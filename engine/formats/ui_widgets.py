@@ -119,5 +119,10 @@ def values_by_name(specs: tuple[WidgetSpec, ...], widgets_values: Any) -> dict[s
 
 
 def is_control_mode(value: Any) -> bool:
-    """True for a saved control_after_generate entry (fixed, increment, ...)."""
-    return isinstance(value, str) and value in CONTROL_MODES
+    """True for a saved control_after_generate entry (fixed, increment, ...).
+
+    Early clients saved that entry as a true/false "randomize" toggle (ComfyUI's own `default`
+    template still carries one); the frontend assigns widgets_values positionally, so the toggle takes
+    the control widget's slot like any mode name and must be consumed with it.
+    """
+    return isinstance(value, bool) or (isinstance(value, str) and value in CONTROL_MODES)

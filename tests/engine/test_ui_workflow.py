@@ -405,3 +405,16 @@ def test_ui_to_api_converts_1000_nodes_quickly(object_info):
     assert prompt["6"]["inputs"]["samples"] == ["4", 0]  # through a reroute
     assert prompt["10"]["inputs"]["samples"] == ["6", 0]  # through a reroute, a bypass and a reroute
     assert best < 0.1, f"1,000-node conversion took {best * 1000:.1f} ms"
+
+
+def test_ui_to_api_consumes_legacy_boolean_control_entry(object_info):
+    ui = load("control_after_generate.json")
+    values = ui["nodes"][0]["widgets_values"]
+    # Early clients saved the control entry after a seed as a true/false toggle.
+    ui["nodes"][0]["widgets_values"] = [
+        v if v not in ("fixed", "randomize", "increment") else True for v in values
+    ]
+    assert (
+        ui_to_api(ui, object_info)["1"]["inputs"]
+        == ui_to_api(load("control_after_generate.json"), object_info)["1"]["inputs"]
+    )
