@@ -22,6 +22,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.latent_batch",
     "nodes.defs.image_ops",
     "nodes.defs.image_filters",
+    "nodes.defs.image_transform",
     "nodes.defs.mask_ops",
     "nodes.defs.primitives",
     "nodes.defs.utilities",

@@ -10,6 +10,7 @@ import torch
 from engine import Input, Node, NodeInputs, RunContext
 from nodes.defs.latent_ops import MAX_RESOLUTION, LatentOut
 from nodes.ops.latent import match_latent, repeat_batch_index, tile_masks
+from nodes.ops.resize import repeat_to_batch
 from nodes.types import Latent, Mask
 
 
@@ -215,6 +216,60 @@ class SetLatentNoiseMask(Node):
         return LatentOut(LATENT=replace(inputs.samples, noise_mask=noise_mask))
 
 
+class LatentConcat(Node):
+    """Joins two latents side by side, stacked, or along time."""
+
+    class_type = "LatentConcat"
+    category = "latent/advanced"
+    description = "Concatenate samples2 after (or, with a minus sign, before) samples1 along x, y or t."
+
+    class Inputs(NodeInputs):
+        samples1: Latent = Input(description="The first latent.")
+        samples2: Latent = Input(description="The latent joined (its batch matched to samples1's).")
+        dim: Literal["x", "-x", "y", "-y", "t", "-t"] = Input(
+            "x", description="Axis, and order when negative."
+        )
+
+    Outputs = LatentOut
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> LatentOut:
+        """x is the last axis, y the one before, t the one before that."""
+        first = inputs.samples1.samples
+        second = repeat_to_batch(inputs.samples2.samples, first.shape[0])
+        parts = (second, first) if "-" in inputs.dim else (first, second)
+        axis = {"x": -1, "y": -2, "t": -3}[inputs.dim[-1]]
+        return LatentOut(LATENT=replace(inputs.samples1, samples=torch.cat(parts, dim=axis)))
+
+
+class LatentCut(Node):
+    """Cuts a run of rows, columns or frames out of a latent."""
+
+    class_type = "LatentCut"
+    category = "latent/advanced"
+    description = "Keep `amount` cells from `index` along x, y or t (negative index counts from the end)."
+
+    class Inputs(NodeInputs):
+        samples: Latent = Input(description="The latent to cut.")
+        dim: Literal["x", "y", "t"] = Input("x", description="The axis.")
+        index: int = Input(0, ge=-MAX_RESOLUTION, le=MAX_RESOLUTION, step=1, description="First cell kept.")
+        amount: int = Input(1, ge=1, le=MAX_RESOLUTION, step=1, description="How many cells.")
+
+    Outputs = LatentOut
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> LatentOut:
+        """Index and amount are clamped to the axis."""
+        samples = inputs.samples.samples
+        axis = samples.ndim - {"x": 1, "y": 2, "t": 3}[inputs.dim]
+        size = samples.shape[axis]
+        if inputs.index >= 0:
+            index = min(inputs.index, size - 1)
+            amount = min(size - index, inputs.amount)
+        else:
+            index = max(inputs.index, -size)
+            amount = min(-index, inputs.amount)
+        return LatentOut(LATENT=replace(inputs.samples, samples=torch.narrow(samples, axis, index, amount)))
+
+
 NODES = [
     LatentBatch,
     LatentFromBatch,
@@ -224,4 +279,6 @@ NODES = [
     LatentFlip,
     LatentRotate,
     SetLatentNoiseMask,
+    LatentConcat,
+    LatentCut,
 ]

@@ -28,6 +28,7 @@ EXTRA_MODULES = (
     "comfy_extras.nodes_primitive",
     "comfy_extras.nodes_string",
     "comfy_extras.nodes_rebatch",
+    "comfy_extras.nodes_compositing",
 )
 KEPT_OPTIONS = ("default", "min", "max", "step", "multiline", "control_after_generate", "image_upload")
 

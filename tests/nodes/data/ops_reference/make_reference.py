@@ -31,6 +31,7 @@ EXTRA_MODULES = (
     "comfy_extras.nodes_post_processing",
     "comfy_extras.nodes_primitive",
     "comfy_extras.nodes_string",
+    "comfy_extras.nodes_compositing",
 )
 
 
@@ -319,6 +320,27 @@ def cases() -> list[dict[str, Any]]:
             spacing_color="white",
             image2=I("img_a"),
         )
+
+    for dim in ("x", "-x", "y", "-y"):
+        case(f"LatentConcat_{dim}", "LatentConcat", samples1=L("lat_a"), samples2=L("lat_one"), dim=dim)
+    case("LatentCut_x", "LatentCut", samples=L("lat_c"), dim="x", index=3, amount=20)
+    case("LatentCut_y_negative", "LatentCut", samples=L("lat_c"), dim="y", index=-4, amount=2)
+    for method in ("x-axis: vertically", "y-axis: horizontally"):
+        case(f"ImageFlip_{method[0]}", "ImageFlip", image=I("img_b"), flip_method=method)
+    for rotation in ("90 degrees", "270 degrees"):
+        case(f"ImageRotate_{rotation.split()[0]}", "ImageRotate", image=I("img_b"), rotation=rotation)
+    for method in ("area", "lanczos", "bicubic"):
+        case(
+            f"ResizeAndPadImage_{method}",
+            "ResizeAndPadImage",
+            image=I("img_b"),
+            target_width=16,
+            target_height=16,
+            padding_color="black",
+            interpolation=method,
+        )
+    case("GetImageSize", "GetImageSize", image=I("img_b"))
+    case("JoinImageWithAlpha", "JoinImageWithAlpha", image=I("img_a"), alpha=M("mask_b"))
 
     case("ImageToMask", "ImageToMask", image=I("img_a"), channel="green")
     case("MaskToImage", "MaskToImage", mask=M("mask_a"))
