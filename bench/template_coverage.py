@@ -175,6 +175,9 @@ def main() -> None:
     parser.add_argument(
         "--templates", action="append", type=Path, default=[], help="a further folder or wheel"
     )
+    parser.add_argument(
+        "--compact", action="store_true", help="leave out each template's full node type list"
+    )
     args = parser.parse_args()
     sources = [installed_templates()] + [(path.name, path) for path in args.templates]
     reports = []
@@ -187,6 +190,10 @@ def main() -> None:
         "templates_validating",
         "missing_node_types_ranked",
     )
+    if args.compact:
+        for entry in reports:
+            for template in entry["templates"].values():
+                del template["node_types"]
     report = {**{key: reports[0][key] for key in summary_keys}, "sources": reports}
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     for entry in reports:

@@ -78,6 +78,8 @@ EXACT: dict[str, str] = {
             "SkipLayerGuidanceDiT",
             "CFGZeroStar",
             "CFGNorm",
+            "ManualSigmas",
+            "SkipLayerGuidanceDiTSimple",
         ),
         ISSUE_13,
     ),
@@ -93,6 +95,7 @@ PREFIXES: tuple[tuple[str, str], ...] = (
     ("StyleModel", ISSUE_19),
     ("ModelSampling", ISSUE_13),
     ("SamplerCustom", ISSUE_13),
+    ("Sampler", ISSUE_13),
 )
 API_MARKERS = (
     "OpenAI",
@@ -118,6 +121,10 @@ API_MARKERS = (
     "Bria",
     "Topaz",
     "Hailuo",
+    "Claude",
+    "Grok",
+    "OpenRouter",
+    "ElevenLabs",
 )
 ARCH_MARKERS = (
     "Wan",
@@ -149,6 +156,24 @@ ARCH_MARKERS = (
     "EasyCache",
     "UNetTemporalAttentionMultiply",
     "Camera",
+    "Flux2",
+    "Flux3",
+    "LTX",
+    "MoGe",
+    "DA3",
+    "SeedVR",
+    "Marigold",
+    "MageFlow",
+    "Anima",
+    "SAM",
+    "RTDETR",
+    "SDPose",
+    "TextGenerate",
+    "ModelAttention",
+)
+# Video and audio file I/O is model-agnostic: a missing utility, not a new architecture.
+MEDIA_IO = frozenset(
+    {"SaveVideo", "CreateVideo", "LoadVideo", "GetVideoComponents", "LoadAudio", "SaveAudio"}
 )
 # Node types from third-party packs that some templates use.
 CUSTOM_PACK_NODES = frozenset(
@@ -170,6 +195,8 @@ def family_of(node_type: str) -> str:
         return EXACT[node_type]
     if node_type in CUSTOM_PACK_NODES:
         return ISSUE_12
+    if node_type in MEDIA_IO:
+        return UTILITY
     for prefix, family in PREFIXES:
         if node_type.startswith(prefix):
             return family
