@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
-from nodes.defs.image import file_sha256, resolve_annotated
+from nodes.defs.image import LoadImage, resolve_annotated
 from nodes.ops.mask import MaskOperation, as_batch, color_to_mask, composite, feather, grow
 from nodes.types import Image, Mask
 
@@ -252,10 +252,6 @@ def load_mask_file(path: Path, channel: str) -> torch.Tensor:
     return mask.unsqueeze(0)
 
 
-def _env_dirs(env: Any) -> dict[str, Path]:
-    return {"input": Path(env.input_dir), "output": Path(env.output_dir), "temp": Path(env.temp_dir)}
-
-
 class LoadImageMask(Node):
     """Loads one channel of an image file as a mask."""
 
@@ -277,19 +273,13 @@ class LoadImageMask(Node):
 
     @classmethod
     def fingerprint(cls, values: Mapping[str, Any], env: Any) -> str:
-        """The file's sha256, so editing the file in place re-runs the node."""
-        return file_sha256(resolve_annotated(str(values["image"]), _env_dirs(env)))
+        """The file's sha256, so editing the file in place re-runs the node (as LoadImage)."""
+        return LoadImage.fingerprint(values, env)
 
     @classmethod
     def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
-        """Refuse names that are missing or escape the input folder, before anything runs."""
-        if values.get("image") is None or env is None:
-            return None
-        try:
-            resolve_annotated(str(values["image"]), _env_dirs(env))
-        except NodeInputError as exc:
-            return exc.message
-        return None
+        """Refuse names that are missing or escape the input folder (as LoadImage)."""
+        return LoadImage.validate_inputs(values, env)
 
     def run(self, ctx: RunContext, inputs: Inputs) -> MaskOut:
         """Decode the file and keep one channel."""
