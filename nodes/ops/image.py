@@ -19,12 +19,15 @@ SpacingColor = Literal["white", "black", "red", "green", "blue"]
 
 
 def alpha_fix(destination: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Make channel counts agree: drop the source's extra alpha, or give the destination an opaque one."""
+    """Make channel counts agree: drop the source's extra alpha, or give the source an opaque one.
+
+    ComfyUI 0.3.64 pads the destination in the second case, which leaves the counts unequal and fails;
+    padding the source composites an RGB image onto an RGBA one instead (same numbers everywhere else).
+    """
     if destination.shape[-1] < source.shape[-1]:
         source = source[..., : destination.shape[-1]]
     elif destination.shape[-1] > source.shape[-1]:
-        destination = F.pad(destination, (0, 1))
-        destination[..., -1] = 1.0
+        source = F.pad(source, (0, 1), value=1.0)
     return destination, source
 
 

@@ -66,3 +66,18 @@ def test_mask_workflow_refuses_a_missing_mask_file_and_a_mask_fed_to_an_image_in
     assert ("3", "return_type_mismatch") in kinds
     assert any(node_id == "1" for node_id, _ in kinds)
     assert "absent.png" in str(result.node_errors["1"])
+
+
+def test_image_composite_pastes_rgb_onto_rgba_with_opaque_alpha():
+    from nodes.defs.image_ops import ImageCompositeMasked
+    from nodes.types import Image
+
+    destination = Image(pixels=torch.zeros(1, 4, 4, 4))
+    source = Image(pixels=torch.full((1, 2, 2, 3), 0.5))
+    inputs = ImageCompositeMasked.Inputs(
+        destination=destination, source=source, x=1, y=1, resize_source=False
+    )
+    out = ImageCompositeMasked().run(None, inputs).IMAGE.pixels  # type: ignore[arg-type]
+    assert out.shape == (1, 4, 4, 4)
+    assert torch.equal(out[0, 1, 1], torch.tensor([0.5, 0.5, 0.5, 1.0]))
+    assert torch.equal(out[0, 0, 0], torch.zeros(4))
