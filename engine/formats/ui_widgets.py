@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 PRIMITIVE_WIDGETS = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN"})
@@ -21,7 +21,7 @@ class WidgetSpec:
     name: str
     io_type: str  # "INT", "FLOAT", "STRING", "BOOLEAN" or "COMBO"
     control: bool  # a control_after_generate entry follows
-    upload: bool  # an upload-button entry follows
+    upload: bool  # the client's upload-button entry follows this widget's value
     default: Any
     has_default: bool
     dynamic_prompts: bool = False  # the client resolves comments and {a|b} choices when queueing
@@ -79,9 +79,29 @@ def ordered_inputs(info: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def widget_specs(info: dict[str, Any]) -> tuple[WidgetSpec, ...]:
-    """The node's widgets in the order the client serialises them."""
-    specs = (_widget_spec(name, entry) for name, entry in ordered_inputs(info))
-    return tuple(spec for spec in specs if spec is not None)
+    """The node's widgets in the order the client serialises them.
+
+    The client adds its upload button as one more required input (for the first required upload
+    combo only) that `input_order` does not name; the client places inputs missing from `input_order`
+    after all the others, or, without an `input_order`, after the required ones. Its saved entry thus
+    follows the last widget (LoadImageMask saves [image, channel, "image"]), where `upload` is flagged.
+    """
+    required = set((info.get("input") or {}).get("required") or {})
+    specs: list[WidgetSpec] = []
+    has_upload = False
+    for name, entry in ordered_inputs(info):
+        spec = _widget_spec(name, entry)
+        if spec is None:
+            continue
+        if spec.upload:
+            has_upload = has_upload or name in required
+            spec = replace(spec, upload=False)
+        specs.append(spec)
+    if has_upload:
+        ordered = bool(info.get("input_order"))
+        last = max(index for index, spec in enumerate(specs) if ordered or spec.name in required)
+        specs[last] = replace(specs[last], upload=True)
+    return tuple(specs)
 
 
 def wrap_list(value: Any) -> Any:
@@ -131,5 +151,10 @@ def raw_values(specs: tuple[WidgetSpec, ...], widgets_values: Any, controls: boo
 
 
 def is_control_mode(value: Any) -> bool:
-    """True for a saved control_after_generate entry (fixed, increment, ...)."""
-    return isinstance(value, str) and value in CONTROL_MODES
+    """True for a saved control_after_generate entry (fixed, increment, ...).
+
+    Early clients saved that entry as a true/false "randomize" toggle (ComfyUI's own `default`
+    template still carries one); the frontend assigns widgets_values positionally, so the toggle takes
+    the control widget's slot like any mode name and must be consumed with it.
+    """
+    return isinstance(value, bool) or (isinstance(value, str) and value in CONTROL_MODES)
