@@ -19,7 +19,18 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.vae",
     "nodes.defs.inpaint",
     "nodes.defs.sampler",
+    "nodes.defs.custom_sampling",
+    "nodes.defs.sampler_select",
+    "nodes.defs.sigma_nodes",
     "nodes.defs.latent_io",
+    "nodes.defs.latent_ops",
+    "nodes.defs.latent_batch",
+    "nodes.defs.image_ops",
+    "nodes.defs.image_filters",
+    "nodes.defs.image_transform",
+    "nodes.defs.mask_ops",
+    "nodes.defs.primitives",
+    "nodes.defs.utilities",
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -60,4 +71,5 @@ def build_registry(model_paths: ModelPaths, input_dir: Path) -> Registry:
     """A registry with the builtin pack and every installed pack, choices bound to these folders."""
     registry = Registry(choices=choice_provider(model_paths, input_dir))
     register(registry)
-    return registry
+    # Installed packs (the `diffgraph.nodes` entry points; ours among them registers nothing new).
+    return registry.load_entry_points()

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from engine.errors import WorkflowFormatError
 from engine.formats.media_metadata import read_embedded_workflow
 from engine.formats.ui_workflow import is_ui_format, ui_to_api
 
+if TYPE_CHECKING:
+    from engine.formats.ui_transforms import QueueContext
+
 MEDIA_SUFFIXES = (".png", ".webp", ".mp4", ".webm", ".mkv", ".mov", ".gif")
 
+# Node schemas in `/object_info` shape, or a function building them when a UI workflow needs them.
+NodeSchemas = dict[str, Any] | Callable[[], dict[str, Any]] | None
 
-def is_link(value: Any) -> bool:
+
+def is_link(value: Any) -> TypeGuard[list[Any] | tuple[Any, ...]]:
     """ComfyUI's link test: a 2-list whose first item is a str node id and second an int slot."""
     # Exact type checks: this runs for every input of every node on each submission.
     kind = type(value)
@@ -66,9 +73,17 @@ def parse_json(text: str, source: str) -> Any:
 
 
 def workflow_from_data(
-    data: Any, object_info: dict[str, Any] | None = None, source: str = "<data>"
+    data: Any,
+    object_info: NodeSchemas = None,
+    source: str = "<data>",
+    queue: QueueContext | None = None,
 ) -> Workflow:
-    """Build a Workflow from parsed JSON in any known shape (API, UI, or {"prompt", "extra_data"})."""
+    """Build a Workflow from parsed JSON in any known shape (API, UI, or {"prompt", "extra_data"}).
+
+    `object_info` is only read for a UI-format workflow; a callable is called then, so loading API
+    prompts never builds the node schemas (with their model-folder scans). `queue` pins the clock and
+    choice randomness of a UI workflow's queue-time rewrites.
+    """
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data:
         extra = data.get("extra_data") if isinstance(data.get("extra_data"), dict) else {}
         ui = (extra.get("extra_pnginfo") or {}).get("workflow") if isinstance(extra, dict) else None
@@ -76,7 +91,8 @@ def workflow_from_data(
     if is_ui_format(data):
         if object_info is None:
             raise WorkflowFormatError(f"{source} is a UI-format workflow; converting it needs node schemas")
-        return Workflow(prompt=ui_to_api(data, object_info), ui=data, source=source)
+        schemas = object_info() if callable(object_info) else object_info
+        return Workflow(prompt=ui_to_api(data, schemas, queue), ui=data, source=source)
     if isinstance(data, dict):
         return Workflow(prompt=data, source=source)
     raise WorkflowFormatError(
@@ -85,10 +101,14 @@ def workflow_from_data(
     )
 
 
-def load_workflow(source: str | Path | dict[str, Any], object_info: dict[str, Any] | None = None) -> Workflow:
+def load_workflow(
+    source: str | Path | dict[str, Any],
+    object_info: NodeSchemas = None,
+    queue: QueueContext | None = None,
+) -> Workflow:
     """Load a workflow from a JSON file, a PNG/WebP/video carrying one, or already-parsed data."""
     if isinstance(source, dict):
-        return workflow_from_data(source, object_info)
+        return workflow_from_data(source, object_info, queue=queue)
     path = Path(source)
     if not path.is_file():
         raise WorkflowFormatError(f"workflow file {path} does not exist", code="workflow_not_found")
@@ -99,10 +119,10 @@ def load_workflow(source: str | Path | dict[str, Any], object_info: dict[str, An
             return Workflow(prompt=prompt, ui=ui, source=str(path))
         if ui is not None:
             # workflow_from_data names the missing node schemas when object_info is None.
-            return workflow_from_data(ui, object_info, str(path))
+            return workflow_from_data(ui, object_info, str(path), queue)
         raise WorkflowFormatError(f"{path} carries no workflow metadata", code="no_workflow_metadata")
     text = path.read_text(encoding="utf-8")
-    return workflow_from_data(parse_json(text, str(path)), object_info, str(path))
+    return workflow_from_data(parse_json(text, str(path)), object_info, str(path), queue)
 
 
 def save_api(prompt: dict[str, Any], path: str | Path) -> None:

@@ -60,52 +60,66 @@ def embedding_fingerprint(values: Mapping[str, Any], env: Any, names: tuple[str,
 
 def encode(ctx: RunContext, clip: ClipHandle, text: str) -> CondEntry:
     """Encode one prompt with the handle's encoders and layer choice."""
-    stack = clip.load(ctx.models)
+    stack = clip.stack(ctx.models)
     device, dtype = torch.device(clip.device), clip.compute_dtype
     return encode_prompt(stack, text, clip.layer, device, dtype, embedding_library(ctx))
 
 
-class CLIPTextEncode(Node):
+class _EmbeddingChecks:
+    """Validation and cache key of the prompt inputs named in `prompt_inputs` (embedding files)."""
+
+    prompt_inputs: tuple[str, ...] = ("text",)
+
+    @classmethod
+    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
+        """Refuse prompts naming embeddings that are not in models/embeddings."""
+        return check_embeddings(values, env, cls.prompt_inputs)
+
+    @classmethod
+    def fingerprint(cls, values: Mapping[str, Any], env: Any) -> Hashable | None:
+        """The embedding files the prompts use (None without any), so editing one re-encodes."""
+        return embedding_fingerprint(values, env, cls.prompt_inputs)
+
+
+class CLIPTextEncode(_EmbeddingChecks, Node):
     """Encodes a prompt into conditioning (emphasis, long prompts, clip skip, SDXL)."""
 
     class_type = "CLIPTextEncode"
     display_name = "CLIP Text Encode (Prompt)"
     category = "conditioning"
     description = (
-        "Encodes a text prompt using a CLIP model into an embedding that guides the diffusion model."
+        "Turns a prompt into conditioning: (word:1.2) emphasis, prompts past 75 tokens and clip skip work."
     )
 
     class Inputs(NodeInputs):
-        text: str = Input(description="The text to be encoded.", multiline=True, dynamicPrompts=True)
-        clip: ClipHandle = Input(description="The CLIP model used for encoding the text.")
+        text: str = Input(
+            description="The prompt; (word:1.2) raises a word's weight, (word:0.8) lowers it.",
+            multiline=True,
+            dynamicPrompts=True,
+        )
+        clip: ClipHandle = Input(
+            description="The text encoder from a checkpoint loader (or a LoRA or clip-skip node)."
+        )
 
     class Outputs(NodeOutputs):
         CONDITIONING: Conditioning = Output(
-            name="CONDITIONING", description="A conditioning containing the embedded text."
+            name="CONDITIONING",
+            description="The prompt's token embeddings (and pooled vector) for a sampler.",
         )
-
-    @classmethod
-    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
-        """Refuse prompts naming embeddings that are not in models/embeddings."""
-        return check_embeddings(values, env, ("text",))
-
-    @classmethod
-    def fingerprint(cls, values: Mapping[str, Any], env: Any) -> Hashable | None:
-        """The embedding files the prompt uses (None without any)."""
-        return embedding_fingerprint(values, env, ("text",))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Tokenize, encode and weight the prompt."""
         return self.Outputs(CONDITIONING=Conditioning(entries=(encode(ctx, inputs.clip, inputs.text),)))
 
 
-_SIZE = {"ge": 0, "le": 16384, "step": 8}
+_SIZE: dict[str, Any] = {"ge": 0, "le": 16384, "step": 8}
 
 
-class CLIPTextEncodeSDXL(Node):
+class CLIPTextEncodeSDXL(_EmbeddingChecks, Node):
     """SDXL encode with separate CLIP-L / bigG prompts and explicit size conditioning."""
 
     class_type = "CLIPTextEncodeSDXL"
+    prompt_inputs = ("text_g", "text_l")
     category = "advanced/conditioning"
     description = "Encodes two prompts for SDXL's two text encoders with size and crop conditioning."
 
@@ -125,26 +139,16 @@ class CLIPTextEncodeSDXL(Node):
     class Outputs(NodeOutputs):
         CONDITIONING: Conditioning = Output(name="CONDITIONING", description="SDXL conditioning.")
 
-    @classmethod
-    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
-        """Refuse prompts naming embeddings that are not in models/embeddings."""
-        return check_embeddings(values, env, ("text_g", "text_l"))
-
-    @classmethod
-    def fingerprint(cls, values: Mapping[str, Any], env: Any) -> Hashable | None:
-        """The embedding files the prompts use (None without any)."""
-        return embedding_fingerprint(values, env, ("text_g", "text_l"))
-
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode each prompt with its encoder, concatenate, attach size conditioning."""
         if inputs.clip.family != "sdxl":
             raise NodeInputError("clip", f"needs an SDXL base CLIP, got {inputs.clip.family}")
-        stack = inputs.clip.load(ctx.models)
-        specs = {s["name"]: s for s in stack.specs}
+        stack = inputs.clip.stack(ctx.models)
+        specs = {s.name: s for s in stack.specs}
         texts = {"clip_l": inputs.text_l, "clip_g": inputs.text_g}
         library = embedding_library(ctx)
         wins = {
-            name: windows(texts[name], spec["pad_token"], encode_lookup_for(stack, spec, library))
+            name: windows(texts[name], spec.pad_token, encode_lookup_for(stack, spec, library))
             for name, spec in specs.items()
         }
         # The shorter prompt gets empty-prompt windows (each encoder's own padding), as ComfyUI does.
@@ -153,7 +157,7 @@ class CLIPTextEncodeSDXL(Node):
             name: encode_windows(
                 stack.encoders[name],
                 spec,
-                pad_windows(wins[name], count, spec["pad_token"]),
+                pad_windows(wins[name], count, spec.pad_token),
                 inputs.clip.layer,
                 torch.device(inputs.clip.device),
             )
@@ -168,7 +172,7 @@ class CLIPTextEncodeSDXL(Node):
         return self.Outputs(CONDITIONING=Conditioning(entries=(entry,)))
 
 
-class CLIPTextEncodeSDXLRefiner(Node):
+class CLIPTextEncodeSDXLRefiner(_EmbeddingChecks, Node):
     """SDXL refiner encode with aesthetic score and size conditioning."""
 
     class_type = "CLIPTextEncodeSDXLRefiner"
@@ -184,16 +188,6 @@ class CLIPTextEncodeSDXLRefiner(Node):
 
     class Outputs(NodeOutputs):
         CONDITIONING: Conditioning = Output(name="CONDITIONING", description="Refiner conditioning.")
-
-    @classmethod
-    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
-        """Refuse prompts naming embeddings that are not in models/embeddings."""
-        return check_embeddings(values, env, ("text",))
-
-    @classmethod
-    def fingerprint(cls, values: Mapping[str, Any], env: Any) -> Hashable | None:
-        """The embedding files the prompt uses (None without any)."""
-        return embedding_fingerprint(values, env, ("text",))
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode with bigG and attach aesthetic score and size."""

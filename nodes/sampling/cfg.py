@@ -10,13 +10,13 @@ inputs have the same shapes run in one UNet call, uncond before cond (the order 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from nodes.sampling.conds import InpaintSource, SamplingCond, prepare_conds, repeat_to_batch
+from nodes.sampling.conds import InpaintSource, SamplingCond, prepare_groups, repeat_to_batch
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.types import CondEntry
 
@@ -141,23 +141,36 @@ class CfgDenoiser:
         self.positive, self.negative = list(positive), list(negative)
         self.max_batch, self.uncond_at_cfg_1, self.inpaint = max_batch, uncond_at_cfg_1, inpaint
         self.uncond_denoised: torch.Tensor | None = None
-        self._resolved: tuple[torch.Size, list[SamplingCond], list[SamplingCond]] | None = None
+        self._resolved: tuple[Hashable, list[list[SamplingCond]]] | None = None
 
-    def _sides(self, shape: torch.Size) -> tuple[list[SamplingCond], list[SamplingCond]]:
-        if self._resolved is None or self._resolved[0] != shape:
-            pos, neg = prepare_conds(self.positive, self.negative, shape, self.ms, self.inpaint)
-            self._resolved = (shape, pos, neg)
-        return self._resolved[1], self._resolved[2]
+    def resolve(
+        self,
+        groups: Sequence[Sequence[CondEntry]],
+        shape: torch.Size,
+        prompt_types: Sequence[str] | None = None,
+    ) -> list[list[SamplingCond]]:
+        """The groups resolved against a latent shape (remembered while groups and shape stay the same)."""
+        key = (tuple(shape), tuple(tuple(id(e) for e in g) for g in groups))
+        if self._resolved is None or self._resolved[0] != key:
+            self._resolved = (key, prepare_groups(groups, shape, self.ms, self.inpaint, prompt_types))
+        return self._resolved[1]
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x0 prediction with guidance at noisy x and per-item sigma [B]."""
         skip_uncond = math.isclose(self.cfg, 1.0) and not self.uncond_at_cfg_1
-        pos, neg = self._sides(x.shape)
+        # Both sides are resolved even when the negative is skipped: its areas still mirror (as ComfyUI).
+        pos, neg = self.resolve([self.positive, self.negative], x.shape, ("positive", "negative"))
         cond, uncond = self.calc_cond_batch([pos, [] if skip_uncond else neg], x, sigma)
         self.uncond_denoised = uncond
         if skip_uncond:
             return cond
         return uncond + (cond - uncond) * self.cfg
+
+    def denoise_groups(
+        self, x: torch.Tensor, sigma: torch.Tensor, groups: list[list[CondEntry]]
+    ) -> list[torch.Tensor]:
+        """Each group's weighted x0 prediction, all groups batched together (for other guidance rules)."""
+        return self.calc_cond_batch(self.resolve(groups, x.shape), x, sigma)
 
     def calc_cond_batch(
         self, sides: list[list[SamplingCond]], x: torch.Tensor, sigma: torch.Tensor

@@ -224,6 +224,24 @@ def _add_same_area(others: list[SamplingCond], c: SamplingCond) -> None:
     )
 
 
+def prepare_groups(
+    groups: Sequence[Sequence[CondEntry]],
+    shape: torch.Size,
+    ms: DiscreteModelSampling,
+    inpaint: InpaintSource | None = None,
+    prompt_types: Sequence[str] | None = None,
+) -> list[list[SamplingCond]]:
+    """Every group resolved for a latent of `shape`, each area mirrored in every other group."""
+    types = list(prompt_types) if prompt_types is not None else ["positive"] * len(groups)
+    sides = [resolve_side(g, shape, ms, t, inpaint) for g, t in zip(groups, types, strict=True)]
+    for i, side in enumerate(sides):
+        for c in list(side):
+            for j, other in enumerate(sides):
+                if j != i:
+                    _add_same_area(other, c)
+    return sides
+
+
 def prepare_conds(
     positive: Sequence[CondEntry],
     negative: Sequence[CondEntry],
@@ -232,9 +250,5 @@ def prepare_conds(
     inpaint: InpaintSource | None = None,
 ) -> tuple[list[SamplingCond], list[SamplingCond]]:
     """Both sides resolved for a latent of `shape`, each area mirrored on the other side."""
-    pos = resolve_side(positive, shape, ms, "positive", inpaint)
-    neg = resolve_side(negative, shape, ms, "negative", inpaint)
-    for side, other in ((pos, neg), (neg, pos)):
-        for c in list(side):
-            _add_same_area(other, c)
+    pos, neg = prepare_groups([positive, negative], shape, ms, inpaint, ("positive", "negative"))
     return pos, neg
