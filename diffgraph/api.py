@@ -14,7 +14,7 @@ from diffgraph.workflow import Workflow
 from engine import CancelToken, DiffgraphError, Environment, ModelPaths, NodeOutputs, Registry
 from engine.context import default_model_store
 from engine.events import EventSink, discard
-from engine.executor import Executor
+from engine.executor import Executor, Status
 from engine.formats.ui_transforms import QueueContext
 from engine.formats.workflow import load_workflow
 from engine.model_paths import models_dir_default
@@ -53,9 +53,13 @@ class RunFailed(DiffgraphError):
 
 @dataclass
 class RunResult:
-    """What one run produced: typed outputs per node, UI outputs, files, cache report, timings."""
+    """What one run produced, for Python callers: the executor's ExecutionResult plus files and seconds.
 
-    status: str  # "success" | "error" | "interrupted"
+    Built from ExecutionResult only (Session.execute): typed outputs per node, UI outputs, the files
+    the output nodes wrote, which nodes ran or came from the cache, timings, and the error payload.
+    """
+
+    status: Status
     prompt_id: str
     outputs: dict[str, NodeOutputs]
     ui: dict[str, dict[str, Any]]
