@@ -10,6 +10,7 @@ from engine.errors import (
     WorkflowFormatError,
 )
 from engine.events import Event, EventSink
+from engine.flow import DynamicPrompt, ExecutionBlocker, NodeResult
 from engine.model_paths import ModelPathError, ModelPaths
 from engine.node import EdgeType, Input, Node, NodeInputs, NodeOutputs, Output
 from engine.registry import Registry
@@ -18,9 +19,11 @@ from engine.schema import NodeSpec, node_spec, object_info
 __all__ = [
     "CancelToken",
     "DiffgraphError",
+    "DynamicPrompt",
     "EdgeType",
     "Environment",
     "Event",
+    "ExecutionBlocker",
     "EventSink",
     "Input",
     "Interrupted",
@@ -31,6 +34,7 @@ __all__ = [
     "NodeInputError",
     "NodeInputs",
     "NodeOutputs",
+    "NodeResult",
     "NodeSpec",
     "Output",
     "Registry",

@@ -64,6 +64,8 @@ class RunContext:
     _on_progress: Callable[[str, int, int], None]
     ui: dict[str, Any] | None = None
     _preview_enabled: bool = field(default=True)
+    # The running prompt with the nodes expansions added (engine.flow.DynamicPrompt); dynamic runs only.
+    dynprompt: Any = None
 
     @property
     def output_dir(self) -> Path:

@@ -72,6 +72,7 @@ class Plan:
     deps: dict[str, list[str]]
     links: Links
     pure: bool  # no fingerprint hook and nothing uncacheable: the same prompt text plans the same
+    dynamic: bool = False  # some node needs lazy inputs, lists, expansion or async: engine.dynamic runs it
 
 
 class _Run:
@@ -246,6 +247,7 @@ class Executor:
         consumers: dict[str, set[int]] = {}
         specs: dict[str, NodeSpec] = {}
         pure = True
+        dynamic = False
         for node_id in order:
             node = prompt[node_id]
             class_type = node["class_type"]
@@ -260,6 +262,7 @@ class Executor:
             if not spec.node_cls.cacheable:
                 fingerprint = math.nan
             pure = pure and not spec.has_fingerprint and spec.node_cls.cacheable
+            dynamic = dynamic or spec.is_dynamic
             signatures[node_id] = node_signature(
                 class_type,
                 spec.node_cls.version,
@@ -269,7 +272,7 @@ class Executor:
                 fingerprint=fingerprint,
                 node_id=node_id if spec.signs_node_id else None,
             )
-        return Plan(order, signatures, consumers, deps, links, pure)
+        return Plan(order, signatures, consumers, deps, links, pure, dynamic)
 
     def _needed(
         self, plan: Plan, prompt: dict[str, Any], outputs: list[str], forced: set[str]
@@ -306,6 +309,21 @@ class Executor:
         """Run a validated prompt's outputs; never raises for node failures (see result.status)."""
         plan = self._planned(prompt, outputs)
         order = plan.order
+        if plan.dynamic:
+            from engine.dynamic import run_dynamic  # only prompts with dynamic nodes pay for asyncio
+
+            forced_ids = True if force is True else descendants_closure(plan.deps, force or ())
+            return run_dynamic(  # type: ignore[no-any-return]
+                self,
+                prompt,
+                outputs,
+                prompt_id,
+                extra_data=extra_data or {},
+                sink=sink,
+                cancel=cancel or CancelToken(),
+                previews=previews,
+                forced=forced_ids,
+            )
         run = _Run(self, plan, prompt, prompt_id, extra_data or {}, sink, cancel or CancelToken(), previews)
         forced = set(order) if force is True else descendants_closure(plan.deps, force or ())
         to_run, hits = self._needed(plan, prompt, outputs, forced)

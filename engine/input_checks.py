@@ -32,6 +32,11 @@ def types_compatible(produced: str, wanted: str) -> bool:
     return bool(set(produced.split(",")) & set(wanted.split(",")))
 
 
+def wildcard_input(name: str) -> InputSpec:
+    """The spec of an undeclared input a **kwargs node accepts: any type, optional."""
+    return InputSpec(name, "*", "optional", False, None, None, None, None, None, {}, "")
+
+
 class NodeChecker:
     """Validates the ancestry of each output once per node, memoised."""
 
@@ -70,6 +75,7 @@ class NodeChecker:
         self.edges.setdefault(node_id, [])
         upstream = self.upstream[node_id] = []
         constants: dict[str, Any] = {}
+        link_types: dict[str, str] = {}
         for inp in spec.inputs:
             if inp.name not in inputs:
                 if inp.required and inp.section == "required":
@@ -84,9 +90,12 @@ class NodeChecker:
                 continue
             value = inputs[inp.name]
             if is_link(value):
-                errors.extend(self._check_link(node_id, inp, value))
+                # A VALIDATE_INPUTS taking input_types and this input judges the link's type itself.
+                typed = not (spec.validation_takes_types and inp.name in spec.node_cls.self_validated_inputs)
+                errors.extend(self._check_link(node_id, inp, value, check_type=typed))
                 if value[0] in self.prompt:
                     upstream.append(value[0])
+                    link_types[inp.name] = self._link_type(value)
                 constants[inp.name] = None
             elif inp.name in spec.node_cls.self_validated_inputs:
                 constants[inp.name] = unwrap_constant(value)
@@ -97,12 +106,25 @@ class NodeChecker:
                     inputs[inp.name] = coerced
                 constants[inp.name] = coerced
         errors.extend(self._check_undeclared(node_id, spec, inputs))
-        errors.extend(self._custom(spec, constants))
+        if spec.node_cls.extra_inputs:
+            for name in inputs.keys() - spec.input_names:  # links kept by _check_undeclared
+                errors.extend(self._check_link(node_id, wildcard_input(name), inputs[name]))
+                if inputs[name][0] in self.prompt:
+                    upstream.append(inputs[name][0])
+                    link_types[name] = self._link_type(inputs[name])
+        errors.extend(self._custom(spec, constants, link_types))
         if errors:
             self.errors[node_id] = errors
         return not errors
 
-    def _check_link(self, node_id: str, inp: InputSpec, link: Any) -> list[dict[str, Any]]:
+    def _link_type(self, link: Any) -> str:
+        outputs = self.spec(link[0]).outputs
+        slot = int(link[1])
+        return outputs[slot].io_type if 0 <= slot < len(outputs) else "*"
+
+    def _check_link(
+        self, node_id: str, inp: InputSpec, link: Any, check_type: bool = True
+    ) -> list[dict[str, Any]]:
         src_id, slot = link
         if src_id not in self.prompt:
             return [
@@ -129,7 +151,7 @@ class NodeChecker:
             ]
         produced = src_spec.outputs[index].io_type
         self.edges.setdefault(src_id, []).append(node_id)  # node_id's own entry exists already
-        if produced == inp.io_type:
+        if produced == inp.io_type or not check_type:
             return []  # the common case, settled without the union and wildcard rules
         wanted = "COMBO" if inp.is_combo else inp.io_type
         if inp.is_combo and produced in ("STRING", "COMBO", "*") or types_compatible(produced, wanted):
@@ -230,6 +252,8 @@ class NodeChecker:
             return []
         errors = []
         for name in sorted(undeclared):
+            if is_link(inputs[name]) and spec.node_cls.extra_inputs:
+                continue  # a node taking **kwargs receives undeclared links
             if is_link(inputs[name]):
                 errors.append(
                     reason(
@@ -245,11 +269,17 @@ class NodeChecker:
                 del inputs[name]
         return errors
 
-    def _custom(self, spec: NodeSpec, constants: dict[str, Any]) -> list[dict[str, Any]]:
+    def _custom(
+        self, spec: NodeSpec, constants: dict[str, Any], link_types: dict[str, str]
+    ) -> list[dict[str, Any]]:
         if not spec.has_custom_validation:
             return []
         try:
-            message = spec.node_cls.validate_inputs(constants, self.env)
+            if spec.validation_takes_types:
+                validate: Any = spec.node_cls.validate_inputs
+                message = validate(constants, self.env, input_types=link_types)
+            else:
+                message = spec.node_cls.validate_inputs(constants, self.env)
         except Exception as exc:  # a node's validation hook is foreign code: report, don't crash
             log.exception("validate_inputs of %s raised", spec.class_type)
             return [

@@ -114,6 +114,15 @@ class Node:
     # Inputs whose default checks (combo membership, bounds) validate_inputs replaces, as ComfyUI skips
     # them for inputs its VALIDATE_INPUTS takes (LoadImage accepts "name [output]" outside its list).
     self_validated_inputs: ClassVar[frozenset[str]] = frozenset()
+    # ComfyUI's INPUT_IS_LIST: the node gets every input as a whole list, once, instead of once per item.
+    input_is_list: ClassVar[bool] = False
+    # The node accepts linked inputs it does not declare (a ComfyUI node taking **kwargs).
+    extra_inputs: ClassVar[bool] = False
+    # The node may return a NodeResult (a subgraph expansion, blockers, UI) instead of its Outputs.
+    dynamic: ClassVar[bool] = False
+    # Inputs arrive as a plain dict (not the Inputs model) and run() returns a NodeResult: nodes
+    # adapted from another protocol, whose spec comes from declared_spec().
+    raw_io: ClassVar[bool] = False
     python_module: ClassVar[str] = "nodes"
     deprecated: ClassVar[bool] = False
     experimental: ClassVar[bool] = False
@@ -133,6 +142,23 @@ class Node:
     @classmethod
     def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
         """Custom validation on constants (links are None); return a message saying what to change."""
+        return None
+
+    def check_lazy_status(self, ctx: RunContext, values: dict[str, Any]) -> list[str]:
+        """Names of lazy inputs still needed, given the values known so far (unevaluated ones are None).
+
+        Called before run() on nodes with lazy inputs; run() happens once this returns nothing new.
+        """
+        return []
+
+    @classmethod
+    def declared_spec(cls) -> Any:
+        """The NodeSpec of a raw_io node (its inputs are not a pydantic model); None derives it."""
+        return None
+
+    @classmethod
+    def declared_info(cls, choices: Any) -> dict[str, Any] | None:
+        """The object_info entry of a raw_io node, built fresh on every call; None derives it."""
         return None
 
     def run(self, ctx: RunContext, inputs: Any) -> Any:

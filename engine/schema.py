@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
 from collections.abc import Callable
@@ -95,6 +96,45 @@ class NodeSpec:
         """Whether the class overrides Node.validate_inputs."""
         return _overrides(self.node_cls, "validate_inputs")
 
+    @cached_property
+    def lazy_inputs(self) -> frozenset[str]:
+        """Inputs evaluated only when check_lazy_status asks for them."""
+        return frozenset(inp.name for inp in self.inputs if inp.widget.get("lazy"))
+
+    @cached_property
+    def raw_link_inputs(self) -> frozenset[str]:
+        """Inputs that receive the link itself ([node_id, slot]) rather than its value."""
+        return frozenset(inp.name for inp in self.inputs if inp.widget.get("rawLink"))
+
+    @cached_property
+    def has_lazy_status(self) -> bool:
+        """Whether the node overrides check_lazy_status."""
+        return self.node_cls.check_lazy_status is not Node.check_lazy_status
+
+    @cached_property
+    def is_async(self) -> bool:
+        """Whether run() is a coroutine function (it runs on the event loop, concurrently)."""
+        return inspect.iscoroutinefunction(self.node_cls.run)
+
+    @cached_property
+    def is_dynamic(self) -> bool:
+        """Whether the node needs the dynamic executor (lazy inputs, lists, expansion, async...)."""
+        cls = self.node_cls
+        return bool(
+            cls.dynamic
+            or cls.raw_io
+            or cls.input_is_list
+            or self.lazy_inputs
+            or self.has_lazy_status
+            or self.is_async
+            or any(out.is_list for out in self.outputs)
+        )
+
+    @cached_property
+    def validation_takes_types(self) -> bool:
+        """Whether validate_inputs wants the types of linked inputs (an `input_types` parameter)."""
+        return "input_types" in inspect.signature(self.node_cls.validate_inputs).parameters
+
     @property
     def class_type(self) -> str:
         """The node's class_type."""
@@ -172,6 +212,9 @@ def node_spec(node_cls: type[Node]) -> NodeSpec:
 
 
 def _derive_spec(node_cls: type[Node]) -> NodeSpec:
+    declared = node_cls.declared_spec()
+    if declared is not None:
+        return declared  # type: ignore[no-any-return]
     inputs = []
     for name, info in node_cls.Inputs.model_fields.items():
         extra = _extra(info)
@@ -236,6 +279,9 @@ def _input_entry(spec: InputSpec, choices: ChoiceProvider) -> list[Any]:
 
 def object_info(node_cls: type[Node], choices: ChoiceProvider = no_choices) -> dict[str, Any]:
     """The node's entry in ComfyUI's `/object_info` (V1 shape: combos are value lists)."""
+    declared = node_cls.declared_info(choices)
+    if declared is not None:
+        return declared
     spec = node_spec(node_cls)
     sections: dict[str, dict[str, Any]] = {"required": {}}
     order: dict[str, list[str]] = {"required": []}
