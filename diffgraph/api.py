@@ -7,11 +7,12 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffgraph.custom_nodes import load_packs
 from diffgraph.workflow import Workflow
 from engine import CancelToken, DiffgraphError, Environment, ModelPaths, NodeOutputs, Registry
 from engine.events import EventSink, discard
@@ -140,6 +141,7 @@ class Session:
         temp_dir: str | Path | None = None,
         registry_factory: RegistryFactory | None = None,
         model_store: Any = None,
+        custom_nodes: Sequence[Path] = (),
     ):
         self.model_paths = ModelPaths(Path(models_dir) if models_dir else models_dir_default())
         self._own_temp = temp_dir is None
@@ -152,6 +154,7 @@ class Session:
             model_paths=self.model_paths,
         )
         self.registry = (registry_factory or default_registry_factory)(self.model_paths, self.env.input_dir)
+        load_packs(self.registry, custom_nodes, self.env)
         self.executor = Executor(self.registry, self.env)
 
     @property

@@ -66,6 +66,8 @@ class RunContext:
     _preview_enabled: bool = field(default=True)
     # The running prompt with the nodes expansions added (engine.flow.DynamicPrompt); dynamic runs only.
     dynprompt: Any = None
+    # Which item of a list-mapped input this call handles (None outside list mapping).
+    list_index: int | None = None
 
     @property
     def output_dir(self) -> Path:

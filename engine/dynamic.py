@@ -300,10 +300,11 @@ class DynamicRun:
         """Call run (or check_lazy_status) once per list index; async calls may come back as tasks."""
         node = self.ex.instance(spec.node_cls)
         calls: list[tuple[Any, Any]] = []
-        for kwargs, _index in call_inputs(data, spec.node_cls.input_is_list):
+        for kwargs, index in call_inputs(data, spec.node_cls.input_is_list):
             if self.cancel.cancelled:
                 raise Interrupted()
             ctx = self._context(node_id)
+            ctx.list_index = index
             blocker = find_blocker(kwargs, spec.node_cls.input_is_list)
             if blocker is not None:
                 calls.append((ctx, blocker if lazy else self._blocked(node_id, spec, blocker)))

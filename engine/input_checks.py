@@ -97,7 +97,10 @@ class NodeChecker:
                     upstream.append(value[0])
                     link_types[inp.name] = self._link_type(value)
                 constants[inp.name] = None
-            elif inp.name in spec.node_cls.self_validated_inputs:
+            elif inp.name in spec.node_cls.self_validated_inputs or (
+                spec.node_cls.raw_io and not inp.is_combo and inp.io_type not in COERCE
+            ):
+                # Foreign nodes take constants of their own types unchecked, as ComfyUI does.
                 constants[inp.name] = unwrap_constant(value)
             else:
                 problems, coerced = self._check_constant(inp, unwrap_constant(value))
