@@ -9,23 +9,29 @@ from engine.errors import (
     UserFacingError,
     WorkflowFormatError,
 )
-from engine.events import Event, EventSink
+from engine.events import CustomMessage, Event, EventSink
 from engine.flow import DynamicPrompt, ExecutionBlocker, NodeResult
-from engine.model_paths import ModelPathError, ModelPaths
-from engine.node import EdgeType, Input, Node, NodeInputs, NodeOutputs, Output
-from engine.registry import Registry
-from engine.schema import NodeSpec, node_spec, object_info
+from engine.model_paths import FOLDERS, MODEL_EXTENSIONS, ModelPathError, ModelPaths
+from engine.node import WIDGET_OPTION_KEYS, EdgeType, Input, Node, NodeInputs, NodeOutputs, Output
+from engine.registry import PackInfo, Registry
+from engine.schema import ChoiceProvider, InputSpec, NodeSpec, OutputSpec, node_spec, object_info
 
 __all__ = [
+    "FOLDERS",
+    "MODEL_EXTENSIONS",
+    "WIDGET_OPTION_KEYS",
     "CancelToken",
+    "ChoiceProvider",
+    "CustomMessage",
     "DiffgraphError",
     "DynamicPrompt",
     "EdgeType",
     "Environment",
     "Event",
-    "ExecutionBlocker",
     "EventSink",
+    "ExecutionBlocker",
     "Input",
+    "InputSpec",
     "Interrupted",
     "ModelPathError",
     "ModelPaths",
@@ -37,6 +43,8 @@ __all__ = [
     "NodeResult",
     "NodeSpec",
     "Output",
+    "OutputSpec",
+    "PackInfo",
     "Registry",
     "RunContext",
     "UserFacingError",

@@ -18,9 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from engine import Environment, Registry
-from engine.registry import PackInfo
-from engine.schema import ChoiceProvider
+from engine import ChoiceProvider, Environment, PackInfo, Registry
 from nodes.comfy_compat.install import ComfyShadowed, check_no_real_comfyui, installed
 from nodes.comfy_compat.runtime import CompatState
 from nodes.comfy_compat.v1 import COMBO_SOURCE_PREFIX, ComfyV1Node, adapt_v1, combo_choices

@@ -8,9 +8,17 @@ from typing import Any, ClassVar, cast
 
 from pydantic import create_model
 
-from engine import ExecutionBlocker, Node, NodeOutputs, NodeResult, RunContext
-from engine.node import WIDGET_OPTION_KEYS
-from engine.schema import InputSpec, NodeSpec, OutputSpec
+from engine import (
+    WIDGET_OPTION_KEYS,
+    ExecutionBlocker,
+    InputSpec,
+    Node,
+    NodeOutputs,
+    NodeResult,
+    NodeSpec,
+    OutputSpec,
+    RunContext,
+)
 from nodes.comfy_compat.install import installed
 from nodes.comfy_compat.runtime import running
 from nodes.comfy_compat.shims.graph_utils import GraphBuilder, is_link

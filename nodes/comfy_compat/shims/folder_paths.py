@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine.model_paths import FOLDERS, MODEL_EXTENSIONS
+from engine import FOLDERS, MODEL_EXTENSIONS
 from nodes.comfy_compat.runtime import environment
 
 supported_pt_extensions = set(MODEL_EXTENSIONS)

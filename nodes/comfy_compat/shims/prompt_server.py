@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine.events import CustomMessage
+from engine import CustomMessage
 from nodes.comfy_compat.runtime import CompatState, current
 
 
