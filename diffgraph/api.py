@@ -17,8 +17,8 @@ from diffgraph.workflow import Workflow
 from engine import CancelToken, DiffgraphError, Environment, ModelPaths, NodeOutputs, Registry
 from engine.events import EventSink, discard
 from engine.executor import Executor
+from engine.formats.workflow import load_workflow
 from engine.validation import ValidationResult, validate_prompt
-from engine.workflow import load_workflow
 
 MODELS_DIR_ENV = "DIFFGRAPH_MODELS_DIR"
 # Builds the node registry for a models folder and input folder; tests inject stub-node registries.

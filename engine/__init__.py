@@ -1,6 +1,7 @@
 """diffgraph's generic typed DAG engine: node API, workflows, validation, cache, executor, events."""
 
 from engine.context import CancelToken, Environment, RunContext
+from engine.devices import is_out_of_memory
 from engine.errors import (
     DiffgraphError,
     Interrupted,
@@ -11,27 +12,47 @@ from engine.errors import (
 )
 from engine.events import CustomMessage, Event, EventSink
 from engine.flow import DynamicPrompt, ExecutionBlocker, NodeResult
+from engine.formats.media_metadata import (
+    apng_info,
+    container_metadata,
+    embed_gif_metadata,
+    embed_webp_metadata,
+    metadata_items,
+    png_info,
+    webp_exif_bytes,
+)
 from engine.model_paths import FOLDERS, MODEL_EXTENSIONS, ModelPathError, ModelPaths
 from engine.node import WIDGET_OPTION_KEYS, EdgeType, Input, Node, NodeInputs, NodeOutputs, Output
 from engine.registry import PackInfo, Registry
 from engine.schema import ChoiceProvider, InputSpec, NodeSpec, OutputSpec, node_spec, object_info
 
 __all__ = [
+    "is_out_of_memory",
+    "apng_info",
+    "container_metadata",
+    "embed_gif_metadata",
+    "embed_webp_metadata",
+    "metadata_items",
+    "png_info",
+    "webp_exif_bytes",
     "FOLDERS",
     "MODEL_EXTENSIONS",
     "WIDGET_OPTION_KEYS",
-    "CancelToken",
-    "ChoiceProvider",
     "CustomMessage",
-    "DiffgraphError",
     "DynamicPrompt",
+    "ExecutionBlocker",
+    "InputSpec",
+    "NodeResult",
+    "OutputSpec",
+    "PackInfo",
+    "ChoiceProvider",
+    "CancelToken",
+    "DiffgraphError",
     "EdgeType",
     "Environment",
     "Event",
     "EventSink",
-    "ExecutionBlocker",
     "Input",
-    "InputSpec",
     "Interrupted",
     "ModelPathError",
     "ModelPaths",
@@ -40,11 +61,8 @@ __all__ = [
     "NodeInputError",
     "NodeInputs",
     "NodeOutputs",
-    "NodeResult",
     "NodeSpec",
     "Output",
-    "OutputSpec",
-    "PackInfo",
     "Registry",
     "RunContext",
     "UserFacingError",

@@ -12,7 +12,7 @@ import contextlib
 import enum
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.context import CancelToken, RunContext
 from engine.errors import Interrupted, NodeExecutionError
@@ -27,14 +27,12 @@ from engine.events import (
 )
 from engine.expansion import add_subgraph
 from engine.flow import DynamicPrompt, ExecutionBlocker, SlotLists
+from engine.formats.workflow import is_link, unwrap_constant
 from engine.mapping import Returned, call_inputs, find_blocker, merge, normalise, resolve_subgraph
+from engine.outcome import ExecutionResult, ExecutorHost, failed, interrupted
 from engine.scheduler import DependencyCycle, ExecutionList
 from engine.schema import NodeSpec
 from engine.signing import DynamicSigner
-from engine.workflow import is_link, unwrap_constant
-
-if TYPE_CHECKING:
-    from engine.executor import ExecutionResult, Executor
 
 
 class Step(enum.Enum):
@@ -52,9 +50,9 @@ def format_input(value: Any) -> Any:
 class DynamicRun:
     """One prompt's execution with ComfyUI's dynamic semantics; see the module docstring."""
 
-    def __init__(self, ex: Executor, prompt: dict[str, Any], outputs: list[str], prompt_id: str, **opts: Any):
-        from engine.executor import ExecutionResult  # the executor imports this module
-
+    def __init__(
+        self, ex: ExecutorHost, prompt: dict[str, Any], outputs: list[str], prompt_id: str, **opts: Any
+    ):
         self.ex = ex
         self.outputs = outputs
         self.prompt_id = prompt_id
@@ -152,13 +150,13 @@ class DynamicRun:
                 else:
                     elist.complete()
         except Interrupted:
-            return self.ex._interrupted(self, current)  # type: ignore[arg-type]
+            return interrupted(self, current)
         except NodeExecutionError as exc:
-            return self.ex._failed(self, exc)  # type: ignore[arg-type]
+            return failed(self, exc)
         except DependencyCycle as exc:
             error = NodeExecutionError(current or "", "", exc)
             error.message = f"dependency cycle among nodes {exc}; an expansion linked nodes in a loop"
-            return self.ex._failed(self, error)  # type: ignore[arg-type]
+            return failed(self, error)
         finally:
             for task in self.tasks:
                 task.cancel()
@@ -334,7 +332,7 @@ class DynamicRun:
         ui = returned.ui()
         if returned.expands:
             self._publish(node_id, ui)
-            pending = add_subgraph(self, node_id, returned.entries, elist)
+            pending = add_subgraph(self.ex, self.dynprompt, node_id, returned.entries, elist)
             self.pending_subgraph[node_id] = pending
             return Step.PENDING
         self._store(node_id, spec, merge(spec, [values for _, values in returned.entries]), ui)
@@ -363,7 +361,9 @@ class DynamicRun:
         self.set_state(node_id, "finished")
 
 
-def run_dynamic(ex: Executor, prompt: dict[str, Any], outputs: list[str], prompt_id: str, **opts: Any) -> Any:
+def run_dynamic(
+    ex: ExecutorHost, prompt: dict[str, Any], outputs: list[str], prompt_id: str, **opts: Any
+) -> Any:
     """Run a prompt on a fresh event loop (in a helper thread when this thread already runs one)."""
     run = DynamicRun(ex, prompt, outputs, prompt_id, **opts)
     try:

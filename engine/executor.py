@@ -8,8 +8,8 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from engine.cache import OutputCache, node_signature
 from engine.context import CancelToken, Environment, RunContext
@@ -20,46 +20,22 @@ from engine.events import (
     Executed,
     Executing,
     ExecutionCached,
-    ExecutionError,
-    ExecutionInterrupted,
     ExecutionStart,
     ExecutionSuccess,
     Progress,
     ProgressState,
     discard,
 )
+from engine.formats.workflow import unwrap_constant
 from engine.graph import Links, descendants_closure, execution_order, linked_inputs, sources_of
 from engine.node import Node, NodeOutputs
+from engine.outcome import ExecutionResult, failed, format_input, interrupted
 from engine.registry import Registry
 from engine.schema import NodeSpec
-from engine.workflow import unwrap_constant
 
 log = logging.getLogger(__name__)
 
-Status = Literal["success", "error", "interrupted"]
 PLAN_MEMO_SIZE = 16  # recent distinct prompts whose plans are kept
-
-
-@dataclass
-class ExecutionResult:
-    """What a run produced: UI outputs per node, typed outputs, which nodes ran or came from cache."""
-
-    status: Status
-    ui_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    executed: list[str] = field(default_factory=list)
-    cached: list[str] = field(default_factory=list)
-    node_outputs: dict[str, NodeOutputs | None] = field(default_factory=dict)
-    error: Event | None = None
-    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def format_input(value: Any) -> Any:
-    """An input value as shown in execution_error (primitives as is, others as a short repr)."""
-    if isinstance(value, int | float | str | bool) or value is None:
-        return value
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 @dataclass
@@ -345,9 +321,9 @@ class Executor:
                 elif node_id in cached and node_id in outputs:
                     self._replay_ui(run, node_id)
         except Interrupted:
-            return self._interrupted(run, current)
+            return interrupted(run, current)
         except NodeExecutionError as exc:
-            return self._failed(run, exc)
+            return failed(run, exc)
         run.emit(ExecutionSuccess(prompt_id=prompt_id), history=True)
         return run.result
 
@@ -357,34 +333,3 @@ class Executor:
         if ui is not None:
             run.result.ui_outputs[node_id] = ui
         run.emit(Executed(node=node_id, display_node=node_id, output=ui, prompt_id=run.prompt_id))
-
-    def _interrupted(self, run: _Run, node_id: str | None) -> ExecutionResult:
-        node_type = run.prompt[node_id]["class_type"] if node_id else None
-        event = ExecutionInterrupted(
-            prompt_id=run.prompt_id, node_id=node_id, node_type=node_type, executed=list(run.result.executed)
-        )
-        run.result.status = "interrupted"
-        run.result.error = event
-        run.emit(event, history=True)
-        return run.result
-
-    def _failed(self, run: _Run, exc: NodeExecutionError) -> ExecutionResult:
-        cause = exc.cause
-        log.error("node %s (%s) failed", exc.node_id, exc.class_type, exc_info=cause)
-        if exc.node_id in run.states:
-            run.set_state(exc.node_id, "error")
-        event = ExecutionError(
-            prompt_id=run.prompt_id,
-            node_id=exc.node_id,
-            node_type=exc.class_type,
-            executed=list(run.result.executed),
-            exception_message=exc.message,
-            exception_type=f"{type(cause).__module__}.{type(cause).__qualname__}",
-            traceback=[],
-            current_inputs=exc.extra.get("current_inputs", {}),
-            current_outputs=list(run.result.executed),
-        )
-        run.result.status = "error"
-        run.result.error = event
-        run.emit(event, history=True)
-        return run.result

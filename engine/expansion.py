@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.errors import UserFacingError
+from engine.flow import DynamicPrompt
+from engine.formats.workflow import is_link
 from engine.input_checks import NodeChecker
-from engine.workflow import is_link
-
-if TYPE_CHECKING:
-    from engine.dynamic import DynamicRun
-    from engine.scheduler import ExecutionList
+from engine.outcome import ExecutorHost
+from engine.scheduler import ExecutionList
 
 
 class ExpansionError(UserFacingError):
@@ -19,11 +18,11 @@ class ExpansionError(UserFacingError):
     code = "invalid_expansion"
 
 
-def check_subgraph(run: DynamicRun, node_id: str, graph: dict[str, Any]) -> None:
+def check_subgraph(ex: ExecutorHost, dynprompt: DynamicPrompt, node_id: str, graph: dict[str, Any]) -> None:
     """Refuse duplicate ids, unknown classes and invalid inputs before any added node runs."""
-    registry = run.ex.registry
+    registry = ex.registry
     for new_id, node in graph.items():
-        if run.dynprompt.has_node(new_id):
+        if dynprompt.has_node(new_id):
             raise ExpansionError(
                 f"node {node_id} expanded into node id {new_id!r}, which exists already; "
                 "derive added ids from the expanding node's id (GraphBuilder does)"
@@ -31,8 +30,8 @@ def check_subgraph(run: DynamicRun, node_id: str, graph: dict[str, Any]) -> None
         if not isinstance(node, dict) or node.get("class_type") not in registry:
             kind = node.get("class_type") if isinstance(node, dict) else node
             raise ExpansionError(f"node {node_id} expanded into node {new_id!r} of unknown type {kind!r}")
-    view = {**run.dynprompt.original, **run.dynprompt.ephemeral, **graph}
-    checker = NodeChecker(view, registry, run.ex.env)
+    view = {**dynprompt.original, **dynprompt.ephemeral, **graph}
+    checker = NodeChecker(view, registry, ex.env)
     problems = []
     for new_id in graph:
         graph[new_id].setdefault("inputs", {})
@@ -46,7 +45,8 @@ def check_subgraph(run: DynamicRun, node_id: str, graph: dict[str, Any]) -> None
 
 
 def add_subgraph(
-    run: DynamicRun,
+    ex: ExecutorHost,
+    dynprompt: DynamicPrompt,
     node_id: str,
     entries: list[tuple[dict[str, Any] | None, tuple[Any, ...]]],
     elist: ExecutionList,
@@ -59,11 +59,11 @@ def add_subgraph(
         if graph is None:
             pending.append((False, values))
             continue
-        check_subgraph(run, node_id, graph)
+        check_subgraph(ex, dynprompt, node_id, graph)
         for new_id, node in graph.items():
             display = node.get("override_display_id") or node_id
-            run.dynprompt.add_ephemeral_node(new_id, node, node_id, display)
-            if run.spec(new_id).node_cls.output_node:
+            dynprompt.add_ephemeral_node(new_id, node, node_id, display)
+            if ex.registry.known_spec(node["class_type"]).node_cls.output_node:
                 new_outputs.append(new_id)
         result_sources.extend(value[0] for value in values if is_link(value))
         pending.append((True, values))

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from engine.workflow import is_link
+from engine.formats.workflow import is_link
 
 Dependencies = dict[str, list[str]]  # node id -> ids of the nodes it reads from
 Links = dict[str, dict[str, tuple[str, int]]]  # node id -> input name -> (source id, output slot)

@@ -6,9 +6,9 @@ import logging
 import math
 from typing import Any
 
+from engine.formats.workflow import is_link, unwrap_constant
 from engine.registry import Registry
 from engine.schema import InputSpec, NodeSpec, combo_values
-from engine.workflow import is_link, unwrap_constant
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.flow import ExecutionBlocker, NodeResult
+from engine.formats.workflow import is_link
 from engine.node import NodeOutputs
 from engine.schema import NodeSpec
-from engine.workflow import is_link
 
 InputLists = dict[str, list[Any]]
 

@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Callable
 
 from engine.flow import DynamicPrompt
+from engine.formats.workflow import is_link
 from engine.graph import natural_key
-from engine.workflow import is_link
 
 IsCached = Callable[[str], bool]
 LazyInputs = Callable[[str], frozenset[str]]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.cache import CacheEntry, node_signature
 from engine.flow import DynamicPrompt
-from engine.workflow import is_link
-
-if TYPE_CHECKING:
-    from engine.executor import Executor
+from engine.formats.workflow import is_link
+from engine.outcome import ExecutorHost
 
 # Dynamic runs cache per-slot item lists, the fixed-order path cache Outputs models: separate keys.
 KEY_PREFIX = "dyn:"
@@ -19,7 +17,7 @@ KEY_PREFIX = "dyn:"
 class DynamicSigner:
     """Merkle keys over the dynamic prompt (class, version, literal inputs, upstream keys)."""
 
-    def __init__(self, ex: Executor, dynprompt: DynamicPrompt, forced: bool | set[str]):
+    def __init__(self, ex: ExecutorHost, dynprompt: DynamicPrompt, forced: bool | set[str]):
         self.ex = ex
         self.dynprompt = dynprompt
         self.forced = forced

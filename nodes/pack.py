@@ -5,21 +5,19 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from engine import ModelPaths, Registry
-from engine.model_paths import FOLDERS
-from engine.schema import ChoiceProvider
+from engine import FOLDERS, ChoiceProvider, ModelPaths, Registry
 
 # Each module exposes NODES: list of node classes. Order is the order clients list them.
 NODE_MODULES: tuple[str, ...] = (
-    "nodes.image_nodes",
-    "nodes.video_nodes",
-    "nodes.animation_nodes",
-    "nodes.loader_nodes",
-    "nodes.text_nodes",
-    "nodes.latent_nodes",
-    "nodes.vae_nodes",
-    "nodes.sampler_nodes",
-    "nodes.latent_files",
+    "nodes.defs.image",
+    "nodes.defs.video",
+    "nodes.defs.animation",
+    "nodes.defs.loaders",
+    "nodes.defs.text",
+    "nodes.defs.latent",
+    "nodes.defs.vae",
+    "nodes.defs.sampler",
+    "nodes.defs.latent_io",
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -40,7 +38,7 @@ def choice_provider(model_paths: ModelPaths, input_dir: Path) -> ChoiceProvider:
         if source in FOLDERS:
             return model_paths.list(source)
         if source == "input_latents":
-            from nodes.latent_files import list_latent_files
+            from nodes.media.latent_files import list_latent_files
 
             return list_latent_files(input_dir)
         if source == "input_images":

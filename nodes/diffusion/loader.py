@@ -26,7 +26,8 @@ from nodes.diffusion.checkpoint_io import (
     read_weights,
     safetensors_metadata,
 )
-from nodes.diffusion.model_handle import ComponentRecipe
+from nodes.diffusion.lora import patched_module
+from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
 
 log = logging.getLogger(__name__)
@@ -301,8 +302,6 @@ def component_dtype(store: Any, component: str) -> torch.dtype:
 def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
     """The recipe's module from the store, loading it (and LoRA-patching a base copy) on demand."""
     if recipe.patches:
-        from nodes.diffusion.lora import patched_module
-
         base = load_component_into(store, recipe.base())
         return store.get(recipe.store_key, lambda: patched_module(base, recipe))
     dtype = component_dtype(store, recipe.component)

@@ -19,7 +19,7 @@ from engine import UserFacingError
 from nodes.diffusion import families
 from nodes.diffusion.checkpoint_io import read_header, read_weights
 from nodes.diffusion.diffusers_folder import ldm_unet_layout
-from nodes.diffusion.model_handle import ComponentRecipe
+from nodes.diffusion.recipe import ComponentRecipe
 
 log = logging.getLogger(__name__)
 

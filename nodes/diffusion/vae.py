@@ -11,7 +11,7 @@ import logging
 
 import torch
 
-from engine.devices import is_out_of_memory
+from engine import is_out_of_memory
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image as PILImage
 
 from diffgraph.cli import main
-from engine.media_metadata import png_info
+from engine.formats.media_metadata import png_info
 from tests.cli import stub_nodes
 
 
@@ -81,8 +81,8 @@ def test_run_workflow_embedded_in_png(cli, project):
 
 
 def test_run_workflow_embedded_in_video(cli, project):
-    from engine.media_metadata import container_metadata
-    from nodes.video_nodes import encode_video
+    from engine.formats.media_metadata import container_metadata
+    from nodes.defs.video import encode_video
 
     prompt = stub_nodes.txt2img_prompt()
     prompt["6"]["inputs"]["text"] = "from the video"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine.errors import WorkflowFormatError
-from engine.ui_workflow import ui_to_api
+from engine.formats.ui_workflow import ui_to_api
 from engine.validation import validate_prompt
 from tests.engine import stub_nodes
 

@@ -11,14 +11,14 @@ import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from engine import ModelPaths
+from nodes.defs.loaders import CheckpointLoaderSimple, CLIPSetLastLayer, DiffusersLoader, LoraLoaderModelOnly
+from nodes.defs.text import CLIPTextEncode
+from nodes.defs.vae import VAEDecode
 from nodes.diffusion import loader
 from nodes.diffusion.checkpoint_io import PickleRefusedError
 from nodes.diffusion.diffusers_folder import TEXT_FOLDERS, detect_family
 from nodes.diffusion.text_encode import ClipLayerError, run_encoder
-from nodes.loader_nodes import CheckpointLoaderSimple, CLIPSetLastLayer, DiffusersLoader, LoraLoaderModelOnly
-from nodes.text_nodes import CLIPTextEncode
 from nodes.types import Latent
-from nodes.vae_nodes import VAEDecode
 from tests.nodes.helpers_models import make_ctx
 
 PIPELINES = {

@@ -83,7 +83,7 @@ def test_model_store_reuses_checkpoint_across_loads(tiny_sd15_path, model_store)
 
 
 def test_model_forward_contract(tiny_checkpoint_paths, model_store, tmp_path):
-    from nodes.loader_nodes import CheckpointLoaderSimple
+    from nodes.defs.loaders import CheckpointLoaderSimple
     from tests.nodes.helpers_models import make_ctx
 
     ctx = make_ctx(tiny_checkpoint_paths["sdxl"].parents[1], model_store, tmp_path)

@@ -11,7 +11,7 @@ from engine import Environment, ModelPaths, UserFacingError
 from engine.events import PreviewImage
 from engine.executor import Executor
 from engine.validation import validate_prompt
-from nodes.previews import (
+from nodes.media.previews import (
     find_taesd_decoder,
     latent_to_rgb_preview,
     load_taesd_decoder,

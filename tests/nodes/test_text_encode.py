@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from nodes.defs.loaders import CheckpointLoaderSimple, CLIPSetLastLayer
+from nodes.defs.text import CLIPTextEncode, CLIPTextEncodeSDXL
 from nodes.diffusion import loader
 from nodes.diffusion.checkpoint_io import read_weights
 from nodes.diffusion.text_encode import encode_prompt
 from nodes.diffusion.tokenizer import encode
-from nodes.loader_nodes import CheckpointLoaderSimple, CLIPSetLastLayer
-from nodes.text_nodes import CLIPTextEncode, CLIPTextEncodeSDXL
 from tests.nodes.clip_reference import padded_ids, reference_clip, reference_hidden
 from tests.nodes.helpers_models import make_ctx
 

@@ -330,7 +330,7 @@ def test_free_clears_cache_between_prompts(server):
 
 
 def test_workflow_from_media_reads_png_metadata(server):
-    from engine.media_metadata import png_info
+    from engine.formats.media_metadata import png_info
 
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from engine.ui_widgets import WidgetSpec, ordered_inputs, widget_specs
+from engine.formats.ui_widgets import WidgetSpec, ordered_inputs, widget_specs
 
 COLUMN_WIDTH = 380
 NODE_WIDTH = 320

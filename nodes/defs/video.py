@@ -17,12 +17,23 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
-from engine.media_metadata import container_metadata, embed_gif_metadata, embed_webp_metadata
+from engine import (
+    Input,
+    Node,
+    NodeInputError,
+    NodeInputs,
+    NodeOutputs,
+    Output,
+    RunContext,
+    UserFacingError,
+    container_metadata,
+    embed_gif_metadata,
+    embed_webp_metadata,
+)
+from nodes.defs.image import to_pil_frames
 from nodes.diffusion.model_handle import VaeHandle
-from nodes.image_nodes import to_pil_frames
-from nodes.previews import latent_rgb
-from nodes.save_paths import OutputFileNode, save_target
+from nodes.media.previews import latent_rgb
+from nodes.media.save_paths import OutputFileNode, save_target
 from nodes.types import Image, LatentSequence
 
 VideoFormat = Literal["mp4", "webm", "webp", "gif"]

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import WorkflowFormatError
-from engine.ui_graph import MODE_BYPASS, SUBGRAPH_INPUT_ID, VIRTUAL_TYPES, Scope
-from engine.ui_widgets import is_control_mode, widget_specs
+from engine.formats.ui_graph import MODE_BYPASS, SUBGRAPH_INPUT_ID, VIRTUAL_TYPES, Scope
+from engine.formats.ui_widgets import is_control_mode, widget_specs
 
 
 @dataclass(frozen=True)

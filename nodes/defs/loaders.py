@@ -8,7 +8,8 @@ from pathlib import Path
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
 from nodes.diffusion import families
 from nodes.diffusion.loader import component_dtype, inspect_vae_file, load_checkpoint_into
-from nodes.diffusion.model_handle import ClipHandle, ComponentRecipe, DiffusionModel, LoraPatch, VaeHandle
+from nodes.diffusion.model_handle import ClipHandle, DiffusionModel, VaeHandle
+from nodes.diffusion.recipe import ComponentRecipe, LoraPatch
 
 
 def model_handle(store, recipe: ComponentRecipe, prediction: str) -> DiffusionModel:

@@ -10,7 +10,7 @@ import torch
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.diffusion.model_handle import DiffusionModel
-from nodes.previews import run_previewer
+from nodes.media.previews import run_previewer
 from nodes.sampling.cfg import CfgDenoiser
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import SEED_MAX, prepare_noise

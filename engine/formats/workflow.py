@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import WorkflowFormatError
+from engine.formats.media_metadata import read_embedded_workflow
+from engine.formats.ui_workflow import is_ui_format, ui_to_api
 
 MEDIA_SUFFIXES = (".png", ".webp", ".mp4", ".webm", ".mkv", ".mov", ".gif")
 
@@ -52,11 +54,6 @@ class Workflow:
         return data
 
 
-def is_ui_format(data: Any) -> bool:
-    """True for a litegraph (UI) workflow: a dict with a `nodes` list."""
-    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
-
-
 def parse_json(text: str, source: str) -> Any:
     """Parse JSON text, turning syntax errors into a WorkflowFormatError saying where."""
     try:
@@ -79,8 +76,6 @@ def workflow_from_data(
     if is_ui_format(data):
         if object_info is None:
             raise WorkflowFormatError(f"{source} is a UI-format workflow; converting it needs node schemas")
-        from engine.ui_workflow import ui_to_api
-
         return Workflow(prompt=ui_to_api(data, object_info), ui=data, source=source)
     if isinstance(data, dict):
         return Workflow(prompt=data, source=source)
@@ -98,8 +93,6 @@ def load_workflow(source: str | Path | dict[str, Any], object_info: dict[str, An
     if not path.is_file():
         raise WorkflowFormatError(f"workflow file {path} does not exist", code="workflow_not_found")
     if path.suffix.lower() in MEDIA_SUFFIXES:
-        from engine.media_metadata import read_embedded_workflow
-
         prompt, ui = read_embedded_workflow(path)
         # The embedded API prompt is exactly what ran; the UI graph is only converted when it is alone.
         if prompt is not None:

@@ -287,7 +287,22 @@ def _parse_entries(texts: Mapping[str, str], source: str) -> EmbeddedWorkflow:
     for key in ("prompt", "workflow"):
         if key in entries and not isinstance(entries[key], dict):
             raise MediaMetadataError(f"the {key!r} embedded in {source} is not a JSON object")
-    return EmbeddedWorkflow(prompt=entries.get("prompt"), workflow=entries.get("workflow"), entries=entries)
+    prompt = entries.get("prompt")
+    if prompt is not None:
+        prompt = _without_change_records(prompt)
+    return EmbeddedWorkflow(prompt=prompt, workflow=entries.get("workflow"), entries=entries)
+
+
+def _without_change_records(prompt: dict[str, Any]) -> dict[str, Any]:
+    """The prompt without the per-node `is_changed` values ComfyUI stores beside the inputs it ran.
+
+    They record what the IS_CHANGED hooks answered during that run; a new run asks the hooks again,
+    so they are not part of the workflow and would only make identical prompts compare unequal.
+    """
+    return {
+        node_id: {k: v for k, v in node.items() if k != "is_changed"} if isinstance(node, dict) else node
+        for node_id, node in prompt.items()
+    }
 
 
 def read_embedded_workflow(source: Path | str | bytes) -> EmbeddedWorkflow:

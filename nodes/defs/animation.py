@@ -2,7 +2,7 @@
 
 Same class names, inputs, file names, metadata and UI output as ComfyUI's, so workflows using them load
 unchanged. Animated WebP and PNG go through Pillow like ComfyUI's nodes (frame duration int(1000 / fps)
-ms); WebM through PyAV with the shared encoder table of nodes.video_nodes. diffgraph's own
+ms); WebM through PyAV with the shared encoder table of nodes.defs.video. diffgraph's own
 SaveVideoFrames covers MP4 and GIF as well.
 """
 
@@ -13,12 +13,11 @@ from typing import Any, Literal
 
 from PIL import Image as PILImage
 
-from engine import Input, NodeInputs, NodeOutputs, RunContext
-from engine.media_metadata import apng_info, webp_exif_bytes
-from nodes.image_nodes import to_pil_frames
-from nodes.save_paths import OutputFileNode, save_target
+from engine import Input, NodeInputs, NodeOutputs, RunContext, apng_info, webp_exif_bytes
+from nodes.defs.image import to_pil_frames
+from nodes.defs.video import video_bytes
+from nodes.media.save_paths import OutputFileNode, save_target
 from nodes.types import Image
-from nodes.video_nodes import video_bytes
 
 PREFIX_TIP = "The prefix for the file to save."
 FPS_TIP = "Frames per second."

@@ -1,6 +1,6 @@
 """SaveImage, PreviewImage and LoadImage: PNG writing with the workflow inside, and image loading.
 
-File naming (prefix tokens, subfolders, counters) lives in nodes.save_paths and is shared by every writer.
+File naming (prefix tokens, subfolders, counters) lives in nodes.media.save_paths and is shared by every writer.
 
 Caching decision: output nodes here are cacheable and deterministic, as in ComfyUI. Resubmitting an
 identical prompt executes nothing and replays the cached UI output (the same file names); it does not
@@ -22,9 +22,18 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageOps, ImageSequence
 
-from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
-from engine.media_metadata import png_info
-from nodes.save_paths import HIDDEN_METADATA, OutputFileNode, save_target
+from engine import (
+    Input,
+    Node,
+    NodeInputError,
+    NodeInputs,
+    NodeOutputs,
+    Output,
+    RunContext,
+    UserFacingError,
+    png_info,
+)
+from nodes.media.save_paths import HIDDEN_METADATA, OutputFileNode, save_target
 from nodes.types import Image, Mask
 
 DIR_TYPES = ("output", "input", "temp")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from engine.errors import WorkflowFormatError
-from engine.ui_schema import check_definition, check_node
+from engine.formats.ui_schema import check_definition, check_node
 
 # Ids the frontend gives the boundary nodes inside every subgraph definition.
 SUBGRAPH_INPUT_ID = "-10"

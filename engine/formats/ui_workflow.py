@@ -15,13 +15,17 @@ from __future__ import annotations
 from typing import Any
 
 from engine.errors import WorkflowFormatError
-from engine.ui_export import api_to_ui
-from engine.ui_graph import Scope
-from engine.ui_resolve import Constant, OutputRef, Resolver
-from engine.ui_widgets import WidgetSpec, values_by_name, widget_specs, wrap_list
-from engine.workflow import is_ui_format as is_ui_workflow
+from engine.formats.ui_export import api_to_ui
+from engine.formats.ui_graph import Scope
+from engine.formats.ui_resolve import Constant, OutputRef, Resolver
+from engine.formats.ui_widgets import WidgetSpec, values_by_name, widget_specs, wrap_list
 
-__all__ = ["api_to_ui", "is_ui_workflow", "ui_to_api"]
+__all__ = ["api_to_ui", "is_ui_format", "ui_to_api"]
+
+
+def is_ui_format(data: Any) -> bool:
+    """True for a litegraph (UI) workflow: a dict with a `nodes` list."""
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
 
 
 def ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
@@ -30,7 +34,7 @@ def ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]
     `object_info` is the `/object_info` dict (class_type -> schema). Raises WorkflowFormatError for a
     file that is not a UI workflow or whose links point at nodes or links that do not exist.
     """
-    if not is_ui_workflow(ui):
+    if not is_ui_format(ui):
         raise WorkflowFormatError(
             "not a UI-format workflow: expected an object with a `nodes` list", code="invalid_ui_workflow"
         )
