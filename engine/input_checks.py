@@ -76,6 +76,8 @@ class NodeChecker:
         upstream = self.upstream[node_id] = []
         constants: dict[str, Any] = {}
         link_types: dict[str, str] = {}
+        unchecked_links, wants_types = spec.unchecked_links, spec.wants_input_types
+        unchecked_constants = spec.unchecked_constants
         for inp in spec.inputs:
             if inp.name not in inputs:
                 if inp.required and inp.section == "required":
@@ -90,17 +92,15 @@ class NodeChecker:
                 continue
             value = inputs[inp.name]
             if is_link(value):
-                # A VALIDATE_INPUTS taking input_types and this input judges the link's type itself.
-                typed = not (spec.validation_takes_types and inp.name in spec.node_cls.self_validated_inputs)
-                errors.extend(self._check_link(node_id, inp, value, check_type=typed))
+                errors.extend(
+                    self._check_link(node_id, inp, value, check_type=inp.name not in unchecked_links)
+                )
                 if value[0] in self.prompt:
                     upstream.append(value[0])
-                    link_types[inp.name] = self._link_type(value)
+                    if wants_types:
+                        link_types[inp.name] = self._link_type(value)
                 constants[inp.name] = None
-            elif inp.name in spec.node_cls.self_validated_inputs or (
-                spec.node_cls.raw_io and not inp.is_combo and inp.io_type not in COERCE
-            ):
-                # Foreign nodes take constants of their own types unchecked, as ComfyUI does.
+            elif inp.name in unchecked_constants:
                 constants[inp.name] = unwrap_constant(value)
             else:
                 problems, coerced = self._check_constant(inp, unwrap_constant(value))

@@ -135,6 +135,27 @@ class NodeSpec:
         """Whether validate_inputs wants the types of linked inputs (an `input_types` parameter)."""
         return "input_types" in inspect.signature(self.node_cls.validate_inputs).parameters
 
+    @cached_property
+    def wants_input_types(self) -> bool:
+        """Whether validation must collect the types of linked inputs for validate_inputs."""
+        return self.has_custom_validation and self.validation_takes_types
+
+    @cached_property
+    def unchecked_links(self) -> frozenset[str]:
+        """Linked inputs whose type validate_inputs judges itself (it takes input_types and the input)."""
+        return self.node_cls.self_validated_inputs if self.validation_takes_types else frozenset()
+
+    @cached_property
+    def unchecked_constants(self) -> frozenset[str]:
+        """Constant inputs taken without the default checks: self-validated ones, and a foreign node's
+        inputs of its own (non-primitive) types, which ComfyUI passes through unchecked."""
+        own = {
+            inp.name
+            for inp in self.inputs
+            if self.node_cls.raw_io and not inp.is_combo and inp.io_type not in WIDGET_TYPES
+        }
+        return frozenset(self.node_cls.self_validated_inputs | own)
+
     @property
     def class_type(self) -> str:
         """The node's class_type."""
