@@ -4,6 +4,7 @@ import asyncio
 
 import comfy.model_management
 import comfy.utils
+from comfy.comfy_types import IO
 from comfy_execution.graph import ExecutionBlocker
 from comfy_execution.graph_utils import GraphBuilder
 
@@ -14,12 +15,12 @@ class V1LazySwitch:
         return {
             "required": {
                 "switch": ("BOOLEAN", {"default": True}),
-                "on_true": ("*", {"lazy": True}),
-                "on_false": ("*", {"lazy": True}),
+                "on_true": (IO.ANY, {"lazy": True}),
+                "on_false": (IO.ANY, {"lazy": True}),
             }
         }
 
-    RETURN_TYPES = ("*",)
+    RETURN_TYPES = (IO.ANY,)
     FUNCTION = "pick"
     CATEGORY = "dg_test"
 
@@ -99,13 +100,13 @@ class V1Gate:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "value": ("*",),
+                "value": (IO.ANY,),
                 "open": ("BOOLEAN", {"default": True}),
                 "message": ("STRING", {"default": ""}),
             }
         }
 
-    RETURN_TYPES = ("*",)
+    RETURN_TYPES = (IO.ANY,)
     FUNCTION = "gate"
     CATEGORY = "dg_test"
 

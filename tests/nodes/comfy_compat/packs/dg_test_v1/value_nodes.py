@@ -32,7 +32,7 @@ class V1Show:
     @classmethod
     def INPUT_TYPES(cls):
         return {
-            "required": {"value": ("*",)},
+            "required": {"value": (IO.ANY,)},
             "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 

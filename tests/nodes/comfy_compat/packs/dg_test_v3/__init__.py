@@ -18,7 +18,6 @@ class V3Int(io.ComfyNode):
             description="Outputs an integer.",
             inputs=[io.Int.Input("value", default=1, min=-10, max=10, tooltip="a number")],
             outputs=[io.Int.Output(display_name="value", tooltip="the number given")],
-            search_aliases=["number"],
         )
 
     @classmethod
