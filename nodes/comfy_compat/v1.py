@@ -194,6 +194,11 @@ class ComfyV1Node(Node):
         )
 
 
+async def _async_run(self: ComfyV1Node, ctx: RunContext, inputs: Any) -> Any:
+    """run() of an adapter whose FUNCTION is a coroutine function."""
+    return await ComfyV1Node.run(self, ctx, inputs)
+
+
 def _validate_hook(comfy_cls: type) -> Any:
     validate = comfy_cls.VALIDATE_INPUTS  # type: ignore[attr-defined]
 
@@ -269,6 +274,8 @@ def adapt_v1(class_type: str, comfy_cls: Any, display_name: str | None, module: 
         namespace["validate_inputs"] = _validate_hook(comfy_cls)
     if hasattr(comfy_cls, "IS_CHANGED"):
         namespace["fingerprint"] = _fingerprint_hook(comfy_cls)
+    if inspect.iscoroutinefunction(function):
+        namespace["run"] = _async_run  # so the engine sees an async node (it starts those first)
     if not hasattr(comfy_cls, "check_lazy_status"):
         namespace["check_lazy_status"] = Node.check_lazy_status
     adapter = cast(type[ComfyV1Node], type(f"V1_{comfy_cls.__name__}", (ComfyV1Node,), namespace))

@@ -44,3 +44,22 @@ def test_run_reads_custom_nodes_from_extra_model_paths_yaml(cli, project):
     config.write_text(f"comfyui:\n  base_path: {PACKS.parent}\n  custom_nodes: packs/\n", encoding="utf-8")
     result = cli("run", "packs.json", "--extra-model-paths-config", str(config), "--json")
     assert result.code == 0, result.err
+
+
+def test_serve_composition_loads_packs_named_on_its_command_line(tmp_path):
+    import argparse
+
+    from diffgraph.commands.serve import with_custom_nodes
+    from diffgraph.custom_nodes import add_custom_node_options
+    from engine import ModelPaths
+    from server.main import add_serve_arguments
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    add_custom_node_options(parser)
+    args = parser.parse_args(["--base-dir", str(tmp_path), "--custom-nodes", str(PACKS)])
+    from engine import Registry
+
+    build = with_custom_nodes(lambda paths, input_dir: Registry(), args)
+    registry = build(ModelPaths(tmp_path / "models"), tmp_path / "input")
+    assert "V1Int" in registry and {p.name for p in registry.packs} >= {"dg_test_v1", "dg_test_v3"}

@@ -73,3 +73,20 @@ def test_loader_refuses_to_shadow_a_real_comfyui(tmp_path, monkeypatch):
     infos = load_custom_nodes(registry, [PACKS], make_env(tmp_path))
     assert infos and all("not shadowed" in info.error for info in infos)
     assert "V1Int" not in registry
+
+
+def test_ui_format_workflows_with_pack_nodes_convert_both_ways(packs_env):
+    from engine.formats.ui_export import api_to_ui
+    from engine.formats.workflow import load_workflow
+
+    registry, _ = packs_env
+    info = registry.object_info()
+    prompt = {
+        "1": {"class_type": "V1Int", "inputs": {"value": 7}},
+        "2": {"class_type": "V3Countdown", "inputs": {"n": 2, "acc": ["1", 0]}},
+        "3": {"class_type": "V1Picky", "inputs": {"value": ["2", 0], "mode": "loud"}},
+        "4": {"class_type": "V3Show", "inputs": {"value": ["3", 0]}},
+    }
+    loaded = load_workflow(api_to_ui(prompt, info), info)
+    assert loaded.prompt["2"]["inputs"] == {"n": 2, "acc": ["1", 0]}
+    assert loaded.prompt["3"]["inputs"] == {"value": ["2", 0], "mode": "loud"}
