@@ -50,8 +50,14 @@ def combo_choices(entry: Any) -> list[Any]:
 def input_specs(class_type: str, input_types: dict[str, Any]) -> tuple[InputSpec, ...]:
     """InputSpecs of a V1 node's required and optional inputs."""
     specs = []
-    for section in ("required", "optional"):
-        for name, entry in (input_types.get(section) or {}).items():
+    # A "hidden" entry that is not one of ComfyUI's hidden kinds is an input the prompt may still
+    # set (expansions do): it is taken like an optional one.
+    unusual = {k: v for k, v in (input_types.get("hidden") or {}).items() if not isinstance(v, str)}
+    for section, entries in (
+        ("required", input_types.get("required") or {}),
+        ("optional", {**(input_types.get("optional") or {}), **unusual}),
+    ):
+        for name, entry in entries.items():
             kind, options = _entry(entry)
             io_type = type_name(kind)
             numeric = io_type in ("INT", "FLOAT")
@@ -243,7 +249,7 @@ def adapt_v1(class_type: str, comfy_cls: Any, display_name: str | None, module: 
     is_list = tuple(getattr(comfy_cls, "OUTPUT_IS_LIST", None) or (False,) * len(return_types))
     tooltips = tuple(getattr(comfy_cls, "OUTPUT_TOOLTIPS", None) or ("",) * len(return_types))
     function = getattr(comfy_cls, comfy_cls.FUNCTION)  # type: ignore[attr-defined]
-    hidden = {k: str(v) for k, v in (input_types.get("hidden") or {}).items()}
+    hidden = {k: v for k, v in (input_types.get("hidden") or {}).items() if isinstance(v, str)}
     validate = getattr(comfy_cls, "VALIDATE_INPUTS", None)
     namespace: dict[str, Any] = {
         "__doc__": f"ComfyUI node {class_type} from {module}.",

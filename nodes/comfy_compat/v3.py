@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from engine import ExecutionBlocker
+from nodes.comfy_compat.runtime import current
 from nodes.comfy_compat.shims import v3_io, v3_ui
 
 
@@ -26,6 +27,50 @@ class ComfyExtension(ABC):
         """The pack's node classes."""
 
 
+def _report_progress(value: float, max_value: float, node_id: str | None, preview_image: Any) -> None:
+    ctx = current()
+    if ctx is None:
+        raise ValueError("set_progress was called outside a running node")
+    ctx.check_cancelled()
+    ctx._on_progress(node_id or ctx.node_id, int(value), int(max_value))
+    if preview_image is not None and hasattr(preview_image, "save"):  # a PIL image
+        ctx.preview(preview_image)
+
+
+class _Execution:
+    """comfy_api's `execution` namespace: progress of the running node."""
+
+    async def set_progress(
+        self, value: float, max_value: float, node_id: str | None = None, preview_image: Any = None, **_: Any
+    ) -> None:
+        """Report progress (value of max_value), optionally with a preview picture."""
+        _report_progress(value, max_value, node_id, preview_image)
+
+
+class _ExecutionSync:
+    """The synchronous form of _Execution."""
+
+    def set_progress(
+        self, value: float, max_value: float, node_id: str | None = None, preview_image: Any = None, **_: Any
+    ) -> None:
+        """Report progress (value of max_value), optionally with a preview picture."""
+        _report_progress(value, max_value, node_id, preview_image)
+
+
+class ComfyAPI:
+    """The API object packs instantiate: `ComfyAPI().execution.set_progress(...)`."""
+
+    def __init__(self) -> None:
+        self.execution = _Execution()
+
+
+class ComfyAPISync:
+    """ComfyAPI with synchronous methods."""
+
+    def __init__(self) -> None:
+        self.execution = _ExecutionSync()
+
+
 def latest_module() -> types.ModuleType:
     """The module packs import as comfy_api.latest (and v0_0_2)."""
     module = types.ModuleType("comfy_api.latest", "diffgraph's stand-in for ComfyUI's V3 API")
@@ -33,6 +78,8 @@ def latest_module() -> types.ModuleType:
     module.io = v3_io  # type: ignore[attr-defined]
     module.ui = v3_ui  # type: ignore[attr-defined]
     module.ComfyExtension = ComfyExtension  # type: ignore[attr-defined]
+    module.ComfyAPI = ComfyAPI  # type: ignore[attr-defined]
+    module.ComfyAPISync = ComfyAPISync  # type: ignore[attr-defined]
     return module
 
 

@@ -40,10 +40,35 @@ def to_comfy(value: Any) -> Any:
     return value
 
 
+def guess_type(value: Any) -> str:
+    """The type of a wildcard ("*") output, read from its shape, so typed nodes downstream can take it."""
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        if value.ndim == 4 and value.shape[-1] in (3, 4):
+            return "IMAGE"
+        if value.ndim == 3:
+            return "MASK"
+    if isinstance(value, dict) and isinstance(value.get("samples"), torch.Tensor):
+        return "LATENT"
+    if (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[1], dict) for item in value
+        )
+    ):
+        return "CONDITIONING"
+    return "*"
+
+
 def from_comfy(value: Any, io_type: str) -> Any:
-    """A ComfyUI node's output as the diffgraph value its declared type names (others unchanged)."""
+    """A ComfyUI node's output as the diffgraph value its declared type names (others unchanged).
+
+    Wildcard outputs are typed by their shape; values of other types pass unchanged.
+    """
     if isinstance(value, ExecutionBlocker):
         return value
+    if io_type == "*":
+        io_type = guess_type(value)
     if io_type == "IMAGE" and isinstance(value, torch.Tensor):
         return Image(pixels=value)
     if io_type == "MASK" and isinstance(value, torch.Tensor):
