@@ -154,8 +154,10 @@ class DynamicRun:
         except NodeExecutionError as exc:
             return failed(self, exc)
         except DependencyCycle as exc:
-            error = NodeExecutionError(current or "", "", exc)
-            error.message = f"dependency cycle among nodes {exc}; an expansion linked nodes in a loop"
+            blamed = exc.blamed or current or ""
+            class_type = self.dynprompt.get_node(blamed)["class_type"] if blamed else ""
+            error = NodeExecutionError(blamed, class_type, exc)
+            error.message = f"dependency cycle: {exc}; an expansion linked nodes in a loop"
             return failed(self, error)
         finally:
             for task in self.tasks:

@@ -21,6 +21,10 @@ LazyInputs = Callable[[str], frozenset[str]]
 class DependencyCycle(Exception):
     """No pending node can run: the remaining ones wait on each other."""
 
+    def __init__(self, message: str, blamed: str | None = None):
+        super().__init__(message)
+        self.blamed = blamed  # the submitted node whose expansion made the loop, when known
+
 
 class ExecutionList:
     """Pending nodes, what blocks each, and the node currently staged."""
@@ -99,7 +103,11 @@ class ExecutionList:
         if not available:
             if self.external_blocks > 0:
                 return None
-            raise DependencyCycle(", ".join(sorted(self.pending, key=natural_key)))
+            waiting = sorted(self.pending, key=natural_key)
+            # Static cycles fail validation, so an added node is to blame: report its display node.
+            added = [n for n in waiting if self.dynprompt.get_display_node_id(n) != n]
+            blamed = self.dynprompt.get_display_node_id(added[0]) if added else waiting[0]
+            raise DependencyCycle(f"nodes {', '.join(waiting)} wait on each other", blamed)
         self.staged = pick(available)
         return self.staged
 

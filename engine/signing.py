@@ -9,6 +9,7 @@ from engine.cache import CacheEntry, node_signature
 from engine.flow import DynamicPrompt
 from engine.formats.workflow import is_link
 from engine.outcome import ExecutorHost
+from engine.scheduler import DependencyCycle
 
 # Dynamic runs cache per-slot item lists, the fixed-order path cache Outputs models: separate keys.
 KEY_PREFIX = "dyn:"
@@ -40,6 +41,7 @@ class DynamicSigner:
     def key(self, node_id: str) -> str:
         """node_id's cache key, signing its ancestry first (iteratively: expansions nest deep)."""
         stack = [node_id]
+        expanded: set[str] = set()
         while stack:
             current = stack[-1]
             if current in self.keys:
@@ -48,6 +50,9 @@ class DynamicSigner:
             inputs = self.dynprompt.get_node(current).get("inputs", {})
             unsigned = [v[0] for v in inputs.values() if is_link(v) and v[0] not in self.keys]
             if unsigned:
+                if current in expanded:  # its inputs were visited and are still unsigned: a loop
+                    raise DependencyCycle(f"node {current} depends on itself through {', '.join(unsigned)}")
+                expanded.add(current)
                 stack.extend(unsigned)
                 continue
             self.keys[current] = self._sign(current, inputs)

@@ -201,3 +201,29 @@ def test_async_nodes_stop_on_interrupt(dyn):
     assert result.status == "interrupted"
     assert events[-1].type == "execution_interrupted"
     assert "end a" not in stubs.CALLS
+
+
+def test_expansion_into_a_cycle_fails_on_the_expanding_node_without_hanging(dyn):
+    registry, _ = dyn
+
+    class Loopy(stubs.Countdown):
+        class_type = "Loopy"
+
+        def run(self, ctx, inputs):
+            from engine import NodeResult
+
+            a, b = f"{ctx.node_id}.a", f"{ctx.node_id}.b"
+            graph = {
+                a: {"class_type": "Scale", "inputs": {"x": [b, 0], "factor": 2}},
+                b: {"class_type": "Scale", "inputs": {"x": [a, 0], "factor": 2}},
+            }
+            return NodeResult(values=([a, 0],), expand=graph)
+
+    registry.register(Loopy)
+    prompt = {
+        "1": {"class_type": "Loopy", "inputs": {"n": 1}},
+        "2": {"class_type": "ShowInt", "inputs": {"x": link("1")}},
+    }
+    result, _ = run(dyn, prompt)
+    assert result.status == "error" and result.error.node_id == "1"
+    assert "depends on itself" in result.error.exception_message
