@@ -142,8 +142,8 @@ class NodeSpec:
 
     @cached_property
     def unchecked_links(self) -> frozenset[str]:
-        """Linked inputs whose type validate_inputs judges itself (it takes input_types and the input)."""
-        return self.node_cls.self_validated_inputs if self.validation_takes_types else frozenset()
+        """Linked inputs whose type validate_inputs judges itself: all of them when it takes input_types."""
+        return self.input_names if self.validation_takes_types else frozenset()
 
     @cached_property
     def unchecked_constants(self) -> frozenset[str]:

@@ -241,6 +241,16 @@ def _fingerprint_hook(comfy_cls: type) -> Any:
     return classmethod(fingerprint)
 
 
+def _self_validated(validate: Any, input_types: dict[str, Any]) -> frozenset[str]:
+    """Inputs VALIDATE_INPUTS judges instead of the default checks: those it names, or all with **kwargs."""
+    if validate is None:
+        return frozenset()
+    named, anything = _names(validate)
+    if anything:
+        return frozenset(n for section in ("required", "optional") for n in input_types.get(section) or {})
+    return frozenset(named)
+
+
 def adapt_v1(class_type: str, comfy_cls: Any, display_name: str | None, module: str) -> type[Node]:
     """A Node subclass running comfy_cls; its spec and object_info follow ComfyUI's reading of the class."""
     input_types = comfy_cls.INPUT_TYPES()  # type: ignore[attr-defined]
@@ -262,7 +272,7 @@ def adapt_v1(class_type: str, comfy_cls: Any, display_name: str | None, module: 
         "hidden": hidden,
         "input_is_list": bool(getattr(comfy_cls, "INPUT_IS_LIST", False)),
         "extra_inputs": _names(function)[1],
-        "self_validated_inputs": frozenset(_names(validate)[0]) if validate else frozenset(),
+        "self_validated_inputs": _self_validated(validate, input_types),
         "python_module": module,
         "deprecated": bool(getattr(comfy_cls, "DEPRECATED", False)),
         "experimental": bool(getattr(comfy_cls, "EXPERIMENTAL", False)),
