@@ -310,7 +310,8 @@ class DynamicRun:
                 calls.append((ctx, blocker if lazy else self._blocked(node_id, spec, blocker)))
                 continue
             if lazy:
-                calls.append((ctx, node.check_lazy_status(ctx, kwargs)))
+                asked: Any = node.check_lazy_status(ctx, kwargs)
+                calls.append((ctx, await asked if asyncio.iscoroutine(asked) else asked))
                 continue
             inputs = kwargs if spec.node_cls.raw_io else spec.node_cls.Inputs.model_validate(kwargs)
             started = time.perf_counter()

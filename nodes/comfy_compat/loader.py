@@ -8,19 +8,17 @@ is logged and listed with its error; the others still load.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from engine import ChoiceProvider, Environment, PackInfo, Registry
 from nodes.comfy_compat.install import ComfyShadowed, check_no_real_comfyui, installed
-from nodes.comfy_compat.runtime import CompatState
+from nodes.comfy_compat.runtime import CompatState, run_coroutine
 from nodes.comfy_compat.v1 import COMBO_SOURCE_PREFIX, ComfyV1Node, adapt_v1, combo_choices
 
 log = logging.getLogger(__name__)
@@ -61,15 +59,6 @@ def compat_choices(fallback: ChoiceProvider, registry: Registry) -> ChoiceProvid
     return choices
 
 
-def _run_coroutine(coro: Any) -> Any:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
 def _import_pack(path: Path) -> Any:
     name = MODULE_PREFIX + path.stem
     init = path / "__init__.py" if path.is_dir() else path
@@ -94,8 +83,8 @@ def _pack_nodes(module: Any) -> tuple[str, list[tuple[str, type, str | None]]]:
     if hasattr(module, "comfy_entrypoint"):
         from nodes.comfy_compat.v3 import v3_nodes
 
-        extension = _run_coroutine(module.comfy_entrypoint())
-        return "comfyui-v3", _run_coroutine(v3_nodes(extension))
+        extension = run_coroutine(module.comfy_entrypoint())
+        return "comfyui-v3", run_coroutine(v3_nodes(extension))
     mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
     if not isinstance(mappings, dict):
         raise ImportError("the pack exports neither NODE_CLASS_MAPPINGS nor comfy_entrypoint")

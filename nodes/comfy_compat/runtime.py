@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -33,6 +35,16 @@ def running(ctx: RunContext) -> Iterator[None]:
         yield
     finally:
         _CURRENT.reset(token)
+
+
+def run_coroutine(coro: Any) -> Any:
+    """Run a pack's coroutine to completion from synchronous code (loading, validation hooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # this thread runs a loop already
+        return pool.submit(asyncio.run, coro).result()
 
 
 def environment() -> Environment:

@@ -20,7 +20,7 @@ from engine import (
     RunContext,
 )
 from nodes.comfy_compat.install import installed
-from nodes.comfy_compat.runtime import running
+from nodes.comfy_compat.runtime import run_coroutine, running
 from nodes.comfy_compat.shims.graph_utils import GraphBuilder, is_link
 from nodes.comfy_compat.values import from_comfy, to_comfy
 
@@ -143,8 +143,16 @@ class ComfyV1Node(Node):
     def check_lazy_status(self, ctx: RunContext, values: dict[str, Any]) -> list[str]:
         """The pack's check_lazy_status, called with what is known so far."""
         method = self._object(ctx.node_id).check_lazy_status
+        kwargs = _filtered(method, self._arguments(ctx, values))
+        if inspect.iscoroutinefunction(method):
+            return self._lazy_awaited(ctx, method, kwargs)  # type: ignore[return-value]
         with installed(swap_server=False), running(ctx):
-            asked = method(**_filtered(method, self._arguments(ctx, values)))
+            asked = method(**kwargs)
+        return list(asked or [])
+
+    async def _lazy_awaited(self, ctx: RunContext, method: Any, kwargs: dict[str, Any]) -> list[str]:
+        with installed(swap_server=False), running(ctx):
+            asked = await method(**kwargs)
         return list(asked or [])
 
     def run(self, ctx: RunContext, inputs: Any) -> Any:
@@ -215,6 +223,8 @@ def _validate_hook(comfy_cls: type) -> Any:
             arguments["input_types"] = input_types or {}
         with installed(swap_server=False):
             verdict = validate(**_filtered(validate, arguments))
+            if inspect.iscoroutine(verdict):
+                verdict = run_coroutine(verdict)
         return None if verdict is True or isinstance(verdict, ExecutionBlocker) else str(verdict)
 
     if "input_types" in _names(validate)[0]:
