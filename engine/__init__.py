@@ -22,7 +22,7 @@ from engine.formats.media_metadata import (
     webp_exif_bytes,
 )
 from engine.model_paths import FOLDERS, MODEL_EXTENSIONS, ModelPathError, ModelPaths
-from engine.node import WIDGET_OPTION_KEYS, EdgeType, Input, Node, NodeInputs, NodeOutputs, Output
+from engine.node import WIDGET_OPTION_KEYS, EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
 from engine.registry import PackInfo, Registry
 from engine.schema import ChoiceProvider, InputSpec, NodeSpec, OutputSpec, node_spec, object_info
 
@@ -52,6 +52,7 @@ __all__ = [
     "Environment",
     "Event",
     "EventSink",
+    "Hidden",
     "Input",
     "Interrupted",
     "ModelPathError",

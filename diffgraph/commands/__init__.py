@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffgraph.api import MODELS_DIR_ENV, RegistryFactory, Session, models_dir_default
+from diffgraph.api import Session
 from diffgraph.custom_nodes import add_custom_node_options, custom_node_folders
+from engine.model_paths import MODELS_DIR_ENV, models_dir_default
+from engine.registry import RegistryFactory
 
 
 def add_folder_options(parser: argparse.ArgumentParser, output: bool = True) -> None:

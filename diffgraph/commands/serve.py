@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from diffgraph.api import RegistryFactory, default_registry_factory
+from diffgraph.api import default_registry_factory
 from diffgraph.custom_nodes import add_custom_node_options, custom_node_folders, load_packs
 from engine import Environment, ModelPaths, Registry
+from engine.registry import RegistryFactory
 
 
 def add_parser(sub: Any) -> None:

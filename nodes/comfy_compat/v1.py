@@ -11,6 +11,7 @@ from pydantic import create_model
 from engine import (
     WIDGET_OPTION_KEYS,
     ExecutionBlocker,
+    Hidden,
     InputSpec,
     Node,
     NodeOutputs,
@@ -72,7 +73,8 @@ def input_specs(class_type: str, input_types: dict[str, Any]) -> tuple[InputSpec
                     combo_source=f"{COMBO_SOURCE_PREFIX}{class_type}:{name}" if io_type == "COMBO" else None,
                     ge=options.get("min") if numeric else None,
                     le=options.get("max") if numeric else None,
-                    widget={k: v for k, v in options.items() if k in WIDGET_OPTION_KEYS},
+                    # rawLink too: the dynamic executor hands such an input the link itself.
+                    widget={k: v for k, v in options.items() if k in WIDGET_OPTION_KEYS or k == "rawLink"},
                     description=str(options.get("tooltip", "")),
                 )
             )
@@ -269,7 +271,9 @@ def adapt_v1(class_type: str, comfy_cls: Any, display_name: str | None, module: 
     is_list = tuple(getattr(comfy_cls, "OUTPUT_IS_LIST", None) or (False,) * len(return_types))
     tooltips = tuple(getattr(comfy_cls, "OUTPUT_TOOLTIPS", None) or ("",) * len(return_types))
     function = getattr(comfy_cls, comfy_cls.FUNCTION)  # type: ignore[attr-defined]
-    hidden = {k: v for k, v in (input_types.get("hidden") or {}).items() if isinstance(v, str)}
+    # ComfyUI fills only the hidden kinds it knows; others stay unset there too.
+    kinds = {h.value: h for h in Hidden}
+    hidden = {k: kinds[str(v)] for k, v in (input_types.get("hidden") or {}).items() if str(v) in kinds}
     validate = getattr(comfy_cls, "VALIDATE_INPUTS", None)
     namespace: dict[str, Any] = {
         "__doc__": f"ComfyUI node {class_type} from {module}.",

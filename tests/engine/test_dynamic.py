@@ -10,7 +10,7 @@ import pytest
 from engine import CancelToken
 from engine.executor import Executor
 from engine.validation import validate_prompt
-from tests.engine import dynamic_stub_nodes as stubs
+from tests.stub_pack import flow as stubs
 
 
 def link(node: str, slot: int = 0) -> list:

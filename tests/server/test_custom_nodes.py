@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.nodes.comfy_compat.conftest import PACKS, broken_packs
 from tests.server.conftest import is_done, receive_until, wait_history
-from tests.server.stub_pack import stub_registry
+from tests.stub_pack.server_nodes import stub_registry
 
 
 def pack_server(make_server, folders):

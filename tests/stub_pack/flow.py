@@ -1,4 +1,4 @@
-"""Typed stub nodes exercising the dynamic executor: lazy switch, lists, expansion, blockers, async."""
+"""Flow stub nodes for the dynamic executor: lazy switch, lists, expansion, blockers, async."""
 
 from __future__ import annotations
 
