@@ -2,7 +2,11 @@
 
 The shared cases (area_composition, inpaint_vae_encode, hires_fix) come from ../shared/reference; the
 others were recorded for these tests with tests/nodes/data/reference_cases/record_with_comfyui.py (see
-the README there). All run on the full-size random SD1.5 checkpoint in fp32 on the CPU.
+the README there). All run on the full-size random SD1.5 checkpoint in fp32 on the CPU. A case whose
+graph uses a node type this build lacks is skipped, naming it.
+
+Measured on the dev machine (rel L2 of the final latent): area_composition 1.35e-6, cond_average_concat
+1.66e-6, cond_mask_timestep 5.5e-7, textual_inversion 1.72e-6, noise_mask 1.38e-6.
 """
 
 from __future__ import annotations
