@@ -39,20 +39,8 @@ CHECKPOINTS = {
 }
 
 
-# Node types a shipped workflow may use before their implementation lands on this branch; such a
-# workflow is skipped (naming the node) instead of failing. Nothing else may be missing.
-PENDING_NODES = frozenset({"LatentUpscaleBy", "ImagePadForOutpaint"})
-
-
 def load_api(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def skip_if_pending(prompt: dict, reg) -> None:
-    """Skip a workflow whose only unknown node types are still pending (see PENDING_NODES)."""
-    absent = {node["class_type"] for node in prompt.values()} - set(reg)
-    if absent and absent <= PENDING_NODES:
-        pytest.skip(f"waits for node types {sorted(absent)}")
 
 
 @pytest.fixture(scope="module")
@@ -159,12 +147,10 @@ def test_workflows_directory_has_the_promised_files():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [p for p in API_FILES if p != COMPARE], ids=lambda p: p.stem)
-def test_workflow_runs_headless_on_tiny_checkpoints(runner, registry, path):
+def test_workflow_runs_headless_on_tiny_checkpoints(runner, path):
     # two_sampler_compare runs once, in the compare_run fixture, with these same checks and more.
     run, env = runner
-    prompt = shrink(load_api(path))
-    skip_if_pending(prompt, registry[0])
-    result = run(prompt)
+    result = run(shrink(load_api(path)))
     pngs = saved_files(env, result, ".png")
     assert pngs, "every shipped workflow saves at least one image"
     sizes = {PILImage.open(png).size for png in pngs}
@@ -352,7 +338,6 @@ def test_workflow_ui_file_converts_back_to_the_api_file(registry, path):
     reg, _ = registry
     info = reg.object_info()
     prompt = load_api(path)
-    skip_if_pending(prompt, reg)
     if os.environ.get("DIFFGRAPH_REGEN_UI"):
         ui_path(path).parent.mkdir(exist_ok=True)
         ui_path(path).write_text(json.dumps(api_to_ui(prompt, info), indent=2) + "\n", encoding="utf-8")
