@@ -78,7 +78,7 @@ class VAEEncodeForInpaint(Node):
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Grey-fill, encode, attach the grown mask."""
         pixels, mask = pixel_mask(inputs.pixels.pixels, inputs.mask.mask)
-        samples = vae_ops.encode(inputs.vae.load(ctx.models), grey_fill(pixels, mask))
+        samples = vae_ops.encode(inputs.vae.autoencoder(ctx.models), grey_fill(pixels, mask))
         return self.Outputs(LATENT=Latent(samples=samples, noise_mask=grow_mask(mask, inputs.grow_mask_by)))
 
 
@@ -111,7 +111,7 @@ class InpaintModelConditioning(Node):
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Encode the grey-filled image for the model input and the original one as the latent."""
-        vae = inputs.vae.load(ctx.models)
+        vae = inputs.vae.autoencoder(ctx.models)
         pixels, mask = pixel_mask(inputs.pixels.pixels, inputs.mask.mask)
         concat_latent = vae_ops.encode(vae, grey_fill(pixels, mask))
         samples = vae_ops.encode(vae, inputs.pixels.pixels)
