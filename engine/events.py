@@ -95,7 +95,7 @@ class ExecutionSuccess(Event):
 
 @dataclass
 class ExecutionError(Event):
-    """A node failed; the prompt stops. The traceback goes to the log only (empty list here)."""
+    """A node failed; the prompt stops. `traceback` holds the formatted lines; servers decide who sees them."""
 
     type: ClassVar[str] = "execution_error"
     prompt_id: str

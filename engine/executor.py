@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -312,7 +313,9 @@ class Executor:
         run.emit(ExecutionStart(prompt_id=prompt_id), history=True)
         cached = [n for n in order if n in hits]
         run.result.cached = cached
-        run.emit(ExecutionCached(nodes=cached, prompt_id=prompt_id), history=True)
+        # Clients show every node whose output is in the cache, also those behind a cached output.
+        listed = [n for n in order if n in hits or (n not in to_run and plan.signatures[n] in self.cache)]
+        run.emit(ExecutionCached(nodes=listed, prompt_id=prompt_id), history=True)
         for node_id in cached:
             entry = self.cache.get(plan.signatures[node_id])
             assert entry is not None
@@ -362,7 +365,7 @@ class Executor:
             executed=list(run.result.executed),
             exception_message=exc.message,
             exception_type=f"{type(cause).__module__}.{type(cause).__qualname__}",
-            traceback=[],
+            traceback=traceback.format_exception(cause),
             current_inputs=exc.extra.get("current_inputs", {}),
             current_outputs=list(run.result.executed),
         )

@@ -72,6 +72,7 @@ def _lifespan(state: ServerState):
             state.hub,
             state.bridge,
             preview_size=state.settings.preview_size,
+            tracebacks=state.settings.loopback_only,
         )
         state.worker.start()
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import traceback
 from typing import Any
 
 from PIL import Image, ImageOps
@@ -50,6 +51,7 @@ class Worker:
         *,
         preview_size: int = 512,
         executor: Executor | None = None,
+        tracebacks: bool = True,
     ):
         self.registry = registry
         self.env = env
@@ -57,6 +59,8 @@ class Worker:
         self.hub = hub
         self.bridge = bridge
         self.preview_size = preview_size
+        # Tracebacks name server paths and code: shown to a local user, kept in the log for remote ones.
+        self.tracebacks = tracebacks
         self.executor = executor or Executor(registry, env)
         self.cancel = CancelToken()
         self._lock = threading.Lock()
@@ -142,14 +146,17 @@ class Worker:
             result = ExecutionResult(status="error")
             result.error = None
             result.messages = [["execution_error", self._engine_error(job, exc)]]
-            self.bridge.call(self.hub.emit, "execution_error", result.messages[0][1], job.client_id)
+            self.bridge.call(
+                self.hub.emit, "execution_error", self._shown(result.messages[0][1]), job.client_id
+            )
         with self._lock:
             self._current = None
         if self._stopping.is_set() and result.status == "interrupted":
             self.store.requeue(job.id)  # shutdown, not the user, stopped it: run it again next start
         else:
             error = _event_dict(result.error) or (result.messages[0][1] if result.status == "error" else None)
-            messages = [list(m) for m in result.messages]
+            messages = [[m[0], self._shown(m[1])] for m in result.messages]
+            error = self._shown(error)
             self.store.finish(job.id, result.status, result.ui_outputs, messages, error)
         self.bridge.call(self.hub.stop, job.id)
         if job.client_id:
@@ -163,7 +170,7 @@ class Worker:
             "executed": [],
             "exception_message": f"internal error: {exc}",
             "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "traceback": [],
+            "traceback": traceback.format_exception(exc),
             "current_inputs": {},
             "current_outputs": [],
         }
@@ -177,7 +184,13 @@ class Worker:
             self.store.set_current_node(job.id, event.node)
         elif isinstance(event, Executed) and event.output is not None:
             self.store.add_output(job.id, event.node, event.output)
-        self.bridge.call(self.hub.emit, event.type, event.data(), job.client_id)
+        self.bridge.call(self.hub.emit, event.type, self._shown(event.data()), job.client_id)
+
+    def _shown(self, data: Any) -> Any:
+        """An event payload as clients may see it: without traceback lines unless they are allowed."""
+        if self.tracebacks or not isinstance(data, dict) or not data.get("traceback"):
+            return data
+        return {**data, "traceback": []}
 
     def _preview(self, job: Job, event: PreviewImage) -> None:
         if not self.hub.clients:

@@ -47,11 +47,57 @@ def test_prompt_without_prompt_is_no_prompt(server):
 
 
 def test_prompt_unknown_node_is_invalid_prompt(server):
+    prompt = {
+        "5": {"class_type": "Nope", "inputs": {}},
+        "6": {"class_type": "Nope", "inputs": {}},
+        "7": {"class_type": "AlsoNope", "inputs": {}},
+        "8": {"class_type": "StubConstant", "inputs": {"value": 1}},
+    }
     with server.client() as http:
-        body = http.post("/api/prompt", json={"prompt": {"5": {"class_type": "Nope", "inputs": {}}}}).json()
+        body = http.post("/api/prompt", json={"prompt": prompt}).json()
+    # top-level, with no node_errors, as ComfyUI sends it: the client then shows our message as is
+    assert body["node_errors"] == {}
     assert body["error"]["type"] == "invalid_prompt"
-    assert body["error"]["message"] == "Cannot execute because node Nope does not exist."
-    assert body["error"]["details"] == "Node ID '#5'"
+    assert "diffgraph does not have: Nope, AlsoNope" in body["error"]["message"]
+    assert "newer" not in body["error"]["message"]
+    assert body["error"]["details"] == "Nope: node #5, #6; AlsoNope: node #7"
+
+
+def test_prompt_node_error_traceback_reaches_local_client(server):
+    from tests.server.conftest import is_done, receive_until
+
+    prompt = {
+        "1": {"class_type": "StubConstant", "inputs": {"value": 1}},
+        "2": {"class_type": "StubFail", "inputs": {"number": ["1", 0]}},
+        "3": {"class_type": "StubShow", "inputs": {"number": ["2", 0]}},
+    }
+    with server.ws("tb") as conn, server.client() as http:
+        conn.recv(timeout=10)
+        pid = http.post("/prompt", json={"prompt": prompt, "client_id": "tb"}).json()["prompt_id"]
+        frames = receive_until(conn, is_done(pid))
+        job = http.get(f"/api/jobs/{pid}").json()
+    error = next(f["data"] for f in frames if isinstance(f, dict) and f["type"] == "execution_error")
+    assert any("always fails" in line for line in error["traceback"])
+    assert any("stub_pack.py" in line for line in job["execution_error"]["traceback"])
+
+
+def test_prompt_repeat_lists_every_cached_node(server):
+    from tests.server.conftest import is_done, receive_until
+
+    prompt = {
+        "1": {"class_type": "StubConstant", "inputs": {"value": 1}},
+        "2": {"class_type": "StubShow", "inputs": {"number": ["1", 0]}},
+    }
+    with server.ws("cache") as conn, server.client() as http:
+        conn.recv(timeout=10)
+        cached = []
+        for _ in range(2):
+            pid = http.post("/prompt", json={"prompt": prompt, "client_id": "cache"}).json()["prompt_id"]
+            frames = receive_until(conn, is_done(pid))
+            cached += [
+                f["data"]["nodes"] for f in frames if isinstance(f, dict) and f["type"] == "execution_cached"
+            ]
+    assert cached == [[], ["1", "2"]]
 
 
 def test_prompt_bad_values_report_node_errors(server):
