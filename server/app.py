@@ -16,9 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from engine.context import Environment
 from engine.errors import DiffgraphError
 from engine.registry import Registry
-from server import routes_files, routes_info, routes_jobs, routes_prompt, routes_user
+from server import routes_files, routes_info, routes_internal, routes_jobs, routes_prompt, routes_user
 from server.frontend import MISSING_PAGE, NO_CACHE, FrontendFiles, find_frontend
 from server.hub import Bridge, Hub
+from server.logs import terminal_size
 from server.paths import PathRefused
 from server.security import TOKEN_COOKIE, Guard
 from server.settings import ServerSettings
@@ -34,6 +35,7 @@ ROUTERS = (
     routes_files.router,
     routes_info.router,
     routes_user.router,
+    routes_internal.router,
 )
 
 
@@ -65,6 +67,8 @@ def _lifespan(state: ServerState):
         bridge = state.bridge = Bridge(asyncio.get_running_loop())
         state.store.on_change = lambda remaining: bridge.call(state.hub.status, remaining)
         state.hub.queue_remaining = state.store.queue_remaining()
+        state.logs.listener = lambda entries: bridge.call(state.hub.logs, entries, terminal_size())
+        logging.getLogger().addHandler(state.logs)
         state.worker = Worker(
             state.registry,
             state.env,
@@ -79,6 +83,8 @@ def _lifespan(state: ServerState):
             yield
         finally:
             await run_in_threadpool(state.worker.stop)
+            logging.getLogger().removeHandler(state.logs)
+            state.logs.listener = None
             state.store.on_change = None
             state.store.close()
 

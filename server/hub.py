@@ -82,6 +82,7 @@ class Hub:
         self.clients: dict[str, Client] = {}
         self.queue_remaining = 0
         self.running: Running | None = None
+        self.log_subscribers: set[str] = set()
 
     def status_data(self, sid: str | None = None) -> dict[str, Any]:
         """The `status` payload; `sid` only in the first frame of a connection."""
@@ -107,6 +108,7 @@ class Hub:
         finally:
             if self.clients.get(sid) is client:
                 del self.clients[sid]
+                self.log_subscribers.discard(sid)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
@@ -197,6 +199,25 @@ class Hub:
         frame = message(msg_type, data)
         for client in self._targets(msg_type, client_id):
             client.put(frame)
+
+    def subscribe_logs(self, client_id: str, enabled: bool) -> None:
+        """Start or stop streaming new log lines to one client (the logs panel)."""
+        if enabled:
+            self.log_subscribers.add(client_id)
+        else:
+            self.log_subscribers.discard(client_id)
+
+    def logs(self, entries: list[dict[str, str]], size: dict[str, int]) -> None:
+        """Send new log lines to subscribed clients as ComfyUI's `logs` message."""
+        if not self.log_subscribers:
+            return
+        frame = message("logs", {"entries": entries, "size": size})
+        for sid in list(self.log_subscribers):
+            client = self.clients.get(sid)
+            if client is None:
+                self.log_subscribers.discard(sid)
+            else:
+                client.put(frame)
 
     def preview(self, image: bytes, image_type: str, meta: dict[str, Any], client_id: str | None) -> None:
         """Send a preview as type 4 to clients that negotiated metadata, else as type 1."""

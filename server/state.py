@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from engine.context import Environment
 from engine.registry import Registry
 from server.hub import Bridge, Hub
+from server.logs import LogBuffer
 from server.settings import ServerSettings
 from server.store import JobStore
 from server.worker import Worker
@@ -32,6 +33,7 @@ class ServerState:
     worker: Worker | None = None
     # Serialises read-modify-write of the settings file and user data moves.
     user_lock: threading.Lock = field(default_factory=threading.Lock)
+    logs: LogBuffer = field(default_factory=LogBuffer)
 
     @property
     def user_root(self) -> Path:
