@@ -16,7 +16,15 @@ from starlette.concurrency import run_in_threadpool
 from engine.context import Environment
 from engine.errors import DiffgraphError
 from engine.registry import Registry
-from server import routes_files, routes_info, routes_internal, routes_jobs, routes_prompt, routes_user
+from server import (
+    routes_files,
+    routes_info,
+    routes_internal,
+    routes_jobs,
+    routes_prompt,
+    routes_templates,
+    routes_user,
+)
 from server.frontend import MISSING_PAGE, NO_CACHE, FrontendFiles, find_frontend
 from server.hub import Bridge, Hub
 from server.logs import terminal_size
@@ -130,6 +138,7 @@ def create_app(registry: Registry, env: Environment, *, settings: ServerSettings
     async def websocket(ws: WebSocket) -> None:
         await state.hub.serve(ws, ws.query_params.get("clientId"))
 
+    app.include_router(routes_templates.router)  # not under /api: the client asks for /templates/...
     app.add_api_websocket_route("/ws", websocket)
     app.add_api_websocket_route("/api/ws", websocket)
 

@@ -15,10 +15,26 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from engine.model_paths import FOLDERS, MODEL_EXTENSIONS, ModelPathError
+from server.routes_templates import EXTENSION_URLS
 from server.state import ServerState, error_response, server_state
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+# The client blames missing core nodes on an old ComfyUI and asks for an update; for diffgraph the
+# nodes are simply not implemented (yet), so say that, in our words.
+MISSING_NODES_TEXT = (
+    "This workflow uses nodes diffgraph does not have. They are marked in red; replace them, "
+    "or open a ready workflow from the Templates."
+)
+CLIENT_TEXTS: dict[str, Any] = {
+    "en": {
+        "loadWorkflowWarning": {
+            "newerVersionRequired": MISSING_NODES_TEXT,
+            "newerVersionRequiredGeneric": MISSING_NODES_TEXT,
+            "coreNodesFromVersion": "Nodes diffgraph lacks (added to ComfyUI in {version}):",
+        }
+    }
+}
 
 
 @router.get("/object_info")
@@ -197,15 +213,16 @@ def view_metadata(request: Request, folder: str) -> Response:
 def extensions(request: Request) -> list[str]:
     """JS files under the web root's extensions/ as /extensions/... URLs (the client imports them)."""
     root = server_state(request).frontend_root
+    ours = list(EXTENSION_URLS)
     if root is None or not (root / "extensions").is_dir():
-        return []
-    return sorted("/" + p.relative_to(root).as_posix() for p in (root / "extensions").rglob("*.js"))
+        return ours
+    return sorted("/" + p.relative_to(root).as_posix() for p in (root / "extensions").rglob("*.js")) + ours
 
 
 @router.get("/i18n")
 def i18n() -> dict[str, Any]:
-    """No extra translations: the client's own ones apply."""
-    return {}
+    """Our wording where the client's would be wrong for diffgraph (merged over its own texts)."""
+    return CLIENT_TEXTS
 
 
 @router.get("/workflow_templates")

@@ -16,6 +16,7 @@ from server.hub import Bridge, Hub
 from server.logs import LogBuffer
 from server.settings import ServerSettings
 from server.store import JobStore
+from server.templates import TemplateLibrary
 from server.worker import Worker
 
 
@@ -34,6 +35,10 @@ class ServerState:
     # Serialises read-modify-write of the settings file and user data moves.
     user_lock: threading.Lock = field(default_factory=threading.Lock)
     logs: LogBuffer = field(default_factory=LogBuffer)
+    templates: TemplateLibrary = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.templates = TemplateLibrary(self.registry, self.env.model_paths)
 
     @property
     def user_root(self) -> Path:

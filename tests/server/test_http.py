@@ -357,7 +357,7 @@ def test_boot_routes_have_the_shapes_the_client_needs(server):
         stats = http.get("/api/system_stats").json()
         embeddings = http.get("/embeddings").json()
     assert users == {"storage": "server", "migrated": True}
-    assert extensions == []
+    assert extensions == ["/extensions/diffgraph/first_run.js"]  # our first-run extension only
     assert "checkpoints" in models and checkpoints.json() == []
     assert unknown_folder.status_code == 404
     assert {"os", "ram_total", "python_version", "pytorch_version", "argv"} <= set(stats["system"])
