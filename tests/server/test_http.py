@@ -408,7 +408,7 @@ def test_frontend_root_is_served_with_script_types(make_server, tmp_path):
     assert index.text.endswith("<p>client</p>") and index.headers["cache-control"] == "no-cache"
     assert script.headers["content-type"].startswith("text/javascript")
     assert script.headers["cache-control"] == "no-cache"
-    assert extensions == ["/extensions/mine/ext.js"]
+    assert extensions == ["/extensions/mine/ext.js", "/extensions/diffgraph/first_run.js"]
 
 
 def test_installed_frontend_package_is_served(make_server):
