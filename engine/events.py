@@ -136,6 +136,22 @@ class PreviewImage(Event):
         return {"prompt_id": self.prompt_id, "node_id": self.node_id}
 
 
+@dataclass
+class StepLatent(Event):
+    """A sampler's latent after one step (VAE space, float32 CPU tensor [B, C, h, w]) for streaming."""
+
+    type: ClassVar[str] = "step_latent"
+    prompt_id: str
+    node_id: str
+    step: int
+    steps: int
+    latents: Any
+
+    def data(self) -> dict[str, Any]:
+        """The tensor travels as a binary frame; the JSON payload carries only the ids and step."""
+        return {"prompt_id": self.prompt_id, "node_id": self.node_id, "step": self.step, "steps": self.steps}
+
+
 EventSink = Callable[[Event], None]
 
 

@@ -136,7 +136,8 @@ def create_app(registry: Registry, env: Environment, *, settings: ServerSettings
         app.include_router(router, prefix="/api")
 
     async def websocket(ws: WebSocket) -> None:
-        await state.hub.serve(ws, ws.query_params.get("clientId"))
+        latents = ws.query_params.get("latents", "").lower() in ("1", "true", "yes")
+        await state.hub.serve(ws, ws.query_params.get("clientId"), latents)
 
     app.include_router(routes_templates.router)  # not under /api: the client asks for /templates/...
     app.add_api_websocket_route("/ws", websocket)

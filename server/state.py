@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from engine.context import Environment
 from engine.registry import Registry
-from server.hub import Bridge, Hub
+from server.hub import LATENTS_FLAG, Bridge, Hub
 from server.logs import LogBuffer
 from server.settings import ServerSettings
 from server.store import JobStore
@@ -47,7 +47,11 @@ class ServerState:
 
     def server_flags(self) -> dict[str, Any]:
         """Feature flags the server advertises (never progress-text metadata: not implemented)."""
-        return {"supports_preview_metadata": True, "max_upload_size": self.settings.max_upload_size}
+        return {
+            "supports_preview_metadata": True,
+            "max_upload_size": self.settings.max_upload_size,
+            LATENTS_FLAG: True,
+        }
 
 
 def server_state(request: Request) -> ServerState:

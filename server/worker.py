@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import traceback
 from typing import Any
 
-from PIL import Image, ImageOps
-
-from engine.context import CancelToken, Environment
-from engine.events import Event, Executed, Executing, PreviewImage
+from engine.context import LATENT_STREAM_KEY, CancelToken, Environment
+from engine.events import Event, Executed, Executing, PreviewImage, StepLatent
 from engine.executor import ExecutionResult, Executor
 from engine.registry import Registry
 from server.hub import Bridge, Hub
 from server.store import Job, JobStore
+from server.streams import FrameSender
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0
-
-
-def encode_preview(image: Image.Image, max_size: int) -> bytes:
-    """A preview picture as ComfyUI sends it: fit inside max_size (bilinear), JPEG quality 95."""
-    if max(image.size) > max_size:
-        image = ImageOps.contain(image, (max_size, max_size), Image.Resampling.BILINEAR)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
+# Events between nodes: queued previews and latents are sent before these (never within a node's steps).
+NODE_BOUNDARIES = frozenset(
+    {"executing", "executed", "execution_success", "execution_error", "execution_interrupted"}
+)
 
 
 def _event_dict(event: Any) -> dict[str, Any] | None:
@@ -59,6 +50,8 @@ class Worker:
         self.hub = hub
         self.bridge = bridge
         self.preview_size = preview_size
+        self.frames = FrameSender(hub, bridge, preview_size)
+        self._previews_requested = False
         # Tracebacks name server paths and code: shown to a local user, kept in the log for remote ones.
         self.tracebacks = tracebacks
         self.executor = executor or Executor(registry, env)
@@ -76,7 +69,8 @@ class Worker:
         return self._current
 
     def start(self) -> None:
-        """Start the worker thread."""
+        """Start the worker thread and the preview/latent sender."""
+        self.frames.start()
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -87,6 +81,7 @@ class Worker:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("the worker did not stop within %.0f s; a node is ignoring cancellation", timeout)
+        self.frames.stop()
 
     def interrupt(self, prompt_id: str | None = None) -> bool:
         """Cancel the running prompt (only if it is prompt_id, when given); True if one was cancelled."""
@@ -130,7 +125,11 @@ class Worker:
             self._current = job.id
         self.bridge.call(self.hub.start, job.id, job.client_id)
         extra = dict(job.extra_data)
-        previews = extra.get("preview_method") != "none"
+        method = extra.get("preview_method")
+        # An explicit method asks for previews even from a client without preview metadata support.
+        self._previews_requested = method not in (None, "", "none", "default")
+        previews = method != "none" and self.hub.wants_previews(job.client_id, self._previews_requested)
+        extra[LATENT_STREAM_KEY] = self.hub.wants_latents(job.client_id)
         try:
             result = self.executor.execute(
                 job.prompt,
@@ -178,8 +177,13 @@ class Worker:
     def _on_event(self, job: Job, event: Event) -> None:
         """Executor sink, on the worker thread: persist what must survive a crash, then hand to the hub."""
         if isinstance(event, PreviewImage):
-            self._preview(job, event)
+            self.frames.preview(job.client_id, event, self._previews_requested)
             return
+        if isinstance(event, StepLatent):
+            self.frames.latent(job.client_id, event)
+            return
+        if event.type in NODE_BOUNDARIES:
+            self.frames.flush()  # a node's previews go out before the next node starts, as in ComfyUI
         if isinstance(event, Executing) and event.node is not None:
             self.store.set_current_node(job.id, event.node)
         elif isinstance(event, Executed) and event.output is not None:
@@ -191,16 +195,3 @@ class Worker:
         if self.tracebacks or not isinstance(data, dict) or not data.get("traceback"):
             return data
         return {**data, "traceback": []}
-
-    def _preview(self, job: Job, event: PreviewImage) -> None:
-        if not self.hub.clients:
-            return  # nobody watching: skip the encoding work
-        image = encode_preview(event.image, self.preview_size)
-        meta = {
-            "node_id": event.node_id,
-            "prompt_id": event.prompt_id,
-            "display_node_id": event.node_id,
-            "parent_node_id": None,
-            "real_node_id": event.node_id,
-        }
-        self.bridge.call(self.hub.preview, image, "image/jpeg", meta, job.client_id)
