@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-SIZE = (512, 320)
+SIZE = (384, 384)  # the Templates dialog shows square cards
 MARGIN = 16
 BACKGROUND = (32, 34, 38)
 NODE_BODY = (53, 56, 62)

@@ -33,10 +33,12 @@ from server.security import TOKEN_COOKIE, Guard
 from server.settings import ServerSettings
 from server.state import ServerState, error_response
 from server.store import JobStore
+from server.templates import ensure_example_input
 from server.worker import Worker
 
 log = logging.getLogger(__name__)
 TEMP_MARKER = ".diffgraph-temp"
+USER_FOLDERS = ("workflows", "subgraphs")
 ROUTERS = (
     routes_prompt.router,
     routes_jobs.router,
@@ -72,6 +74,10 @@ def _lifespan(state: ServerState):
         await run_in_threadpool(clear_temp, state.env.temp_dir)
         for folder in (state.env.output_dir, state.env.input_dir, state.user_root):
             folder.mkdir(parents=True, exist_ok=True)
+        # The client lists these at every start; present and empty, they answer [] instead of a 404.
+        for name in USER_FOLDERS:
+            (state.user_root / name).mkdir(exist_ok=True)
+        await run_in_threadpool(ensure_example_input, state.env.input_dir)
         bridge = state.bridge = Bridge(asyncio.get_running_loop())
         state.store.on_change = lambda remaining: bridge.call(state.hub.status, remaining)
         state.hub.queue_remaining = state.store.queue_remaining()

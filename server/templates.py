@@ -36,6 +36,22 @@ OUR_DESCRIPTIONS = {
 }
 
 
+EXAMPLE_INPUT = "example.png"
+
+
+def ensure_example_input(input_dir: Path) -> None:
+    """Put `example.png` (what the img2img workflows load, as in ComfyUI's input folder) into a new input folder."""
+    target = input_dir / EXAMPLE_INPUT
+    if target.exists() or any(input_dir.iterdir()):
+        return  # the user's folder: never add to one they already use
+    from PIL import Image
+
+    size = 512
+    ramp = Image.linear_gradient("L").resize((size, size))
+    picture = Image.merge("RGB", (ramp, ramp.rotate(90), ramp.rotate(180)))
+    picture.save(target)
+
+
 def default_workflows_dir() -> Path | None:
     """The checkout's `workflows/` folder (beside the packages), when present."""
     folder = Path(__file__).resolve().parents[1] / "workflows"

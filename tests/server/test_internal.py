@@ -49,7 +49,7 @@ def test_internal_files_newest_first(server, folders):
         temp = http.get("/internal/files/temp").json()
         bad = http.get("/internal/files/models")
         paths = http.get("/internal/folder_paths").json()
-    assert listed == ["new.png", "old.png"]
+    assert listed == ["example.png", "new.png", "old.png"]  # example.png: put there for a first run
     assert temp == []  # the temp marker file is diffgraph's, not the user's
     assert bad.status_code == 400
     assert paths["checkpoints"][0].endswith("checkpoints")
