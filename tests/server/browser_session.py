@@ -101,13 +101,14 @@ class BrowserSession:
         )
         return self.events(kind)
 
-    def check_clean(self) -> None:
-        """Fail on console errors, page errors and failed requests not on the allow-list."""
+    def check_clean(self, *expected: str) -> None:
+        """Fail on console errors, page errors and failed requests not on the allow-list (or expected here)."""
         fresh = self.problems[self.checked :]
         self.checked = len(self.problems)
         with (self.artifacts / "console.txt").open("a") as log:
             log.write("".join(f"{p}\n" for p in fresh))
-        unexpected = [p for p in fresh if not any(allowed in p for allowed in self.allowed)]
+        allowed = self.allowed + expected
+        unexpected = [p for p in fresh if not any(a in p for a in allowed)]
         assert not unexpected, json.dumps(unexpected, indent=1)
 
 
