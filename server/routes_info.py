@@ -26,8 +26,21 @@ MISSING_NODES_TEXT = (
     "This workflow uses nodes diffgraph does not have. They are marked in red; replace them, "
     "or open a ready workflow from the Templates."
 )
+NOT_HERE_ONE = "diffgraph has no node of this type. Replace it, or open a ready workflow from the Templates."
+NOT_HERE_MANY = "{count} nodes of this workflow are not available in diffgraph. Replace them, or open a template."
 CLIENT_TEXTS: dict[str, Any] = {
     "en": {
+        "errorCatalog": {
+            "missingErrors": {
+                "missing_node": {
+                    "displayMessageOss": "Replace the nodes diffgraph does not have to run this workflow.",
+                    "toastTitleOneOss": "Not available in diffgraph: {nodeType}",
+                    "toastTitleManyOss": "Nodes not available in diffgraph",
+                    "toastMessageOneOss": NOT_HERE_ONE,
+                    "toastMessageManyOss": NOT_HERE_MANY,
+                }
+            }
+        },
         "loadWorkflowWarning": {
             "newerVersionRequired": MISSING_NODES_TEXT,
             "newerVersionRequiredGeneric": MISSING_NODES_TEXT,
