@@ -35,3 +35,29 @@ app.registerExtension({
     }, SETTLE_MS)
   }
 })
+
+// Client 1.27.x registers model-folder providers for ComfyUI loaders by class name and then reads
+// `.name` of each one's definition, which throws for loaders diffgraph does not have; the throw lands
+// in the creation of every ckpt_name/vae_name/lora_name combo, which is then lost. Its asset browser
+// is off by default, so starting that store already initialised and empty changes nothing else.
+function repairOldModelStore() {
+  const version = String(window.__COMFYUI_FRONTEND_VERSION__ ?? '')
+  if (!version.startsWith('1.27.')) return
+  const pinia = document.getElementById('vue-app')?.__vue_app__?.config.globalProperties.$pinia
+  if (!pinia) return
+  const store = pinia._s.get('modelToNode')
+  if (store) {
+    store.registerDefaults() // node definitions are registered by now: load the defaults, then prune
+    for (const [folder, providers] of Object.entries(store.modelToNodeMap)) {
+      store.modelToNodeMap[folder] = providers.filter((p) => p.nodeDef)
+    }
+  } else {
+    pinia.state.value.modelToNode = { modelToNodeMap: {}, haveDefaultsLoaded: true }
+  }
+}
+
+app.registerExtension({
+  name: 'diffgraph.OldClientRepair',
+  // after the node definitions are registered, before any graph is configured
+  setup: repairOldModelStore
+})
