@@ -27,7 +27,9 @@ MISSING_NODES_TEXT = (
     "or open a ready workflow from the Templates."
 )
 NOT_HERE_ONE = "diffgraph has no node of this type. Replace it, or open a ready workflow from the Templates."
-NOT_HERE_MANY = "{count} nodes of this workflow are not available in diffgraph. Replace them, or open a template."
+NOT_HERE_MANY = (
+    "{count} nodes of this workflow are not available in diffgraph. Replace them, or open a template."
+)
 CLIENT_TEXTS: dict[str, Any] = {
     "en": {
         "errorCatalog": {
@@ -44,8 +46,11 @@ CLIENT_TEXTS: dict[str, Any] = {
         "loadWorkflowWarning": {
             "newerVersionRequired": MISSING_NODES_TEXT,
             "newerVersionRequiredGeneric": MISSING_NODES_TEXT,
+            # the same sentence under its 1.27 names
+            "outdatedVersion": MISSING_NODES_TEXT,
+            "outdatedVersionGeneric": MISSING_NODES_TEXT,
             "coreNodesFromVersion": "Nodes diffgraph lacks (added to ComfyUI in {version}):",
-        }
+        },
     }
 }
 

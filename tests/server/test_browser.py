@@ -360,7 +360,7 @@ def test_browser_server_restart_with_jobs_queued(ui):
     from server.app import create_app
 
     live = ui.live  # type: ignore[attr-defined]
-    slow = _queue(ui, _tiny(_template(ui, "txt2img_sd15"), steps=300))
+    slow = _queue(ui, _tiny(_template(ui, "txt2img_sd15"), steps=120))
     ui.wait("(n) => window.__dg.progress > n", ui.js("() => window.__dg.progress"), timeout=120)
     queued = [_queue(ui, _tiny(_template(ui, "txt2img_sd15"), steps=3 + i)) for i in range(2)]
     port, state = live.port, live.state
