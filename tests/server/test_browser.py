@@ -289,6 +289,26 @@ def test_browser_drop_output_png_restores_its_workflow(ui):
     ui.check_clean()
 
 
+def test_browser_drop_output_mp4_restores_its_workflow(ui):
+    before = len(ui.events("execution_success"))
+    _queue(ui, _tiny(_template(ui, "two_sampler_compare")))
+    ui.wait_event("execution_success", before + 1)
+    videos = [
+        i
+        for e in ui.js("() => window.__dg.executed")
+        for i in (e.get("output") or {}).get("images", [])
+        if i["filename"].endswith(".mp4")
+    ]
+    assert videos, "the compare workflow saves its steps as MP4"
+    ui.js("() => app.loadGraphData({nodes: [], links: [], version: 0.4, last_node_id: 0, last_link_id: 0})")
+    video = videos[0]
+    url = f"api/view?filename={video['filename']}&subfolder={video['subfolder']}&type={video['type']}"
+    ui.js(DROP_JS, [url, video["filename"], "video/mp4"])
+    ui.wait("() => app.graph.nodes.some((n) => n.type === 'SaveVideoFrames')", timeout=30)
+    ui.shot("7-dropped-mp4")
+    ui.check_clean()
+
+
 def test_browser_missing_node_and_validation_errors_in_our_words(ui):
     workflow = _tiny(_template(ui, "txt2img_sd15"))
     ghost = {
