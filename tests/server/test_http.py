@@ -416,3 +416,22 @@ def test_installed_frontend_package_is_served(make_server):
     with live.client() as http:
         index = http.get("/")
     assert index.status_code == 200 and "<script" in index.text
+
+
+def test_prompt_node_error_traceback_stays_in_log_for_remote_servers(make_server):
+    from tests.server.conftest import is_done, receive_until
+
+    server = make_server(host="0.0.0.0", insecure=True)  # listening beyond this machine
+    prompt = {
+        "1": {"class_type": "StubConstant", "inputs": {"value": 1}},
+        "2": {"class_type": "StubFail", "inputs": {"number": ["1", 0]}},
+        "3": {"class_type": "StubShow", "inputs": {"number": ["2", 0]}},
+    }
+    with server.ws("remote") as conn, server.client() as http:
+        conn.recv(timeout=10)
+        pid = http.post("/prompt", json={"prompt": prompt, "client_id": "remote"}).json()["prompt_id"]
+        frames = receive_until(conn, is_done(pid))
+        job = http.get(f"/api/jobs/{pid}").json()
+    error = next(f["data"] for f in frames if isinstance(f, dict) and f["type"] == "execution_error")
+    assert error["traceback"] == [] and job["execution_error"]["traceback"] == []
+    assert "always fails" in error["exception_message"]
