@@ -1,6 +1,7 @@
 """diffgraph's generic typed DAG engine: node API, workflows, validation, cache, executor, events."""
 
 from engine.context import CancelToken, Environment, RunContext
+from engine.devices import is_out_of_memory
 from engine.errors import (
     DiffgraphError,
     Interrupted,
@@ -10,18 +11,39 @@ from engine.errors import (
     WorkflowFormatError,
 )
 from engine.events import Event, EventSink
-from engine.model_paths import ModelPathError, ModelPaths
-from engine.node import EdgeType, Input, Node, NodeInputs, NodeOutputs, Output
+from engine.formats.media_metadata import (
+    apng_info,
+    container_metadata,
+    embed_gif_metadata,
+    embed_webp_metadata,
+    metadata_items,
+    png_info,
+    webp_exif_bytes,
+)
+from engine.formats.ui_transforms import apply_text_replacements
+from engine.model_paths import FOLDERS, ModelPathError, ModelPaths
+from engine.node import EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
 from engine.registry import Registry
-from engine.schema import NodeSpec, node_spec, object_info
+from engine.schema import ChoiceProvider, NodeSpec, node_spec, object_info
 
 __all__ = [
+    "is_out_of_memory",
+    "apng_info",
+    "container_metadata",
+    "embed_gif_metadata",
+    "embed_webp_metadata",
+    "metadata_items",
+    "png_info",
+    "webp_exif_bytes",
+    "FOLDERS",
+    "ChoiceProvider",
     "CancelToken",
     "DiffgraphError",
     "EdgeType",
     "Environment",
     "Event",
     "EventSink",
+    "Hidden",
     "Input",
     "Interrupted",
     "ModelPathError",
@@ -37,6 +59,7 @@ __all__ = [
     "RunContext",
     "UserFacingError",
     "WorkflowFormatError",
+    "apply_text_replacements",
     "node_spec",
     "object_info",
 ]

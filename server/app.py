@@ -89,7 +89,6 @@ def _lifespan(state: ServerState):
             state.store,
             state.hub,
             state.bridge,
-            preview_size=state.settings.preview_size,
             tracebacks=state.settings.loopback_only,
         )
         state.worker.start()

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from engine.errors import DiffgraphError
-from engine.media_metadata import read_embedded_workflow
+from engine.formats.media_metadata import read_embedded_workflow
 from server.paths import PathRefused, resolve_inside
 from server.state import ServerState, error_response, server_state
 

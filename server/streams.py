@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from engine.events import PreviewImage, StepLatent
 from server.hub import Bridge, Hub
@@ -29,10 +29,8 @@ PREVIEW_BACKLOG = 4
 LATENT_BACKLOG = 256
 
 
-def encode_preview(image: Image.Image, max_size: int) -> bytes:
-    """A preview picture as ComfyUI sends it: fit inside max_size (bilinear), JPEG quality 95."""
-    if max(image.size) > max_size:
-        image = ImageOps.contain(image, (max_size, max_size), Image.Resampling.BILINEAR)
+def encode_preview(image: Image.Image) -> bytes:
+    """A preview picture as ComfyUI sends it, JPEG quality 95 (nodes already sized it: Environment)."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     buffer = io.BytesIO()
@@ -60,10 +58,9 @@ def latent_frame(event: StepLatent) -> bytes:
 class FrameSender:
     """A thread that turns preview and latent events into binary frames for the hub."""
 
-    def __init__(self, hub: Hub, bridge: Bridge, preview_size: int):
+    def __init__(self, hub: Hub, bridge: Bridge):
         self.hub = hub
         self.bridge = bridge
-        self.preview_size = preview_size
         self.previews: queue.Queue[tuple[Any, PreviewImage, bool] | None] = queue.Queue(PREVIEW_BACKLOG)
         self.latents: queue.Queue[tuple[Any, StepLatent] | None] = queue.Queue(LATENT_BACKLOG)
         self.dropped = 0
@@ -137,6 +134,6 @@ class FrameSender:
             "parent_node_id": None,
             "real_node_id": event.node_id,
         }
-        image = encode_preview(event.image, self.preview_size)
+        image = encode_preview(event.image)
         self.bridge.call(self.hub.preview, image, "image/jpeg", meta, client_id, requested)
         return True

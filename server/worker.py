@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from typing import Any
 
 from engine.context import LATENT_STREAM_KEY, CancelToken, Environment
@@ -17,16 +16,12 @@ from server.streams import FrameSender
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0
+
+
 # Events between nodes: queued previews and latents are sent before these (never within a node's steps).
 NODE_BOUNDARIES = frozenset(
     {"executing", "executed", "execution_success", "execution_error", "execution_interrupted"}
 )
-
-
-def _event_dict(event: Any) -> dict[str, Any] | None:
-    if event is None or isinstance(event, dict):
-        return event
-    return event.data()
 
 
 class Worker:
@@ -40,7 +35,6 @@ class Worker:
         hub: Hub,
         bridge: Bridge,
         *,
-        preview_size: int = 512,
         executor: Executor | None = None,
         tracebacks: bool = True,
     ):
@@ -49,8 +43,7 @@ class Worker:
         self.store = store
         self.hub = hub
         self.bridge = bridge
-        self.preview_size = preview_size
-        self.frames = FrameSender(hub, bridge, preview_size)
+        self.frames = FrameSender(hub, bridge)
         self._previews_requested = False
         # Tracebacks name server paths and code: shown to a local user, kept in the log for remote ones.
         self.tracebacks = tracebacks
@@ -142,37 +135,21 @@ class Worker:
             )
         except Exception as exc:  # the executor reports node failures itself; this is an engine bug
             log.exception("executor failed on prompt %s", job.id)
-            result = ExecutionResult(status="error")
-            result.error = None
-            result.messages = [["execution_error", self._engine_error(job, exc)]]
+            result = ExecutionResult.crashed(job.id, exc)
             self.bridge.call(
-                self.hub.emit, "execution_error", self._shown(result.messages[0][1]), job.client_id
+                self.hub.emit, "execution_error", self._shown(result.error_data()), job.client_id
             )
         with self._lock:
             self._current = None
         if self._stopping.is_set() and result.status == "interrupted":
             self.store.requeue(job.id)  # shutdown, not the user, stopped it: run it again next start
         else:
-            error = _event_dict(result.error) or (result.messages[0][1] if result.status == "error" else None)
+            error = self._shown(result.error_data())
             messages = [[m[0], self._shown(m[1])] for m in result.messages]
-            error = self._shown(error)
             self.store.finish(job.id, result.status, result.ui_outputs, messages, error)
         self.bridge.call(self.hub.stop, job.id)
         if job.client_id:
             self.bridge.call(self.hub.emit, "executing", {"node": None, "prompt_id": job.id}, job.client_id)
-
-    def _engine_error(self, job: Job, exc: Exception) -> dict[str, Any]:
-        return {
-            "prompt_id": job.id,
-            "node_id": None,
-            "node_type": None,
-            "executed": [],
-            "exception_message": f"internal error: {exc}",
-            "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "traceback": traceback.format_exception(exc),
-            "current_inputs": {},
-            "current_outputs": [],
-        }
 
     def _on_event(self, job: Job, event: Event) -> None:
         """Executor sink, on the worker thread: persist what must survive a crash, then hand to the hub."""

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from engine import WorkflowFormatError
-from engine.ui_workflow import api_to_ui, is_ui_workflow, ui_to_api
-from tests.engine.ui_stub_nodes import ui_registry
+from engine.formats.ui_workflow import api_to_ui, is_ui_format, ui_to_api
+from tests.stub_pack.comfy_shapes import ui_registry
 
 DATA = Path(__file__).parent / "data" / "ui"
 
@@ -70,10 +70,10 @@ BASIC = {
 }
 
 
-def test_is_ui_workflow_tells_ui_from_api_format():
-    assert is_ui_workflow(load("basic_v04.json"))
-    assert not is_ui_workflow(BASIC)
-    assert not is_ui_workflow([1, 2])
+def test_is_ui_format_tells_ui_from_api_format():
+    assert is_ui_format(load("basic_v04.json"))
+    assert not is_ui_format(BASIC)
+    assert not is_ui_format([1, 2])
 
 
 def test_ui_to_api_maps_positional_widgets_and_links(object_info):
@@ -287,7 +287,7 @@ def test_ui_to_api_subgraph_containing_itself_is_an_error(object_info):
 
 
 def test_load_workflow_converts_ui_file(object_info):
-    from engine.workflow import load_workflow
+    from engine.formats.workflow import load_workflow
 
     workflow = load_workflow(DATA / "basic_v04.json", object_info)
     assert workflow.prompt == BASIC
@@ -310,7 +310,7 @@ ROUND_TRIP_FILES = [
 def test_api_to_ui_round_trips_to_identical_prompt(name, object_info):
     prompt = convert(name, object_info)
     ui = json.loads(json.dumps(api_to_ui(prompt, object_info)))
-    assert is_ui_workflow(ui)
+    assert is_ui_format(ui)
     assert ui_to_api(ui, object_info) == prompt
 
 
@@ -334,7 +334,7 @@ def test_api_to_ui_writes_frontend_widget_entries(object_info):
     ui = api_to_ui(convert("upload.json", object_info), object_info)
     by_id = {node["id"]: node for node in ui["nodes"]}
     assert by_id[1]["widgets_values"] == ["dog.png", "image"]
-    assert by_id[4]["widgets_values"] == ["clip.mp4", "image", 24]
+    assert by_id[4]["widgets_values"] == ["clip.mp4", 24, "image"]
 
 
 def test_api_to_ui_lays_nodes_out_left_to_right_by_depth(object_info):
@@ -405,3 +405,55 @@ def test_ui_to_api_converts_1000_nodes_quickly(object_info):
     assert prompt["6"]["inputs"]["samples"] == ["4", 0]  # through a reroute
     assert prompt["10"]["inputs"]["samples"] == ["6", 0]  # through a reroute, a bypass and a reroute
     assert best < 0.1, f"1,000-node conversion took {best * 1000:.1f} ms"
+
+
+def test_ui_to_api_consumes_legacy_boolean_control_entry(object_info):
+    ui = load("control_after_generate.json")
+    values = ui["nodes"][0]["widgets_values"]
+    # Early clients saved the control entry after a seed as a true/false toggle.
+    ui["nodes"][0]["widgets_values"] = [
+        v if v not in ("fixed", "randomize", "increment") else True for v in values
+    ]
+    assert (
+        ui_to_api(ui, object_info)["1"]["inputs"]
+        == ui_to_api(load("control_after_generate.json"), object_info)["1"]["inputs"]
+    )
+
+
+MASK_LOADER_INFO = {
+    "MaskLoader": {
+        "input": {
+            "required": {
+                "image": [["a.png", "b.png"], {"image_upload": True}],
+                "channel": [["alpha", "red"], {}],
+            },
+            "optional": {"strength": ["FLOAT", {"default": 1.0}]},
+        },
+        "input_order": {"required": ["image", "channel"], "optional": ["strength"]},
+        "output": ["MASK"],
+        "output_name": ["MASK"],
+        "name": "MaskLoader",
+        "display_name": "MaskLoader",
+    }
+}
+
+
+def test_ui_to_api_upload_entry_follows_every_ordered_widget():
+    # The client adds its upload button as an input input_order does not name, so it comes last.
+    ui = {
+        "nodes": [{"id": 1, "type": "MaskLoader", "widgets_values": ["b.png", "red", 0.5, "image"]}],
+        "links": [],
+    }
+    expected = {"image": "b.png", "channel": "red", "strength": 0.5}
+    assert ui_to_api(ui, MASK_LOADER_INFO)["1"]["inputs"] == expected
+    exported = api_to_ui({"1": {"class_type": "MaskLoader", "inputs": expected}}, MASK_LOADER_INFO)
+    assert exported["nodes"][0]["widgets_values"] == ["b.png", "red", 0.5, "image"]
+    # Without an input_order the button follows the required inputs only.
+    unordered = {
+        "MaskLoader": {k: v for k, v in MASK_LOADER_INFO["MaskLoader"].items() if k != "input_order"}
+    }
+    legacy = {
+        "nodes": [{"id": 1, "type": "MaskLoader", "widgets_values": ["b.png", "red", "image", 0.5]}],
+        "links": [],
+    }
+    assert ui_to_api(legacy, unordered)["1"]["inputs"] == expected

@@ -9,7 +9,7 @@ import pytest
 from server.store import JobStore
 from tests.server import client_schema
 from tests.server.conftest import wait_for, wait_history
-from tests.server.stub_pack import render_prompt
+from tests.stub_pack.server_nodes import render_prompt
 
 pytestmark = pytest.mark.skipif(
     client_schema.static_root() is None, reason="comfyui-frontend-package is not installed"

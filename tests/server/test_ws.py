@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.server.conftest import is_done, receive_until, wait_for, wait_history
-from tests.server.stub_pack import render_prompt
+from tests.stub_pack.server_nodes import render_prompt
 
 METADATA_FLAGS = {
     "supports_preview_metadata": True,
@@ -242,7 +242,7 @@ def test_ws_frame_sender_drops_instead_of_blocking():
     from engine.events import PreviewImage
     from server.streams import PREVIEW_BACKLOG, FrameSender
 
-    sender = FrameSender(hub=None, bridge=None, preview_size=64)  # type: ignore[arg-type]
+    sender = FrameSender(hub=None, bridge=None)  # type: ignore[arg-type]
     event = PreviewImage(prompt_id="p", node_id="1", image=Image.new("RGB", (8, 8)))
     started = time.perf_counter()
     for _ in range(PREVIEW_BACKLOG + 10):
