@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.resources
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +63,7 @@ def official_templates_dir() -> Path | None:
         root = importlib.resources.files(OFFICIAL_PACKAGE) / "templates"
     except ModuleNotFoundError:
         return None
-    path = Path(os.fspath(root))
+    path = Path(str(root))  # an installed package is a plain folder
     return path if (path / "index.json").is_file() else None
 
 
