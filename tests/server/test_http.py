@@ -78,7 +78,7 @@ def test_prompt_node_error_traceback_reaches_local_client(server):
         job = http.get(f"/api/jobs/{pid}").json()
     error = next(f["data"] for f in frames if isinstance(f, dict) and f["type"] == "execution_error")
     assert any("always fails" in line for line in error["traceback"])
-    assert any("stub_pack.py" in line for line in job["execution_error"]["traceback"])
+    assert any("server_nodes.py" in line for line in job["execution_error"]["traceback"])
 
 
 def test_prompt_repeat_lists_every_cached_node(server):
