@@ -10,7 +10,7 @@ from typing import Any
 
 from diffgraph import demo
 from diffgraph.api import RegistryFactory, RunResult, Session, WorkflowInvalid
-from diffgraph.commands import add_folder_options, open_session, print_json
+from diffgraph.commands import add_folder_options, open_session, print_json, run_ray
 from diffgraph.progress import PlainProgress, make_progress
 from diffgraph.report import failed_json, item_json, run_json, validation_text
 from diffgraph.sweep import Item, build_items, parse_seeds, read_batch
@@ -68,6 +68,7 @@ def add_parser(sub: Any) -> None:
     demo_group.add_argument(
         "--no-demo", dest="demo", action="store_const", const="off", help="never use the demo checkpoint"
     )
+    run_ray.add_arguments(p)
     p.set_defaults(handler=handle)
 
 
@@ -188,6 +189,8 @@ def run_all(args: argparse.Namespace, registry_factory: RegistryFactory | None) 
         base_overrides[f"{node_ref}.{input_name}"] = value
     seeds = parse_seeds(args.seeds) if args.seeds else None
     batch = read_batch(args.batch) if args.batch else None
+    if args.ray is not None:
+        return run_ray.run_distributed(args, registry_factory, base_overrides, build_items({}, batch, seeds))
     progress = make_progress(args.progress)
     with progress.status("starting: loading torch and the node library"):
         session = open_session(args, registry_factory)
