@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from diffgraph.sweep import Item
 from engine import DiffgraphError
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+STAGING = ".diffgraph-staging"  # under a shared --out: where workers write before files get their names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +93,7 @@ def run_distributed(
                 models_dir=str(session.models_dir.resolve()),
                 input_dir=str(Path(args.input_dir).resolve()),
                 registry_factory=registry_factory,
-                shared_staging=str(out / ".diffgraph-staging") if args.shared_out else None,
+                shared_staging=str(out / STAGING) if args.shared_out else None,
             )
         )
     labels = {item.index: item.label for item in items}
@@ -122,6 +124,8 @@ def run_distributed(
     finally:
         display.close()
         pool.close()
+        if args.shared_out:
+            shutil.rmtree(out / STAGING, ignore_errors=True)
     done = [reports[i] for i in sorted(reports)]
     return finish(
         args, done, time.perf_counter() - started, len(items), [labels[i] for i in not_run], interrupted

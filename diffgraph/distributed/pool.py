@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,8 @@ POLL_S = 0.5  # longest a poll waits on the worker when nothing happens
 CANCEL_CHECK_S = 0.1  # how often the driver looks at the cancel token while waiting for events
 MAX_RESTARTS = 4  # a worker whose process died comes back this many times (cold caches)
 READY_TIMEOUT_S = 300.0  # a worker's first start imports torch and the node library
-ACTOR_THREADS = 4  # run, poll, cancel and free may be in flight together
+ACTOR_THREADS = 4
+RESTART_POLL_S = 0.2  # run, poll, cancel and free may be in flight together
 
 
 class RayMissing(DiffgraphError):
@@ -98,10 +100,12 @@ class RemoteWorker:
             sent, done = False, False
             while not done:
                 poll_ref = self.actor.poll.remote(task.task_id, POLL_S)
-                while not ray.wait([poll_ref], timeout=CANCEL_CHECK_S)[0]:
+                while True:
                     if cancel.cancelled and not sent:
                         self.actor.cancel.remote(task.task_id)
                         sent = True
+                    if ray.wait([poll_ref], timeout=CANCEL_CHECK_S)[0]:
+                        break
                 records, done = ray.get(poll_ref)
                 for record in records:
                     on_record(record)
@@ -112,12 +116,20 @@ class RemoteWorker:
     def recover(self, timeout: float = READY_TIMEOUT_S) -> bool:
         """After a death: wait for Ray to restart the actor; False (and not alive) when it cannot."""
         ray = import_ray()
-        try:
-            ray.get(self.actor.info.remote(), timeout=timeout)
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
-            log.warning("worker %s is gone: %s", self.name, exc)
-            self.alive = False
-        return self.alive
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ray.get(self.actor.info.remote(), timeout=max(0.1, deadline - time.monotonic()))
+                return True
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(RESTART_POLL_S)  # restarting: its process is coming back
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                log.warning("worker %s is gone: %s", self.name, exc)
+                break
+        self.alive = False
+        return False
 
     def free(self, unload_models: bool, free_memory: bool) -> None:
         """ComfyUI's /free on this worker (waits for it)."""
