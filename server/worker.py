@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0
 
 
+class ExecutorLost(Exception):
+    """The process that ran the prompt went away (a remote worker died): the prompt is queued again."""
+
+
 def encode_preview(image: Image.Image, max_size: int) -> bytes:
     """A preview picture as ComfyUI sends it: fit inside max_size (bilinear), JPEG quality 95."""
     if max(image.size) > max_size:
@@ -137,6 +141,13 @@ class Worker:
                 cancel=self.cancel,
                 previews=previews,
             )
+        except ExecutorLost as exc:
+            log.warning("prompt %s goes back to the queue: %s", job.id, exc)
+            with self._lock:
+                self._current = None
+            self.store.requeue(job.id)
+            self.bridge.call(self.hub.stop, job.id)
+            return
         except Exception as exc:  # the executor reports node failures itself; this is an engine bug
             log.exception("executor failed on prompt %s", job.id)
             result = ExecutionResult(status="error")

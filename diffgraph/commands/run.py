@@ -13,8 +13,8 @@ from diffgraph.api import RegistryFactory, RunResult, Session, WorkflowInvalid
 from diffgraph.commands import add_folder_options, open_session, print_json, run_ray
 from diffgraph.progress import PlainProgress, make_progress
 from diffgraph.report import failed_json, item_json, run_json, validation_text
-from diffgraph.sweep import Item, build_items, parse_seeds, read_batch
-from diffgraph.workflow import OverrideError, Workflow, parse_assignment, split_target
+from diffgraph.sweep import Item, build_items, item_workflow, parse_seeds, read_batch, seed_targets
+from diffgraph.workflow import Workflow, parse_assignment
 from engine import CancelToken, DiffgraphError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -70,31 +70,6 @@ def add_parser(sub: Any) -> None:
     )
     run_ray.add_arguments(p)
     p.set_defaults(handler=handle)
-
-
-def seed_targets(workflow: Workflow, refs: list[str]) -> list[tuple[str, str]]:
-    """(node id, input) pairs a seed sweep sets: the named ones, else every sampler's seed."""
-    if refs:
-        targets = []
-        for ref in refs:
-            node_ref, input_name = split_target(ref)
-            targets.append((workflow.node_id(node_ref), input_name))
-        return targets
-    targets = workflow.seed_targets()
-    if not targets:
-        raise OverrideError(
-            "--seeds: the workflow has no constant seed or noise_seed input; name one with --seed-input"
-        )
-    return targets
-
-
-def item_workflow(base: Workflow, item: Item, targets: list[tuple[str, str]]) -> Workflow:
-    """The workflow of one item: overrides applied, then the swept seed."""
-    workflow = base.copy().apply(item.overrides)
-    if item.seed is not None:
-        for node_id, input_name in targets:
-            workflow.set(node_id, input_name, item.seed)
-    return workflow
 
 
 def execute_interruptible(

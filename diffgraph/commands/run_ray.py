@@ -17,7 +17,7 @@ from diffgraph.distributed.pool import Pool, PoolOptions
 from diffgraph.distributed.progress import BatchDisplay, make_display
 from diffgraph.progress import make_progress
 from diffgraph.report import item_json, run_json, validation_text
-from diffgraph.sweep import Item
+from diffgraph.sweep import Item, item_workflow, seed_targets
 from engine import DiffgraphError
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -49,8 +49,6 @@ def prepare_items(
     session: Session, args: argparse.Namespace, base_overrides: dict[str, Any], items: list[Item]
 ) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
     """(prompt per item, --json report per item that cannot even be built: bad line, bad override)."""
-    from diffgraph.commands.run import item_workflow, seed_targets
-
     base = session.load(args.workflow).apply(base_overrides)
     targets = seed_targets(base, args.seed_input) if args.seeds else []
     prompts: dict[int, dict[str, Any]] = {}

@@ -17,10 +17,20 @@ def add_parser(sub: Any) -> None:
 
 def delegate(argv: list[str], registry_factory: RegistryFactory | None) -> int:
     """Parse the server's own options (imported only now: the web stack is heavy) and serve."""
+    from diffgraph.distributed import serve as ray_options
     from server.main import add_serve_arguments, run_serve
 
     parser = argparse.ArgumentParser(
         prog="diffgraph serve", description="Serve the ComfyUI-compatible API and the web client."
     )
     add_serve_arguments(parser)
-    return run_serve(parser.parse_args(argv), registry_factory or default_registry_factory)
+    ray_options.add_arguments(parser)
+    args = parser.parse_args(argv)
+    factory = registry_factory or default_registry_factory
+    if args.ray is None:
+        return run_serve(args, factory)
+    make_slots = ray_options.slot_factory(args, factory)
+    try:
+        return run_serve(args, factory, make_slots=make_slots)
+    finally:
+        make_slots.close()

@@ -40,3 +40,10 @@ def registry_factory(model_paths: ModelPaths, input_dir: Any) -> Registry:
     """The stubs with the chaos sampler, checkpoint choices from the models folder."""
     nodes = [ChaosKSampler if cls is stub_nodes.KSampler else cls for cls in stub_nodes.ALL]
     return Registry(nodes, choices=lambda source: model_paths.list(source))
+
+
+def server_registry_factory(model_paths: ModelPaths, input_dir: Any) -> Registry:
+    """The server tests' stub pack (render with progress and previews, save, fail)."""
+    from tests.server.stub_pack import stub_registry
+
+    return stub_registry()
