@@ -182,7 +182,15 @@ class Batch:
             log.exception("item %d failed on worker %s", item.index, worker.name)
             outcome = Outcome(task.task_id, worker.name, "error", task.prompt_id, prompt=item.prompt)
             outcome.error = {"type": "worker_error", "message": f"worker {worker.name}: {exc}"}
-        self._record(self._commit(worker, item, outcome, files))
+        try:
+            result = self._commit(worker, item, outcome, files)
+        except (OSError, ValueError) as exc:  # a file that cannot be written here fails its item only
+            log.exception("item %d: its files could not be committed", item.index)
+            error = {"type": "output_failed", "message": f"files of item {item.index}: {exc}"}
+            result = ItemResult(
+                item.index, "error", worker.name, outcome, error=error, deaths=list(item.deaths)
+            )
+        self._record(result)
         return True
 
     def _lost(self, worker: RemoteWorker, item: BatchItem) -> None:
