@@ -23,6 +23,9 @@ from diffgraph.workflow import Workflow
 from engine import CancelToken
 from engine.events import Event, Executed
 
+# How long a poll that found events keeps waiting for the task's end (a progress line's latency).
+GATHER_S = 0.05
+
 
 @dataclass
 class Task:
@@ -178,11 +181,18 @@ class SessionWorker:
                 records.append(FileRecord(kind, subfolder, filename, data=path.read_bytes()))
         return records
 
-    def poll(self, task_id: str, timeout: float) -> tuple[list[Record], bool]:
-        """(events queued so far, whether task_id has finished); waits up to timeout for either."""
+    def poll(self, task_id: str, timeout: float, gather: float = GATHER_S) -> tuple[list[Record], bool]:
+        """(events queued so far, whether task_id has finished); waits up to timeout for either.
+
+        Once an event is there it waits up to `gather` longer for the task to finish, so a short
+        task costs the driver one round trip instead of one per event.
+        """
         with self._cond:
             if not self._records and task_id not in self._finished:
                 self._cond.wait(timeout)
+            deadline = time.monotonic() + gather
+            while task_id not in self._finished and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
             records, self._records = self._records, []
             return records, task_id in self._finished
 
