@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Throughput numbers must not depend on a neighbour's memory use: Ray's memory monitor (which
+    # kills workers when the machine runs short) stays off for the local cluster this starts.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     with tempfile.TemporaryDirectory(prefix="diffgraph-bench-") as tmp:
         root = Path(tmp)
         models = make_models(root)

@@ -21,6 +21,9 @@ def ray_cluster() -> Iterator[None]:
     """A local cluster for this module's tests; workers import this checkout's tests package."""
     if ray.is_initialized():
         ray.shutdown()
+    # Ray's memory monitor kills workers when the whole machine runs short, which on a shared CI
+    # machine says nothing about these tests; their workers are small.
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"  # noqa: SIM112 (Ray spells it so)
     ray.init(
         num_cpus=2,
         include_dashboard=False,

@@ -1,4 +1,4 @@
-"""`diffgraph run --ray` on a local 2-CPU cluster: placement, cache reuse, worker deaths, Ctrl-C."""
+"""`run --ray` and DistributedSession on a local 2-CPU cluster: cache reuse, worker deaths, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from diffgraph import DistributedSession, RunFailed
 from diffgraph.cli import main
 from tests.distributed import stubs
 
@@ -36,7 +37,8 @@ def write_batch(project: Path, texts: list[str]) -> str:
 
 
 def test_run_ray_sweep_splits_across_workers_and_each_loads_and_encodes_once(ray_cluster, project, capsys):
-    code, doc = run_cli(capsys, "--seeds", "1-8")
+    # --shared-out: the workers write into --out themselves (the crash test below sends bytes back).
+    code, doc = run_cli(capsys, "--seeds", "1-8", "--shared-out")
     assert code == 0 and doc["summary"]["succeeded"] == 8
     items = doc["items"]
     assert {i["worker"] for i in items} == {"w1", "w2"}
@@ -94,8 +96,26 @@ def test_run_ray_ctrl_c_interrupts_running_items_and_leaves_queued_ones(ray_clus
     assert not list((project / "output").glob("*.json"))
 
 
-def test_run_ray_shared_out_moves_files_into_place(ray_cluster, project, capsys):
-    code, doc = run_cli(capsys, "--seeds", "1-3", "--shared-out")
-    assert code == 0
-    names = sorted(p.name for p in (project / "output").iterdir())
-    assert names == [f"test_{n:05}_.json" for n in range(1, 4)]
+def test_distributed_session_map_yields_every_variant_once_with_warm_workers(ray_cluster, project: Path):
+    with DistributedSession(
+        workers=2,
+        worker_cpus=1,
+        models_dir="models",
+        output_dir="output",
+        registry_factory=stubs.registry_factory,
+    ) as cluster:
+        wf = cluster.load("workflow.json")
+        variants = [wf.copy().set("KSampler", "seed", seed) for seed in range(10, 16)]
+        results = list(cluster.map(variants))
+        assert sorted(r.index for r in results) == list(range(6)) and all(r.ok for r in results)
+        for result in results:
+            (path,) = result.all_files()
+            assert json.loads(path.read_text())["seed"] == 10 + result.index
+        loads = Counter(r.worker for r in results if "4" in r.executed)
+        assert set(loads.values()) == {1}  # each worker loaded the checkpoint once
+
+        single = cluster.run(wf.copy().set("KSampler", "seed", 42))
+        assert single.ok and single.worker in cluster.workers and "4" in single.cached
+        with pytest.raises(RunFailed, match="unlucky seed"):
+            cluster.run(wf.copy().set("KSampler", "seed", 666))
+    assert len(list((project / "output").glob("test_*.json"))) == 7
