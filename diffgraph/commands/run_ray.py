@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def prepare_items(
     session: Session, args: argparse.Namespace, base_overrides: dict[str, Any], items: list[Item]
-) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
-    """(prompt per item, --json report per item that cannot even be built: bad line, bad override)."""
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]], dict[str, Any]]:
+    """(prompt per item, --json report per item that cannot even be built, the shared extra_data)."""
     base = session.load(args.workflow).apply(base_overrides)
     targets = seed_targets(base, args.seed_input) if args.seeds else []
     prompts: dict[int, dict[str, Any]] = {}
@@ -65,7 +65,22 @@ def prepare_items(
         except DiffgraphError as exc:
             message = (f"line {item.line}: " if item.line else "") + exc.message
             early[item.index] = item_json(item, "invalid", None, None, {"type": exc.code, "message": message})
-    return prompts, early
+    return prompts, early, base.extra_data()
+
+
+def pool_options(
+    args: argparse.Namespace, session: Session, registry_factory: RegistryFactory | None, out: Path
+) -> PoolOptions:
+    """The pool the command line asks for, over this session's folders (absolute: workers start elsewhere)."""
+    return PoolOptions(
+        address=args.ray,
+        workers=args.workers,
+        worker_cpus=args.worker_cpus,
+        models_dir=str(session.models_dir.resolve()),
+        input_dir=str(Path(args.input_dir).resolve()),
+        registry_factory=registry_factory,
+        shared_staging=str(out / STAGING) if args.shared_out else None,
+    )
 
 
 def run_distributed(
@@ -82,18 +97,12 @@ def run_distributed(
     progress = make_progress(args.progress)
     with progress.status("starting: loading the workflow, connecting to Ray, starting the workers"):
         session = open_session(args, registry_factory)
-        prompts, early = prepare_items(session, args, base_overrides, items)
-        pool = Pool.start(
-            PoolOptions(
-                address=args.ray,
-                workers=args.workers,
-                worker_cpus=args.worker_cpus,
-                models_dir=str(session.models_dir.resolve()),
-                input_dir=str(Path(args.input_dir).resolve()),
-                registry_factory=registry_factory,
-                shared_staging=str(out / STAGING) if args.shared_out else None,
-            )
-        )
+        prompts, early, extra = prepare_items(session, args, base_overrides, items)
+        try:
+            pool = Pool.start(pool_options(args, session, registry_factory, out))
+        except BaseException:
+            session.close()
+            raise
     labels = {item.index: item.label for item in items}
     by_index = {item.index: item for item in items}
     display = make_display(args.progress, len(items), labels, [w.name for w in pool.workers])
@@ -105,7 +114,7 @@ def run_distributed(
         item = by_index[result.index]
         reports[result.index] = item_report(item, prompts[result.index], result, session.models_dir, display)
 
-    batch_items = [BatchItem(index, prompts[index]) for index in sorted(prompts)]
+    batch_items = [BatchItem(index, prompts[index], extra) for index in sorted(prompts)]
     try:
         with session:
             batch = Batch(
