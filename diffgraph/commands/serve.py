@@ -32,5 +32,8 @@ def delegate(argv: list[str], registry_factory: RegistryFactory | None) -> int:
     make_slots = ray_options.slot_factory(args, factory)
     try:
         return run_serve(args, factory, make_slots=make_slots)
+    except KeyboardInterrupt:
+        # uvicorn has already shut down; it re-raises Ctrl-C to the handler Ray's driver installed.
+        return 0
     finally:
         make_slots.close()
