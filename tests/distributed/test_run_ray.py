@@ -119,3 +119,16 @@ def test_distributed_session_map_yields_every_variant_once_with_warm_workers(ray
         with pytest.raises(RunFailed, match="unlucky seed"):
             cluster.run(wf.copy().set("KSampler", "seed", 666))
     assert len(list((project / "output").glob("test_*.json"))) == 7
+
+
+def test_run_ray_refuses_the_demo_checkpoint(project, capsys):
+    code = main(["run", "workflow.json", "--ray", "--demo"], registry_factory=stubs.registry_factory)
+    assert code == 2 and "--demo does not combine with --ray" in capsys.readouterr().err
+
+
+def test_pool_shape_one_worker_per_gpu_or_per_cpus(ray_cluster):
+    from diffgraph.distributed.pool import pool_shape
+
+    # The test cluster has 2 CPUs and no GPU: by default one worker per 4 CPUs, at least one.
+    assert pool_shape(None, None) == (1, 2.0, 0.0)
+    assert pool_shape(2, 1.0) == (2, 1.0, 0.0)
