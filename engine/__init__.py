@@ -21,7 +21,7 @@ from engine.formats.media_metadata import (
     webp_exif_bytes,
 )
 from engine.model_paths import FOLDERS, ModelPathError, ModelPaths
-from engine.node import EdgeType, Input, Node, NodeInputs, NodeOutputs, Output
+from engine.node import EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
 from engine.registry import Registry
 from engine.schema import ChoiceProvider, NodeSpec, node_spec, object_info
 
@@ -42,6 +42,7 @@ __all__ = [
     "Environment",
     "Event",
     "EventSink",
+    "Hidden",
     "Input",
     "Interrupted",
     "ModelPathError",

@@ -40,11 +40,6 @@ def linked_inputs(prompt: dict[str, Any], outputs: Iterable[str]) -> Links:
     return links
 
 
-def dependencies(prompt: dict[str, Any], outputs: Iterable[str]) -> Dependencies:
-    """The outputs and all their ancestors, each mapped to its link sources."""
-    return sources_of(linked_inputs(prompt, outputs))
-
-
 def sources_of(links: Links) -> Dependencies:
     """Each node's link sources, from its linked inputs."""
     return {node_id: [src for src, _ in mine.values()] for node_id, mine in links.items()}

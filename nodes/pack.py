@@ -17,6 +17,9 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.latent",
     "nodes.defs.vae",
     "nodes.defs.sampler",
+    "nodes.defs.custom_sampling",
+    "nodes.defs.sampler_select",
+    "nodes.defs.sigma_nodes",
     "nodes.defs.latent_io",
 )
 
@@ -58,4 +61,5 @@ def build_registry(model_paths: ModelPaths, input_dir: Path) -> Registry:
     """A registry with the builtin pack and every installed pack, choices bound to these folders."""
     registry = Registry(choices=choice_provider(model_paths, input_dir))
     register(registry)
-    return registry
+    # Installed packs (the `diffgraph.nodes` entry points; ours among them registers nothing new).
+    return registry.load_entry_points()

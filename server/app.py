@@ -75,7 +75,6 @@ def _lifespan(state: ServerState):
                 state.hub,
                 state.bridge,
                 state.slots,
-                preview_size=state.settings.preview_size,
             )
         else:
             state.worker = Worker(
@@ -84,7 +83,6 @@ def _lifespan(state: ServerState):
                 state.store,
                 state.hub,
                 state.bridge,
-                preview_size=state.settings.preview_size,
             )
         state.worker.start()
         try:

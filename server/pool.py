@@ -51,8 +51,6 @@ class WorkerPool:
         hub: Hub,
         bridge: Bridge,
         slots: list[Any],
-        *,
-        preview_size: int = 512,
     ):
         self.workers = [
             SlotWorker(
@@ -62,7 +60,6 @@ class WorkerPool:
                 store,
                 hub,
                 bridge,
-                preview_size=preview_size,
                 executor=slot,
             )
             for slot in slots

@@ -98,8 +98,12 @@ def enqueue_prompt(state: ServerState, body: Any) -> JSONResponse:
             error.get("details", ""),
             result.node_errors,
         )
-    extra = body.get("extra_data") if isinstance(body.get("extra_data"), dict) else {}
-    extra = {k: v for k, v in extra.items() if k not in SENSITIVE_EXTRA_KEYS}
+    raw_extra = body.get("extra_data")
+    extra = (
+        {k: v for k, v in raw_extra.items() if k not in SENSITIVE_EXTRA_KEYS}
+        if isinstance(raw_extra, dict)
+        else {}
+    )
     client_id = (
         body.get("client_id") if isinstance(body.get("client_id"), str) and body["client_id"] else None
     )

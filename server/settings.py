@@ -9,7 +9,6 @@ from pathlib import Path
 from engine.errors import DiffgraphError
 
 MB = 1024 * 1024
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 class InsecureBindError(DiffgraphError):
@@ -42,7 +41,6 @@ class ServerSettings:
     max_upload_size: int = 100 * MB
     max_prompt_size: int = 16 * MB
     allowed_origins: tuple[str, ...] = ()
-    preview_size: int = 512
     history_limit: int = 10_000
     db_path: Path | None = None
     serve_frontend: bool = True

@@ -25,7 +25,7 @@ from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.formats.media_metadata import read_embedded_workflow
 from engine.validation import validate_prompt
-from tests.shared_reference import CASES
+from tests.shared_reference import CASES, needs_reference
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 API_FILES = sorted(WORKFLOWS.glob("*.json"))
@@ -256,7 +256,7 @@ def test_server_reads_the_workflow_from_a_png_and_video_diffgraph_wrote(compare_
         live.stop()
 
 
-@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
+@needs_reference
 def test_reference_prompts_validate_to_exactly_what_comfyui_embedded(registry, models_dir, tmp_path):
     from engine.formats.media_metadata import read_png_text
 
@@ -269,7 +269,7 @@ def test_reference_prompts_validate_to_exactly_what_comfyui_embedded(registry, m
         assert json.dumps(checked.prompt) == read_png_text((case / "image.png").read_bytes())["prompt"]
 
 
-@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
+@needs_reference
 def test_cli_validates_a_png_comfyui_wrote(registry, models_dir, tmp_path, monkeypatch, capsys):
     from diffgraph.cli import main
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffgraph.api import RegistryFactory
 from diffgraph.commands import add_folder_options, open_session
 from engine.formats.ui_workflow import is_ui_format
 from engine.formats.workflow import parse_json, save_api
+from engine.registry import RegistryFactory
 
 
 def add_parser(sub: Any) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diffgraph.api import RegistryFactory, RunResult, Session
+from diffgraph.api import RunResult, Session
 from diffgraph.commands import open_session, print_json
 from diffgraph.distributed.batch import Batch, BatchItem, ItemResult
 from diffgraph.distributed.outputs import OutputCommitter
@@ -19,6 +19,7 @@ from diffgraph.progress import make_progress
 from diffgraph.report import item_json, run_json, validation_text
 from diffgraph.sweep import Item, item_workflow, seed_targets
 from engine import DiffgraphError
+from engine.registry import RegistryFactory
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 STAGING = ".diffgraph-staging"  # under a shared --out: where workers write before files get their names

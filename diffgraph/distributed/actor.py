@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffgraph.api import RegistryFactory, Session, error_dict
+from diffgraph.api import Session
 from diffgraph.distributed.outputs import FileRecord, ui_addresses
 from diffgraph.workflow import Workflow
 from engine import CancelToken
-from engine.events import Event, Executed
+from engine.events import Event, Executed, ExecutionError, ExecutionInterrupted
+from engine.registry import RegistryFactory
 
 # How long a poll that found events keeps waiting for the task's end (a progress line's latency).
 GATHER_S = 0.05
@@ -55,6 +56,7 @@ class Outcome:
     timings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     error: dict[str, Any] | None = None
+    error_event: ExecutionError | ExecutionInterrupted | None = None  # the typed form, for the server
     node_errors: dict[str, Any] = field(default_factory=dict)
     messages: list[Any] = field(default_factory=list)
     model_loads: int = 0
@@ -78,6 +80,7 @@ class SessionWorker:
         models_dir: str | None,
         input_dir: str,
         shared_staging: str | None = None,
+        preview_size: int | None = None,
     ):
         self.name = name
         root = Path(shared_staging) if shared_staging else Path(tempfile.mkdtemp(prefix="diffgraph-worker-"))
@@ -90,6 +93,8 @@ class SessionWorker:
             temp_dir=self.staging / "idle-temp",
             registry_factory=registry_factory,
         )
+        if preview_size is not None:
+            self.session.env.preview_size = preview_size
         self._run_lock = threading.Lock()  # one task at a time: the executor is not re-entrant
         self._cond = threading.Condition()
         self._records: list[Record] = []
@@ -155,7 +160,7 @@ class SessionWorker:
         outcome.ui = dict(result.ui_outputs or {})
         outcome.executed, outcome.cached = list(result.executed), list(result.cached)
         outcome.timings = dict(result.timings or {})
-        outcome.error = error_dict(result.error)
+        outcome.error, outcome.error_event = result.error_data(), result.error
         outcome.messages = [list(m) for m in result.messages]
         outcome.seconds = time.perf_counter() - started
         outcome.model_loads = self._loads() - loads

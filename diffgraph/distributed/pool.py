@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from diffgraph.api import RegistryFactory
 from diffgraph.distributed.actor import Outcome, Record, SessionWorker, Task
 from engine import CancelToken, DiffgraphError
+from engine.registry import RegistryFactory
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # longest a poll waits on the worker when nothing happens
@@ -82,6 +82,7 @@ class PoolOptions:
     input_dir: str = "input"
     registry_factory: RegistryFactory | None = None
     shared_staging: str | None = None  # a folder the driver and every worker see (else bytes travel)
+    preview_size: int | None = None  # largest side of live previews (the server's --preview-size)
 
 
 class RemoteWorker:
@@ -166,6 +167,7 @@ class Pool:
                     options.models_dir,
                     options.input_dir,
                     options.shared_staging,
+                    options.preview_size,
                 )
                 workers.append(RemoteWorker(name, actor))
             ray.get([w.actor.info.remote() for w in workers], timeout=READY_TIMEOUT_S)

@@ -9,13 +9,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from diffgraph.api import RegistryFactory
 from diffgraph.distributed.actor import Record, Task
 from diffgraph.distributed.outputs import OutputCommitter, rename_ui
 from diffgraph.distributed.pool import Pool, PoolOptions, RemoteWorker, WorkerLost
 from engine import CancelToken, Environment
 from engine.events import Event, EventSink, Executed
 from engine.executor import ExecutionResult
+from engine.registry import RegistryFactory
 from server.worker import ExecutorLost
 
 
@@ -119,7 +119,7 @@ class RemoteExecutor:
             ui_outputs={node: rename_ui(ui, self.names) or {} for node, ui in outcome.ui.items()},
             executed=outcome.executed,
             cached=outcome.cached,
-            error=outcome.error,  # type: ignore[arg-type]
+            error=outcome.error_event,
             messages=[tuple(m) for m in outcome.messages],  # type: ignore[misc]
             timings=outcome.timings,
         )
@@ -149,6 +149,7 @@ def slot_factory(args: argparse.Namespace, registry_factory: RegistryFactory | N
                 models_dir=str(Path(env.model_paths.root).resolve()),
                 input_dir=str(Path(env.input_dir).resolve()),
                 registry_factory=registry_factory,
+                preview_size=env.preview_size,
             )
         )
         pools.append(pool)

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffgraph.api import RegistryFactory, RunFailed, RunResult, Session, WorkflowInvalid
+from diffgraph.api import RunFailed, RunResult, Session, WorkflowInvalid
 from diffgraph.distributed.batch import Batch, BatchItem, ItemResult
 from diffgraph.distributed.outputs import OutputCommitter
 from diffgraph.distributed.pool import Pool, PoolOptions
 from diffgraph.workflow import Workflow
+from engine.registry import RegistryFactory
 from engine.validation import ValidationResult
 
 

@@ -28,7 +28,6 @@ from engine.errors import WorkflowFormatError
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WEBP_EXIF_FIRST_TAG = 0x0110
 WEBP_EXIF_NEXT_TAG = 0x010F
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".m4v")
 
 
 class MediaMetadataError(WorkflowFormatError):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from engine.errors import WorkflowFormatError
 from engine.formats.media_metadata import read_embedded_workflow
@@ -13,8 +14,11 @@ from engine.formats.ui_workflow import is_ui_format, ui_to_api
 
 MEDIA_SUFFIXES = (".png", ".webp", ".mp4", ".webm", ".mkv", ".mov", ".gif")
 
+# Node schemas in `/object_info` shape, or a function building them when a UI workflow needs them.
+NodeSchemas = dict[str, Any] | Callable[[], dict[str, Any]] | None
 
-def is_link(value: Any) -> bool:
+
+def is_link(value: Any) -> TypeGuard[list[Any] | tuple[Any, ...]]:
     """ComfyUI's link test: a 2-list whose first item is a str node id and second an int slot."""
     # Exact type checks: this runs for every input of every node on each submission.
     kind = type(value)
@@ -65,10 +69,12 @@ def parse_json(text: str, source: str) -> Any:
         ) from exc
 
 
-def workflow_from_data(
-    data: Any, object_info: dict[str, Any] | None = None, source: str = "<data>"
-) -> Workflow:
-    """Build a Workflow from parsed JSON in any known shape (API, UI, or {"prompt", "extra_data"})."""
+def workflow_from_data(data: Any, object_info: NodeSchemas = None, source: str = "<data>") -> Workflow:
+    """Build a Workflow from parsed JSON in any known shape (API, UI, or {"prompt", "extra_data"}).
+
+    `object_info` is only read for a UI-format workflow; a callable is called then, so loading API
+    prompts never builds the node schemas (with their model-folder scans).
+    """
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data:
         extra = data.get("extra_data") if isinstance(data.get("extra_data"), dict) else {}
         ui = (extra.get("extra_pnginfo") or {}).get("workflow") if isinstance(extra, dict) else None
@@ -76,7 +82,8 @@ def workflow_from_data(
     if is_ui_format(data):
         if object_info is None:
             raise WorkflowFormatError(f"{source} is a UI-format workflow; converting it needs node schemas")
-        return Workflow(prompt=ui_to_api(data, object_info), ui=data, source=source)
+        schemas = object_info() if callable(object_info) else object_info
+        return Workflow(prompt=ui_to_api(data, schemas), ui=data, source=source)
     if isinstance(data, dict):
         return Workflow(prompt=data, source=source)
     raise WorkflowFormatError(
@@ -85,7 +92,7 @@ def workflow_from_data(
     )
 
 
-def load_workflow(source: str | Path | dict[str, Any], object_info: dict[str, Any] | None = None) -> Workflow:
+def load_workflow(source: str | Path | dict[str, Any], object_info: NodeSchemas = None) -> Workflow:
     """Load a workflow from a JSON file, a PNG/WebP/video carrying one, or already-parsed data."""
     if isinstance(source, dict):
         return workflow_from_data(source, object_info)

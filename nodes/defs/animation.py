@@ -16,11 +16,10 @@ from PIL import Image as PILImage
 from engine import Input, NodeInputs, NodeOutputs, RunContext, apng_info, webp_exif_bytes
 from nodes.defs.image import to_pil_frames
 from nodes.defs.video import video_bytes
-from nodes.media.save_paths import OutputFileNode, save_target
+from nodes.media.save_paths import PREFIX_TIP, OutputFileNode, save_target
 from nodes.types import Image
 
-PREFIX_TIP = "The prefix for the file to save."
-FPS_TIP = "Frames per second."
+FPS_TIP = "Playback speed in frames per second."
 WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}
 
 
@@ -146,8 +145,7 @@ class SaveWEBM(OutputFileNode):
         fps: float = Input(24.0, description=FPS_TIP, ge=0.01, le=1000.0, step=0.01)
         crf: float = Input(
             32.0,
-            description="Higher crf means lower quality with a smaller file size, lower crf means higher "
-            "quality higher filesize.",
+            description="Constant rate factor: each step up trades picture quality for a smaller file.",
             ge=0,
             le=63.0,
             step=1,

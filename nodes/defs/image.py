@@ -33,7 +33,7 @@ from engine import (
     UserFacingError,
     png_info,
 )
-from nodes.media.save_paths import HIDDEN_METADATA, OutputFileNode, save_target
+from nodes.media.save_paths import HIDDEN_METADATA, PREFIX_TIP, OutputFileNode, save_target
 from nodes.types import Image, Mask
 
 DIR_TYPES = ("output", "input", "temp")
@@ -72,15 +72,11 @@ class SaveImage(OutputFileNode):
     class_type = "SaveImage"
     display_name = "Save Image"
     category = "image"
-    description = "Saves the input images to your ComfyUI output directory."
+    description = "Writes each image as a PNG into the output folder, with the prompt and workflow inside."
 
     class Inputs(NodeInputs):
-        images: Image = Input(description="The images to save.")
-        filename_prefix: str = Input(
-            "ComfyUI",
-            description="The prefix for the file to save. This may include formatting information such as "
-            "%date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes.",
-        )
+        images: Image = Input(description="One PNG is written per image of the batch.")
+        filename_prefix: str = Input("ComfyUI", description=PREFIX_TIP)
 
     class Outputs(NodeOutputs):
         pass
@@ -100,12 +96,12 @@ class PreviewImage(Node):
     class_type = "PreviewImage"
     display_name = "Preview Image"
     category = "image"
-    description = "Saves the input images to the temp directory to show them."
+    description = "Shows the images in the client; they go to the temp folder, which is cleared on restart."
     output_node = True
     hidden = HIDDEN_METADATA
 
     class Inputs(NodeInputs):
-        images: Image = Input(description="The images to preview.")
+        images: Image = Input(description="The batch to show.")
 
     class Outputs(NodeOutputs):
         pass

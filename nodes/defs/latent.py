@@ -14,19 +14,19 @@ class EmptyLatentImage(Node):
     class_type = "EmptyLatentImage"
     display_name = "Empty Latent Image"
     category = "latent"
-    description = "Create a new batch of empty latent images to be denoised via sampling."
+    description = "Starts text-to-image: an all-zero latent of the given size for a sampler to fill with noise and denoise."
 
     class Inputs(NodeInputs):
         width: int = Input(
-            512, description="The width of the latent images in pixels.", ge=16, le=16384, step=8
+            512, description="Image width in pixels; the latent is 8 times smaller.", ge=16, le=16384, step=8
         )
         height: int = Input(
-            512, description="The height of the latent images in pixels.", ge=16, le=16384, step=8
+            512, description="Image height in pixels; the latent is 8 times smaller.", ge=16, le=16384, step=8
         )
-        batch_size: int = Input(1, description="The number of latent images in the batch.", ge=1, le=4096)
+        batch_size: int = Input(1, description="How many images to make at once.", ge=1, le=4096)
 
     class Outputs(NodeOutputs):
-        LATENT: Latent = Output(name="LATENT", description="The empty latent image batch.")
+        LATENT: Latent = Output(name="LATENT", description="Zeros shaped for the requested size and batch.")
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Zeros [B, 4, H/8, W/8] float32."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext, metadata_items
 from nodes.media.latent_files import LATENT_SUFFIX, latent_bytes, read_latent_file, resolve_input_latent
-from nodes.media.save_paths import OutputFileNode, save_target
+from nodes.media.save_paths import PREFIX_TIP, OutputFileNode, save_target
 from nodes.types import Latent
 
 
@@ -22,8 +22,8 @@ class SaveLatent(OutputFileNode):
     description = "Saves the latent (VAE space) with the prompt and workflow in its metadata."
 
     class Inputs(NodeInputs):
-        samples: Latent = Input(description="The latent to save.")
-        filename_prefix: str = Input("latents/ComfyUI", description="The prefix for the file to save.")
+        samples: Latent = Input(description="Written as a .latent file (safetensors) with its batch.")
+        filename_prefix: str = Input("latents/ComfyUI", description=PREFIX_TIP)
 
     class Outputs(NodeOutputs):
         pass

@@ -9,19 +9,19 @@ from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, Use
 from nodes.diffusion import families
 from nodes.diffusion.loader import component_dtype, inspect_vae_file, load_checkpoint_into
 from nodes.diffusion.model_handle import ClipHandle, DiffusionModel, VaeHandle
-from nodes.diffusion.recipe import ComponentRecipe, LoraPatch
+from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, Variant
 
 
 def model_handle(store, recipe: ComponentRecipe, prediction: str) -> DiffusionModel:
     """The MODEL handle for a UNet recipe, with its family's latent format and ADM kind."""
-    cfg = families.family_config(recipe.family)
+    spec = families.family_spec(recipe.family)
     return DiffusionModel(
         recipe,
         prediction=prediction,  # type: ignore[arg-type]
         latent_format=families.latent_format(recipe.family),
         compute_dtype=component_dtype(store, "unet"),
         device=str(store.device),
-        adm=cfg["adm"],
+        adm=spec.adm,
     )
 
 
@@ -52,19 +52,23 @@ class CheckpointLoaderSimple(Node):
     display_name = "Load Checkpoint"
     category = "loaders"
     description = (
-        "Loads a diffusion model checkpoint (a single file or a diffusers folder in models/checkpoints); "
-        "the family (SD1.x, SD2.x, SDXL) is detected."
+        "Reads a Stable Diffusion checkpoint (one file, or a diffusers folder under models/checkpoints), "
+        "recognises whether it is SD1.x, SD2.x or SDXL, and splits it into denoiser, text encoder and VAE."
     )
 
     class Inputs(NodeInputs):
-        ckpt_name: str = Input(description="The checkpoint (model) to load.", combo_source="checkpoints")
+        ckpt_name: str = Input(
+            description="A file or diffusers folder from models/checkpoints.", combo_source="checkpoints"
+        )
 
     class Outputs(NodeOutputs):
-        MODEL: DiffusionModel = Output(name="MODEL", description="The model used for denoising latents.")
-        CLIP: ClipHandle = Output(name="CLIP", description="The CLIP model used for encoding text prompts.")
-        VAE: VaeHandle = Output(
-            name="VAE", description="The VAE model used for encoding and decoding images."
+        MODEL: DiffusionModel = Output(
+            name="MODEL", description="The denoiser (UNet) that the samplers call at every step."
         )
+        CLIP: ClipHandle = Output(
+            name="CLIP", description="The text encoder(s) that turn prompts into conditioning."
+        )
+        VAE: VaeHandle = Output(name="VAE", description="The autoencoder between pixels and latents.")
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Read the file once (or the folder's parts) and hand out store-backed handles."""
@@ -111,7 +115,7 @@ class VAELoader(Node):
         """Load (or reuse) the VAE; its layout is checked from the weights (see inspect_vae_file)."""
         path = Path(ctx.model_paths.resolve("vae", inputs.vae_name))
         family = inspect_vae_file(path)
-        recipe = ComponentRecipe(str(path), family, "vae", variant="vae_file")
+        recipe = ComponentRecipe(str(path), family, "vae", variant=Variant.VAE_FILE)
         handle = vae_handle(ctx.models, recipe)
         handle.load(ctx.models)
         return self.Outputs(VAE=handle)
@@ -151,19 +155,31 @@ class LoraLoader(Node):
     description = "Patches the model and CLIP with a LoRA; the cached base model stays unchanged."
 
     class Inputs(NodeInputs):
-        model: DiffusionModel = Input(description="The diffusion model the LoRA will be applied to.")
-        clip: ClipHandle = Input(description="The CLIP model the LoRA will be applied to.")
-        lora_name: str = Input(description="The name of the LoRA.", combo_source="loras")
+        model: DiffusionModel = Input(
+            description="The denoiser to patch; the original stays unpatched for other nodes."
+        )
+        clip: ClipHandle = Input(
+            description="The text encoder to patch; the original stays unpatched for other nodes."
+        )
+        lora_name: str = Input(description="A LoRA file from models/loras.", combo_source="loras")
         strength_model: float = Input(
-            1.0, description="How strongly to modify the diffusion model.", ge=-100.0, le=100.0, step=0.01
+            1.0,
+            description="Scale of the LoRA on the denoiser; 0 leaves it as is, negative values invert it.",
+            ge=-100.0,
+            le=100.0,
+            step=0.01,
         )
         strength_clip: float = Input(
-            1.0, description="How strongly to modify the CLIP model.", ge=-100.0, le=100.0, step=0.01
+            1.0,
+            description="Scale of the LoRA on the text encoder; 0 leaves it as is, negative values invert it.",
+            ge=-100.0,
+            le=100.0,
+            step=0.01,
         )
 
     class Outputs(NodeOutputs):
-        MODEL: DiffusionModel = Output(name="MODEL", description="The modified diffusion model.")
-        CLIP: ClipHandle = Output(name="CLIP", description="The modified CLIP model.")
+        MODEL: DiffusionModel = Output(name="MODEL", description="The denoiser with the LoRA applied.")
+        CLIP: ClipHandle = Output(name="CLIP", description="The text encoder with the LoRA applied.")
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Add the patch to both recipes and load the patched copies."""
@@ -187,14 +203,20 @@ class LoraLoaderModelOnly(Node):
     description = "Patches the diffusion model with a LoRA; the cached base model stays unchanged."
 
     class Inputs(NodeInputs):
-        model: DiffusionModel = Input(description="The diffusion model the LoRA will be applied to.")
-        lora_name: str = Input(description="The name of the LoRA.", combo_source="loras")
+        model: DiffusionModel = Input(
+            description="The denoiser to patch; the original stays unpatched for other nodes."
+        )
+        lora_name: str = Input(description="A LoRA file from models/loras.", combo_source="loras")
         strength_model: float = Input(
-            1.0, description="How strongly to modify the diffusion model.", ge=-100.0, le=100.0, step=0.01
+            1.0,
+            description="Scale of the LoRA on the denoiser; 0 leaves it as is, negative values invert it.",
+            ge=-100.0,
+            le=100.0,
+            step=0.01,
         )
 
     class Outputs(NodeOutputs):
-        MODEL: DiffusionModel = Output(name="MODEL", description="The modified diffusion model.")
+        MODEL: DiffusionModel = Output(name="MODEL", description="The denoiser with the LoRA applied.")
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Add the patch to the model recipe and load the patched copy."""

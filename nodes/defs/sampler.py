@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import torch
+from typing import Literal
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.diffusion.model_handle import DiffusionModel
-from nodes.media.previews import run_previewer
-from nodes.sampling.cfg import CfgDenoiser
+from nodes.sampling.guided import sample_guided
 from nodes.sampling.model_sampling import DiscreteModelSampling
-from nodes.sampling.noise import SEED_MAX, prepare_noise
-from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, SamplerName, sample
+from nodes.sampling.noise import SEED_MAX
+from nodes.sampling.samplers import SamplerName
 from nodes.sampling.schedulers import SchedulerName, ksampler_sigmas
-from nodes.types import Conditioning, Latent, LatentFormat, LatentSequence
+from nodes.types import Conditioning, Guider, Latent, LatentSequence, Noise, SamplerSpec
 
-SEED_TIP = "The random seed used for creating the noise."
-STEPS_TIP = "The number of steps used in the denoising process."
+SEED_TIP = "Picks the starting noise; the same seed gives the same image on any machine."
+STEPS_TIP = "How many times the model is called; more steps take longer and refine more."
 CFG_TIP = (
-    "The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher values "
-    "result in images more closely matching the prompt however too high values will negatively impact quality."
+    "Guidance strength: how far each step moves from the negative prompt towards the positive one. "
+    "Around 7 is usual; very high values burn colours and detail."
 )
-SAMPLER_TIP = (
-    "The algorithm used when sampling, this can affect the quality, speed, and style of the generated output."
-)
-SCHEDULER_TIP = "The scheduler controls how noise is gradually removed to form the image."
+SAMPLER_TIP = "The solver that steps from noise to image; solvers differ in speed, sharpness and look."
+SCHEDULER_TIP = "How the noise levels are spaced over the steps (where the steps spend their effort)."
 STEPS_OUT_TIP = "The latent after every step, in VAE space (only computed when linked)."
 
 
@@ -47,32 +41,6 @@ class SamplerSettings:
     force_full_denoise: bool = False
 
 
-class StepRecorder:
-    """The per-step callback: progress, x0 preview and (when linked) the latent after each step."""
-
-    def __init__(self, ctx: RunContext, total: int, latent_format: LatentFormat, keep_steps: bool):
-        self.ctx, self.total, self.latent_format = ctx, total, latent_format
-        self.keep_steps = keep_steps
-        self.steps: list[torch.Tensor] = []
-        self.previewer: Callable[[torch.Tensor], Any] | None = None
-
-    def __call__(self, i: int, x0: torch.Tensor, x: torch.Tensor) -> None:
-        if self.keep_steps and i > 0:
-            self.steps.append(self.latent_format.process_out(x.float()).cpu())
-        if self.ctx.previews_enabled:
-            if self.previewer is None:
-                # Built on the first step only: TAESD weights load once per run, never when unused.
-                self.previewer = run_previewer(self.ctx, self.latent_format)
-            self.ctx.preview(self.previewer(x0.detach()))
-        self.ctx.progress(i + 1, self.total)
-
-    def sequence(self, final: torch.Tensor) -> LatentSequence:
-        """All recorded step latents plus the final one, [S, B, C, h, w]."""
-        return LatentSequence(
-            steps=torch.stack([*self.steps, final.float().cpu()]), latent_format=self.latent_format
-        )
-
-
 def common_ksampler(
     ctx: RunContext,
     model: DiffusionModel,
@@ -81,31 +49,22 @@ def common_ksampler(
     latent: Latent,
     s: SamplerSettings,
 ) -> tuple[Latent, LatentSequence | None]:
-    """ComfyUI's common_ksampler: noise, sigmas, CFG denoiser, sampler; returns the new latent."""
+    """ComfyUI's common_ksampler as a composition: seed noise, a CFG guider, a named sampler, sigmas."""
     ms = DiscreteModelSampling.create(model.prediction)
-    samples = latent.samples
-    if s.disable_noise:
-        noise = torch.zeros(samples.shape, dtype=samples.dtype, layout=samples.layout)
-    else:
-        noise = prepare_noise(samples, s.seed, latent.batch_index)
     sigmas = ksampler_sigmas(
         ms, s.scheduler, s.sampler_name, s.steps, s.denoise, s.start_step, s.last_step, s.force_full_denoise
     )
-    keep_steps = ctx.is_linked("steps")
-    recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
-
-    def unet(x_in, timesteps, embeds, pooled, extras):
-        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras)
-
-    uncond_at_cfg_1 = s.sampler_name in UNCOND_AT_CFG_1
-    denoiser = CfgDenoiser(
-        unet, ms, positive.entries, negative.entries, s.cfg, uncond_at_cfg_1=uncond_at_cfg_1
+    guider = Guider(model, "cfg", {"positive": positive, "negative": negative}, cfg=s.cfg)
+    result = sample_guided(
+        ctx,
+        guider,
+        SamplerSpec(s.sampler_name),
+        sigmas,
+        Noise(seed=s.seed, enabled=not s.disable_noise),
+        latent,
+        keep_steps=ctx.is_linked("steps"),
     )
-    req = SampleRequest(samples, noise, sigmas, s.sampler_name, s.seed, latent.noise_mask)
-    with torch.inference_mode():
-        out = sample(denoiser, ms, model.latent_format, req, model.device, recorder).cpu()
-    result = Latent(samples=out, batch_index=latent.batch_index, noise_mask=latent.noise_mask)
-    return result, recorder.sequence(out) if keep_steps else None
+    return result.latent, result.steps
 
 
 class KSampler(Node):
@@ -114,29 +73,27 @@ class KSampler(Node):
     class_type = "KSampler"
     display_name = "KSampler"
     category = "sampling"
-    description = "Uses the provided model, positive and negative conditioning to denoise the latent image."
+    description = "Denoises a latent step by step with the model, pulled towards the positive and away from the negative prompt."
 
     class Inputs(NodeInputs):
-        model: DiffusionModel = Input(description="The model used for denoising the input latent.")
+        model: DiffusionModel = Input(description="The denoiser, from a checkpoint loader or a LoRA node.")
         seed: int = Input(0, ge=0, le=SEED_MAX, control_after_generate=True, description=SEED_TIP)
         steps: int = Input(20, ge=1, le=10000, description=STEPS_TIP)
         cfg: float = Input(8.0, ge=0.0, le=100.0, step=0.1, round=0.01, description=CFG_TIP)
         sampler_name: SamplerName = Input("euler", description=SAMPLER_TIP)
         scheduler: SchedulerName = Input("simple", description=SCHEDULER_TIP)
-        positive: Conditioning = Input(
-            description="The conditioning describing the attributes you want to include in the image."
+        positive: Conditioning = Input(description="What the image should show.")
+        negative: Conditioning = Input(description="What the image should avoid.")
+        latent_image: Latent = Input(
+            description="The starting latent: an empty one, or an encoded image for image-to-image."
         )
-        negative: Conditioning = Input(
-            description="The conditioning describing the attributes you want to exclude from the image."
-        )
-        latent_image: Latent = Input(description="The latent image to denoise.")
         denoise: float = Input(
             1.0,
             ge=0.0,
             le=1.0,
             step=0.01,
-            description="The amount of denoising applied, lower values will "
-            "maintain the structure of the initial image allowing for image to image sampling.",
+            description="Share of the schedule to run: 1 replaces the latent entirely, lower keeps more of "
+            "the input image (image-to-image).",
         )
 
     class Outputs(NodeOutputs):
@@ -163,16 +120,18 @@ class KSamplerAdvanced(Node):
     description = "Samples a slice of the schedule; chain two with leftover noise to split one run."
 
     class Inputs(NodeInputs):
-        model: DiffusionModel = Input(description="The model used for denoising the input latent.")
+        model: DiffusionModel = Input(description="The denoiser, from a checkpoint loader or a LoRA node.")
         add_noise: Literal["enable", "disable"] = Input("enable", description="Add the seed's noise first.")
         noise_seed: int = Input(0, ge=0, le=SEED_MAX, control_after_generate=True, description=SEED_TIP)
         steps: int = Input(20, ge=1, le=10000, description=STEPS_TIP)
         cfg: float = Input(8.0, ge=0.0, le=100.0, step=0.1, round=0.01, description=CFG_TIP)
         sampler_name: SamplerName = Input("euler", description=SAMPLER_TIP)
         scheduler: SchedulerName = Input("simple", description=SCHEDULER_TIP)
-        positive: Conditioning = Input(description="The conditioning to include.")
-        negative: Conditioning = Input(description="The conditioning to exclude.")
-        latent_image: Latent = Input(description="The latent image to denoise.")
+        positive: Conditioning = Input(description="What the image should show.")
+        negative: Conditioning = Input(description="What the image should avoid.")
+        latent_image: Latent = Input(
+            description="The starting latent: an empty one, or an encoded image for image-to-image."
+        )
         start_at_step: int = Input(0, ge=0, le=10000, description="The first step of the schedule to run.")
         end_at_step: int = Input(10000, ge=0, le=10000, description="The step to stop at.")
         return_with_leftover_noise: Literal["disable", "enable"] = Input(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
@@ -12,7 +14,7 @@ from nodes.types import CondEntry, Conditioning
 
 def encode(ctx: RunContext, clip: ClipHandle, text: str) -> CondEntry:
     """Encode one prompt with the handle's encoders and layer choice."""
-    stack = clip.load(ctx.models)
+    stack = clip.stack(ctx.models)
     return encode_prompt(stack, text, clip.layer, torch.device(clip.device), clip.compute_dtype)
 
 
@@ -23,16 +25,23 @@ class CLIPTextEncode(Node):
     display_name = "CLIP Text Encode (Prompt)"
     category = "conditioning"
     description = (
-        "Encodes a text prompt using a CLIP model into an embedding that guides the diffusion model."
+        "Turns a prompt into conditioning: (word:1.2) emphasis, prompts past 75 tokens and clip skip work."
     )
 
     class Inputs(NodeInputs):
-        text: str = Input(description="The text to be encoded.", multiline=True, dynamicPrompts=True)
-        clip: ClipHandle = Input(description="The CLIP model used for encoding the text.")
+        text: str = Input(
+            description="The prompt; (word:1.2) raises a word's weight, (word:0.8) lowers it.",
+            multiline=True,
+            dynamicPrompts=True,
+        )
+        clip: ClipHandle = Input(
+            description="The text encoder from a checkpoint loader (or a LoRA or clip-skip node)."
+        )
 
     class Outputs(NodeOutputs):
         CONDITIONING: Conditioning = Output(
-            name="CONDITIONING", description="A conditioning containing the embedded text."
+            name="CONDITIONING",
+            description="The prompt's token embeddings (and pooled vector) for a sampler.",
         )
 
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
@@ -40,7 +49,7 @@ class CLIPTextEncode(Node):
         return self.Outputs(CONDITIONING=Conditioning(entries=(encode(ctx, inputs.clip, inputs.text),)))
 
 
-_SIZE = {"ge": 0, "le": 16384, "step": 8}
+_SIZE: dict[str, Any] = {"ge": 0, "le": 16384, "step": 8}
 
 
 class CLIPTextEncodeSDXL(Node):
@@ -70,17 +79,17 @@ class CLIPTextEncodeSDXL(Node):
         """Encode each prompt with its encoder, concatenate, attach size conditioning."""
         if inputs.clip.family != "sdxl":
             raise NodeInputError("clip", f"needs an SDXL base CLIP, got {inputs.clip.family}")
-        stack = inputs.clip.load(ctx.models)
-        specs = {s["name"]: s for s in stack.specs}
+        stack = inputs.clip.stack(ctx.models)
+        specs = {s.name: s for s in stack.specs}
         texts = {"clip_l": inputs.text_l, "clip_g": inputs.text_g}
-        wins = {name: windows(texts[name], spec["pad_token"]) for name, spec in specs.items()}
+        wins = {name: windows(texts[name], spec.pad_token) for name, spec in specs.items()}
         # The shorter prompt gets empty-prompt windows (each encoder's own padding), as ComfyUI does.
         count = max(len(w) for w in wins.values())
         out = {
             name: encode_windows(
                 stack.encoders[name],
                 spec,
-                pad_windows(wins[name], count, spec["pad_token"]),
+                pad_windows(wins[name], count, spec.pad_token),
                 inputs.clip.layer,
                 torch.device(inputs.clip.device),
             )

@@ -33,7 +33,7 @@ from engine import (
 from nodes.defs.image import to_pil_frames
 from nodes.diffusion.model_handle import VaeHandle
 from nodes.media.previews import latent_rgb
-from nodes.media.save_paths import OutputFileNode, save_target
+from nodes.media.save_paths import PREFIX_TIP, OutputFileNode, save_target
 from nodes.types import Image, LatentSequence
 
 VideoFormat = Literal["mp4", "webm", "webp", "gif"]
@@ -149,8 +149,10 @@ class SaveVideoFrames(OutputFileNode):
 
     class Inputs(NodeInputs):
         images: Image = Input(description="The frames, in order.")
-        filename_prefix: str = Input("video/ComfyUI", description="The prefix for the file to save.")
-        fps: float = Input(8.0, description="Frames per second.", ge=0.01, le=1000.0, step=0.01)
+        filename_prefix: str = Input("video/ComfyUI", description=PREFIX_TIP)
+        fps: float = Input(
+            8.0, description="Playback speed in frames per second.", ge=0.01, le=1000.0, step=0.01
+        )
         format: VideoFormat = Input("mp4", description="mp4 = H.264, webm = VP9, webp/gif = animated images.")
         crf: int = Input(
             23,
@@ -242,7 +244,7 @@ def decode_latents(ctx: RunContext, vae: VaeHandle, latents: torch.Tensor) -> to
     """VAE-space latents [N, C, h, w] -> IMAGE pixels [N, H, W, 3] through the model stack's decoder."""
     from nodes.diffusion import vae as vae_ops
 
-    return vae_ops.decode(vae.load(ctx.models), latents)
+    return vae_ops.decode(vae.autoencoder(ctx.models), latents)
 
 
 NODES = [SaveVideoFrames, LatentStepsToImages]

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
+from nodes.diffusion.text_encode import ClipStack
 from nodes.types import SD15_LATENT, LatentFormat, Prediction
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
@@ -53,6 +55,14 @@ class DiffusionModel(_Handle):
     io_type: ClassVar[str] = "MODEL"
     prediction: Prediction = "eps"
     latent_format: LatentFormat = SD15_LATENT
+
+    def autoencoder(self, store: Any) -> AutoencoderKL:
+        """The AutoencoderKL on the compute device, loaded through the store."""
+        module = self.load(store)
+        if not isinstance(module, AutoencoderKL):
+            raise TypeError(f"VAE recipe {self.recipe.store_key} loaded a {type(module).__name__}")
+        return module
+
     compute_dtype: torch.dtype = torch.float32
     device: str = "cpu"
     # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), and refiner's layout.
@@ -122,6 +132,13 @@ class ClipHandle(_Handle):
     compute_dtype: torch.dtype = torch.float32
     device: str = "cpu"
 
+    def stack(self, store: Any) -> ClipStack:
+        """The text encoder(s) with their per-encoder rules, loaded through the store."""
+        module = self.load(store)
+        if not isinstance(module, ClipStack):
+            raise TypeError(f"CLIP recipe {self.recipe.store_key} loaded a {type(module).__name__}")
+        return module
+
 
 @dataclass(frozen=True, eq=False)
 class VaeHandle(_Handle):
@@ -131,3 +148,10 @@ class VaeHandle(_Handle):
     compute_dtype: torch.dtype = torch.float32
     device: str = "cpu"
     latent_format: LatentFormat = SD15_LATENT
+
+    def autoencoder(self, store: Any) -> AutoencoderKL:
+        """The AutoencoderKL on the compute device, loaded through the store."""
+        module = self.load(store)
+        if not isinstance(module, AutoencoderKL):
+            raise TypeError(f"VAE recipe {self.recipe.store_key} loaded a {type(module).__name__}")
+        return module

@@ -7,9 +7,18 @@ edges carry them, so they sit below both the loader and the handles.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any, Literal
 
 Component = Literal["unet", "clip", "vae"]
+
+
+class Variant(Enum):
+    """Where a component's weights come from, which decides how it is read."""
+
+    CHECKPOINT = "checkpoint"  # one single-file checkpoint (original LDM layout) holding every part
+    DIFFUSERS = "diffusers"  # a diffusers folder: one subfolder per part
+    VAE_FILE = "vae_file"  # a standalone VAE file (LDM or diffusers key names)
 
 
 @dataclass(frozen=True)
@@ -27,8 +36,7 @@ class ComponentRecipe:
     path: str
     family: str
     component: Component
-    # Name of the weights inside a diffusers folder / prefix override; empty for single files.
-    variant: str = ""
+    variant: Variant = Variant.CHECKPOINT
     patches: tuple[LoraPatch, ...] = ()
 
     @property

@@ -171,8 +171,12 @@ def make_previewer(
     return preview
 
 
-def run_previewer(ctx: Any, latent_format: LatentFormat, max_size: int = PREVIEW_MAX_SIZE) -> Previewer:
-    """The previewer for one sampler run, honouring the prompt's `extra_data.preview_method`."""
+def run_previewer(ctx: Any, latent_format: LatentFormat) -> Previewer:
+    """The previewer for one sampler run, honouring the prompt's `extra_data.preview_method`.
+
+    Its pictures fit inside the environment's preview size; this is the only place they are resized.
+    """
+    max_size = ctx.preview_size
     requested = str((ctx.extra_data or {}).get("preview_method") or "auto")
     if requested == "latent2rgb":
         return make_previewer(latent_format, None, "latent2rgb", max_size)

@@ -17,12 +17,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from engine import Node, NodeInputError
+from engine import Hidden, Node, NodeInputError
 
 CLIENT_TOKEN = re.compile(r"%([^%]+)%")
 DATE_FIELD = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")
 # Placeholder size for checking a prefix before the image exists (tokens never add path separators).
 CHECK_SIZE = 1
+# The tooltip every writer shows on its filename_prefix input.
+PREFIX_TIP = (
+    "Start of the file names; a folder part (a/b/name) writes into a subfolder of the output folder. "
+    "Tokens such as %date:yyyy-MM-dd%, %KSampler.seed% or %width% are replaced when saving."
+)
 
 
 @dataclass
@@ -187,7 +192,7 @@ def save_target(
 
 
 # Hidden inputs of the nodes that embed the prompt and the UI workflow in what they write.
-HIDDEN_METADATA = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+HIDDEN_METADATA = {"prompt": Hidden.PROMPT, "extra_pnginfo": Hidden.EXTRA_PNGINFO}
 
 
 class OutputFileNode(Node):

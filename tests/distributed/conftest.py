@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import stub_nodes
+from tests.stub_pack import txt2img as stub_nodes
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import ModelPaths, Registry
-from tests.cli import stub_nodes
+from tests.stub_pack import txt2img as stub_nodes
 
 
 class ChaosKSampler(stub_nodes.KSampler):
@@ -44,6 +44,6 @@ def registry_factory(model_paths: ModelPaths, input_dir: Any) -> Registry:
 
 def server_registry_factory(model_paths: ModelPaths, input_dir: Any) -> Registry:
     """The server tests' stub pack (render with progress and previews, save, fail)."""
-    from tests.server.stub_pack import stub_registry
+    from tests.stub_pack.server_nodes import stub_registry
 
     return stub_registry()

@@ -8,7 +8,7 @@ import pytest
 
 from diffgraph.distributed import placement
 from diffgraph.distributed.outputs import FileRecord, OutputCommitter, rename_ui
-from tests.cli.stub_nodes import txt2img_prompt
+from tests.stub_pack.txt2img import txt2img_prompt
 
 
 def variant(ckpt: str, seed: int) -> dict:

@@ -16,7 +16,7 @@ from diffgraph.distributed.serve import RemoteExecutor
 from server.app import create_app
 from tests.distributed import stubs
 from tests.server.conftest import Folders, LiveServer, is_done, receive_until, wait_for, wait_history
-from tests.server.stub_pack import render_prompt, stub_registry
+from tests.stub_pack.server_nodes import render_prompt, stub_registry
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 
 from engine import WorkflowFormatError
 from engine.formats.ui_workflow import api_to_ui, is_ui_format, ui_to_api
-from tests.engine.ui_stub_nodes import ui_registry
+from tests.stub_pack.comfy_shapes import ui_registry
 
 DATA = Path(__file__).parent / "data" / "ui"
 

@@ -21,7 +21,7 @@ from engine.validation import validate_prompt
 from nodes.defs.image import NODES
 from nodes.media.save_paths import expand_prefix_tokens, next_counter, save_target
 from nodes.types import Image
-from tests.shared_reference import CASES
+from tests.shared_reference import CASES, needs_reference
 
 DATA = Path(__file__).parent / "data"
 
@@ -298,7 +298,7 @@ def test_load_image_reads_a_comfyui_png_and_its_prompt(registry, env):
     assert embedded.prompt["9"]["inputs"]["filename_prefix"] == "txt2img_sd15"
 
 
-@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
+@needs_reference
 def test_read_embedded_workflow_matches_every_comfyui_reference_case():
     for case in sorted(CASES.iterdir()):
         expected = json.loads((case / "workflow_api.json").read_text())
@@ -327,7 +327,7 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
-@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
+@needs_reference
 def test_png_text_chunks_are_byte_identical_to_comfyui(tmp_path):
     from engine.formats.media_metadata import png_info
 

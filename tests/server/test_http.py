@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.server.conftest import wait_for, wait_history
-from tests.server.stub_pack import render_prompt
+from tests.stub_pack.server_nodes import render_prompt
 
 SHOW_PROMPT = {
     "1": {"class_type": "StubConstant", "inputs": {"value": 3}},

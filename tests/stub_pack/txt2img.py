@@ -5,10 +5,9 @@ from __future__ import annotations
 import _thread
 import json
 import time
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from engine import (
-    EdgeType,
     Input,
     ModelPaths,
     Node,
@@ -18,39 +17,9 @@ from engine import (
     Registry,
     UserFacingError,
 )
+from tests.stub_pack.types import StubClip, StubCond, StubImage, StubLatent, StubModel, StubVae
 
 CALLS: list[str] = []  # class_types in the order stubs ran; reset per test
-
-
-class Box(EdgeType):
-    """A value travelling between stubs; io_type set per subclass."""
-
-    def __init__(self, value: Any):
-        self.value = value
-
-
-class StubModel(Box):
-    io_type: ClassVar[str] = "MODEL"
-
-
-class StubClip(Box):
-    io_type: ClassVar[str] = "CLIP"
-
-
-class StubVae(Box):
-    io_type: ClassVar[str] = "VAE"
-
-
-class StubCond(Box):
-    io_type: ClassVar[str] = "CONDITIONING"
-
-
-class StubLatent(Box):
-    io_type: ClassVar[str] = "LATENT"
-
-
-class StubImage(Box):
-    io_type: ClassVar[str] = "IMAGE"
 
 
 class CheckpointLoaderSimple(Node):
@@ -193,6 +162,7 @@ class SaveImage(Node):
     """Writes the decoded 'image' (a JSON dict of everything upstream) as a file, ComfyUI naming."""
 
     class_type = "SaveImage"
+    display_name = "Save Image"
     category = "image"
     output_node = True
 

@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from engine import EdgeType, Input, Node, NodeInputs, NodeOutputs, Output, Registry, UserFacingError
-
-
-class Number(EdgeType):
-    """NUMBER: a boxed float travelling between stub nodes."""
-
-    io_type: ClassVar[str] = "NUMBER"
-
-    def __init__(self, value: float):
-        self.value = value
-
-    def nbytes(self) -> int:
-        return 8
-
+from engine import Input, Node, NodeInputs, NodeOutputs, Output, Registry, UserFacingError
+from tests.stub_pack.types import Number
 
 CALLS: list[str] = []  # node ids in the order stubs ran; tests reset it
 CALL_LOCK = threading.Lock()

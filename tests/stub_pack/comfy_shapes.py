@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from engine import EdgeType, Input, Node, NodeInputs, NodeOutputs, Output, Registry
-
-
-class Model(EdgeType):
-    io_type: ClassVar[str] = "MODEL"
-
-
-class Cond(EdgeType):
-    io_type: ClassVar[str] = "CONDITIONING"
-
-
-class Latent(EdgeType):
-    io_type: ClassVar[str] = "LATENT"
-
-
-class Image(EdgeType):
-    io_type: ClassVar[str] = "IMAGE"
-
-
-class Mask(EdgeType):
-    io_type: ClassVar[str] = "MASK"
+from engine import Input, Node, NodeInputs, NodeOutputs, Output, Registry
+from tests.stub_pack.txt2img import SaveImage
+from tests.stub_pack.types import StubCond, StubImage, StubLatent, StubMask, StubModel
 
 
 class Stub(Node):
@@ -42,8 +24,8 @@ class LoadModel(Stub):
         ckpt_name: Literal["a.safetensors", "b.safetensors"] = Input(description="checkpoint")
 
     class Outputs(NodeOutputs):
-        model: Model = Output()
-        cond: Cond = Output()
+        model: StubModel = Output()
+        cond: StubCond = Output()
 
 
 class TextEncode(Stub):
@@ -54,7 +36,7 @@ class TextEncode(Stub):
         text: str = Input(description="prompt", multiline=True)
 
     class Outputs(NodeOutputs):
-        cond: Cond = Output()
+        cond: StubCond = Output()
 
 
 class EmptyLatent(Stub):
@@ -66,7 +48,7 @@ class EmptyLatent(Stub):
         batch_size: int = Input(1, ge=1, le=64)
 
     class Outputs(NodeOutputs):
-        latent: Latent = Output()
+        latent: StubLatent = Output()
 
 
 class Sampler(Stub):
@@ -76,18 +58,18 @@ class Sampler(Stub):
     display_name = "Sampler"
 
     class Inputs(NodeInputs):
-        model: Model = Input(description="model")
+        model: StubModel = Input(description="model")
         seed: int = Input(0, ge=0, le=2**64 - 1)
         steps: int = Input(20, ge=1, le=10000)
         cfg: float = Input(8.0, ge=0.0, le=100.0)
         sampler_name: Literal["euler", "dpmpp_2m"] = Input("euler")
-        positive: Cond = Input(description="positive")
-        latent_image: Latent = Input(description="latent")
+        positive: StubCond = Input(description="positive")
+        latent_image: StubLatent = Input(description="latent")
         denoise: float = Input(1.0, ge=0.0, le=1.0)
         noise_scale: float = Input(1.0, optional=True)
 
     class Outputs(NodeOutputs):
-        latent: Latent = Output()
+        latent: StubLatent = Output()
 
 
 class Noise(Stub):
@@ -103,7 +85,7 @@ class Noise(Stub):
         strength: float = Input(1.0)
 
     class Outputs(NodeOutputs):
-        latent: Latent = Output()
+        latent: StubLatent = Output()
 
 
 class SeedSource(Stub):
@@ -120,10 +102,10 @@ class Decode(Stub):
     class_type = "Decode"
 
     class Inputs(NodeInputs):
-        samples: Latent = Input(description="latent")
+        samples: StubLatent = Input(description="latent")
 
     class Outputs(NodeOutputs):
-        image: Image = Output()
+        image: StubImage = Output()
 
 
 class LoadImage(Stub):
@@ -134,8 +116,8 @@ class LoadImage(Stub):
         image: str = Input(combo_source="input_images", image_upload=True)
 
     class Outputs(NodeOutputs):
-        image: Image = Output()
-        mask: Mask = Output()
+        image: StubImage = Output()
+        mask: StubMask = Output()
 
 
 class LoadVideo(Stub):
@@ -146,17 +128,17 @@ class LoadVideo(Stub):
         frames: int = Input(16)
 
     class Outputs(NodeOutputs):
-        image: Image = Output()
+        image: StubImage = Output()
 
 
 class Invert(Stub):
     class_type = "Invert"
 
     class Inputs(NodeInputs):
-        image: Image = Input(description="image")
+        image: StubImage = Input(description="image")
 
     class Outputs(NodeOutputs):
-        image: Image = Output()
+        image: StubImage = Output()
 
 
 class MaskImage(Stub):
@@ -165,36 +147,23 @@ class MaskImage(Stub):
     class_type = "MaskImage"
 
     class Inputs(NodeInputs):
-        mask: Mask = Input(description="mask")
-        image: Image = Input(description="image")
+        mask: StubMask = Input(description="mask")
+        image: StubImage = Input(description="image")
 
     class Outputs(NodeOutputs):
-        image: Image = Output()
+        image: StubImage = Output()
 
 
 class Scale(Stub):
     class_type = "Scale"
 
     class Inputs(NodeInputs):
-        image: Image = Input(description="image")
+        image: StubImage = Input(description="image")
         factor: float = Input(1.0, forceInput=True)
         points: str = Input("[]", description="a widget whose saved value may be a list")
 
     class Outputs(NodeOutputs):
-        image: Image = Output()
-
-
-class SaveImage(Stub):
-    class_type = "SaveImage"
-    display_name = "Save Image"
-    output_node = True
-
-    class Inputs(NodeInputs):
-        images: Image = Input(description="images")
-        filename_prefix: str = Input("ComfyUI")
-
-    class Outputs(NodeOutputs):
-        pass
+        image: StubImage = Output()
 
 
 ALL = [

@@ -1,35 +1,15 @@
-"""Pure-Python stub nodes for server tests: progress, previews, files, failures, slow steps."""
+"""Stub nodes for server tests: progress, previews, files, failures, slow steps (IMAGE holds a PIL image)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from PIL import Image
 
-from engine import EdgeType, Input, Node, NodeInputs, NodeOutputs, Output, Registry, UserFacingError
-
-
-class Picture(EdgeType):
-    """IMAGE for stubs: one PIL RGB image."""
-
-    io_type: ClassVar[str] = "IMAGE"
-
-    def __init__(self, image: Image.Image):
-        self.image = image
-
-    def nbytes(self) -> int:
-        return self.image.width * self.image.height * 3
-
-
-class Number(EdgeType):
-    """NUMBER: a boxed float."""
-
-    io_type: ClassVar[str] = "NUMBER"
-
-    def __init__(self, value: float):
-        self.value = value
+from engine import Input, Node, NodeInputs, NodeOutputs, Output, Registry, UserFacingError
+from tests.stub_pack.types import Number, StubImage
 
 
 class StubConstant(Node):
@@ -60,7 +40,7 @@ class StubRender(Node):
         delay: float = Input(0.0, ge=0.0, le=10.0, description="seconds per step")
 
     class Outputs(NodeOutputs):
-        image: Picture = Output()
+        image: StubImage = Output()
 
     def run(self, ctx: Any, inputs: Any) -> Any:
         colour = (inputs.seed * 37 % 256, inputs.seed * 91 % 256, 128)
@@ -72,7 +52,7 @@ class StubRender(Node):
                 time.sleep(min(0.02, inputs.delay))
             ctx.progress(step + 1, inputs.steps)
             ctx.preview(image)
-        return self.Outputs(image=Picture(image))
+        return self.Outputs(image=StubImage(image))
 
 
 class StubSave(Node):
@@ -84,7 +64,7 @@ class StubSave(Node):
     cacheable = False
 
     class Inputs(NodeInputs):
-        images: Picture = Input(description="picture to save")
+        images: StubImage = Input(description="picture to save")
         filename_prefix: str = Input("stub", description="file name prefix")
 
     class Outputs(NodeOutputs):
@@ -94,7 +74,7 @@ class StubSave(Node):
         out_dir = Path(ctx.output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         name = f"{inputs.filename_prefix}_{ctx.prompt_id[:8]}_{ctx.node_id}.png"
-        inputs.images.image.save(out_dir / name)
+        inputs.images.value.save(out_dir / name)
         ctx.set_ui({"images": [{"filename": name, "subfolder": "", "type": "output"}]})
         return self.Outputs()
 
