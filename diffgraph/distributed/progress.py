@@ -70,6 +70,7 @@ class RichBatchDisplay(BatchDisplay):
         self.items = self.bars.add_task("items", total=total)
         self.workers = {name: self.bars.add_task(f"{name}: idle", total=1) for name in workers}
         self.prompts: dict[str, dict[str, Any]] = {}
+        self.running: dict[int, str] = {}  # item index -> worker running it
         self.bars.start()
 
     def say(self, text: str, always: bool = False) -> None:
@@ -79,6 +80,7 @@ class RichBatchDisplay(BatchDisplay):
     def start(self, worker: Any, item: Any) -> None:
         """Show the item on its worker's line."""
         self.prompts[worker.name] = item.prompt
+        self.running[item.index] = worker.name
         label = self.labels.get(item.index, "")
         self.bars.update(
             self.workers[worker.name], description=f"{worker.name}: {label}"[:WIDTH], completed=0, total=1
@@ -98,8 +100,11 @@ class RichBatchDisplay(BatchDisplay):
             self.bars.update(task, completed=event.value, total=event.max)
 
     def result(self, index: int, ok: bool, message: str) -> None:
-        """Advance the items bar; failures print above it."""
+        """Advance the items bar and free the worker's line; failures print above it."""
         self.bars.advance(self.items)
+        worker = self.running.pop(index, None)
+        if worker is not None:
+            self.bars.update(self.workers[worker], description=f"{worker}: idle", completed=0, total=1)
         if not ok:
             super().result(index, ok, message)
         else:
