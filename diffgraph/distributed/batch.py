@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 POISON_DEATHS = 2
 
 
-@dataclass
+@dataclass(eq=False)
 class BatchItem:
     """One prompt of a batch, with the shared signatures placement matches against warm workers."""
 
@@ -131,15 +131,15 @@ class Batch:
                 self._changed.wait()
             if self.cancelled or not self.queue:
                 return None
-            candidates = self.queue
-            others_alive = len(self.pool.alive) > 1
-            if others_alive:
+            # Only the head of the queue is considered, so a take stays cheap on huge batches.
+            window = self.queue[: placement.WINDOW]
+            positions = list(range(len(window)))
+            if len(self.pool.alive) > 1:
                 # An item that killed this worker before goes to another one when it can.
-                fresh = [item for item in self.queue if worker.name not in item.deaths]
-                candidates = fresh or self.queue
+                positions = [p for p in positions if worker.name not in window[p].deaths] or positions
             others = set().union(*(held for name, held in self.held.items() if name != worker.name))
-            chosen = candidates[placement.choose([i.key for i in candidates], self.held[worker.name], others)]
-            self.queue.remove(chosen)
+            keys = [window[p].key for p in positions]
+            chosen = self.queue.pop(positions[placement.choose(keys, self.held[worker.name], others)])
             self.running[worker.name] = chosen
             self._cancels[worker.name] = CancelToken()
             self.held[worker.name] |= chosen.key

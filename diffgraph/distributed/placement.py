@@ -48,16 +48,17 @@ def shared_keys(prompts: Iterable[dict[str, Any]]) -> list[frozenset[str]]:
     return [frozenset(sig for sig in sigs if counts[sig] > 1) for sigs in signed]
 
 
-def score(key: frozenset[str], mine: set[str], others: set[str]) -> int:
+def score(key: frozenset[str], mine: set[str], only_others: set[str]) -> int:
     """Higher is better: work this worker holds, minus work only another worker holds."""
-    return 2 * len(key & mine) - len(key & (others - mine))
+    return 2 * len(key & mine) - len(key & only_others)
 
 
 def choose(keys: list[frozenset[str]], mine: set[str], others: set[str]) -> int:
     """Index (into keys, the queue's first WINDOW items) of the item this worker should take next."""
+    only_others = others - mine
     best, best_score = 0, None
     for index, key in enumerate(keys[:WINDOW]):
-        value = score(key, mine, others)
+        value = score(key, mine, only_others)
         if best_score is None or value > best_score:
             best, best_score = index, value
     return best
