@@ -12,7 +12,7 @@ from typing import Any
 from diffgraph.api import RunResult, Session
 from diffgraph.commands import open_session, print_json
 from diffgraph.distributed.batch import Batch, BatchItem, ItemResult
-from diffgraph.distributed.outputs import OutputCommitter
+from diffgraph.distributed.outputs import STAGING, OutputCommitter
 from diffgraph.distributed.pool import Pool, PoolOptions
 from diffgraph.distributed.progress import BatchDisplay, make_display
 from diffgraph.progress import make_progress
@@ -22,7 +22,6 @@ from engine import DiffgraphError
 from engine.registry import RegistryFactory
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-STAGING = ".diffgraph-staging"  # under a shared --out: where workers write before files get their names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

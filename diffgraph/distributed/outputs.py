@@ -14,6 +14,8 @@ from typing import Any
 # `{base}_{counter:05}_{suffix}`: how every output writer names files (ComfyUI's rule).
 COUNTED_NAME = re.compile(r"^(?P<base>.+)_(?P<counter>\d{5,})_(?P<suffix>.*)$")
 FILE_KINDS = ("output", "temp")
+# Under a shared output folder: where workers write before their files get their final names.
+STAGING = ".diffgraph-staging"
 
 
 @dataclass

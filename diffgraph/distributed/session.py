@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from diffgraph.api import RunFailed, RunResult, Session, WorkflowInvalid
 from diffgraph.distributed.batch import Batch, BatchItem, ItemResult
-from diffgraph.distributed.outputs import OutputCommitter
+from diffgraph.distributed.outputs import STAGING, OutputCommitter
 from diffgraph.distributed.pool import Pool, PoolOptions
 from diffgraph.workflow import Workflow
 from engine.registry import RegistryFactory
@@ -85,7 +86,7 @@ class DistributedSession:
                 models_dir=str(self.local.models_dir.resolve()),
                 input_dir=str(Path(input_dir).resolve()),
                 registry_factory=registry_factory,
-                shared_staging=str(self.output_dir / ".diffgraph-staging") if shared_output else None,
+                shared_staging=str(self.output_dir / STAGING) if shared_output else None,
             )
         )
         self.committer = OutputCommitter(self.output_dir, self.local.env.temp_dir)
@@ -143,6 +144,7 @@ class DistributedSession:
         """End the workers (and the cluster connection when this session opened it)."""
         self.pool.close()
         self.local.close()
+        shutil.rmtree(self.output_dir / STAGING, ignore_errors=True)  # what shared-output workers left
 
     def __enter__(self) -> DistributedSession:
         return self
