@@ -15,6 +15,7 @@ from engine import CancelToken, DiffgraphError, Environment, ModelPaths, NodeOut
 from engine.context import default_model_store
 from engine.events import EventSink, discard
 from engine.executor import Executor
+from engine.formats.ui_transforms import QueueContext
 from engine.formats.workflow import load_workflow
 from engine.model_paths import models_dir_default
 from engine.registry import RegistryFactory
@@ -133,9 +134,12 @@ class Session:
         """The models folder (ComfyUI layout)."""
         return self.model_paths.root
 
-    def load(self, source: str | Path | dict[str, Any]) -> Workflow:
-        """Load an API- or UI-format JSON file, a PNG/video carrying a workflow, or a parsed dict."""
-        loaded = load_workflow(source, self.registry.object_info)
+    def load(self, source: str | Path | dict[str, Any], queue: QueueContext | None = None) -> Workflow:
+        """Load an API- or UI-format JSON file, a PNG/video carrying a workflow, or a parsed dict.
+
+        `queue` pins the clock (`%date:...%`) and the `{a|b}` choices of a UI workflow's conversion.
+        """
+        loaded = load_workflow(source, self.registry.object_info, queue)
         return Workflow.from_engine(loaded, self.registry)
 
     def validate(self, workflow: Workflow) -> ValidationResult:

@@ -20,6 +20,7 @@ from engine.formats.media_metadata import (
     png_info,
     webp_exif_bytes,
 )
+from engine.formats.ui_transforms import apply_text_replacements
 from engine.model_paths import FOLDERS, ModelPathError, ModelPaths
 from engine.node import EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
 from engine.registry import Registry
@@ -58,6 +59,7 @@ __all__ = [
     "RunContext",
     "UserFacingError",
     "WorkflowFormatError",
+    "apply_text_replacements",
     "node_spec",
     "object_info",
 ]
