@@ -63,7 +63,8 @@ def prompt_ids(frames: list[Any]) -> set[str]:
 
 
 def test_serve_ray_runs_two_prompts_at_once_routing_events_and_interrupts(server):
-    with server.ws("alice") as alice, server.ws("bob") as bob, server.client() as http:
+    flags = {"supports_preview_metadata": True}
+    with server.ws("alice", flags) as alice, server.ws("bob", flags) as bob, server.client() as http:
         first = queue_prompt(http, "alice", seed=1, steps=8, delay=0.25, prefix="alice")
         second = queue_prompt(http, "bob", seed=2, steps=200, delay=0.1, prefix="bob")
         wait_for(lambda: len(http.get("/queue").json()["queue_running"]) == 2, 60, "both prompts running")
