@@ -170,7 +170,14 @@ class Pool:
                     options.preview_size,
                 )
                 workers.append(RemoteWorker(name, actor))
-            ray.get([w.actor.info.remote() for w in workers], timeout=READY_TIMEOUT_S)
+            try:
+                ray.get([w.actor.info.remote() for w in workers], timeout=READY_TIMEOUT_S)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                for worker in workers:
+                    ray.kill(worker.actor, no_restart=True)
+                raise WorkerLost(
+                    f"a worker could not start (its log on the cluster says why): {exc}"
+                ) from exc
         except BaseException:
             if connected:
                 ray.shutdown()
