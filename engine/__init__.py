@@ -10,7 +10,8 @@ from engine.errors import (
     UserFacingError,
     WorkflowFormatError,
 )
-from engine.events import Event, EventSink
+from engine.events import CustomMessage, Event, EventSink
+from engine.flow import DynamicPrompt, ExecutionBlocker, NodeResult
 from engine.formats.media_metadata import (
     apng_info,
     container_metadata,
@@ -21,10 +22,10 @@ from engine.formats.media_metadata import (
     webp_exif_bytes,
 )
 from engine.formats.ui_transforms import apply_text_replacements
-from engine.model_paths import FOLDERS, ModelPathError, ModelPaths
-from engine.node import EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
-from engine.registry import Registry
-from engine.schema import ChoiceProvider, NodeSpec, node_spec, object_info
+from engine.model_paths import FOLDERS, MODEL_EXTENSIONS, ModelPathError, ModelPaths
+from engine.node import WIDGET_OPTION_KEYS, EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
+from engine.registry import PackInfo, Registry
+from engine.schema import ChoiceProvider, InputSpec, NodeSpec, OutputSpec, node_spec, object_info
 
 __all__ = [
     "is_out_of_memory",
@@ -36,6 +37,15 @@ __all__ = [
     "png_info",
     "webp_exif_bytes",
     "FOLDERS",
+    "MODEL_EXTENSIONS",
+    "WIDGET_OPTION_KEYS",
+    "CustomMessage",
+    "DynamicPrompt",
+    "ExecutionBlocker",
+    "InputSpec",
+    "NodeResult",
+    "OutputSpec",
+    "PackInfo",
     "ChoiceProvider",
     "CancelToken",
     "DiffgraphError",

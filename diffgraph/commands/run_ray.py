@@ -175,7 +175,7 @@ def item_report(
         display.result(result.index, False, message)
         return with_worker(item_json(item, result.status, prompt, None, result.error), result)
     run = RunResult(
-        status=outcome.status,
+        status=outcome.status,  # type: ignore[arg-type]  # invalid outcomes were reported above
         prompt_id=outcome.prompt_id,
         outputs={},
         ui=result.ui,

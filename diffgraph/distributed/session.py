@@ -14,8 +14,11 @@ from diffgraph.distributed.batch import Batch, BatchItem, ItemResult
 from diffgraph.distributed.outputs import STAGING, OutputCommitter
 from diffgraph.distributed.pool import Pool, PoolOptions
 from diffgraph.workflow import Workflow
+from engine.outcome import Status
 from engine.registry import RegistryFactory
 from engine.validation import ValidationResult
+
+RUN_STATUSES = ("success", "error", "interrupted")
 
 
 @dataclass
@@ -26,16 +29,18 @@ class DistributedResult(RunResult):
     """
 
     index: int = -1
+    batch_status: str = ""  # status, or why it never ran: `invalid`, `poisoned` (it killed two workers)
     worker: str | None = None
     model_loads: int = 0
     worker_deaths: list[str] | None = None
 
 
 def run_result(result: ItemResult, prompt: dict[str, Any]) -> DistributedResult:
-    """An item's result in RunResult's shape (status `invalid`/`poisoned` for items that never ran)."""
+    """An item's result in RunResult's shape; items that never ran have status `error`, batch_status why."""
     outcome = result.outcome
+    status: Status = result.status if result.status in RUN_STATUSES else "error"  # type: ignore[assignment]
     return DistributedResult(
-        status=result.status,
+        status=status,
         prompt_id=outcome.prompt_id if outcome else "",
         outputs={},
         ui=result.ui,
@@ -47,6 +52,7 @@ def run_result(result: ItemResult, prompt: dict[str, Any]) -> DistributedResult:
         error=outcome.error if outcome else result.error,
         node_errors=dict(outcome.node_errors) if outcome else {},
         index=result.index,
+        batch_status=result.status,
         worker=result.worker,
         model_loads=outcome.model_loads if outcome else 0,
         worker_deaths=list(result.deaths),
@@ -105,7 +111,7 @@ class DistributedSession:
     ) -> DistributedResult:
         """Run one workflow on a worker; raises WorkflowInvalid / RunFailed as Session.run does."""
         result = next(self.map([workflow], force=force))
-        if raise_on_error and result.status == "invalid":
+        if raise_on_error and result.batch_status == "invalid":
             validation = ValidationResult(False, result.error, result.node_errors, [], workflow.prompt)
             raise WorkflowInvalid(validation)
         if raise_on_error and not result.ok:
