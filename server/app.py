@@ -8,6 +8,7 @@ import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -30,6 +31,7 @@ from server.frontend import MISSING_PAGE, NO_CACHE, FrontendFiles, find_frontend
 from server.hub import Bridge, Hub
 from server.logs import terminal_size
 from server.paths import PathRefused
+from server.pool import WorkerPool
 from server.security import TOKEN_COOKIE, Guard
 from server.settings import ServerSettings
 from server.state import ServerState, error_response
@@ -85,14 +87,24 @@ def _lifespan(state: ServerState):
         state.hub.queue_remaining = state.store.queue_remaining()
         state.logs.listener = lambda entries: bridge.call(state.hub.logs, entries, terminal_size())
         logging.getLogger().addHandler(state.logs)
-        state.worker = Worker(
-            state.registry,
-            state.env,
-            state.store,
-            state.hub,
-            state.bridge,
-            tracebacks=state.settings.loopback_only,
-        )
+        if state.slots:
+            state.worker = WorkerPool(
+                state.registry,
+                state.env,
+                state.store,
+                state.hub,
+                state.bridge,
+                state.slots,
+            )
+        else:
+            state.worker = Worker(
+                state.registry,
+                state.env,
+                state.store,
+                state.hub,
+                state.bridge,
+                tracebacks=state.settings.loopback_only,
+            )
         state.worker.start()
         try:
             yield
@@ -124,15 +136,20 @@ def _index_route(state: ServerState) -> APIRouter:
     return router
 
 
-def create_app(registry: Registry, env: Environment, *, settings: ServerSettings) -> FastAPI:
-    """Build the server for a registry and environment; the worker starts with the app's lifespan."""
+def create_app(
+    registry: Registry, env: Environment, *, settings: ServerSettings, slots: list[Any] | None = None
+) -> FastAPI:
+    """Build the server for a registry and environment; the worker starts with the app's lifespan.
+
+    `slots`: executors that run prompts elsewhere, one prompt each at a time (a Ray pool).
+    """
     frontend_root = find_frontend(settings.front_end_root) if settings.serve_frontend else None
     store = JobStore(settings.database, history_limit=settings.history_limit)
     if store.recovered:
         log.warning(
             "marked %d prompt(s) failed that were running when the server stopped", len(store.recovered)
         )
-    state = ServerState(registry, env, settings, store, Hub({}), frontend_root)
+    state = ServerState(registry, env, settings, store, Hub({}), frontend_root, slots=slots)
     state.hub.server_flags = state.server_flags()
     app = FastAPI(
         title="diffgraph", lifespan=_lifespan(state), docs_url=None, redoc_url=None, openapi_url=None

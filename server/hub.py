@@ -90,7 +90,8 @@ class Hub:
         self.server_flags = server_flags
         self.clients: dict[str, Client] = {}
         self.queue_remaining = 0
-        self.running: Running | None = None
+        # Prompts running now, by id (several at once when prompts run on a pool of workers).
+        self.runs: dict[str, Running] = {}
         self.log_subscribers: set[str] = set()
 
     def status_data(self, sid: str | None = None) -> dict[str, Any]:
@@ -165,13 +166,13 @@ class Hub:
 
     def _resync(self, client: Client) -> None:
         """A client reconnecting mid-run gets the running node and the progress so far."""
-        running = self.running
-        if running is None or running.client_id != client.sid:
-            return
-        if running.executing is not None:
-            client.put(message("executing", running.executing))
-        if running.progress_state is not None:
-            client.put(message("progress_state", running.progress_state))
+        for running in list(self.runs.values()):
+            if running.client_id != client.sid:
+                continue
+            if running.executing is not None:
+                client.put(message("executing", running.executing))
+            if running.progress_state is not None:
+                client.put(message("progress_state", running.progress_state))
 
     def _targets(self, kind: str, client_id: str | None) -> list[Client]:
         if client_id:
@@ -190,17 +191,21 @@ class Hub:
 
     def start(self, prompt_id: str, client_id: str | None) -> None:
         """A prompt began: remember it for resync."""
-        self.running = Running(prompt_id, client_id)
+        self.runs[prompt_id] = Running(prompt_id, client_id)
 
     def stop(self, prompt_id: str) -> None:
         """A prompt ended."""
-        if self.running is not None and self.running.prompt_id == prompt_id:
-            self.running = None
+        self.runs.pop(prompt_id, None)
+
+    @property
+    def running(self) -> Running | None:
+        """The most recently started running prompt, or None."""
+        return next(reversed(self.runs.values()), None)
 
     def emit(self, msg_type: str, data: dict[str, Any], client_id: str | None) -> None:
         """Route one execution message to the prompt's client (or everybody, for some types)."""
-        running = self.running
-        if running is not None and data.get("prompt_id") == running.prompt_id:
+        running = self.runs.get(str(data.get("prompt_id")))
+        if running is not None:
             if msg_type == "executing":
                 running.executing = data
             elif msg_type == "progress_state":
@@ -251,8 +256,7 @@ class Hub:
         A client that never asked gets no binary frame at all, as with ComfyUI's defaults: API
         clients written for ComfyUI's websocket image-save node take every binary frame as an output.
         """
-        running = self.running
-        if running is None or running.prompt_id != meta.get("prompt_id"):
+        if meta.get("prompt_id") not in self.runs:
             return  # encoded after its prompt ended: it would cover the node's final output in the client
         legacy, with_meta = preview_frames(image, image_type, meta)
         for client in self._targets("preview", client_id):

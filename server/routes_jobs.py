@@ -139,8 +139,9 @@ def get_job(request: Request, job_id: str) -> Response:
 def cancel_jobs(state: ServerState, ids: list[str]) -> None:
     """Drop pending jobs and interrupt the running one among ids; unknown or finished ids are ignored."""
     state.store.delete_pending(ids)
-    if state.worker is not None and state.worker.current in ids:
-        state.worker.interrupt(state.worker.current)
+    if state.worker is not None:
+        for job_id in ids:  # only where it runs (with a pool, several may)
+            state.worker.interrupt(job_id)
 
 
 @router.post("/jobs/{job_id}/cancel")

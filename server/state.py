@@ -14,6 +14,7 @@ from engine.context import Environment
 from engine.registry import Registry
 from server.hub import LATENTS_FLAG, Bridge, Hub
 from server.logs import LogBuffer
+from server.pool import WorkerPool
 from server.settings import ServerSettings
 from server.store import JobStore
 from server.templates import TemplateLibrary
@@ -31,7 +32,9 @@ class ServerState:
     hub: Hub
     frontend_root: Path | None
     bridge: Bridge | None = None
-    worker: Worker | None = None
+    worker: Worker | WorkerPool | None = None
+    # Executor slots that run prompts elsewhere (a Ray pool), several at once; None: one local worker.
+    slots: list[Any] | None = None
     # Serialises read-modify-write of the settings file and user data moves.
     user_lock: threading.Lock = field(default_factory=threading.Lock)
     logs: LogBuffer = field(default_factory=LogBuffer)

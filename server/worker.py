@@ -24,6 +24,10 @@ NODE_BOUNDARIES = frozenset(
 )
 
 
+class ExecutorLost(Exception):
+    """The process that ran the prompt went away (a remote worker died): the prompt is queued again."""
+
+
 class Worker:
     """Pops jobs from the store in priority order and executes them, one at a time."""
 
@@ -133,6 +137,13 @@ class Worker:
                 cancel=self.cancel,
                 previews=previews,
             )
+        except ExecutorLost as exc:
+            log.warning("prompt %s goes back to the queue: %s", job.id, exc)
+            with self._lock:
+                self._current = None
+            self.store.requeue(job.id)
+            self.bridge.call(self.hub.stop, job.id)
+            return
         except Exception as exc:  # the executor reports node failures itself; this is an engine bug
             log.exception("executor failed on prompt %s", job.id)
             result = ExecutionResult.crashed(job.id, exc)
