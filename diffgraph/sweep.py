@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffgraph.workflow import TextValue, split_target
+from diffgraph.workflow import OverrideError, TextValue, Workflow, split_target
 from engine import DiffgraphError
 
 MAX_SEEDS = 1_000_000
@@ -149,3 +149,28 @@ def build_items(
             merged = {**base, **(overrides or {})}
             items.append(Item(index=len(items), overrides=merged, seed=seed, line=number, error=error))
     return items
+
+
+def seed_targets(workflow: Workflow, refs: list[str]) -> list[tuple[str, str]]:
+    """(node id, input) pairs a seed sweep sets: the named ones, else every sampler's seed."""
+    if refs:
+        targets = []
+        for ref in refs:
+            node_ref, input_name = split_target(ref)
+            targets.append((workflow.node_id(node_ref), input_name))
+        return targets
+    targets = workflow.seed_targets()
+    if not targets:
+        raise OverrideError(
+            "--seeds: the workflow has no constant seed or noise_seed input; name one with --seed-input"
+        )
+    return targets
+
+
+def item_workflow(base: Workflow, item: Item, targets: list[tuple[str, str]]) -> Workflow:
+    """The workflow of one item: overrides applied, then the swept seed."""
+    workflow = base.copy().apply(item.overrides)
+    if item.seed is not None:
+        for node_id, input_name in targets:
+            workflow.set(node_id, input_name, item.seed)
+    return workflow

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import Interrupted
-from engine.events import EventSink, PreviewImage
+from engine.events import EventSink, PreviewImage, StepLatent
+
+# extra_data key a server sets when a client asked to receive every sampler step's latent.
+LATENT_STREAM_KEY = "diffgraph_stream_latents"
 
 
 class CancelToken:
@@ -137,6 +140,20 @@ class RunContext:
         """Send a live preview picture (a PIL image) for this node."""
         if self._preview_enabled:
             self._emit(PreviewImage(prompt_id=self.prompt_id, node_id=self.node_id, image=image))
+
+    @property
+    def latents_requested(self) -> bool:
+        """Whether a client asked for every step's latent (the server sets LATENT_STREAM_KEY in extra_data)."""
+        return bool(self.extra_data.get(LATENT_STREAM_KEY))
+
+    def step_latent(self, step: int, steps: int, latents: Any) -> None:
+        """Hand one step's latent (VAE space, CPU float32 [B, C, h, w]) to clients that asked for it."""
+        if self.latents_requested:
+            self._emit(
+                StepLatent(
+                    prompt_id=self.prompt_id, node_id=self.node_id, step=step, steps=steps, latents=latents
+                )
+            )
 
     def set_ui(self, ui: dict[str, Any]) -> None:
         """Publish this node's UI output (e.g. {"images": [...]}); sent as `executed` and cached."""

@@ -29,6 +29,7 @@ from engine.expansion import add_subgraph
 from engine.flow import DynamicPrompt, ExecutionBlocker, SlotLists
 from engine.formats.workflow import is_link, unwrap_constant
 from engine.mapping import Returned, call_inputs, find_blocker, merge, normalise, resolve_subgraph
+from engine.node import Node
 from engine.outcome import ExecutionResult, ExecutorHost, failed, interrupted
 from engine.scheduler import DependencyCycle, ExecutionList
 from engine.schema import NodeSpec
@@ -313,7 +314,7 @@ class DynamicRun:
                 asked: Any = node.check_lazy_status(ctx, kwargs)
                 calls.append((ctx, await asked if asyncio.iscoroutine(asked) else asked))
                 continue
-            inputs = kwargs if spec.node_cls.raw_io else spec.node_cls.Inputs.model_validate(kwargs)
+            inputs = _call_inputs(spec.node_cls, kwargs)
             started = time.perf_counter()
             value = node.run(ctx, inputs)
             if asyncio.iscoroutine(value):
@@ -375,3 +376,16 @@ def run_dynamic(
         return asyncio.run(run.run())
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, run.run()).result()
+
+
+def _call_inputs(node_cls: type[Node], kwargs: dict[str, Any]) -> Any:
+    """What one call of a node receives: a plain dict, its Inputs model, or whole lists unvalidated.
+
+    A whole-list node's widget declarations (default, bounds) describe the items, which validation
+    already checked (constants) or which arrived typed on links; the lists themselves are not re-checked.
+    """
+    if node_cls.raw_io:
+        return kwargs
+    if node_cls.input_is_list:
+        return node_cls.Inputs.model_construct(**kwargs)
+    return node_cls.Inputs.model_validate(kwargs)

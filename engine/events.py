@@ -95,7 +95,7 @@ class ExecutionSuccess(Event):
 
 @dataclass
 class ExecutionError(Event):
-    """A node failed; the prompt stops. The traceback goes to the log only (empty list here)."""
+    """A node failed; the prompt stops. `traceback` holds the formatted lines; servers decide who sees them."""
 
     type: ClassVar[str] = "execution_error"
     prompt_id: str
@@ -151,6 +151,22 @@ class CustomMessage(Event):
     def data(self) -> dict[str, Any]:
         """The node's payload as given."""
         return self.payload
+
+
+@dataclass
+class StepLatent(Event):
+    """A sampler's latent after one step (VAE space, float32 CPU tensor [B, C, h, w]) for streaming."""
+
+    type: ClassVar[str] = "step_latent"
+    prompt_id: str
+    node_id: str
+    step: int
+    steps: int
+    latents: Any
+
+    def data(self) -> dict[str, Any]:
+        """The tensor travels as a binary frame; the JSON payload carries only the ids and step."""
+        return {"prompt_id": self.prompt_id, "node_id": self.node_id, "step": self.step, "steps": self.steps}
 
 
 EventSink = Callable[[Event], None]

@@ -306,7 +306,9 @@ class Executor:
         run.emit(ExecutionStart(prompt_id=prompt_id), history=True)
         cached = [n for n in order if n in hits]
         run.result.cached = cached
-        run.emit(ExecutionCached(nodes=cached, prompt_id=prompt_id), history=True)
+        # Clients show every node whose output is in the cache, also those behind a cached output.
+        listed = [n for n in order if n in hits or (n not in to_run and plan.signatures[n] in self.cache)]
+        run.emit(ExecutionCached(nodes=listed, prompt_id=prompt_id), history=True)
         for node_id in cached:
             entry = self.cache.get(plan.signatures[node_id])
             assert entry is not None

@@ -267,9 +267,17 @@ class NodeChecker:
                     )
                 )
             else:
-                # ComfyUI drops undeclared constants (newer/older node versions add widgets); we log it.
-                log.warning("node %s (%s): ignoring undeclared input %r", node_id, spec.class_type, name)
-                del inputs[name]
+                # ComfyUI drops such values silently (a prompt written for another version of the node);
+                # running without them could change the result unnoticed, so they are refused.
+                errors.append(
+                    reason(
+                        "undeclared_input",
+                        f"Node {spec.class_type} has no input named '{name}'",
+                        f"{name}: this node does not take it (a prompt for another version of the node?); "
+                        f"remove it; inputs are {sorted(declared)}",
+                        input_name=name,
+                    )
+                )
         return errors
 
     def _custom(

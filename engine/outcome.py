@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -60,7 +61,7 @@ class ExecutionResult:
             executed=[],
             exception_message=f"internal error: {exc}",
             exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            traceback=[],
+            traceback=traceback.format_exception(exc),
             current_inputs={},
             current_outputs=[],
         )
@@ -100,7 +101,7 @@ def failed(run: Any, exc: NodeExecutionError) -> ExecutionResult:
         executed=list(run.result.executed),
         exception_message=exc.message,
         exception_type=f"{type(cause).__module__}.{type(cause).__qualname__}",
-        traceback=[],
+        traceback=traceback.format_exception(cause),
         current_inputs=exc.extra.get("current_inputs", {}),
         current_outputs=list(run.result.executed),
     )

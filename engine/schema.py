@@ -196,6 +196,9 @@ def io_type_of(annotation: Any) -> tuple[str, tuple[Any, ...] | None]:
         return io_type_of(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) is Literal:
         return "COMBO", tuple(typing.get_args(annotation))
+    if typing.get_origin(annotation) is list and typing.get_args(annotation):
+        # A whole-list input (input_is_list) or a list output carries items of its element's type.
+        return io_type_of(typing.get_args(annotation)[0])
     if annotation in PRIMITIVES:
         return PRIMITIVES[annotation], None
     if isinstance(annotation, type) and issubclass(annotation, EdgeType):

@@ -25,6 +25,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.latent_io",
     "nodes.defs.latent_ops",
     "nodes.defs.latent_batch",
+    "nodes.defs.rebatch",
     "nodes.defs.image_ops",
     "nodes.defs.image_filters",
     "nodes.defs.image_transform",

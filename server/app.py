@@ -8,6 +8,7 @@ import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -16,18 +17,31 @@ from starlette.concurrency import run_in_threadpool
 from engine.context import Environment
 from engine.errors import DiffgraphError
 from engine.registry import Registry
-from server import routes_extensions, routes_files, routes_info, routes_jobs, routes_prompt, routes_user
+from server import (
+    routes_extensions,
+    routes_files,
+    routes_info,
+    routes_internal,
+    routes_jobs,
+    routes_prompt,
+    routes_templates,
+    routes_user,
+)
 from server.frontend import MISSING_PAGE, NO_CACHE, FrontendFiles, find_frontend
 from server.hub import Bridge, Hub
+from server.logs import terminal_size
 from server.paths import PathRefused
+from server.pool import WorkerPool
 from server.security import TOKEN_COOKIE, Guard
 from server.settings import ServerSettings
 from server.state import ServerState, error_response
 from server.store import JobStore
+from server.templates import ensure_example_input
 from server.worker import Worker
 
 log = logging.getLogger(__name__)
 TEMP_MARKER = ".diffgraph-temp"
+USER_FOLDERS = ("workflows", "subgraphs")
 ROUTERS = (
     routes_prompt.router,
     routes_jobs.router,
@@ -35,6 +49,7 @@ ROUTERS = (
     routes_info.router,
     routes_user.router,
     routes_extensions.router,
+    routes_internal.router,
 )
 
 
@@ -63,21 +78,40 @@ def _lifespan(state: ServerState):
         await run_in_threadpool(clear_temp, state.env.temp_dir)
         for folder in (state.env.output_dir, state.env.input_dir, state.user_root):
             folder.mkdir(parents=True, exist_ok=True)
+        # The client lists these at every start; present and empty, they answer [] instead of a 404.
+        for name in USER_FOLDERS:
+            (state.user_root / name).mkdir(exist_ok=True)
+        await run_in_threadpool(ensure_example_input, state.env.input_dir)
         bridge = state.bridge = Bridge(asyncio.get_running_loop())
         state.store.on_change = lambda remaining: bridge.call(state.hub.status, remaining)
         state.hub.queue_remaining = state.store.queue_remaining()
-        state.worker = Worker(
-            state.registry,
-            state.env,
-            state.store,
-            state.hub,
-            state.bridge,
-        )
+        state.logs.listener = lambda entries: bridge.call(state.hub.logs, entries, terminal_size())
+        logging.getLogger().addHandler(state.logs)
+        if state.slots:
+            state.worker = WorkerPool(
+                state.registry,
+                state.env,
+                state.store,
+                state.hub,
+                state.bridge,
+                state.slots,
+            )
+        else:
+            state.worker = Worker(
+                state.registry,
+                state.env,
+                state.store,
+                state.hub,
+                state.bridge,
+                tracebacks=state.settings.loopback_only,
+            )
         state.worker.start()
         try:
             yield
         finally:
             await run_in_threadpool(state.worker.stop)
+            logging.getLogger().removeHandler(state.logs)
+            state.logs.listener = None
             state.store.on_change = None
             state.store.close()
 
@@ -102,15 +136,20 @@ def _index_route(state: ServerState) -> APIRouter:
     return router
 
 
-def create_app(registry: Registry, env: Environment, *, settings: ServerSettings) -> FastAPI:
-    """Build the server for a registry and environment; the worker starts with the app's lifespan."""
+def create_app(
+    registry: Registry, env: Environment, *, settings: ServerSettings, slots: list[Any] | None = None
+) -> FastAPI:
+    """Build the server for a registry and environment; the worker starts with the app's lifespan.
+
+    `slots`: executors that run prompts elsewhere, one prompt each at a time (a Ray pool).
+    """
     frontend_root = find_frontend(settings.front_end_root) if settings.serve_frontend else None
     store = JobStore(settings.database, history_limit=settings.history_limit)
     if store.recovered:
         log.warning(
             "marked %d prompt(s) failed that were running when the server stopped", len(store.recovered)
         )
-    state = ServerState(registry, env, settings, store, Hub({}), frontend_root)
+    state = ServerState(registry, env, settings, store, Hub({}), frontend_root, slots=slots)
     state.hub.server_flags = state.server_flags()
     app = FastAPI(
         title="diffgraph", lifespan=_lifespan(state), docs_url=None, redoc_url=None, openapi_url=None
@@ -121,8 +160,10 @@ def create_app(registry: Registry, env: Environment, *, settings: ServerSettings
         app.include_router(router, prefix="/api")
 
     async def websocket(ws: WebSocket) -> None:
-        await state.hub.serve(ws, ws.query_params.get("clientId"))
+        latents = ws.query_params.get("latents", "").lower() in ("1", "true", "yes")
+        await state.hub.serve(ws, ws.query_params.get("clientId"), latents)
 
+    app.include_router(routes_templates.router)  # not under /api: the client asks for /templates/...
     app.add_api_websocket_route("/ws", websocket)
     app.add_api_websocket_route("/api/ws", websocket)
 

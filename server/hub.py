@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 PREVIEW_IMAGE = 1
 PREVIEW_IMAGE_WITH_METADATA = 4
 IMAGE_FORMATS = {"image/jpeg": 1, "image/png": 2}
+# The client feature flag (and /ws query parameter) that asks for step latents; see docs/latent-stream.md.
+LATENTS_FLAG = "diffgraph_latents"
 # ComfyUI sends these to everybody when the prompt came without a client_id; the rest only to the owner.
 BROADCAST_WITHOUT_CLIENT = frozenset({"progress", "progress_state", "execution_interrupted", "preview"})
 # A client that cannot keep up loses previews first; JSON messages are never dropped.
@@ -39,10 +41,17 @@ class Client:
     flags: dict[str, Any] = field(default_factory=dict)
     outbox: asyncio.Queue[str | bytes] = field(default_factory=asyncio.Queue)
 
+    latents_query: bool = False
+
     @property
     def wants_metadata(self) -> bool:
         """True when the client understands type-4 preview frames."""
         return bool(self.flags.get("supports_preview_metadata"))
+
+    @property
+    def wants_latents(self) -> bool:
+        """True when the client asked for every step's latent (feature flag or `?latents=1`)."""
+        return self.latents_query or bool(self.flags.get(LATENTS_FLAG))
 
     def put(self, frame: str | bytes, droppable: bool = False) -> None:
         """Queue a frame for this client, dropping droppable frames when it lags far behind."""
@@ -81,7 +90,9 @@ class Hub:
         self.server_flags = server_flags
         self.clients: dict[str, Client] = {}
         self.queue_remaining = 0
-        self.running: Running | None = None
+        # Prompts running now, by id (several at once when prompts run on a pool of workers).
+        self.runs: dict[str, Running] = {}
+        self.log_subscribers: set[str] = set()
 
     def status_data(self, sid: str | None = None) -> dict[str, Any]:
         """The `status` payload; `sid` only in the first frame of a connection."""
@@ -90,12 +101,12 @@ class Hub:
             data["sid"] = sid
         return data
 
-    async def serve(self, ws: WebSocket, client_id: str | None) -> None:
+    async def serve(self, ws: WebSocket, client_id: str | None, latents: bool = False) -> None:
         """Run one connection: status with sid first, resync, feature flags, until it closes."""
         await ws.accept()
         sid = client_id if client_id and _CLIENT_ID.match(client_id) else uuid.uuid4().hex
         previous = self.clients.get(sid)
-        client = Client(sid=sid, ws=ws)
+        client = Client(sid=sid, ws=ws, latents_query=latents)
         self.clients[sid] = client
         if previous is not None:
             previous.outbox.put_nowait(b"")  # tells its sender to close: the id now belongs to this socket
@@ -107,6 +118,7 @@ class Hub:
         finally:
             if self.clients.get(sid) is client:
                 del self.clients[sid]
+                self.log_subscribers.discard(sid)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
@@ -154,13 +166,13 @@ class Hub:
 
     def _resync(self, client: Client) -> None:
         """A client reconnecting mid-run gets the running node and the progress so far."""
-        running = self.running
-        if running is None or running.client_id != client.sid:
-            return
-        if running.executing is not None:
-            client.put(message("executing", running.executing))
-        if running.progress_state is not None:
-            client.put(message("progress_state", running.progress_state))
+        for running in list(self.runs.values()):
+            if running.client_id != client.sid:
+                continue
+            if running.executing is not None:
+                client.put(message("executing", running.executing))
+            if running.progress_state is not None:
+                client.put(message("progress_state", running.progress_state))
 
     def _targets(self, kind: str, client_id: str | None) -> list[Client]:
         if client_id:
@@ -179,17 +191,21 @@ class Hub:
 
     def start(self, prompt_id: str, client_id: str | None) -> None:
         """A prompt began: remember it for resync."""
-        self.running = Running(prompt_id, client_id)
+        self.runs[prompt_id] = Running(prompt_id, client_id)
 
     def stop(self, prompt_id: str) -> None:
         """A prompt ended."""
-        if self.running is not None and self.running.prompt_id == prompt_id:
-            self.running = None
+        self.runs.pop(prompt_id, None)
+
+    @property
+    def running(self) -> Running | None:
+        """The most recently started running prompt, or None."""
+        return next(reversed(self.runs.values()), None)
 
     def emit(self, msg_type: str, data: dict[str, Any], client_id: str | None) -> None:
         """Route one execution message to the prompt's client (or everybody, for some types)."""
-        running = self.running
-        if running is not None and data.get("prompt_id") == running.prompt_id:
+        running = self.runs.get(str(data.get("prompt_id")))
+        if running is not None:
             if msg_type == "executing":
                 running.executing = data
             elif msg_type == "progress_state":
@@ -198,11 +214,62 @@ class Hub:
         for client in self._targets(msg_type, client_id):
             client.put(frame)
 
-    def preview(self, image: bytes, image_type: str, meta: dict[str, Any], client_id: str | None) -> None:
-        """Send a preview as type 4 to clients that negotiated metadata, else as type 1."""
+    def subscribe_logs(self, client_id: str, enabled: bool) -> None:
+        """Start or stop streaming new log lines to one client (the logs panel)."""
+        if enabled:
+            self.log_subscribers.add(client_id)
+        else:
+            self.log_subscribers.discard(client_id)
+
+    def logs(self, entries: list[dict[str, str]], size: dict[str, int]) -> None:
+        """Send new log lines to subscribed clients as ComfyUI's `logs` message."""
+        if not self.log_subscribers:
+            return
+        frame = message("logs", {"entries": entries, "size": size})
+        for sid in list(self.log_subscribers):
+            client = self.clients.get(sid)
+            if client is None:
+                self.log_subscribers.discard(sid)
+            else:
+                client.put(frame)
+
+    def _watchers(self, client_id: str | None) -> list[Client]:
+        """Clients that would receive this prompt's previews; safe to call from another thread."""
+        if client_id:
+            client = self.clients.get(client_id)
+            return [client] if client else []
+        return list(self.clients.copy().values())
+
+    def wants_previews(self, client_id: str | None, requested: bool) -> bool:
+        """Whether any client would get this prompt's previews (lets the worker skip the work)."""
+        return any(c.wants_metadata or requested for c in self._watchers(client_id))
+
+    def wants_latents(self, client_id: str | None) -> bool:
+        """Whether any client would get this prompt's step latents."""
+        return any(c.wants_latents for c in self._watchers(client_id))
+
+    def preview(
+        self, image: bytes, image_type: str, meta: dict[str, Any], client_id: str | None, requested: bool
+    ) -> None:
+        """Type 4 to clients that negotiated metadata; type 1 only when the prompt asked for previews.
+
+        A client that never asked gets no binary frame at all, as with ComfyUI's defaults: API
+        clients written for ComfyUI's websocket image-save node take every binary frame as an output.
+        """
+        if meta.get("prompt_id") not in self.runs:
+            return  # encoded after its prompt ended: it would cover the node's final output in the client
         legacy, with_meta = preview_frames(image, image_type, meta)
         for client in self._targets("preview", client_id):
-            client.put(with_meta if client.wants_metadata else legacy, droppable=True)
+            if client.wants_metadata:
+                client.put(with_meta, droppable=True)
+            elif requested:
+                client.put(legacy, droppable=True)
+
+    def latent(self, frame: bytes, client_id: str | None) -> None:
+        """A step-latent frame to the clients among the prompt's targets that asked for latents."""
+        for client in self._targets("preview", client_id):
+            if client.wants_latents:
+                client.put(frame, droppable=True)
 
 
 class Bridge:

@@ -88,17 +88,22 @@ def run_serve(
     build_registry: RegistryFactory,
     *,
     make_models: Callable[[], Any] = default_model_store,
+    make_slots: Callable[[Environment], list[Any]] | None = None,
 ) -> int:
-    """`diffgraph serve`: build everything from parsed options and serve until stopped; exit status."""
+    """`diffgraph serve`: build everything from parsed options and serve until stopped; exit status.
+
+    `make_slots` builds executors that run prompts elsewhere (a Ray pool) for the environment.
+    """
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = settings_from_args(args)
     try:
         settings.check_bind()
-        env = environment_from_args(args, make_models())
+        env = environment_from_args(args, None if make_slots else make_models())
         registry = build_registry(env.model_paths, env.input_dir)
-        serve(registry, env, settings, log_level=args.log_level)
+        slots = make_slots(env) if make_slots else None
+        serve(registry, env, settings, log_level=args.log_level, slots=slots)
     except DiffgraphError as exc:
         print(f"diffgraph serve: {exc.message}", file=sys.stderr)
         return 2
@@ -116,10 +121,17 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(registry: Registry, env: Environment, settings: ServerSettings, *, log_level: str = "info") -> None:
+def serve(
+    registry: Registry,
+    env: Environment,
+    settings: ServerSettings,
+    *,
+    log_level: str = "info",
+    slots: list[Any] | None = None,
+) -> None:
     """Serve until interrupted; prints `diffgraph server listening on URL` once the port is bound."""
     settings.check_bind()
-    app = create_app(registry, env, settings=settings)
+    app = create_app(registry, env, settings=settings, slots=slots)
     sock = bind_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

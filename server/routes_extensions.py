@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from engine.registry import Registry
 from server.frontend import FrontendFiles
+from server.routes_templates import EXTENSION_URLS
 from server.state import server_state
 
 router = APIRouter()
@@ -41,7 +42,8 @@ def extensions(request: Request) -> list[str]:
         found = _scripts(root / "extensions", "/extensions")
     for name, folder in pack_web_dirs(state.registry).items():
         found.extend(_scripts(folder, f"/extensions/{name}"))
-    return found
+    # diffgraph's own client extension (first-run workflow) comes last.
+    return found + list(EXTENSION_URLS)
 
 
 @router.get("/custom_node_packs")

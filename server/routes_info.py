@@ -19,6 +19,39 @@ from server.state import ServerState, error_response, server_state
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+# The client blames missing core nodes on an old ComfyUI and asks for an update; for diffgraph the
+# nodes are simply not implemented (yet), so say that, in our words.
+MISSING_NODES_TEXT = (
+    "This workflow uses nodes diffgraph does not have. They are marked in red; replace them, "
+    "or open a ready workflow from the Templates."
+)
+NOT_HERE_ONE = "diffgraph has no node of this type. Replace it, or open a ready workflow from the Templates."
+NOT_HERE_MANY = (
+    "{count} nodes of this workflow are not available in diffgraph. Replace them, or open a template."
+)
+CLIENT_TEXTS: dict[str, Any] = {
+    "en": {
+        "errorCatalog": {
+            "missingErrors": {
+                "missing_node": {
+                    "displayMessageOss": "Replace the nodes diffgraph does not have to run this workflow.",
+                    "toastTitleOneOss": "Not available in diffgraph: {nodeType}",
+                    "toastTitleManyOss": "Nodes not available in diffgraph",
+                    "toastMessageOneOss": NOT_HERE_ONE,
+                    "toastMessageManyOss": NOT_HERE_MANY,
+                }
+            }
+        },
+        "loadWorkflowWarning": {
+            "newerVersionRequired": MISSING_NODES_TEXT,
+            "newerVersionRequiredGeneric": MISSING_NODES_TEXT,
+            # the same sentence under its 1.27 names
+            "outdatedVersion": MISSING_NODES_TEXT,
+            "outdatedVersionGeneric": MISSING_NODES_TEXT,
+            "coreNodesFromVersion": "Nodes diffgraph lacks (added to ComfyUI in {version}):",
+        },
+    }
+}
 
 
 @router.get("/object_info")
@@ -195,8 +228,8 @@ def view_metadata(request: Request, folder: str) -> Response:
 
 @router.get("/i18n")
 def i18n() -> dict[str, Any]:
-    """No extra translations: the client's own ones apply."""
-    return {}
+    """Our wording where the client's would be wrong for diffgraph (merged over its own texts)."""
+    return CLIENT_TEXTS
 
 
 @router.get("/workflow_templates")

@@ -24,6 +24,8 @@ JOB_STATUS = {
 }
 STORE_STATES = {status: state for state, status in JOB_STATUS.items()}
 PREVIEWABLE_KEYS = ("images", "gifs", "video", "audio")
+# The exception name the client reads as "interrupted" on a failed job; ours are "cancelled" anyway.
+INTERRUPTED_TYPE = "InterruptProcessingException"
 
 
 def _previewables(job: Job) -> list[dict[str, Any]]:
@@ -48,17 +50,36 @@ def _count_outputs(job: Job) -> int:
     )
 
 
+def job_error(job: Job) -> dict[str, Any] | None:
+    """The stored error in the client's schema: every field it requires, whatever ended the job.
+
+    An interrupt is stored as ComfyUI's `execution_interrupted` payload (no exception fields); a job
+    stopped by a server restart or an engine failure may have no node. The client rejects the whole
+    list when one item lacks a required field, so each is filled in.
+    """
+    if not job.error:
+        return None
+    error = dict(job.error)
+    if job.state == "interrupted":
+        node = error.get("node_type") or error.get("node_id")
+        error.setdefault(
+            "exception_message", f"Interrupted by the user while running {node}." if node else "Interrupted."
+        )
+        error.setdefault("exception_type", INTERRUPTED_TYPE)
+    error["node_id"] = str(error.get("node_id") or "")
+    error["node_type"] = str(error.get("node_type") or "")
+    error["exception_message"] = str(error.get("exception_message") or "")
+    error["exception_type"] = str(error.get("exception_type") or "")
+    error["traceback"] = [str(line) for line in error.get("traceback") or []]
+    error["executed"] = [str(node_id) for node_id in error.get("executed") or []]
+    return error
+
+
 def job_item(job: Job) -> dict[str, Any]:
     """One job in the frontend's schema."""
     previews = _previewables(job)
     workflow = (job.extra_data.get("extra_pnginfo") or {}).get("workflow")
-    error = None
-    if job.error:
-        error = {
-            **job.error,
-            "node_id": str(job.error.get("node_id") or ""),
-            "node_type": str(job.error.get("node_type") or ""),
-        }
+    error = job_error(job)
     return {
         "id": job.id,
         "status": JOB_STATUS[job.state],
@@ -69,7 +90,7 @@ def job_item(job: Job) -> dict[str, Any]:
         "outputs_count": _count_outputs(job),
         "previewable_outputs_count": len(previews),
         "execution_error": error,
-        "workflow_id": workflow.get("id") if isinstance(workflow, dict) else None,
+        "workflow_id": str(workflow["id"]) if isinstance(workflow, dict) and workflow.get("id") else None,
         "priority": job.number,
     }
 
@@ -92,7 +113,14 @@ def list_jobs(request: Request) -> Response:
     if (limit is not None and limit < 0) or offset < 0:
         return error_response(400, "invalid_request", "limit and offset must not be negative")
     jobs, total = server_state(request).store.jobs([STORE_STATES[s] for s in wanted], limit, offset)
-    pagination = {"offset": offset, "limit": limit, "total": total, "has_more": offset + len(jobs) < total}
+    # The client requires a number here even when no limit was asked for.
+    shown_limit = limit if limit is not None else total
+    pagination = {
+        "offset": offset,
+        "limit": shown_limit,
+        "total": total,
+        "has_more": offset + len(jobs) < total,
+    }
     return JSONResponse({"jobs": [job_item(j) for j in jobs], "pagination": pagination})
 
 
@@ -111,8 +139,9 @@ def get_job(request: Request, job_id: str) -> Response:
 def cancel_jobs(state: ServerState, ids: list[str]) -> None:
     """Drop pending jobs and interrupt the running one among ids; unknown or finished ids are ignored."""
     state.store.delete_pending(ids)
-    if state.worker is not None and state.worker.current in ids:
-        state.worker.interrupt(state.worker.current)
+    if state.worker is not None:
+        for job_id in ids:  # only where it runs (with a pool, several may)
+            state.worker.interrupt(job_id)
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -89,6 +89,8 @@ def enqueue_prompt(state: ServerState, body: Any) -> JSONResponse:
     if targets is not None and not isinstance(targets, list):
         return prompt_error(400, "invalid_prompt", "partial_execution_targets must be a list of node ids.")
     result = validate_prompt(body["prompt"], state.registry, targets=targets, env=state.env)
+    if not result.ok and (result.error or {}).get("type") == "invalid_prompt":
+        return _unreadable_prompt(state, body["prompt"], result.error or {})
     if not result.ok:
         error = result.error or {}
         return prompt_error(
@@ -119,6 +121,29 @@ def enqueue_prompt(state: ServerState, body: Any) -> JSONResponse:
         front=bool(body.get("front")),
     )
     return JSONResponse({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
+
+
+def _unreadable_prompt(state: ServerState, prompt: Any, error: dict[str, Any]) -> JSONResponse:
+    """A prompt-level error as ComfyUI sends it (top-level error, empty node_errors), in our words.
+
+    The client shows a top-level error as it is; an unknown node inside node_errors would instead be
+    shown as a validation error it does not recognise.
+    """
+    missing: dict[str, list[str]] = {}
+    if isinstance(prompt, dict):
+        for node_id, node in prompt.items():
+            class_type = node.get("class_type") if isinstance(node, dict) else None
+            if isinstance(class_type, str) and class_type not in state.registry:
+                missing.setdefault(class_type, []).append(f"#{node_id}")
+    if not missing:
+        return prompt_error(400, "invalid_prompt", error.get("message", ""), error.get("details", ""))
+    names = ", ".join(missing)
+    where = "; ".join(f"{name}: node {', '.join(ids)}" for name, ids in missing.items())
+    message = (
+        f"This workflow uses node types diffgraph does not have: {names}. Replace or remove those nodes, "
+        "or install a node pack that provides them."
+    )
+    return prompt_error(400, "invalid_prompt", message, where)
 
 
 @router.get("/queue")

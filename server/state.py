@@ -12,9 +12,12 @@ from fastapi.responses import JSONResponse
 
 from engine.context import Environment
 from engine.registry import Registry
-from server.hub import Bridge, Hub
+from server.hub import LATENTS_FLAG, Bridge, Hub
+from server.logs import LogBuffer
+from server.pool import WorkerPool
 from server.settings import ServerSettings
 from server.store import JobStore
+from server.templates import TemplateLibrary
 from server.worker import Worker
 
 
@@ -29,9 +32,16 @@ class ServerState:
     hub: Hub
     frontend_root: Path | None
     bridge: Bridge | None = None
-    worker: Worker | None = None
+    worker: Worker | WorkerPool | None = None
+    # Executor slots that run prompts elsewhere (a Ray pool), several at once; None: one local worker.
+    slots: list[Any] | None = None
     # Serialises read-modify-write of the settings file and user data moves.
     user_lock: threading.Lock = field(default_factory=threading.Lock)
+    logs: LogBuffer = field(default_factory=LogBuffer)
+    templates: TemplateLibrary = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.templates = TemplateLibrary(self.registry, self.env.model_paths)
 
     @property
     def user_root(self) -> Path:
@@ -40,7 +50,11 @@ class ServerState:
 
     def server_flags(self) -> dict[str, Any]:
         """Feature flags the server advertises (never progress-text metadata: not implemented)."""
-        return {"supports_preview_metadata": True, "max_upload_size": self.settings.max_upload_size}
+        return {
+            "supports_preview_metadata": True,
+            "max_upload_size": self.settings.max_upload_size,
+            LATENTS_FLAG: True,
+        }
 
 
 def server_state(request: Request) -> ServerState:

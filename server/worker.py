@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
+from typing import Any
 
-from PIL import Image
-
-from engine.context import CancelToken, Environment
-from engine.events import Event, Executed, Executing, PreviewImage
+from engine.context import LATENT_STREAM_KEY, CancelToken, Environment
+from engine.events import Event, Executed, Executing, PreviewImage, StepLatent
 from engine.executor import ExecutionResult, Executor
 from engine.registry import Registry
 from server.hub import Bridge, Hub
 from server.store import Job, JobStore
+from server.streams import FrameSender
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0
 
 
-def encode_preview(image: Image.Image) -> bytes:
-    """A preview picture as ComfyUI sends it, JPEG quality 95 (nodes already sized it: Environment)."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
+# Events between nodes: queued previews and latents are sent before these (never within a node's steps).
+NODE_BOUNDARIES = frozenset(
+    {"executing", "executed", "execution_success", "execution_error", "execution_interrupted"}
+)
+
+
+class ExecutorLost(Exception):
+    """The process that ran the prompt went away (a remote worker died): the prompt is queued again."""
 
 
 class Worker:
@@ -40,12 +40,17 @@ class Worker:
         bridge: Bridge,
         *,
         executor: Executor | None = None,
+        tracebacks: bool = True,
     ):
         self.registry = registry
         self.env = env
         self.store = store
         self.hub = hub
         self.bridge = bridge
+        self.frames = FrameSender(hub, bridge)
+        self._previews_requested = False
+        # Tracebacks name server paths and code: shown to a local user, kept in the log for remote ones.
+        self.tracebacks = tracebacks
         self.executor = executor or Executor(registry, env)
         self.cancel = CancelToken()
         self._lock = threading.Lock()
@@ -61,7 +66,8 @@ class Worker:
         return self._current
 
     def start(self) -> None:
-        """Start the worker thread."""
+        """Start the worker thread and the preview/latent sender."""
+        self.frames.start()
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -72,6 +78,7 @@ class Worker:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("the worker did not stop within %.0f s; a node is ignoring cancellation", timeout)
+        self.frames.stop()
 
     def interrupt(self, prompt_id: str | None = None) -> bool:
         """Cancel the running prompt (only if it is prompt_id, when given); True if one was cancelled."""
@@ -115,7 +122,11 @@ class Worker:
             self._current = job.id
         self.bridge.call(self.hub.start, job.id, job.client_id)
         extra = dict(job.extra_data)
-        previews = extra.get("preview_method") != "none"
+        method = extra.get("preview_method")
+        # An explicit method asks for previews even from a client without preview metadata support.
+        self._previews_requested = method not in (None, "", "none", "default")
+        previews = method != "none" and self.hub.wants_previews(job.client_id, self._previews_requested)
+        extra[LATENT_STREAM_KEY] = self.hub.wants_latents(job.client_id)
         try:
             result = self.executor.execute(
                 job.prompt,
@@ -126,17 +137,26 @@ class Worker:
                 cancel=self.cancel,
                 previews=previews,
             )
+        except ExecutorLost as exc:
+            log.warning("prompt %s goes back to the queue: %s", job.id, exc)
+            with self._lock:
+                self._current = None
+            self.store.requeue(job.id)
+            self.bridge.call(self.hub.stop, job.id)
+            return
         except Exception as exc:  # the executor reports node failures itself; this is an engine bug
             log.exception("executor failed on prompt %s", job.id)
             result = ExecutionResult.crashed(job.id, exc)
-            self.bridge.call(self.hub.emit, "execution_error", result.error_data(), job.client_id)
+            self.bridge.call(
+                self.hub.emit, "execution_error", self._shown(result.error_data()), job.client_id
+            )
         with self._lock:
             self._current = None
         if self._stopping.is_set() and result.status == "interrupted":
             self.store.requeue(job.id)  # shutdown, not the user, stopped it: run it again next start
         else:
-            error = result.error_data()
-            messages = [list(m) for m in result.messages]
+            error = self._shown(result.error_data())
+            messages = [[m[0], self._shown(m[1])] for m in result.messages]
             self.store.finish(job.id, result.status, result.ui_outputs, messages, error)
         self.bridge.call(self.hub.stop, job.id)
         if job.client_id:
@@ -145,23 +165,21 @@ class Worker:
     def _on_event(self, job: Job, event: Event) -> None:
         """Executor sink, on the worker thread: persist what must survive a crash, then hand to the hub."""
         if isinstance(event, PreviewImage):
-            self._preview(job, event)
+            self.frames.preview(job.client_id, event, self._previews_requested)
             return
+        if isinstance(event, StepLatent):
+            self.frames.latent(job.client_id, event)
+            return
+        if event.type in NODE_BOUNDARIES:
+            self.frames.flush()  # a node's previews go out before the next node starts, as in ComfyUI
         if isinstance(event, Executing) and event.node is not None:
             self.store.set_current_node(job.id, event.node)
         elif isinstance(event, Executed) and event.output is not None:
             self.store.add_output(job.id, event.node, event.output)
-        self.bridge.call(self.hub.emit, event.type, event.data(), job.client_id)
+        self.bridge.call(self.hub.emit, event.type, self._shown(event.data()), job.client_id)
 
-    def _preview(self, job: Job, event: PreviewImage) -> None:
-        if not self.hub.clients:
-            return  # nobody watching: skip the encoding work
-        image = encode_preview(event.image)
-        meta = {
-            "node_id": event.node_id,
-            "prompt_id": event.prompt_id,
-            "display_node_id": event.node_id,
-            "parent_node_id": None,
-            "real_node_id": event.node_id,
-        }
-        self.bridge.call(self.hub.preview, image, "image/jpeg", meta, job.client_id)
+    def _shown(self, data: Any) -> Any:
+        """An event payload as clients may see it: without traceback lines unless they are allowed."""
+        if self.tracebacks or not isinstance(data, dict) or not data.get("traceback"):
+            return data
+        return {**data, "traceback": []}

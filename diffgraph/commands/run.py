@@ -10,11 +10,11 @@ from typing import Any
 
 from diffgraph import demo
 from diffgraph.api import RunResult, Session, WorkflowInvalid
-from diffgraph.commands import add_folder_options, open_session, print_json
+from diffgraph.commands import add_folder_options, open_session, print_json, run_ray
 from diffgraph.progress import PlainProgress, make_progress
 from diffgraph.report import failed_json, item_json, run_json, validation_text
-from diffgraph.sweep import Item, build_items, parse_seeds, read_batch
-from diffgraph.workflow import OverrideError, Workflow, parse_assignment, split_target
+from diffgraph.sweep import Item, build_items, item_workflow, parse_seeds, read_batch, seed_targets
+from diffgraph.workflow import Workflow, parse_assignment
 from engine import CancelToken, DiffgraphError
 from engine.registry import RegistryFactory
 
@@ -69,32 +69,8 @@ def add_parser(sub: Any) -> None:
     demo_group.add_argument(
         "--no-demo", dest="demo", action="store_const", const="off", help="never use the demo checkpoint"
     )
+    run_ray.add_arguments(p)
     p.set_defaults(handler=handle)
-
-
-def seed_targets(workflow: Workflow, refs: list[str]) -> list[tuple[str, str]]:
-    """(node id, input) pairs a seed sweep sets: the named ones, else every sampler's seed."""
-    if refs:
-        targets = []
-        for ref in refs:
-            node_ref, input_name = split_target(ref)
-            targets.append((workflow.node_id(node_ref), input_name))
-        return targets
-    targets = workflow.seed_targets()
-    if not targets:
-        raise OverrideError(
-            "--seeds: the workflow has no constant seed or noise_seed input; name one with --seed-input"
-        )
-    return targets
-
-
-def item_workflow(base: Workflow, item: Item, targets: list[tuple[str, str]]) -> Workflow:
-    """The workflow of one item: overrides applied, then the swept seed."""
-    workflow = base.copy().apply(item.overrides)
-    if item.seed is not None:
-        for node_id, input_name in targets:
-            workflow.set(node_id, input_name, item.seed)
-    return workflow
 
 
 def execute_interruptible(
@@ -189,6 +165,8 @@ def run_all(args: argparse.Namespace, registry_factory: RegistryFactory | None) 
         base_overrides[f"{node_ref}.{input_name}"] = value
     seeds = parse_seeds(args.seeds) if args.seeds else None
     batch = read_batch(args.batch) if args.batch else None
+    if args.ray is not None:
+        return run_ray.run_distributed(args, registry_factory, base_overrides, build_items({}, batch, seeds))
     progress = make_progress(args.progress)
     with progress.status("starting: loading torch and the node library"):
         session = open_session(args, registry_factory)

@@ -39,6 +39,7 @@ def with_custom_nodes(factory: RegistryFactory, args: argparse.Namespace) -> Reg
 
 def delegate(argv: list[str], registry_factory: RegistryFactory | None) -> int:
     """Parse the server's own options (imported only now: the web stack is heavy) and serve."""
+    from diffgraph.distributed import serve as ray_options
     from server.main import add_serve_arguments, run_serve
 
     parser = argparse.ArgumentParser(
@@ -46,5 +47,17 @@ def delegate(argv: list[str], registry_factory: RegistryFactory | None) -> int:
     )
     add_serve_arguments(parser)
     add_custom_node_options(parser)
+    ray_options.add_arguments(parser)
     args = parser.parse_args(argv)
-    return run_serve(args, with_custom_nodes(registry_factory or default_registry_factory, args))
+    factory = with_custom_nodes(registry_factory or default_registry_factory, args)
+    if args.ray is None:
+        return run_serve(args, factory)
+    # The workers build their registries with the same factory (custom packs from the same folders).
+    make_slots = ray_options.slot_factory(args, factory)
+    try:
+        return run_serve(args, factory, make_slots=make_slots)
+    except KeyboardInterrupt:
+        # uvicorn has already shut down; it re-raises Ctrl-C to the handler Ray's driver installed.
+        return 0
+    finally:
+        make_slots.close()

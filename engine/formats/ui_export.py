@@ -10,6 +10,10 @@ from engine.formats.ui_widgets import WidgetSpec, ordered_inputs, widget_specs
 COLUMN_WIDTH = 380
 NODE_WIDTH = 320
 ROW_GAP = 40
+# Where the graph should land on screen: room left of and above it for the web client's toolbars.
+TITLE_HEIGHT = 30
+VIEW_ORIGIN = (80, 120)
+VIEW_SIZE = (1200, 560)
 UPLOAD_ENTRY = "image"  # the saved value of the client's upload button widget
 
 
@@ -201,6 +205,25 @@ def api_to_ui(prompt: dict[str, Any], object_info: dict[str, Any]) -> dict[str, 
         "links": builder.links,
         "groups": [],
         "config": {},
-        "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}},
+        "extra": {"ds": initial_view(nodes)},
         "version": 0.4,
+    }
+
+
+def initial_view(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The saved canvas view: the whole graph inside a 1280x720 window, clear of the client's toolbars.
+
+    The client draws a node at (pos + offset) * scale; its title bar sits above pos, and the web
+    client's menu bar and side bar cover the top-left corner, so the graph starts below and right of them.
+    """
+    if not nodes:
+        return {"scale": 1.0, "offset": [0, 0]}
+    left = min(n["pos"][0] for n in nodes)
+    top = min(n["pos"][1] for n in nodes) - TITLE_HEIGHT
+    width = max(n["pos"][0] + n["size"][0] for n in nodes) - left
+    height = max(n["pos"][1] + n["size"][1] for n in nodes) - top
+    scale = round(min(1.0, VIEW_SIZE[0] / width, VIEW_SIZE[1] / height), 3)
+    return {
+        "scale": scale,
+        "offset": [round(VIEW_ORIGIN[0] / scale - left, 1), round(VIEW_ORIGIN[1] / scale - top, 1)],
     }

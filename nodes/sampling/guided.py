@@ -37,6 +37,9 @@ class StepRecorder:
         self.last_x0 = x0
         if self.keep_steps and i > 0:
             self.steps.append(self.latent_format.process_out(x.float()).cpu())
+        if self.ctx.latents_requested and i > 0:
+            # x is the latent entering step i, so the one after step i-1 (the final one comes from sample()).
+            self.ctx.step_latent(i - 1, self.total, self.latent_format.process_out(x.float()).cpu())
         if self.ctx.previews_enabled:
             if self.previewer is None:
                 # Built on the first step only: TAESD weights load once per run, never when unused.
@@ -109,6 +112,8 @@ def sample_guided(
     )
     with torch.inference_mode():
         out = sample(denoiser, ms, model.latent_format, req, model.device, recorder).cpu()
+    if recorder.total:
+        ctx.step_latent(recorder.total - 1, recorder.total, out.float())
     result = Latent(samples=out, batch_index=latent.batch_index, noise_mask=latent.noise_mask)
     denoised = result
     if recorder.last_x0 is not None:

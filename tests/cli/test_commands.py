@@ -125,8 +125,8 @@ def test_serve_starts_the_server_with_our_registry(cli, monkeypatch):
 
     seen = {}
 
-    def fake_serve(registry, env, settings, *, log_level="info"):
-        seen.update(nodes=sorted(registry), models=env.model_paths.root, port=settings.port)
+    def fake_serve(registry, env, settings, *, log_level="info", slots=None):
+        seen.update(nodes=sorted(registry), models=env.model_paths.root, port=settings.port, slots=slots)
 
     monkeypatch.setattr(server.main, "serve", fake_serve)
     result = cli("serve", "--port", "0", "--models-dir", "models")
@@ -135,6 +135,7 @@ def test_serve_starts_the_server_with_our_registry(cli, monkeypatch):
         "nodes": sorted(c.class_type for c in txt2img.ALL),
         "models": Path("models"),
         "port": 0,
+        "slots": None,  # prompts run in this process unless --ray
     }
 
 

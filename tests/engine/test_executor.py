@@ -125,7 +125,7 @@ def test_executor_error_is_wrapped_with_node_id_and_keeps_finished_work(executor
     assert err.type == "execution_error"
     assert (err.node_id, err.node_type, err.prompt_id) == ("3", "Fails", "p")
     assert err.exception_type == "builtins.ZeroDivisionError" and err.exception_message == "boom"
-    assert err.traceback == []
+    assert err.traceback[-1] == "ZeroDivisionError: boom\n"
     assert err.current_inputs["number"][0].startswith("<tests.stub_pack.types.Number")
     assert "2" in result.executed and result.ui_outputs["2"] == {"text": ["x=3.0"]}
     assert events[-1].type == "execution_error"

@@ -188,3 +188,15 @@ def test_validation_value_not_in_list_names_every_valid_choice():
     err = result.node_errors["1"]["errors"][0]
     assert err["type"] == "value_not_in_list" and err["extra_info"]["input_config"] is None
     assert all(repr(name) in err["details"] for name in names)
+
+
+def test_validation_refuses_a_constant_for_an_input_the_node_lacks(registry):
+    prompt = {
+        "1": {"class_type": "Constant", "inputs": {"value": 2, "vaule": 3}},
+        "2": {"class_type": "Show", "inputs": {"number": ["1", 0]}},
+    }
+    checked = validate_prompt(prompt, registry)
+    assert not checked.ok
+    (error,) = checked.node_errors["1"]["errors"]
+    assert error["type"] == "undeclared_input" and error["extra_info"]["input_name"] == "vaule"
+    assert "'value'" in error["details"]

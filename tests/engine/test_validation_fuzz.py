@@ -30,6 +30,8 @@ ERROR_TYPES = {
     "custom_validation_failed",
     "exception_during_validation",
     "invalid_prompt",
+    # Ours: a constant for an input the node does not have (ComfyUI drops it without a word).
+    "undeclared_input",
 }
 
 scalars = st.one_of(

@@ -28,9 +28,9 @@ SEEDED_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Notification.ShowVers
 class LiveServer:
     """A uvicorn server in a thread; `url` and `ws_url` point at it."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1"):
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
         self.app = app
-        self.sock = bind_socket(host, 0)
+        self.sock = bind_socket(host, port)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         self.ws_url = f"ws://{host}:{self.port}/ws"

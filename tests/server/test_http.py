@@ -47,11 +47,57 @@ def test_prompt_without_prompt_is_no_prompt(server):
 
 
 def test_prompt_unknown_node_is_invalid_prompt(server):
+    prompt = {
+        "5": {"class_type": "Nope", "inputs": {}},
+        "6": {"class_type": "Nope", "inputs": {}},
+        "7": {"class_type": "AlsoNope", "inputs": {}},
+        "8": {"class_type": "StubConstant", "inputs": {"value": 1}},
+    }
     with server.client() as http:
-        body = http.post("/api/prompt", json={"prompt": {"5": {"class_type": "Nope", "inputs": {}}}}).json()
+        body = http.post("/api/prompt", json={"prompt": prompt}).json()
+    # top-level, with no node_errors, as ComfyUI sends it: the client then shows our message as is
+    assert body["node_errors"] == {}
     assert body["error"]["type"] == "invalid_prompt"
-    assert body["error"]["message"] == "Cannot execute because node Nope does not exist."
-    assert body["error"]["details"] == "Node ID '#5'"
+    assert "diffgraph does not have: Nope, AlsoNope" in body["error"]["message"]
+    assert "newer" not in body["error"]["message"]
+    assert body["error"]["details"] == "Nope: node #5, #6; AlsoNope: node #7"
+
+
+def test_prompt_node_error_traceback_reaches_local_client(server):
+    from tests.server.conftest import is_done, receive_until
+
+    prompt = {
+        "1": {"class_type": "StubConstant", "inputs": {"value": 1}},
+        "2": {"class_type": "StubFail", "inputs": {"number": ["1", 0]}},
+        "3": {"class_type": "StubShow", "inputs": {"number": ["2", 0]}},
+    }
+    with server.ws("tb") as conn, server.client() as http:
+        conn.recv(timeout=10)
+        pid = http.post("/prompt", json={"prompt": prompt, "client_id": "tb"}).json()["prompt_id"]
+        frames = receive_until(conn, is_done(pid))
+        job = http.get(f"/api/jobs/{pid}").json()
+    error = next(f["data"] for f in frames if isinstance(f, dict) and f["type"] == "execution_error")
+    assert any("always fails" in line for line in error["traceback"])
+    assert any("server_nodes.py" in line for line in job["execution_error"]["traceback"])
+
+
+def test_prompt_repeat_lists_every_cached_node(server):
+    from tests.server.conftest import is_done, receive_until
+
+    prompt = {
+        "1": {"class_type": "StubConstant", "inputs": {"value": 1}},
+        "2": {"class_type": "StubShow", "inputs": {"number": ["1", 0]}},
+    }
+    with server.ws("cache") as conn, server.client() as http:
+        conn.recv(timeout=10)
+        cached = []
+        for _ in range(2):
+            pid = http.post("/prompt", json={"prompt": prompt, "client_id": "cache"}).json()["prompt_id"]
+            frames = receive_until(conn, is_done(pid))
+            cached += [
+                f["data"]["nodes"] for f in frames if isinstance(f, dict) and f["type"] == "execution_cached"
+            ]
+    assert cached == [[], ["1", "2"]]
 
 
 def test_prompt_bad_values_report_node_errors(server):
@@ -311,7 +357,7 @@ def test_boot_routes_have_the_shapes_the_client_needs(server):
         stats = http.get("/api/system_stats").json()
         embeddings = http.get("/embeddings").json()
     assert users == {"storage": "server", "migrated": True}
-    assert extensions == []
+    assert extensions == ["/extensions/diffgraph/first_run.js"]  # our first-run extension only
     assert "checkpoints" in models and checkpoints.json() == []
     assert unknown_folder.status_code == 404
     assert {"os", "ram_total", "python_version", "pytorch_version", "argv"} <= set(stats["system"])
@@ -362,7 +408,7 @@ def test_frontend_root_is_served_with_script_types(make_server, tmp_path):
     assert index.text.endswith("<p>client</p>") and index.headers["cache-control"] == "no-cache"
     assert script.headers["content-type"].startswith("text/javascript")
     assert script.headers["cache-control"] == "no-cache"
-    assert extensions == ["/extensions/mine/ext.js"]
+    assert extensions == ["/extensions/mine/ext.js", "/extensions/diffgraph/first_run.js"]
 
 
 def test_installed_frontend_package_is_served(make_server):
@@ -370,3 +416,22 @@ def test_installed_frontend_package_is_served(make_server):
     with live.client() as http:
         index = http.get("/")
     assert index.status_code == 200 and "<script" in index.text
+
+
+def test_prompt_node_error_traceback_stays_in_log_for_remote_servers(make_server):
+    from tests.server.conftest import is_done, receive_until
+
+    server = make_server(host="0.0.0.0", insecure=True)  # listening beyond this machine
+    prompt = {
+        "1": {"class_type": "StubConstant", "inputs": {"value": 1}},
+        "2": {"class_type": "StubFail", "inputs": {"number": ["1", 0]}},
+        "3": {"class_type": "StubShow", "inputs": {"number": ["2", 0]}},
+    }
+    with server.ws("remote") as conn, server.client() as http:
+        conn.recv(timeout=10)
+        pid = http.post("/prompt", json={"prompt": prompt, "client_id": "remote"}).json()["prompt_id"]
+        frames = receive_until(conn, is_done(pid))
+        job = http.get(f"/api/jobs/{pid}").json()
+    error = next(f["data"] for f in frames if isinstance(f, dict) and f["type"] == "execution_error")
+    assert error["traceback"] == [] and job["execution_error"]["traceback"] == []
+    assert "always fails" in error["exception_message"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import struct
+import time
+
+import pytest
 
 from tests.server.conftest import is_done, receive_until, wait_for, wait_history
 from tests.stub_pack.server_nodes import render_prompt
@@ -45,21 +48,24 @@ def test_ws_feature_flags_get_server_flags(server):
 def test_ws_events_follow_comfyui_order(server):
     with server.ws(client_id="c1", flags=METADATA_FLAGS) as conn, server.client() as http:
         receive_until(conn, lambda f: isinstance(f, dict) and f["type"] == "feature_flags")
-        prompt_id = http.post("/prompt", json={"prompt": render_prompt(steps=2), "client_id": "c1"}).json()[
-            "prompt_id"
-        ]
+        prompt_id = http.post(
+            "/prompt", json={"prompt": render_prompt(steps=2, delay=0.1), "client_id": "c1"}
+        ).json()["prompt_id"]
         frames = receive_until(conn, is_done(prompt_id))
     types = [t for t in _json_types(frames) if t != "progress_state"]
-    assert types == [
+    # Previews are encoded off the sampler's thread, so one may land just after the next JSON frame;
+    # they still all come after the node's first progress and before the prompt's success.
+    binary = [i for i, t in enumerate(types) if t == "binary4"]
+    assert len(binary) == 2
+    assert types.index("progress") < binary[0] and binary[-1] < types.index("execution_success")
+    assert [t for t in types if t != "binary4"] == [
         "status",  # queued
         "status",  # dequeued
         "execution_start",
         "execution_cached",
         "executing",
         "progress",
-        "binary4",
         "progress",
-        "binary4",
         "executing",
         "executed",
         "execution_success",
@@ -98,7 +104,12 @@ def test_ws_preview_type4_carries_metadata_and_jpeg(server):
 def test_ws_preview_type1_for_clients_without_metadata(server):
     with server.ws(client_id="legacy") as conn, server.client() as http:
         prompt_id = http.post(
-            "/prompt", json={"prompt": render_prompt(steps=1), "client_id": "legacy"}
+            "/prompt",
+            json={
+                "prompt": render_prompt(steps=1),
+                "client_id": "legacy",
+                "extra_data": {"preview_method": "auto"},
+            },
         ).json()["prompt_id"]
         frames = receive_until(conn, is_done(prompt_id))
     frame = next(f for f in frames if isinstance(f, bytes))
@@ -128,7 +139,8 @@ def test_ws_other_clients_get_only_status(server):
 
 def test_ws_prompt_without_client_broadcasts_progress_only(server):
     with server.ws() as conn, server.client() as http:
-        prompt_id = http.post("/prompt", json={"prompt": render_prompt(steps=2)}).json()["prompt_id"]
+        body = {"prompt": render_prompt(steps=2, delay=0.1), "extra_data": {"preview_method": "latent2rgb"}}
+        prompt_id = http.post("/prompt", json=body).json()["prompt_id"]
         wait_history(http, prompt_id)
         frames = receive_until(
             conn,
@@ -194,3 +206,46 @@ def test_ws_reconnect_resyncs_running_prompt(server):
         "data": {"node": "1", "display_node": "1", "prompt_id": prompt_id},
     }
     wait_for(lambda: server.state.worker.current is None, what="worker idle")
+
+
+def test_ws_client_that_never_asked_gets_no_binary_frames(server):
+    """Like ComfyUI's websocket image-save example: every binary frame would be taken for an output."""
+    with server.ws(client_id="api") as conn, server.client() as http:
+        body = {"prompt": render_prompt(steps=4, delay=0.05), "client_id": "api"}
+        prompt_id = http.post("/prompt", json=body).json()["prompt_id"]
+        frames = receive_until(conn, is_done(prompt_id))
+    assert [f for f in frames if isinstance(f, bytes)] == []
+    assert sum(1 for f in frames if isinstance(f, dict) and f["type"] == "progress") == 4
+
+
+@pytest.mark.parametrize("how", ["flag", "query"])
+def test_ws_latents_only_for_clients_that_opted_in(server, how):
+    from diffgraph.stream_client import parse_latent_frame
+
+    flags = {**METADATA_FLAGS, "diffgraph_latents": True} if how == "flag" else None
+    url_id = "lat&latents=1" if how == "query" else "lat"
+    with server.ws(client_id=url_id, flags=flags) as conn, server.client() as http:
+        sid = json.loads(conn.recv(timeout=5))["data"]["sid"]
+        body = {"prompt": render_prompt(steps=5, delay=0.02), "client_id": sid}
+        prompt_id = http.post("/prompt", json=body).json()["prompt_id"]
+        frames = receive_until(conn, is_done(prompt_id))
+    latents = [parse_latent_frame(f) for f in frames if isinstance(f, bytes)]
+    latents = [f for f in latents if f is not None]
+    assert [f.step for f in latents] == [0, 1, 2, 3, 4]
+    assert all(f.prompt_id == prompt_id and f.node_id == "1" and f.steps == 5 for f in latents)
+    assert latents[3].latents.shape == (1, 4, 4, 4) and float(latents[3].latents[0, 0, 0, 0]) == 3.0
+
+
+def test_ws_frame_sender_drops_instead_of_blocking():
+    from PIL import Image
+
+    from engine.events import PreviewImage
+    from server.streams import PREVIEW_BACKLOG, FrameSender
+
+    sender = FrameSender(hub=None, bridge=None)  # type: ignore[arg-type]
+    event = PreviewImage(prompt_id="p", node_id="1", image=Image.new("RGB", (8, 8)))
+    started = time.perf_counter()
+    for _ in range(PREVIEW_BACKLOG + 10):
+        sender.preview(None, event, requested=True)  # nobody sends: the queue fills, then frames drop
+    assert sender.dropped == 10
+    assert time.perf_counter() - started < 0.5

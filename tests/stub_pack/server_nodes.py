@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, Registry, UserFacingError
@@ -52,6 +53,10 @@ class StubRender(Node):
                 time.sleep(min(0.02, inputs.delay))
             ctx.progress(step + 1, inputs.steps)
             ctx.preview(image)
+            if ctx.latents_requested:
+                ctx.step_latent(
+                    step, inputs.steps, torch.full((1, 4, inputs.height // 8, inputs.width // 8), step / 1.0)
+                )
         return self.Outputs(image=StubImage(image))
 
 
