@@ -1,5 +1,6 @@
 """diffgraph's generic typed DAG engine: node API, workflows, validation, cache, executor, events."""
 
+from engine.atomic_files import FileWriteError, atomic_write, atomic_write_bytes, is_partial
 from engine.context import CancelToken, Environment, RunContext
 from engine.errors import (
     DiffgraphError,
@@ -13,6 +14,7 @@ from engine.events import Event, EventSink
 from engine.model_paths import ModelPathError, ModelPaths
 from engine.node import EdgeType, Input, Node, NodeInputs, NodeOutputs, Output
 from engine.registry import Registry
+from engine.safe_paths import PathRefused, resolve_inside, resolve_relative
 from engine.schema import NodeSpec, node_spec, object_info
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "EdgeType",
     "Environment",
     "Event",
+    "FileWriteError",
     "EventSink",
     "Input",
     "Interrupted",
@@ -33,10 +36,16 @@ __all__ = [
     "NodeOutputs",
     "NodeSpec",
     "Output",
+    "PathRefused",
     "Registry",
     "RunContext",
     "UserFacingError",
     "WorkflowFormatError",
+    "atomic_write",
+    "atomic_write_bytes",
+    "is_partial",
     "node_spec",
     "object_info",
+    "resolve_inside",
+    "resolve_relative",
 ]

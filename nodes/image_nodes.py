@@ -22,7 +22,18 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageOps, ImageSequence
 
-from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
+from engine import (
+    Input,
+    Node,
+    NodeInputError,
+    NodeInputs,
+    NodeOutputs,
+    Output,
+    PathRefused,
+    RunContext,
+    UserFacingError,
+    resolve_relative,
+)
 from engine.media_metadata import png_info
 from nodes.save_paths import HIDDEN_METADATA, OutputFileNode, save_target
 from nodes.types import Image, Mask
@@ -115,10 +126,12 @@ def resolve_annotated(name: str, dirs: Mapping[str, Path], input_name: str = "im
     for candidate in DIR_TYPES:
         if name.endswith(f" [{candidate}]"):
             name, dir_type = name[: -len(candidate) - 3], candidate
-    root = dirs[dir_type].resolve()
-    path = (root / name).resolve()
-    if not name or Path(name).is_absolute() or root not in path.parents:
-        raise NodeInputError(input_name, f"{name!r} is not a file name inside the {dir_type} folder")
+    try:
+        path = resolve_relative(dirs[dir_type], name)
+    except PathRefused as exc:
+        raise NodeInputError(
+            input_name, f"{name!r} is not a file name inside the {dir_type} folder: {exc.message}"
+        ) from None
     if not path.is_file():
         raise NodeInputError(input_name, f"Invalid image file: {name} (not found in the {dir_type} folder)")
     return path

@@ -13,10 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
+from engine import (
+    Input,
+    Node,
+    NodeInputError,
+    NodeInputs,
+    NodeOutputs,
+    Output,
+    PathRefused,
+    RunContext,
+    atomic_write_bytes,
+    resolve_relative,
+)
 from engine.media_metadata import metadata_items
+from nodes.diffusion.checkpoint_io import read_safetensors
 from nodes.save_paths import OutputFileNode, save_target
 from nodes.types import Latent
 
@@ -30,12 +41,13 @@ LEGACY_SCALE = 0.18215
 def write_latent_file(path: Path | Any, samples: torch.Tensor, metadata: dict[str, str]) -> None:
     """Write a ComfyUI `.latent` file (tensor, version marker, JSON metadata)."""
     tensors = {LATENT_KEY: samples.contiguous().cpu(), VERSION_MARKER: torch.tensor([])}
-    save_file(tensors, str(path), metadata=metadata or None)
+    data = _safetensors_bytes(tensors, metadata)
+    atomic_write_bytes(Path(path), data)
 
 
 def read_latent_file(path: Path) -> torch.Tensor:
     """The float32 VAE-space latent of a `.latent` file, legacy (unmarked) files rescaled."""
-    tensors = load_file(str(path), device="cpu")
+    tensors = read_safetensors(path)
     if LATENT_KEY not in tensors:
         raise NodeInputError("latent", f"{path.name} has no {LATENT_KEY!r} tensor; it is not a .latent file")
     multiplier = 1.0 if VERSION_MARKER in tensors else 1.0 / LEGACY_SCALE
@@ -53,10 +65,10 @@ def list_latent_files(input_dir: Path) -> list[str]:
 
 def _resolve_input(input_dir: Path, name: str) -> Path:
     """A name inside the input folder; refuses missing files and paths that leave it."""
-    root = Path(input_dir).resolve()
-    path = (root / name).resolve()
-    if root not in path.parents:
-        raise NodeInputError("latent", f"{name!r} is outside the input folder; pick a file from the list")
+    try:
+        path = resolve_relative(Path(input_dir), name)
+    except PathRefused as exc:
+        raise NodeInputError("latent", f"{name!r}: {exc.message}; pick a file from the list") from None
     if not path.is_file():
         raise NodeInputError("latent", f"{name!r} does not exist in the input folder; pick a .latent file")
     return path
@@ -89,9 +101,13 @@ class SaveLatent(OutputFileNode):
 
 def _latent_bytes(samples: torch.Tensor, metadata: dict[str, str]) -> bytes:
     """The serialized `.latent` file."""
+    tensors = {LATENT_KEY: samples.contiguous().cpu(), VERSION_MARKER: torch.tensor([])}
+    return _safetensors_bytes(tensors, metadata)
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     from safetensors.torch import save
 
-    tensors = {LATENT_KEY: samples.contiguous().cpu(), VERSION_MARKER: torch.tensor([])}
     return save(tensors, metadata=metadata or None)
 
 

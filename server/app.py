@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from engine.atomic_files import FileWriteError
 from engine.context import Environment
 from engine.errors import DiffgraphError
 from engine.registry import Registry
@@ -20,7 +22,7 @@ from server import routes_files, routes_info, routes_jobs, routes_prompt, routes
 from server.frontend import MISSING_PAGE, NO_CACHE, FrontendFiles, find_frontend
 from server.hub import Bridge, Hub
 from server.paths import PathRefused
-from server.security import TOKEN_COOKIE, Guard
+from server.security import TOKEN_COOKIE, Guard, install_log_redaction
 from server.settings import ServerSettings
 from server.state import ServerState, error_response
 from server.store import JobStore
@@ -104,8 +106,18 @@ def _index_route(state: ServerState) -> APIRouter:
 
 def create_app(registry: Registry, env: Environment, *, settings: ServerSettings) -> FastAPI:
     """Build the server for a registry and environment; the worker starts with the app's lifespan."""
+    install_log_redaction()
     frontend_root = find_frontend(settings.front_end_root) if settings.serve_frontend else None
-    store = JobStore(settings.database, history_limit=settings.history_limit)
+    store = JobStore(
+        settings.database,
+        history_limit=settings.history_limit,
+        requeue=settings.requeue,
+        on_bad=settings.bad_database,
+    )
+    if store.moved_note:
+        log.warning("%s", store.moved_note)
+    if store.requeued:
+        log.warning("re-queued at the front the prompt running when the server stopped: %s", store.requeued)
     if store.recovered:
         log.warning(
             "marked %d prompt(s) failed that were running when the server stopped", len(store.recovered)
@@ -129,6 +141,16 @@ def create_app(registry: Registry, env: Environment, *, settings: ServerSettings
     @app.exception_handler(PathRefused)
     async def path_refused(request: Request, exc: PathRefused) -> Response:
         return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(FileWriteError)
+    async def write_failed(request: Request, exc: FileWriteError) -> Response:
+        log.error("%s", exc.message)
+        return error_response(507, exc.code, exc.message)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def store_failed(request: Request, exc: sqlite3.OperationalError) -> Response:
+        log.error("the queue database %s cannot be used: %s", settings.database, exc)
+        return error_response(503, "store_unavailable", f"the queue database cannot be used: {exc}")
 
     @app.exception_handler(DiffgraphError)
     async def diffgraph_error(request: Request, exc: DiffgraphError) -> Response:

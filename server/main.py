@@ -18,7 +18,9 @@ from engine.errors import DiffgraphError
 from engine.model_paths import ModelPaths
 from engine.registry import Registry
 from server.app import create_app
+from server.security import install_log_redaction
 from server.settings import MB, ServerSettings
+from server.store_file import BAD_DATABASE_CHOICES
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "DIFFGRAPH_TOKEN"
@@ -49,6 +51,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-origin", action="append", default=[], help="extra origin allowed cross-site")
     parser.add_argument("--max-upload-size", type=float, default=100, help="request body limit in MB (100)")
     parser.add_argument("--max-prompt-size", type=float, default=16, help="prompt body limit in MB (16)")
+    parser.add_argument(
+        "--max-text-length",
+        type=int,
+        default=100_000,
+        help="longest text one prompt input may hold, in characters (100000)",
+    )
+    parser.add_argument(
+        "--no-requeue",
+        action="store_true",
+        help="mark the prompt running at a crash failed instead of re-queueing it once",
+    )
+    parser.add_argument(
+        "--bad-database",
+        choices=BAD_DATABASE_CHOICES,
+        default="move",
+        help="a corrupt or newer-version queue database is renamed and kept (move) or stops the start (refuse)",
+    )
     parser.add_argument("--preview-size", type=int, default=512, help="largest side of live previews (512)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -67,6 +86,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_prompt_size=int(args.max_prompt_size * MB),
         allowed_origins=tuple(args.allow_origin),
         preview_size=args.preview_size,
+        max_text_length=args.max_text_length,
+        requeue=not args.no_requeue,
+        bad_database=args.bad_database,
         argv=list(sys.argv),
     )
 
@@ -134,5 +156,6 @@ def serve(registry: Registry, env: Environment, settings: ServerSettings, *, log
     config = uvicorn.Config(
         app, ws="websockets-sansio", lifespan="on", log_level=log_level, timeout_graceful_shutdown=5
     )
+    install_log_redaction()  # after uvicorn.Config, which (re)configures its loggers
     print(f"diffgraph server listening on http://{shown}:{port}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
