@@ -25,6 +25,7 @@ from server.store_file import BAD_DATABASE_CHOICES
 log = logging.getLogger(__name__)
 TOKEN_ENV = "DIFFGRAPH_TOKEN"
 MODELS_DIR_ENV = "DIFFGRAPH_MODELS_DIR"
+SWITCH_INTERVAL_S = 0.0005
 # Builds the node registry for a models folder and an input folder (the composition root supplies it).
 RegistryFactory = Callable[[ModelPaths, Path], Registry]
 
@@ -156,6 +157,9 @@ def serve(registry: Registry, env: Environment, settings: ServerSettings, *, log
     config = uvicorn.Config(
         app, ws="websockets-sansio", lifespan="on", log_level=log_level, timeout_graceful_shutdown=5
     )
+    # Hand the GIL over every 0.5 ms instead of 5: request threads waiting behind the worker's Python
+    # code answer in a few milliseconds rather than tens.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     install_log_redaction()  # after uvicorn.Config, which (re)configures its loggers
     print(f"diffgraph server listening on http://{shown}:{port}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from server.security import TokenRedactor
-from tests.server.conftest import wait_for, wait_history
+from tests.server.conftest import is_done, receive_until, wait_for, wait_history
 from tests.server.stub_pack import render_prompt
 
 SHOW = {
@@ -260,3 +260,11 @@ def test_view_of_an_image_still_works(server, folders):
     (out / "ok.png").write_bytes(buffer.getvalue())
     with server.client() as http:
         assert http.get("/view", params={"filename": "ok.png"}).status_code == 200
+
+
+def test_ws_hostile_first_frame_keeps_the_socket_working(server):
+    with server.ws(client_id="fuzzy") as conn, server.client() as http:
+        conn.send("[" * 100_000)
+        prompt_id = http.post("/prompt", json={"prompt": SHOW, "client_id": "fuzzy"}).json()["prompt_id"]
+        frames = receive_until(conn, is_done(prompt_id))
+    assert any(f.get("type") == "executed" for f in frames if isinstance(f, dict))
