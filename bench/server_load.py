@@ -124,7 +124,7 @@ class Client(threading.Thread):
     def run(self) -> None:
         ws_url = self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
         with (
-            connect(ws_url, open_timeout=30, max_size=None) as ws,
+            connect(ws_url, open_timeout=30, max_size=None, ping_interval=None) as ws,
             httpx.Client(base_url=self.url, timeout=60) as http,
         ):
             self.go.wait()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import sqlite3
-import sys
 import threading
 from typing import Any
 
@@ -21,20 +19,6 @@ from server.store import Job, JobStore
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0
-# The worker thread (and the torch threads it starts) yields the CPU to request handling: a burst of
-# submissions then costs milliseconds even while a prompt computes. On an idle machine nice changes nothing.
-WORKER_NICE = 5
-
-
-def lower_thread_priority(increment: int) -> None:
-    """Raise the calling thread's nice value (Linux schedules threads individually); no-op elsewhere."""
-    if not hasattr(os, "setpriority") or sys.platform != "linux":
-        return
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
-    except OSError as exc:
-        log.info("could not lower the worker thread's priority: %s", exc)
 
 
 def encode_preview(image: Image.Image, max_size: int) -> bytes:
@@ -118,7 +102,6 @@ class Worker:
             self.store.wake()
 
     def _loop(self) -> None:
-        lower_thread_priority(WORKER_NICE)
         while not self._stopping.is_set():
             try:
                 self._apply_free()
