@@ -55,8 +55,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-text-length",
         type=int,
-        default=100_000,
-        help="longest text one prompt input may hold, in characters (100000)",
+        default=20_000,
+        help="longest text one prompt input may hold, in characters (20000)",
     )
     parser.add_argument(
         "--no-requeue",

@@ -50,7 +50,7 @@ class ServerSettings:
     # What to do with a corrupt or newer-version queue database: rename it and start fresh, or refuse.
     bad_database: Literal["move", "refuse"] = "move"
     # Longest text a single prompt input may hold (characters); longer text is refused at validation.
-    max_text_length: int = 100_000
+    max_text_length: int = 20_000
     db_path: Path | None = None
     serve_frontend: bool = True
     argv: list[str] = field(default_factory=list)

@@ -268,3 +268,10 @@ def test_ws_hostile_first_frame_keeps_the_socket_working(server):
         prompt_id = http.post("/prompt", json={"prompt": SHOW, "client_id": "fuzzy"}).json()["prompt_id"]
         frames = receive_until(conn, is_done(prompt_id))
     assert any(f.get("type") == "executed" for f in frames if isinstance(f, dict))
+
+
+def test_prompt_one_megabyte_text_is_refused_by_default(server):
+    with server.client() as http:
+        response = http.post("/prompt", json={"prompt": render_prompt(prefix="word " * 200_000)})
+    assert response.status_code == 400
+    assert response.json()["node_errors"]["2"]["errors"][0]["type"] == "value_too_long"
