@@ -148,3 +148,19 @@ def test_store_no_requeue_marks_the_crashed_prompt_failed(tmp_path):
     job = reopened.get("crashy")
     assert job.state == "error" and job.error["node_type"] == "StubConstant"
     assert json.loads(json.dumps(job.history_entry()))  # the history entry stays serialisable
+
+
+def test_serve_with_refuse_flag_exits_2_naming_the_database(tmp_path, capsys):
+    import argparse
+
+    from server.main import add_serve_arguments, run_serve
+    from tests.server.stub_serve import build
+
+    database = tmp_path / "user" / "diffgraph.sqlite3"
+    database.parent.mkdir()
+    database.write_bytes(b"junk" * 100)
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args(["--base-dir", str(tmp_path), "--port", "0", "--bad-database", "refuse"])
+    assert run_serve(args, build, make_models=lambda: None) == 2
+    assert str(database) in capsys.readouterr().err
