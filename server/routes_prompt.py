@@ -139,13 +139,9 @@ def enqueue_prompt(state: ServerState, body: Any) -> JSONResponse:
 
 
 @router.get("/queue")
-def get_queue(request: Request) -> dict[str, Any]:
+def get_queue(request: Request) -> Response:
     """Running and pending prompts as ComfyUI's queue items."""
-    running, pending = server_state(request).store.queue()
-    return {
-        "queue_running": [j.queue_item() for j in running],
-        "queue_pending": [j.queue_item() for j in pending],
-    }
+    return Response(server_state(request).store.queue_json(), media_type="application/json")
 
 
 def _ids(value: Any) -> list[str]:

@@ -164,3 +164,25 @@ def test_serve_with_refuse_flag_exits_2_naming_the_database(tmp_path, capsys):
     args = parser.parse_args(["--base-dir", str(tmp_path), "--port", "0", "--bad-database", "refuse"])
     assert run_serve(args, build, make_models=lambda: None) == 2
     assert str(database) in capsys.readouterr().err
+
+
+def test_store_queue_json_matches_the_decoded_queue(tmp_path):
+    store = _store(tmp_path)
+    for job_id, number in (("b", 2.0), ("a", 1.5), ("c", None)):
+        store.enqueue(
+            job_id,
+            {"1": {"class_type": "é", "inputs": {"v": [1, 2.5]}}},
+            {"x": "y"},
+            ["1"],
+            None,
+            number=number,
+        )
+    store.wait_next(0.1)
+    running, pending = store.queue()
+    expected = {
+        "queue_running": [j.queue_item() for j in running],
+        "queue_pending": [j.queue_item() for j in pending],
+    }
+    assert json.loads(store.queue_json()) == expected
+    assert [item[1] for item in expected["queue_pending"]] == ["a", "b"]
+    assert expected["queue_running"][0][:2] == [1, "c"]
