@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.atomic_files import atomic_write_bytes
 from engine.errors import WorkflowFormatError
 from engine.strict_json import InputRejected, loads_strict
 
@@ -140,4 +141,4 @@ def save_api(prompt: dict[str, Any], path: str | Path) -> None:
             for name, value in node.get("inputs", {}).items()
         }
         out[node_id] = {**node, "inputs": inputs}
-    Path(path).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    atomic_write_bytes(Path(path), (json.dumps(out, indent=2) + "\n").encode("utf-8"))
