@@ -68,7 +68,9 @@ def _resolve_input(input_dir: Path, name: str) -> Path:
     try:
         path = resolve_relative(Path(input_dir), name)
     except PathRefused as exc:
-        raise NodeInputError("latent", f"{name!r}: {exc.message}; pick a file from the list") from None
+        raise NodeInputError(
+            "latent", f"{name!r} is outside the input folder or not a plain name ({exc.message}); pick a file"
+        ) from None
     if not path.is_file():
         raise NodeInputError("latent", f"{name!r} does not exist in the input folder; pick a .latent file")
     return path
