@@ -52,10 +52,10 @@ def diffusers_config_dir(ckpt: Path, out: Path) -> Path:
     """A diffusers pipeline folder (configs and tokenizer only) matching the checkpoint."""
     header, _ = read_header(ckpt)
     meta = {k: torch.empty(v["shape"], device="meta") for k, v in header.items() if k != "__metadata__"}
-    fam = families.family_config("sd15")
+    fam = families.family_spec("sd15")
     unet = families.unet_config("sd15", meta)
     text = dict(
-        families.text_config(fam["text_encoders"][0], meta),
+        families.text_config(fam.text_encoders[0], meta),
         architectures=["CLIPTextModel"],
         model_type="clip_text_model",
     )

@@ -38,8 +38,8 @@ from engine import Environment, ModelPaths  # noqa: E402
 from engine.devices import DevicePolicy  # noqa: E402
 from engine.executor import Executor  # noqa: E402
 from engine.model_store import ModelStore  # noqa: E402
+from nodes.media.previews import latent_to_rgb_preview  # noqa: E402
 from nodes.pack import build_registry  # noqa: E402
-from nodes.previews import latent_to_rgb_preview  # noqa: E402
 from nodes.sampling.cfg import CfgDenoiser  # noqa: E402
 from nodes.sampling.model_sampling import DiscreteModelSampling  # noqa: E402
 from nodes.sampling.noise import prepare_noise  # noqa: E402

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diffgraph.workflow import Workflow
 from engine import CancelToken, DiffgraphError, Environment, ModelPaths, NodeOutputs, Registry
+from engine.context import default_model_store
 from engine.events import EventSink, discard
 from engine.executor import Executor
+from engine.formats.workflow import load_workflow
+from engine.model_paths import models_dir_default
+from engine.registry import RegistryFactory
 from engine.validation import ValidationResult, validate_prompt
-from engine.workflow import load_workflow
-
-MODELS_DIR_ENV = "DIFFGRAPH_MODELS_DIR"
-# Builds the node registry for a models folder and input folder; tests inject stub-node registries.
-RegistryFactory = Callable[[ModelPaths, Path], Registry]
 
 
 def default_registry_factory(model_paths: ModelPaths, input_dir: Path) -> Registry:
@@ -29,18 +26,6 @@ def default_registry_factory(model_paths: ModelPaths, input_dir: Path) -> Regist
     from nodes.pack import build_registry
 
     return build_registry(model_paths, input_dir)
-
-
-def default_model_store() -> Any:
-    """The engine's model store, which keeps loaded models across prompts."""
-    from engine.model_store import ModelStore
-
-    return ModelStore()
-
-
-def models_dir_default() -> Path:
-    """`$DIFFGRAPH_MODELS_DIR`, else `./models` (ComfyUI's layout: checkpoints/, vae/, loras/...)."""
-    return Path(os.environ.get(MODELS_DIR_ENV) or "models")
 
 
 class WorkflowInvalid(DiffgraphError):
@@ -113,17 +98,6 @@ def ui_files(ui: dict[str, Any], env: Environment) -> list[Path]:
     return paths
 
 
-def error_dict(error: Any) -> dict[str, Any] | None:
-    """The executor's error (an event, an engine error or a dict) as a plain dict."""
-    if error is None or isinstance(error, dict):
-        return error
-    if hasattr(error, "data"):
-        return error.data()
-    if isinstance(error, DiffgraphError):
-        return {**error.extra, **error.to_dict()}
-    return {"message": str(error), "type": type(error).__name__}
-
-
 class Session:
     """One process's engine: registry, model store and cache stay alive across runs.
 
@@ -161,7 +135,7 @@ class Session:
 
     def load(self, source: str | Path | dict[str, Any]) -> Workflow:
         """Load an API- or UI-format JSON file, a PNG/video carrying a workflow, or a parsed dict."""
-        loaded = load_workflow(source, self.registry.object_info())
+        loaded = load_workflow(source, self.registry.object_info)
         return Workflow.from_engine(loaded, self.registry)
 
     def validate(self, workflow: Workflow) -> ValidationResult:
@@ -228,7 +202,7 @@ class Session:
             files={nid: ui_files(node_ui, self.env) for nid, node_ui in ui.items()},
             timings=dict(executed.timings or {}),
             seconds=time.perf_counter() - started,
-            error=error_dict(executed.error),
+            error=executed.error_data(),
             node_errors=dict(validation.node_errors or {}),
         )
 

@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from diffgraph.api import RegistryFactory
 from diffgraph.commands import convert, make_checkpoint, nodes, run, serve, validate
 from engine import DiffgraphError
+from engine.registry import RegistryFactory
 
 EXIT_OK = 0
 EXIT_FAILED = 1

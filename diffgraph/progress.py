@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 import threading
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from diffgraph.workflow import describe_node
 from engine.events import Event, Executing, ExecutionCached, Progress
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 class PlainProgress:
@@ -82,7 +85,11 @@ class RichProgress(PlainProgress):
             transient=False,
         )
         self.lock = threading.Lock()
-        self.items = self.nodes = self.steps = None
+        # The bars exist from start_batch on (rich draws them in the order they are added).
+        self.items: TaskID | None = None
+        self.nodes: TaskID
+        self.steps: TaskID
+        self.node_total = 1
         self.done_nodes: set[str] = set()
         self.current: str | None = None
 
@@ -109,7 +116,8 @@ class RichProgress(PlainProgress):
         self.current = None
         if self.items is not None:
             self.bars.update(self.items, description=f"item {index + 1}/{self.total}: {label}")
-        self.bars.reset(self.nodes, total=max(nodes, 1), description="nodes")
+        self.node_total = max(nodes, 1)
+        self.bars.reset(self.nodes, total=self.node_total, description="nodes")
         self.bars.update(self.steps, visible=False)
 
     def _finish_current(self) -> None:
@@ -142,8 +150,7 @@ class RichProgress(PlainProgress):
         with self.lock:
             if ok:
                 self._finish_current()
-                total = self.bars.tasks[self.nodes].total
-                self.bars.update(self.nodes, completed=total, description="nodes")
+                self.bars.update(self.nodes, completed=self.node_total, description="nodes")
             if self.items is not None:
                 self.bars.advance(self.items)
         super().end_item(ok, message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def overrides_from_object(data: Any) -> dict[str, Any]:
 
 def read_json_lines(text: str) -> list[tuple[int, dict[str, Any] | None, str | None]]:
     """(line number, overrides or None, error or None) per non-blank, non-`#` line."""
-    entries = []
+    entries: list[tuple[int, dict[str, Any] | None, str | None]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -135,11 +136,13 @@ def read_batch(path: str | Path) -> list[tuple[int, dict[str, Any] | None, str |
 
 def build_items(
     base: dict[str, Any],
-    batch: list[tuple[int, dict[str, Any] | None, str | None]] | None,
+    batch: Sequence[tuple[int | None, dict[str, Any] | None, str | None]] | None,
     seeds: list[int] | None,
 ) -> list[Item]:
     """Every batch line times every seed (either may be absent); `base` (--set) applies to all."""
-    lines = batch if batch is not None else [(None, {}, None)]
+    lines: Sequence[tuple[int | None, dict[str, Any] | None, str | None]] = (
+        batch if batch is not None else [(None, {}, None)]
+    )
     items: list[Item] = []
     for number, overrides, error in lines:
         for seed in seeds if seeds else [None]:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import DiffgraphError, Registry
-from engine.workflow import Workflow as EngineWorkflow
-from engine.workflow import is_link
+from engine.formats.workflow import Workflow as EngineWorkflow
+from engine.formats.workflow import is_link
 
 
 class NodeRefError(DiffgraphError):

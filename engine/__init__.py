@@ -2,6 +2,7 @@
 
 from engine.atomic_files import FileWriteError, atomic_write, atomic_write_bytes, is_partial
 from engine.context import CancelToken, Environment, RunContext
+from engine.devices import is_out_of_memory
 from engine.errors import (
     DiffgraphError,
     Interrupted,
@@ -11,13 +12,32 @@ from engine.errors import (
     WorkflowFormatError,
 )
 from engine.events import Event, EventSink
-from engine.model_paths import ModelPathError, ModelPaths
-from engine.node import EdgeType, Input, Node, NodeInputs, NodeOutputs, Output
+from engine.formats.media_metadata import (
+    apng_info,
+    container_metadata,
+    embed_gif_metadata,
+    embed_webp_metadata,
+    metadata_items,
+    png_info,
+    webp_exif_bytes,
+)
+from engine.model_paths import FOLDERS, ModelPathError, ModelPaths
+from engine.node import EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
 from engine.registry import Registry
 from engine.safe_paths import PathRefused, resolve_inside, resolve_relative
-from engine.schema import NodeSpec, node_spec, object_info
+from engine.schema import ChoiceProvider, NodeSpec, node_spec, object_info
 
 __all__ = [
+    "is_out_of_memory",
+    "apng_info",
+    "container_metadata",
+    "embed_gif_metadata",
+    "embed_webp_metadata",
+    "metadata_items",
+    "png_info",
+    "webp_exif_bytes",
+    "FOLDERS",
+    "ChoiceProvider",
     "CancelToken",
     "DiffgraphError",
     "EdgeType",
@@ -25,6 +45,7 @@ __all__ = [
     "Event",
     "FileWriteError",
     "EventSink",
+    "Hidden",
     "Input",
     "Interrupted",
     "ModelPathError",

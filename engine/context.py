@@ -41,11 +41,20 @@ class Environment:
     input_dir: Path
     models: Any = None  # engine.model_store.ModelStore; typed loosely to keep this module light
     model_paths: Any = None  # engine.model_paths.ModelPaths
+    # Largest side of live preview pictures: nodes make them this size, nobody resizes them again.
+    preview_size: int = 512
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
         self.temp_dir = Path(self.temp_dir)
         self.input_dir = Path(self.input_dir)
+
+
+def default_model_store() -> Any:
+    """The engine's ModelStore for an Environment (imported on first use: it pulls in torch)."""
+    from engine.model_store import ModelStore
+
+    return ModelStore()
 
 
 @dataclass
@@ -89,6 +98,11 @@ class RunContext:
     def model_paths(self) -> Any:
         """Model folders (checkpoints/, vae/, loras/...)."""
         return self.env.model_paths
+
+    @property
+    def preview_size(self) -> int:
+        """Largest side of the pictures given to `preview` (they are sent as they are)."""
+        return self.env.preview_size
 
     @property
     def extra_pnginfo(self) -> dict[str, Any]:

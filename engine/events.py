@@ -99,8 +99,8 @@ class ExecutionError(Event):
 
     type: ClassVar[str] = "execution_error"
     prompt_id: str
-    node_id: str
-    node_type: str
+    node_id: str | None  # None when the engine itself failed, outside any node
+    node_type: str | None
     executed: list[str]
     exception_message: str
     exception_type: str

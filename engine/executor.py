@@ -28,11 +28,11 @@ from engine.events import (
     ProgressState,
     discard,
 )
+from engine.formats.workflow import unwrap_constant
 from engine.graph import Links, descendants_closure, execution_order, linked_inputs, sources_of
 from engine.node import Node, NodeOutputs
 from engine.registry import Registry
 from engine.schema import NodeSpec
-from engine.workflow import unwrap_constant
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,29 @@ class ExecutionResult:
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     node_outputs: dict[str, NodeOutputs | None] = field(default_factory=dict)
-    error: Event | None = None
+    error: ExecutionError | ExecutionInterrupted | None = None
     messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+
+    def error_data(self) -> dict[str, Any] | None:
+        """The failure or interruption as its websocket payload (what history and clients show)."""
+        return self.error.data() if self.error is not None else None
+
+    @classmethod
+    def crashed(cls, prompt_id: str, exc: BaseException) -> ExecutionResult:
+        """The result of a run the executor could not finish (an engine bug), reported as an execution error."""
+        error = ExecutionError(
+            prompt_id=prompt_id,
+            node_id=None,
+            node_type=None,
+            executed=[],
+            exception_message=f"internal error: {exc}",
+            exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            traceback=[],
+            current_inputs={},
+            current_outputs=[],
+        )
+        return cls(status="error", error=error, messages=[(error.type, error.data())])
 
 
 def format_input(value: Any) -> Any:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from engine.workflow import is_link
+from engine.formats.workflow import is_link
 
 Dependencies = dict[str, list[str]]  # node id -> ids of the nodes it reads from
 Links = dict[str, dict[str, tuple[str, int]]]  # node id -> input name -> (source id, output slot)
@@ -38,11 +38,6 @@ def linked_inputs(prompt: dict[str, Any], outputs: Iterable[str]) -> Links:
                 mine[name] = (value[0], int(value[1]))
                 stack.append(value[0])
     return links
-
-
-def dependencies(prompt: dict[str, Any], outputs: Iterable[str]) -> Dependencies:
-    """The outputs and all their ancestors, each mapped to its link sources."""
-    return sources_of(linked_inputs(prompt, outputs))
 
 
 def sources_of(links: Links) -> Dependencies:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from engine.errors import DiffgraphError
+
+# Points every entry point (CLI, server, Python API) at a shared models folder.
+MODELS_DIR_ENV = "DIFFGRAPH_MODELS_DIR"
 
 # ComfyUI's folder names and the file extensions each lists.
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
@@ -20,6 +24,11 @@ FOLDERS = (
     "upscale_models",
     "controlnet",
 )
+
+
+def models_dir_default(base: Path = Path(".")) -> Path:
+    """`$DIFFGRAPH_MODELS_DIR` when set, else `base/models`."""
+    return Path(os.environ.get(MODELS_DIR_ENV) or base / "models")
 
 
 class ModelPathError(DiffgraphError):

@@ -97,12 +97,6 @@ class ModelStore:
         with self._lock:
             return list(self._entries)
 
-    def peek(self, key: Hashable) -> Any | None:
-        """The stored object without loading, moving or touching LRU order (None when absent)."""
-        with self._lock:
-            entry = self._entries.get(key)
-            return entry.obj if entry else None
-
     def put(self, key: Hashable, obj: Any) -> Any:
         """Store an already-loaded object (in RAM); returns the stored object."""
         with self._lock:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import PydanticUndefined
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic_core import CoreSchema, PydanticUndefined, core_schema
 
 if TYPE_CHECKING:
     from engine.context import RunContext
+
+
+class Hidden(StrEnum):
+    """The hidden inputs a node may declare (ComfyUI's names); their values reach the node through ctx."""
+
+    PROMPT = "PROMPT"  # the whole API prompt: ctx.prompt
+    EXTRA_PNGINFO = "EXTRA_PNGINFO"  # the client's workflow and extras: ctx.extra_pnginfo
+    UNIQUE_ID = "UNIQUE_ID"  # this node's id: ctx.node_id (it then joins the cache key)
+
 
 # Option keys a widget may carry in the ComfyUI node schema (object_info), besides default/min/max/tooltip.
 WIDGET_OPTION_KEYS = (
@@ -26,9 +36,10 @@ WIDGET_OPTION_KEYS = (
     "image_folder",
     "video_upload",
     "forceInput",
-    "rawLink",
     "lazy",
 )
+# Not accepted: `rawLink` (ComfyUI hands such an input the link itself, not its value); the executor
+# always resolves links, so a node declaring it would silently get values. Declaring it is an error.
 
 
 class EdgeType:
@@ -43,6 +54,15 @@ class EdgeType:
     def nbytes(self) -> int:
         """Bytes this value keeps alive in the cache (tensors it owns; not models held by the store)."""
         return 0
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        """Edge values are made by nodes, not parsed: an input accepts an instance as it is.
+
+        Without this pydantic would rebuild dataclass edge values field by field, which needs every
+        annotation resolvable at run time (a handle type named only for type checkers is not).
+        """
+        return core_schema.is_instance_schema(cls)
 
 
 class NodeInputs(BaseModel):
@@ -109,8 +129,8 @@ class Node:
     version: ClassVar[int] = 1
     # Non-idempotent nodes get their node id in the cache key (ComfyUI's NOT_IDEMPOTENT / UNIQUE_ID).
     idempotent: ClassVar[bool] = True
-    # Hidden inputs, ComfyUI style: name -> "PROMPT" | "EXTRA_PNGINFO" | "UNIQUE_ID". Values arrive via ctx.
-    hidden: ClassVar[Mapping[str, str]] = {}
+    # Hidden inputs, ComfyUI style: name -> kind. Listed in the schema; the values arrive via ctx.
+    hidden: ClassVar[Mapping[str, Hidden]] = {}
     # Inputs whose default checks (combo membership, bounds) validate_inputs replaces, as ComfyUI skips
     # them for inputs its VALIDATE_INPUTS takes (LoadImage accepts "name [output]" outside its list).
     self_validated_inputs: ClassVar[frozenset[str]] = frozenset()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from engine.errors import DiffgraphError
+from engine.model_paths import ModelPaths
 from engine.node import Node
 from engine.schema import ChoiceProvider, NodeSpec, no_choices, node_spec, object_info
 
@@ -68,3 +70,8 @@ class Registry:
     def node_info(self, class_type: str) -> dict[str, Any]:
         """ComfyUI's `/object_info/{class}` entry for one node."""
         return object_info(self._nodes[class_type], self.choices)
+
+
+# Builds the node registry for a models folder and an input folder: what a composition root hands the
+# server, the CLI and the Python API (tests hand in stub-node registries).
+RegistryFactory = Callable[[ModelPaths, Path], Registry]

@@ -13,7 +13,8 @@ import annotated_types
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from engine.node import EdgeType, Node
+from engine.errors import DiffgraphError
+from engine.node import EdgeType, Hidden, Node
 
 PRIMITIVES: dict[type, str] = {int: "INT", float: "FLOAT", str: "STRING", bool: "BOOLEAN"}
 WIDGET_TYPES = frozenset(PRIMITIVES.values())
@@ -88,7 +89,7 @@ class NodeSpec:
     def signs_node_id(self) -> bool:
         """Whether the node's id joins its cache key: not idempotent, or it reads its UNIQUE_ID."""
         cls = self.node_cls
-        return not cls.idempotent or "UNIQUE_ID" in cls.hidden.values()
+        return not cls.idempotent or Hidden.UNIQUE_ID in cls.hidden.values()
 
     @cached_property
     def has_custom_validation(self) -> bool:
@@ -106,11 +107,6 @@ class NodeSpec:
             if spec.name == name:
                 return spec
         return None
-
-    @property
-    def output_index(self) -> dict[str, int]:
-        """Output field name -> slot index."""
-        return {out.field: i for i, out in enumerate(self.outputs)}
 
 
 def _overrides(node_cls: type[Node], hook: str) -> bool:
@@ -171,7 +167,19 @@ def node_spec(node_cls: type[Node]) -> NodeSpec:
     return spec
 
 
+def _check_hidden(node_cls: type[Node]) -> None:
+    """Refuse hidden inputs the engine cannot supply (a plain string would be listed, never filled)."""
+    for name, kind in node_cls.hidden.items():
+        if not isinstance(kind, Hidden):
+            known = ", ".join(f"Hidden.{h.name}" for h in Hidden)
+            raise DiffgraphError(
+                f"{node_cls.__qualname__}.hidden[{name!r}] is {kind!r}; the engine supplies only {known}",
+                code="bad_node_class",
+            )
+
+
 def _derive_spec(node_cls: type[Node]) -> NodeSpec:
+    _check_hidden(node_cls)
     inputs = []
     for name, info in node_cls.Inputs.model_fields.items():
         extra = _extra(info)

@@ -9,9 +9,9 @@ from typing import Any
 
 import networkx as nx
 
+from engine.formats.workflow import is_link, unwrap_constant
 from engine.registry import Registry
 from engine.schema import InputSpec, NodeSpec, combo_values
-from engine.workflow import is_link, unwrap_constant
 
 log = logging.getLogger(__name__)
 

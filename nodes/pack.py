@@ -5,21 +5,22 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from engine import ModelPaths, Registry
-from engine.model_paths import FOLDERS
-from engine.schema import ChoiceProvider
+from engine import FOLDERS, ChoiceProvider, ModelPaths, Registry
 
 # Each module exposes NODES: list of node classes. Order is the order clients list them.
 NODE_MODULES: tuple[str, ...] = (
-    "nodes.image_nodes",
-    "nodes.video_nodes",
-    "nodes.animation_nodes",
-    "nodes.loader_nodes",
-    "nodes.text_nodes",
-    "nodes.latent_nodes",
-    "nodes.vae_nodes",
-    "nodes.sampler_nodes",
-    "nodes.latent_files",
+    "nodes.defs.image",
+    "nodes.defs.video",
+    "nodes.defs.animation",
+    "nodes.defs.loaders",
+    "nodes.defs.text",
+    "nodes.defs.latent",
+    "nodes.defs.vae",
+    "nodes.defs.sampler",
+    "nodes.defs.custom_sampling",
+    "nodes.defs.sampler_select",
+    "nodes.defs.sigma_nodes",
+    "nodes.defs.latent_io",
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -40,7 +41,7 @@ def choice_provider(model_paths: ModelPaths, input_dir: Path) -> ChoiceProvider:
         if source in FOLDERS:
             return model_paths.list(source)
         if source == "input_latents":
-            from nodes.latent_files import list_latent_files
+            from nodes.media.latent_files import list_latent_files
 
             return list_latent_files(input_dir)
         if source == "input_images":
@@ -60,4 +61,5 @@ def build_registry(model_paths: ModelPaths, input_dir: Path) -> Registry:
     """A registry with the builtin pack and every installed pack, choices bound to these folders."""
     registry = Registry(choices=choice_provider(model_paths, input_dir))
     register(registry)
-    return registry
+    # Installed packs (the `diffgraph.nodes` entry points; ours among them registers nothing new).
+    return registry.load_entry_points()

@@ -1,4 +1,4 @@
-"""Typed values on the edges between nodes: latents, images, masks, conditioning and model handles.
+"""Typed values on the edges between nodes: latents, images, masks, conditioning, sampling parts.
 
 Model-family knowledge lives on this (nodes) side of the engine boundary. Handles for MODEL/CLIP/VAE
 reference models kept by the engine's model store; they do not pin weights themselves, so the cache
@@ -7,12 +7,17 @@ never keeps a model alive behind the store's back.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
 from engine import EdgeType
+
+if TYPE_CHECKING:
+    # Only for annotations: the model handle module itself imports this one.
+    from nodes.diffusion.model_handle import DiffusionModel
 
 
 def tensor_nbytes(*tensors: torch.Tensor | None) -> int:
@@ -146,3 +151,61 @@ class Conditioning(EdgeType):
 
 
 Prediction = Literal["eps", "v"]
+
+
+@dataclass(frozen=True, eq=False)
+class Sigmas(EdgeType):
+    """SIGMAS: a noise schedule, float32 [steps + 1], high to low (usually ending at 0)."""
+
+    io_type: ClassVar[str] = "SIGMAS"
+    sigmas: torch.Tensor
+
+    def nbytes(self) -> int:
+        """Bytes of the schedule."""
+        return tensor_nbytes(self.sigmas)
+
+
+@dataclass(frozen=True, eq=False)
+class Noise(EdgeType):
+    """NOISE: where a sampler's starting noise comes from: a seed's CPU draw, or none (zeros).
+
+    The seed also drives the sampler's in-loop noise, even when the starting noise is off (KSamplerAdvanced
+    without added noise keeps its seed; DisableNoise gives seed 0), as in ComfyUI.
+    """
+
+    io_type: ClassVar[str] = "NOISE"
+    seed: int = 0
+    enabled: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class SamplerSpec(EdgeType):
+    """SAMPLER: a sampler by ComfyUI name plus keyword options for its loop (eta, s_noise, order...)."""
+
+    io_type: ClassVar[str] = "SAMPLER"
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+GuidanceKind = Literal["basic", "cfg", "dual_cfg", "dual_cfg_nested"]
+
+
+@dataclass(frozen=True, eq=False)
+class Guider(EdgeType):
+    """GUIDER: a model plus the conditionings and guidance rule that turn its predictions into one x0.
+
+    `conds` maps a role to its conditioning: basic uses `positive`; cfg `positive`/`negative`; the
+    dual kinds `positive`, `middle` and `negative` with `cfg` for positive-vs-middle and `cfg2` for
+    middle-vs-negative.
+    """
+
+    io_type: ClassVar[str] = "GUIDER"
+    model: DiffusionModel
+    kind: GuidanceKind
+    conds: Mapping[str, Conditioning]
+    cfg: float = 1.0
+    cfg2: float = 1.0
+
+    def nbytes(self) -> int:
+        """Bytes of the conditioning tensors (the model lives in the model store)."""
+        return sum(c.nbytes() for c in self.conds.values())

@@ -73,7 +73,6 @@ def _lifespan(state: ServerState):
             state.store,
             state.hub,
             state.bridge,
-            preview_size=state.settings.preview_size,
         )
         state.worker.start()
         try:

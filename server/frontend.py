@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import mimetypes
-import os
 from pathlib import Path
 
 from starlette.responses import Response
@@ -49,7 +48,7 @@ def find_frontend(front_end_root: Path | None) -> Path | None:
     except ModuleNotFoundError:
         log.warning("%s is not installed; serving the API without the web client", FRONTEND_PACKAGE)
         return None
-    root = Path(os.fspath(static))
+    root = Path(str(static))
     return root if (root / "index.html").is_file() else None
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import uvicorn
 
-from engine.context import Environment
+from engine.context import Environment, default_model_store
 from engine.errors import DiffgraphError
-from engine.model_paths import ModelPaths
-from engine.registry import Registry
+from engine.model_paths import MODELS_DIR_ENV, ModelPaths, models_dir_default
+from engine.registry import Registry, RegistryFactory
 from server.app import create_app
 from server.security import install_log_redaction
 from server.settings import MB, ServerSettings
@@ -24,15 +24,14 @@ from server.store_file import BAD_DATABASE_CHOICES
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "DIFFGRAPH_TOKEN"
-MODELS_DIR_ENV = "DIFFGRAPH_MODELS_DIR"
 SWITCH_INTERVAL_S = 0.0005
-# Builds the node registry for a models folder and an input folder (the composition root supplies it).
-RegistryFactory = Callable[[ModelPaths, Path], Registry]
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of `diffgraph serve` to an argparse (sub)parser."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=8188, help="port (default 8188; 0 picks a free one)")
     parser.add_argument(
         "--base-dir", type=Path, default=Path("."), help="default parent of the folders below"
@@ -86,7 +85,6 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_upload_size=int(args.max_upload_size * MB),
         max_prompt_size=int(args.max_prompt_size * MB),
         allowed_origins=tuple(args.allow_origin),
-        preview_size=args.preview_size,
         max_text_length=args.max_text_length,
         requeue=not args.no_requeue,
         bad_database=args.bad_database,
@@ -94,23 +92,17 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     )
 
 
-def default_model_store() -> Any:
-    """The engine's model store (imported late: it pulls in torch)."""
-    from engine.model_store import ModelStore
-
-    return ModelStore()
-
-
 def environment_from_args(args: argparse.Namespace, models: Any = None) -> Environment:
     """Folders from parsed `serve` options, with a model store."""
     base: Path = args.base_dir
-    models_dir = args.models_dir or Path(os.environ.get(MODELS_DIR_ENV) or base / "models")
+    models_dir = args.models_dir or models_dir_default(base)
     return Environment(
         output_dir=args.output_dir or base / "output",
         temp_dir=args.temp_dir or base / "temp",
         input_dir=args.input_dir or base / "input",
         models=models,
         model_paths=ModelPaths(models_dir),
+        preview_size=args.preview_size,
     )
 
 

@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 
 from engine.atomic_files import atomic_write_bytes
 from engine.errors import DiffgraphError
-from engine.media_metadata import read_embedded_workflow
+from engine.formats.media_metadata import read_embedded_workflow
 from server.paths import PathRefused, resolve_inside
 from server.state import ServerState, error_response, server_state
 

@@ -115,9 +115,11 @@ def enqueue_prompt(state: ServerState, body: Any) -> JSONResponse:
             error.get("details", ""),
             result.node_errors,
         )
-    given = body.get("extra_data")
+    raw_extra = body.get("extra_data")
     extra = (
-        {k: v for k, v in given.items() if k not in SENSITIVE_EXTRA_KEYS} if isinstance(given, dict) else {}
+        {k: v for k, v in raw_extra.items() if k not in SENSITIVE_EXTRA_KEYS}
+        if isinstance(raw_extra, dict)
+        else {}
     )
     client_id = (
         body.get("client_id") if isinstance(body.get("client_id"), str) and body["client_id"] else None

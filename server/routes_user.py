@@ -148,7 +148,7 @@ def list_userdata_v2(request: Request) -> Response:
         return error_response(exc.status, exc.code, exc.message)
     if not root.is_dir():
         return error_response(404, "not_found", f"{relative!r} is not a folder")
-    entries = []
+    entries: list[dict[str, Any]] = []
     for child in sorted(root.iterdir(), key=lambda p: (not p.is_dir(), p.name.lower())):
         if child.is_symlink():
             continue

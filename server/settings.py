@@ -10,7 +10,6 @@ from typing import Literal
 from engine.errors import DiffgraphError
 
 MB = 1024 * 1024
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 class InsecureBindError(DiffgraphError):
@@ -43,7 +42,6 @@ class ServerSettings:
     max_upload_size: int = 100 * MB
     max_prompt_size: int = 16 * MB
     allowed_origins: tuple[str, ...] = ()
-    preview_size: int = 512
     history_limit: int = 10_000
     # Re-queue (once) the prompt that was running when the server crashed.
     requeue: bool = True

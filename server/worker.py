@@ -6,9 +6,8 @@ import io
 import logging
 import sqlite3
 import threading
-from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from engine.context import CancelToken, Environment
 from engine.events import Event, Executed, Executing, PreviewImage
@@ -21,21 +20,13 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0
 
 
-def encode_preview(image: Image.Image, max_size: int) -> bytes:
-    """A preview picture as ComfyUI sends it: fit inside max_size (bilinear), JPEG quality 95."""
-    if max(image.size) > max_size:
-        image = ImageOps.contain(image, (max_size, max_size), Image.Resampling.BILINEAR)
+def encode_preview(image: Image.Image) -> bytes:
+    """A preview picture as ComfyUI sends it, JPEG quality 95 (nodes already sized it: Environment)."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
-
-
-def _event_dict(event: Any) -> dict[str, Any] | None:
-    if event is None or isinstance(event, dict):
-        return event
-    return event.data()
 
 
 class Worker:
@@ -49,7 +40,6 @@ class Worker:
         hub: Hub,
         bridge: Bridge,
         *,
-        preview_size: int = 512,
         executor: Executor | None = None,
     ):
         self.registry = registry
@@ -57,7 +47,6 @@ class Worker:
         self.store = store
         self.hub = hub
         self.bridge = bridge
-        self.preview_size = preview_size
         self.executor = executor or Executor(registry, env)
         self.cancel = CancelToken()
         self._lock = threading.Lock()
@@ -150,10 +139,8 @@ class Worker:
             )
         except Exception as exc:  # the executor reports node failures itself; this is an engine bug
             log.exception("executor failed on prompt %s", job.id)
-            result = ExecutionResult(status="error")
-            result.error = None
-            result.messages = [["execution_error", self._engine_error(job, exc)]]
-            self.bridge.call(self.hub.emit, "execution_error", result.messages[0][1], job.client_id)
+            result = ExecutionResult.crashed(job.id, exc)
+            self.bridge.call(self.hub.emit, "execution_error", result.error_data(), job.client_id)
         self._record(job, result.status, result)
 
     def _record(self, job: Job, status: str, result: ExecutionResult | None) -> None:
@@ -185,26 +172,13 @@ class Worker:
             log.error("prompt %s could not be marked failed either: %s", job.id, exc)
 
     def _store_result(self, job: Job, result: ExecutionResult) -> None:
-        error = _event_dict(result.error) or (result.messages[0][1] if result.status == "error" else None)
+        error = result.error_data()
         messages = [list(m) for m in result.messages]
         try:
             self.store.finish(job.id, result.status, result.ui_outputs, messages, error)
         except ValueError as exc:  # a node produced UI output that cannot be stored (NaN, bad text)
             log.error("prompt %s finished but its results cannot be stored: %s", job.id, exc)
             self.store.fail(job.id, f"the prompt ran but its results could not be stored: {exc}")
-
-    def _engine_error(self, job: Job, exc: Exception) -> dict[str, Any]:
-        return {
-            "prompt_id": job.id,
-            "node_id": None,
-            "node_type": None,
-            "executed": [],
-            "exception_message": f"internal error: {exc}",
-            "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "traceback": [],
-            "current_inputs": {},
-            "current_outputs": [],
-        }
 
     def _on_event(self, job: Job, event: Event) -> None:
         """Executor sink, on the worker thread: persist what must survive a crash, then hand to the hub."""
@@ -224,7 +198,7 @@ class Worker:
     def _preview(self, job: Job, event: PreviewImage) -> None:
         if not self.hub.clients:
             return  # nobody watching: skip the encoding work
-        image = encode_preview(event.image, self.preview_size)
+        image = encode_preview(event.image)
         meta = {
             "node_id": event.node_id,
             "prompt_id": event.prompt_id,

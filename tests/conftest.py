@@ -31,7 +31,7 @@ from engine.devices import DevicePolicy
 from engine.model_store import ModelStore
 from nodes.diffusion.checkpoint_io import read_weights
 from nodes.diffusion.make_checkpoint import ARCH_NAMES, make_checkpoint
-from tests.shared_reference import MAKE_CHECKPOINT_SCRIPT
+from tests.shared_reference import MAKE_CHECKPOINT_SCRIPT, MISSING_REASON
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tiny models: one intra-op thread beats two here (thread hand-offs dominate small convolutions),
@@ -95,7 +95,7 @@ def model_store() -> ModelStore:
 def reference_sd15_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The full-size random SD1.5 reference checkpoint (generated once, cached when possible)."""
     if not MAKE_CHECKPOINT_SCRIPT.is_file():
-        pytest.skip(f"reference script not found at {MAKE_CHECKPOINT_SCRIPT}")
+        pytest.skip(MISSING_REASON)
     cache = os.environ.get("DIFFGRAPH_TEST_CACHE")
     base = Path(cache) if cache else tmp_path_factory.mktemp("reference")
     path = base / "checkpoints" / "sd15-random.safetensors"

@@ -23,9 +23,9 @@ from PIL import Image as PILImage
 
 from engine import Environment, ModelPaths
 from engine.executor import Executor
-from engine.media_metadata import read_embedded_workflow
+from engine.formats.media_metadata import read_embedded_workflow
 from engine.validation import validate_prompt
-from tests.shared_reference import CASES
+from tests.shared_reference import CASES, needs_reference
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 API_FILES = sorted(WORKFLOWS.glob("*.json"))
@@ -191,7 +191,7 @@ def test_two_sampler_compare_yields_two_pngs_and_two_30_frame_videos(compare_run
 
 @pytest.mark.slow
 def test_two_sampler_compare_outputs_carry_the_workflow_back(compare_run):
-    from engine.workflow import load_workflow
+    from engine.formats.workflow import load_workflow
 
     for path in compare_run.files(".png") + compare_run.files(".mp4"):
         embedded = read_embedded_workflow(path)
@@ -256,9 +256,9 @@ def test_server_reads_the_workflow_from_a_png_and_video_diffgraph_wrote(compare_
         live.stop()
 
 
-@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
+@needs_reference
 def test_reference_prompts_validate_to_exactly_what_comfyui_embedded(registry, models_dir, tmp_path):
-    from engine.media_metadata import read_png_text
+    from engine.formats.media_metadata import read_png_text
 
     reg, input_dir = registry
     env = Environment(tmp_path, tmp_path, input_dir, model_paths=ModelPaths(models_dir))
@@ -269,7 +269,7 @@ def test_reference_prompts_validate_to_exactly_what_comfyui_embedded(registry, m
         assert json.dumps(checked.prompt) == read_png_text((case / "image.png").read_bytes())["prompt"]
 
 
-@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
+@needs_reference
 def test_cli_validates_a_png_comfyui_wrote(registry, models_dir, tmp_path, monkeypatch, capsys):
     from diffgraph.cli import main
 
@@ -308,7 +308,7 @@ def ui_path(api_path: Path) -> Path:
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
 def test_workflow_ui_file_converts_back_to_the_api_file(registry, path):
-    from engine.ui_workflow import api_to_ui, ui_to_api
+    from engine.formats.ui_workflow import api_to_ui, ui_to_api
 
     reg, _ = registry
     info = reg.object_info()

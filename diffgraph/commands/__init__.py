@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffgraph.api import MODELS_DIR_ENV, RegistryFactory, Session
+from diffgraph.api import Session
+from engine.model_paths import MODELS_DIR_ENV
+from engine.registry import RegistryFactory
 
 
 def add_folder_options(parser: argparse.ArgumentParser, output: bool = True) -> None:

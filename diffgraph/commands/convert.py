@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffgraph.api import RegistryFactory
 from diffgraph.commands import add_folder_options, open_session
-from engine.workflow import is_ui_format, parse_json, save_api
+from engine.formats.ui_workflow import is_ui_format
+from engine.formats.workflow import parse_json, save_api
+from engine.registry import RegistryFactory
 
 
 def add_parser(sub: Any) -> None:
@@ -44,7 +45,7 @@ def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -
                 return 0
             text = json.dumps(workflow.prompt, indent=2)
         else:
-            from engine.ui_workflow import api_to_ui
+            from engine.formats.ui_workflow import api_to_ui
 
             if workflow.ui is not None and args.to == "auto" and path.suffix.lower() != ".json":
                 ui = workflow.ui  # a media file carries the original UI graph: hand it back unchanged

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffgraph.api import RegistryFactory
+from engine.registry import RegistryFactory
 
 
 def add_parser(sub: Any) -> None:

@@ -6,9 +6,9 @@ import argparse
 import difflib
 from typing import Any
 
-from diffgraph.api import RegistryFactory
 from diffgraph.commands import add_folder_options, open_session, print_json
 from engine import DiffgraphError
+from engine.registry import RegistryFactory
 
 
 def add_parser(sub: Any) -> None:

@@ -9,13 +9,14 @@ import time
 from typing import Any
 
 from diffgraph import demo
-from diffgraph.api import RegistryFactory, RunResult, Session, WorkflowInvalid
+from diffgraph.api import RunResult, Session, WorkflowInvalid
 from diffgraph.commands import add_folder_options, open_session, print_json
 from diffgraph.progress import PlainProgress, make_progress
 from diffgraph.report import failed_json, item_json, run_json, validation_text
 from diffgraph.sweep import Item, build_items, parse_seeds, read_batch
 from diffgraph.workflow import OverrideError, Workflow, parse_assignment, split_target
 from engine import CancelToken, DiffgraphError
+from engine.registry import RegistryFactory
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from diffgraph.api import RegistryFactory, default_registry_factory
+from diffgraph.api import default_registry_factory
+from engine.registry import RegistryFactory
 
 
 def add_parser(sub: Any) -> None:

@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from diffgraph.api import RegistryFactory
 from diffgraph.commands import add_folder_options, open_session, print_json
 from diffgraph.report import validation_text
 from diffgraph.workflow import describe_node, parse_assignment
 from engine import DiffgraphError
+from engine.registry import RegistryFactory
 
 
 def add_parser(sub: Any) -> None:

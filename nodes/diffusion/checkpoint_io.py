@@ -180,16 +180,14 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
     return dict(header.get("__metadata__") or {})
 
 
-def pickle_allowed(explicit: bool | None = None) -> bool:
-    """Whether pickle files may be read: an explicit argument wins, else $DIFFGRAPH_ALLOW_PICKLE=1."""
-    if explicit is not None:
-        return explicit
+def pickle_allowed() -> bool:
+    """Whether pickle files may be read: only when $DIFFGRAPH_ALLOW_PICKLE=1 (or true/yes)."""
     return os.environ.get(PICKLE_ENV, "") in ("1", "true", "yes")
 
 
-def read_pickle(path: Path, allow: bool | None = None) -> dict[str, torch.Tensor]:
+def read_pickle(path: Path) -> dict[str, torch.Tensor]:
     """A `.ckpt`/`.pt` state dict through torch.load(weights_only=True), only when allowed."""
-    if not pickle_allowed(allow):
+    if not pickle_allowed():
         raise PickleRefusedError(
             f"{path.name} is a pickle file ({path.suffix}); pickle can run code when loaded, so diffgraph "
             f"refuses it by default. Convert it to .safetensors, or opt in with {PICKLE_ENV}=1 "
@@ -209,14 +207,13 @@ def read_pickle(path: Path, allow: bool | None = None) -> dict[str, torch.Tensor
 def read_weights(
     path: Path,
     want: Callable[[str], bool] | None = None,
-    allow_pickle: bool | None = None,
     cast: Cast | None = None,
 ) -> dict[str, torch.Tensor]:
     """A weight file's tensors: safetensors directly, pickle suffixes only behind the opt-in."""
     if not path.is_file():
         raise CheckpointFormatError(f"{path}: no such file")
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        sd = read_pickle(path, allow_pickle)
+        sd = read_pickle(path)
         out = {k: v for k, v in sd.items() if want is None or want(k)}
         if cast is not None:
             out = {k: v.to(cast(k) or v.dtype) if v.is_floating_point() else v for k, v in out.items()}

@@ -13,9 +13,9 @@ which is how ComfyUI numbers them (its default, the penultimate block, is then t
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from nodes.diffusion import families
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, PickleRefusedError, pickle_allowed
+from nodes.diffusion.families import TextEncoderSpec
 from nodes.diffusion.ldm_layout import Layout, UnetArch, unet_layout
 from nodes.diffusion.text_encode import ClipStack
 
@@ -88,7 +89,7 @@ def detect_family(folder: Path) -> tuple[str, tuple[str, ...]]:
     return family, components
 
 
-def _load_kwargs(sub: Path, allow_pickle: bool | None) -> dict[str, Any]:
+def _load_kwargs(sub: Path) -> dict[str, Any]:
     """from_pretrained arguments for one part: safetensors (plain or fp16 variant), else opt-in pickle."""
     names = [p.name for p in sub.iterdir()]
     for stem in _WEIGHT_STEMS:
@@ -98,7 +99,7 @@ def _load_kwargs(sub: Path, allow_pickle: bool | None) -> dict[str, Any]:
             return {"use_safetensors": True, "variant": "fp16"}
     if not any(n.endswith(".bin") for n in names):
         raise CheckpointFormatError(f"{sub.parent.name}/{sub.name}: no weights file (.safetensors) found")
-    if not pickle_allowed(allow_pickle):
+    if not pickle_allowed():
         raise PickleRefusedError(
             f"{sub.parent.name}/{sub.name} holds only pickle weights (.bin); pickle can run code when loaded, "
             "so diffgraph refuses it by default. Convert the folder to safetensors, or opt in with "
@@ -107,23 +108,20 @@ def _load_kwargs(sub: Path, allow_pickle: bool | None) -> dict[str, Any]:
     return {"use_safetensors": False}
 
 
-def _text_specs(folder: Path, family: str) -> list[dict[str, Any]]:
-    specs = copy.deepcopy(families.family_config(family)["text_encoders"])
-    for spec, sub in zip(specs, TEXT_FOLDERS[family], strict=True):
-        spec["folder"] = sub
+def _text_specs(folder: Path, family: str) -> list[TextEncoderSpec]:
+    specs = []
+    for spec, sub in zip(families.family_spec(family).text_encoders, TEXT_FOLDERS[family], strict=True):
         layers = _json(folder / sub / "config.json").get("num_hidden_layers")
-        if family in ("sd2", "sd2-v") and layers == _SD2_TRUNCATED_LAYERS:
-            spec["missing_top_layers"] = 1
+        missing = 1 if family in ("sd2", "sd2-v") and layers == _SD2_TRUNCATED_LAYERS else 0
+        specs.append(replace(spec, folder=sub, missing_top_layers=missing))
     return specs
 
 
-def load_part(
-    folder: Path, family: str, component: str, dtype: torch.dtype, allow_pickle: bool | None = None
-):
+def load_part(folder: Path, family: str, component: str, dtype: torch.dtype):
     """One component of a diffusers folder as the same module the single-file path builds."""
     if component in ("unet", "vae"):
         part_cls = UNet2DConditionModel if component == "unet" else AutoencoderKL
-        kwargs = _load_kwargs(folder / component, allow_pickle)
+        kwargs = _load_kwargs(folder / component)
         model = part_cls.from_pretrained(
             folder, subfolder=component, torch_dtype=dtype, local_files_only=True, **kwargs
         )
@@ -131,12 +129,10 @@ def load_part(
     specs = _text_specs(folder, family)
     encoders: dict[str, torch.nn.Module] = {}
     for spec in specs:
-        sub = folder / spec["folder"]
-        cls = CLIPTextModelWithProjection if spec["with_projection"] else CLIPTextModel
-        model = cls.from_pretrained(
-            sub, dtype=dtype, local_files_only=True, **_load_kwargs(sub, allow_pickle)
-        )
-        encoders[spec["name"]] = model.eval().requires_grad_(False)
+        sub = folder / spec.folder
+        cls = CLIPTextModelWithProjection if spec.with_projection else CLIPTextModel
+        model = cls.from_pretrained(sub, dtype=dtype, local_files_only=True, **_load_kwargs(sub))
+        encoders[spec.name] = model.eval().requires_grad_(False)
     return ClipStack(family, encoders, specs)
 
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -38,16 +39,62 @@ _UNSUPPORTED = (
 )
 
 
+@dataclass(frozen=True)
+class TextEncoderSpec:
+    """One text encoder of a family: where its weights sit, how it is built and how its output is read."""
+
+    name: str  # "clip_l", "clip_h", "clip_g": the key in ClipStack.encoders
+    ldm_prefix: str  # key prefix in a single-file checkpoint
+    layout: Literal["hf", "open_clip"]  # key names under that prefix
+    config: Mapping[str, Any]  # transformers CLIPTextConfig arguments (sizes come from the weights)
+    with_projection: bool  # pooled output through text_projection (CLIPTextModelWithProjection)
+    pad_token: int
+    default_layer: int  # hidden layer used without clip skip (-1 = last)
+    layer_norm_hidden_state: bool  # final layer norm applied to a chosen inner layer
+    folder: str = ""  # subfolder in a diffusers folder (set when loaded from one)
+    # Layers a diffusers export dropped at the top (SD2's text encoder saved with 23 of 24 layers).
+    missing_top_layers: int = 0
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """A model family as shipped in configs/<name>.json; UNet and VAE configs are diffusers arguments."""
+
+    name: str
+    description: str
+    prediction: Literal["eps", "v"]
+    latent_format: str  # key of LATENT_FORMATS
+    adm: Literal["none", "sdxl", "refiner"]  # extra UNet conditioning (pooled text and sizes)
+    head_rule: Literal["fixed_heads", "head_dim_64"]
+    unet: Mapping[str, Any]
+    vae: Mapping[str, Any]
+    scheduler: Mapping[str, Any]
+    text_encoders: tuple[TextEncoderSpec, ...]
+
+
+def _strict(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The data's keys checked against a spec class: an unknown or missing key is a packaging error."""
+    names = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    unknown, missing = set(data) - names, required - set(data)
+    if unknown or missing:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+    return data
+
+
 @cache
-def family_config(family: str) -> dict[str, Any]:
-    """The shipped JSON config of a family (unet, vae, text_encoders, prediction...)."""
-    text = resources.files("nodes.diffusion").joinpath("configs", f"{family}.json").read_text()
-    return json.loads(text)
+def family_spec(family: str) -> FamilySpec:
+    """The shipped config of a family, typed."""
+    where = f"configs/{family}.json"
+    data = json.loads(resources.files("nodes.diffusion").joinpath("configs", f"{family}.json").read_text())
+    encoders = tuple(TextEncoderSpec(**_strict(TextEncoderSpec, enc, where)) for enc in data["text_encoders"])
+    top = _strict(FamilySpec, {**data, "name": family}, where)
+    return FamilySpec(**{**top, "text_encoders": encoders})
 
 
 def latent_format(family: str) -> LatentFormat:
     """The latent format (scale factor, preview colours) of a family."""
-    return LATENT_FORMATS[family_config(family)["latent_format"]]
+    return LATENT_FORMATS[family_spec(family).latent_format]
 
 
 @dataclass(frozen=True)
@@ -106,7 +153,7 @@ def _count(keys: list[str], pattern: str) -> int:
 
 def unet_config(family: str, sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The diffusers UNet2DConditionModel config for this family with shapes read from the weights."""
-    cfg = copy.deepcopy(family_config(family)["unet"])
+    cfg = copy.deepcopy(dict(family_spec(family).unet))
     keys = [k[len(UNET_PREFIX) :] for k in sd if k.startswith(UNET_PREFIX)]
     w = {k[len(UNET_PREFIX) :]: v for k, v in sd.items() if k.startswith(UNET_PREFIX)}
     mc = w["input_blocks.0.0.weight"].shape[0]
@@ -130,7 +177,7 @@ def unet_config(family: str, sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     to_k = next(v for k, v in w.items() if k.endswith("attn2.to_k.weight"))
     cfg["cross_attention_dim"] = to_k.shape[1]
     cfg["use_linear_projection"] = next(v for k, v in w.items() if k.endswith(".1.proj_in.weight")).ndim == 2
-    if family_config(family)["head_rule"] == "head_dim_64":
+    if family_spec(family).head_rule == "head_dim_64":
         cfg["attention_head_dim"] = [max(1, c // 64) for c in chans]
     if "label_emb.0.0.weight" in w:
         cfg["projection_class_embeddings_input_dim"] = w["label_emb.0.0.weight"].shape[1]
@@ -158,7 +205,7 @@ def vae_config(
 ) -> dict[str, Any]:
     """The diffusers AutoencoderKL config with channel counts read from the weights (LDM or diffusers keys)."""
     levels, conv2, blocks = _VAE_LAYOUTS[layout]
-    cfg = copy.deepcopy(family_config(family)["vae"])
+    cfg = copy.deepcopy(dict(family_spec(family).vae))
     w = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     keys = list(w)
     n_levels = _count(keys, levels)
@@ -170,11 +217,11 @@ def vae_config(
     return cfg
 
 
-def text_config(encoder: dict[str, Any], sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+def text_config(encoder: TextEncoderSpec, sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The transformers CLIPTextConfig kwargs of one text encoder, sized from the weights."""
-    cfg = dict(encoder["config"])
-    p = encoder["ldm_prefix"]
-    if encoder["layout"] == "hf":
+    cfg = dict(encoder.config)
+    p = encoder.ldm_prefix
+    if encoder.layout == "hf":
         emb = sd[p + "text_model.embeddings.token_embedding.weight"]
         layers = _count(list(sd), re.escape(p) + r"text_model\.encoder\.layers\.(\d+)\.")
         mlp = sd[p + "text_model.encoder.layers.0.mlp.fc1.weight"].shape[0]

@@ -26,16 +26,11 @@ from nodes.diffusion.checkpoint_io import (
     read_weights,
     safetensors_metadata,
 )
-from nodes.diffusion.model_handle import ComponentRecipe
+from nodes.diffusion.lora import patched_module
+from nodes.diffusion.recipe import ComponentRecipe, Variant
 from nodes.diffusion.text_encode import ClipStack
 
 log = logging.getLogger(__name__)
-
-# ComponentRecipe.variant of components loaded from a diffusers folder.
-DIFFUSERS = "diffusers"
-
-# File keys no model consumes: DDPM schedule buffers, EMA copies, CLIP's logit scale and position ids.
-_IGNORED = ("model_ema.", "betas", "alphas_cumprod", "sqrt_", "log_one_minus", "posterior_", "v_pred")
 
 
 @dataclass
@@ -116,33 +111,33 @@ def build_text(
     """The family's text encoder(s) from HF- or open_clip-layout tensors."""
     encoders: dict[str, torch.nn.Module] = {}
     reports: list[LoadReport] = []
-    specs = families.family_config(family)["text_encoders"]
+    specs = families.family_spec(family).text_encoders
     for spec in specs:
         cfg = CLIPTextConfig(**families.text_config(spec, sd))
-        cls = CLIPTextModelWithProjection if spec["with_projection"] else CLIPTextModel
+        cls = CLIPTextModelWithProjection if spec.with_projection else CLIPTextModel
         with torch.device("meta"):
             model = cls(cfg)
-        p = spec["ldm_prefix"]
+        p = spec.ldm_prefix
         sub = {"te." + k[len(p) :]: v for k, v in sd.items() if k.startswith(p)}
-        if spec["layout"] == "hf":
+        if spec.layout == "hf":
             state = sfu.convert_ldm_clip_checkpoint(sub, remove_prefix="te.")
             state.pop("text_model.embeddings.position_ids", None)
         else:
             # A private prefix keeps diffusers from dropping SD2's last block (ComfyUI keeps all 24).
             state = sfu.convert_open_clip_checkpoint(model, sub, prefix="te.")
-        if not spec["with_projection"]:
+        if not spec.with_projection:
             state.pop("text_projection.weight", None)
         if not any(k.startswith("text_model.") for k in model.state_dict()):
             # transformers 5 flattened CLIPTextModel (no `text_model.` level).
             state = {k.removeprefix("text_model."): v for k, v in state.items()}
-        encoders[spec["name"]], report = _to_model(model, state, dtype, f"{family} {spec['name']}")
+        encoders[spec.name], report = _to_model(model, state, dtype, f"{family} {spec.name}")
         reports.append(report)
     return ClipStack(family, encoders, specs), reports
 
 
 def _prefixes(family: str) -> dict[str, tuple[str, ...]]:
     """Component -> the key prefixes of its tensors in the single-file layout."""
-    texts = tuple(s["ldm_prefix"] for s in families.family_config(family)["text_encoders"])
+    texts = tuple(s.ldm_prefix for s in families.family_spec(family).text_encoders)
     return {"unet": (families.UNET_PREFIX,), "vae": (families.VAE_PREFIX,), "clip": texts}
 
 
@@ -151,7 +146,7 @@ def _wanted(component: str, family: str):
     return lambda k: k.startswith(prefixes)
 
 
-def inspect_checkpoint(path: Path, allow_pickle: bool | None = None) -> CheckpointInfo:
+def inspect_checkpoint(path: Path) -> CheckpointInfo:
     """Detect family, prediction and components from the header (and one small tensor for sd2)."""
     if path.is_dir():
         if not diffusers_folder.is_diffusers_folder(path):
@@ -160,14 +155,14 @@ def inspect_checkpoint(path: Path, allow_pickle: bool | None = None) -> Checkpoi
                 "diffusers pipeline folder"
             )
         family, comps = diffusers_folder.detect_family(path)
-        return CheckpointInfo(str(path), family, families.family_config(family)["prediction"], comps)
+        return CheckpointInfo(str(path), family, families.family_spec(family).prediction, comps)
     if path.suffix.lower() == ".safetensors" or path.suffix.lower() == ".sft":
         header, _ = read_header(path)
         keys = [k for k in header if k != "__metadata__"]
         metadata = safetensors_metadata(path)
         probe = read_weights(path, lambda k: k in (families.V_PRED_KEY, "v_pred"))
     else:
-        probe = read_weights(path, allow_pickle=allow_pickle)
+        probe = read_weights(path)
         keys, metadata = list(probe), {}
     found = families.detect(keys)
     if found.unsupported:
@@ -185,18 +180,18 @@ def inspect_checkpoint(path: Path, allow_pickle: bool | None = None) -> Checkpoi
     if family == "sd2" and families.is_v_prediction(probe, metadata):
         family = "sd2-v"
     comps = tuple(c for c, ok in (("unet", True), ("clip", True), ("vae", found.has_vae)) if ok)
-    return CheckpointInfo(str(path), family, families.family_config(family)["prediction"], comps)
+    return CheckpointInfo(str(path), family, families.family_spec(family).prediction, comps)
 
 
-def load_component(recipe: ComponentRecipe, dtype: torch.dtype, allow_pickle: bool | None = None):
+def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
     """Read just one component's tensors from its file and build the module (no patches)."""
     path = Path(recipe.path)
-    if recipe.variant == DIFFUSERS:
-        return diffusers_folder.load_part(path, recipe.family, recipe.component, dtype, allow_pickle)
-    if recipe.variant == "vae_file":
-        sd = read_weights(path, allow_pickle=allow_pickle, cast=lambda _key: dtype)
+    if recipe.variant is Variant.DIFFUSERS:
+        return diffusers_folder.load_part(path, recipe.family, recipe.component, dtype)
+    if recipe.variant is Variant.VAE_FILE:
+        sd = read_weights(path, cast=lambda _key: dtype)
         return build_vae_file(path, sd, dtype, recipe.family)
-    sd = read_weights(path, _wanted(recipe.component, recipe.family), allow_pickle, lambda _key: dtype)
+    sd = read_weights(path, _wanted(recipe.component, recipe.family), lambda _key: dtype)
     return build_component(recipe.component, recipe.family, sd, dtype)[0]
 
 
@@ -215,7 +210,7 @@ def _vae_prefix(keys) -> str:
     return families.VAE_PREFIX if any(k.startswith(families.VAE_PREFIX) for k in keys) else ""
 
 
-def inspect_vae_file(path: Path, allow_pickle: bool | None = None) -> str:
+def inspect_vae_file(path: Path) -> str:
     """The family label of a standalone VAE file, checked from its tensors (never from its name).
 
     SD1.x, SD2.x and SDXL VAEs are 4-channel AutoencoderKLs with identical tensor names and shapes, so
@@ -228,7 +223,7 @@ def inspect_vae_file(path: Path, allow_pickle: bool | None = None) -> str:
         shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
         metadata = safetensors_metadata(path)
     else:
-        shapes = {k: list(v.shape) for k, v in read_weights(path, allow_pickle=allow_pickle).items()}
+        shapes = {k: list(v.shape) for k, v in read_weights(path).items()}
         metadata = {}
     prefix = _vae_prefix(shapes)
     # Both layouts name these two tensors alike (LDM: 'decoder.up.*', diffusers: 'decoder.up_blocks.*').
@@ -301,17 +296,13 @@ def component_dtype(store: Any, component: str) -> torch.dtype:
 def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
     """The recipe's module from the store, loading it (and LoRA-patching a base copy) on demand."""
     if recipe.patches:
-        from nodes.diffusion.lora import patched_module
-
         base = load_component_into(store, recipe.base())
         return store.get(recipe.store_key, lambda: patched_module(base, recipe))
     dtype = component_dtype(store, recipe.component)
     return store.get(recipe.store_key, lambda: load_component(recipe, dtype))
 
 
-def load_checkpoint_into(
-    store: Any, path: Path, allow_pickle: bool | None = None
-) -> tuple[CheckpointInfo, dict[str, ComponentRecipe]]:
+def load_checkpoint_into(store: Any, path: Path) -> tuple[CheckpointInfo, dict[str, ComponentRecipe]]:
     """Detect a checkpoint (file or diffusers folder) and make sure its components are in the store.
 
     A single file is read once for all missing components.
@@ -319,21 +310,21 @@ def load_checkpoint_into(
     folder = path.is_dir()
     stat = (path / "model_index.json").stat() if folder else path.stat()
     info_key = ("diffgraph", "info", str(path), stat.st_mtime_ns, stat.st_size)
-    info = store.get(info_key, lambda: inspect_checkpoint(path, allow_pickle), to_device=False)
-    variant = DIFFUSERS if folder else ""
+    info = store.get(info_key, lambda: inspect_checkpoint(path), to_device=False)
+    variant = Variant.DIFFUSERS if folder else Variant.CHECKPOINT
     recipes = {c: ComponentRecipe(str(path), info.family, c, variant=variant) for c in info.components}
     missing = [r for r in recipes.values() if r.store_key not in store]
     if folder:
         for recipe in missing:
             dtype = component_dtype(store, recipe.component)
-            store.put(recipe.store_key, load_component(recipe, dtype, allow_pickle))
+            store.put(recipe.store_key, load_component(recipe, dtype))
     elif missing:
-        for recipe, model in _build_from_file(store, path, info.family, missing, allow_pickle):
+        for recipe, model in _build_from_file(store, path, info.family, missing):
             store.put(recipe.store_key, model)
     return info, recipes
 
 
-def _build_from_file(store: Any, path: Path, family: str, missing: list[ComponentRecipe], allow_pickle):
+def _build_from_file(store: Any, path: Path, family: str, missing: list[ComponentRecipe]):
     """(recipe, module) for the missing components of a single file, reading the file once."""
     # Only these components' tensors are read (EMA copies and DDPM buffers never are), each
     # converted to its compute dtype while being read.
@@ -344,7 +335,7 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
     def cast(key: str) -> torch.dtype | None:
         return next(d for p, d in dtypes.items() if key.startswith(p))
 
-    sd = read_weights(path, lambda k: k.startswith(wanted), allow_pickle, cast)
+    sd = read_weights(path, lambda k: k.startswith(wanted), cast)
     for recipe in missing:
         model, _ = build_component(recipe.component, family, sd, component_dtype(store, recipe.component))
         yield recipe, model

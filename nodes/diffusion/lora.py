@@ -19,7 +19,8 @@ from engine import UserFacingError
 from nodes.diffusion import families
 from nodes.diffusion.checkpoint_io import read_header, read_weights
 from nodes.diffusion.diffusers_folder import ldm_unet_layout
-from nodes.diffusion.model_handle import ComponentRecipe
+from nodes.diffusion.recipe import ComponentRecipe
+from nodes.diffusion.text_encode import ClipStack
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,15 @@ def _targets(model: torch.nn.Module, recipe: ComponentRecipe) -> dict[str, str]:
         for ldm, dname in ldm_unet_names(recipe.path, recipe.family).items():
             out["lora_unet_" + ldm] = dname
         return out
-    names = [s["name"] for s in model.specs]  # type: ignore[attr-defined]
+    if not isinstance(model, ClipStack):
+        raise TypeError(f"a {recipe.component} recipe loaded a {type(model).__name__}, not text encoders")
+    names = [s.name for s in model.specs]
     kohya = ["lora_te_"] if len(names) == 1 else ["lora_te1_", "lora_te2_"]
     peft = ["text_encoder."] if len(names) == 1 else ["text_encoder.", "text_encoder_2."]
     if recipe.family == "sdxl-refiner":
         kohya, peft = ["lora_te2_"], ["text_encoder_2."]
     for enc, kp, pp in zip(names, kohya, peft, strict=True):
-        for name, mod in model.encoders[enc].named_modules():  # type: ignore[index]
+        for name, mod in model.encoders[enc].named_modules():
             if isinstance(mod, layers):
                 hf = (
                     name
@@ -127,7 +130,7 @@ def patched_module(base: torch.nn.Module, recipe: ComponentRecipe) -> torch.nn.M
             )
         for path, (up, down, scale) in deltas.items():
             mod = model.get_submodule(path)
-            w = mod.weight
+            w = model.get_parameter(f"{path}.weight")
             delta = (up.flatten(1).float() @ down.flatten(1).float()).reshape(w.shape)
             new = w.detach().float() + delta.to(w.device) * (scale * patch.strength)
             mod.weight = torch.nn.Parameter(new.to(w.dtype), requires_grad=False)

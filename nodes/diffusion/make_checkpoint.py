@@ -67,7 +67,7 @@ def arch_spec(arch: str, size: str) -> tuple[UnetArch, VaeArch, list[TextArch]]:
             _text("conditioner.embedders.1.model.", "clip_g", tiny, True),
         ]
         ctx = texts[0].width + texts[1].width
-        depth = (0, 1, 2) if tiny else (0, 2, 10)
+        depth: tuple[int, ...] = (0, 1, 2) if tiny else (0, 2, 10)
         adm = texts[1].projection + 6 * 256
         return UnetArch(mc, (1, 2, 4), 2, depth, depth[-1], ctx, True, adm), vae, texts
     texts = [_text("conditioner.embedders.0.model.", "clip_g", tiny, True)]

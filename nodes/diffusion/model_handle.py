@@ -18,51 +18,20 @@ Contract for samplers (`DiffusionModel.forward`):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
+from nodes.diffusion.loader import load_component_into
+from nodes.diffusion.recipe import ComponentRecipe
+from nodes.diffusion.text_encode import ClipStack
 from nodes.types import SD15_LATENT, LatentFormat, Prediction
-
-Component = Literal["unet", "clip", "vae"]
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
 SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "aesthetic_score")
-
-
-@dataclass(frozen=True)
-class LoraPatch:
-    """One LoRA file applied with a strength (0 disables it)."""
-
-    path: str
-    strength: float
-
-
-@dataclass(frozen=True)
-class ComponentRecipe:
-    """Everything needed to load one component again: source, family, component and patches."""
-
-    path: str
-    family: str
-    component: Component
-    # Name of the weights inside a diffusers folder / prefix override; empty for single files.
-    variant: str = ""
-    patches: tuple[LoraPatch, ...] = ()
-
-    @property
-    def store_key(self) -> tuple[Any, ...]:
-        """The model store key: identical recipes share one loaded module."""
-        return ("diffgraph", self.component, self.path, self.family, self.variant, self.patches)
-
-    def base(self) -> ComponentRecipe:
-        """The same recipe without LoRA patches (the cached base model)."""
-        return replace(self, patches=())
-
-    def with_patch(self, patch: LoraPatch) -> ComponentRecipe:
-        """A new recipe with one more LoRA applied on top."""
-        return replace(self, patches=(*self.patches, patch))
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,8 +40,6 @@ class _Handle(EdgeType):
 
     def load(self, store: Any) -> torch.nn.Module:
         """The module on the compute device, loaded through the store when not resident."""
-        from nodes.diffusion.loader import load_component_into
-
         return load_component_into(store, self.recipe)
 
     @property
@@ -88,6 +55,14 @@ class DiffusionModel(_Handle):
     io_type: ClassVar[str] = "MODEL"
     prediction: Prediction = "eps"
     latent_format: LatentFormat = SD15_LATENT
+
+    def autoencoder(self, store: Any) -> AutoencoderKL:
+        """The AutoencoderKL on the compute device, loaded through the store."""
+        module = self.load(store)
+        if not isinstance(module, AutoencoderKL):
+            raise TypeError(f"VAE recipe {self.recipe.store_key} loaded a {type(module).__name__}")
+        return module
+
     compute_dtype: torch.dtype = torch.float32
     device: str = "cpu"
     # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), and refiner's layout.
@@ -157,6 +132,13 @@ class ClipHandle(_Handle):
     compute_dtype: torch.dtype = torch.float32
     device: str = "cpu"
 
+    def stack(self, store: Any) -> ClipStack:
+        """The text encoder(s) with their per-encoder rules, loaded through the store."""
+        module = self.load(store)
+        if not isinstance(module, ClipStack):
+            raise TypeError(f"CLIP recipe {self.recipe.store_key} loaded a {type(module).__name__}")
+        return module
+
 
 @dataclass(frozen=True, eq=False)
 class VaeHandle(_Handle):
@@ -166,3 +148,10 @@ class VaeHandle(_Handle):
     compute_dtype: torch.dtype = torch.float32
     device: str = "cpu"
     latent_format: LatentFormat = SD15_LATENT
+
+    def autoencoder(self, store: Any) -> AutoencoderKL:
+        """The AutoencoderKL on the compute device, loaded through the store."""
+        module = self.load(store)
+        if not isinstance(module, AutoencoderKL):
+            raise TypeError(f"VAE recipe {self.recipe.store_key} loaded a {type(module).__name__}")
+        return module

@@ -13,11 +13,13 @@ Facts followed (ComfyUI sd1_clip.py / sdxl_clip.py behaviour, reimplemented):
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from engine import UserFacingError
+from nodes.diffusion.families import TextEncoderSpec
 from nodes.diffusion.tokenizer import END_TOKEN, START_TOKEN, encode_words
 from nodes.types import CondEntry
 
@@ -129,11 +131,11 @@ def empty_window(pad_token: int) -> TokenWeights:
 class ClipStack(torch.nn.Module):
     """One or two CLIP text encoders of a family, with their per-encoder rules (pad token, layer)."""
 
-    def __init__(self, family: str, encoders: dict[str, torch.nn.Module], specs: list[dict[str, Any]]):
+    def __init__(self, family: str, encoders: dict[str, torch.nn.Module], specs: Sequence[TextEncoderSpec]):
         super().__init__()
         self.family = family
-        self.encoders = torch.nn.ModuleDict(encoders)
-        self.specs = specs
+        self.encoders: torch.nn.ModuleDict = torch.nn.ModuleDict(encoders)
+        self.specs = tuple(specs)
 
 
 class ClipLayerError(UserFacingError):
@@ -143,19 +145,20 @@ class ClipLayerError(UserFacingError):
 
 
 def run_encoder(
-    model: torch.nn.Module, spec: dict[str, Any], ids: torch.Tensor, layer: int | None
+    model: torch.nn.Module, spec: TextEncoderSpec, ids: torch.Tensor, layer: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states of the chosen layer [N, 77, D] and the pooled output [N, P] for token ids [N, 77].
 
     Negative layer numbers count from the encoder's original depth: `missing_top_layers` (diffusers'
     SD2 folders lack the last block) is added back before counting, as ComfyUI counts.
     """
-    idx = spec["default_layer"] if layer is None else layer
+    wanted = spec.default_layer if layer is None else layer
     out = model(input_ids=ids, output_hidden_states=True)
     n_layers = len(out.hidden_states) - 1
-    full = n_layers + spec.get("missing_top_layers", 0)
-    pooled = out.text_embeds if spec["with_projection"] else out.pooler_output
-    if idx >= 0 or abs(idx) > full:
+    full = n_layers + spec.missing_top_layers
+    pooled = out.text_embeds if spec.with_projection else out.pooler_output
+    idx: int | None = wanted
+    if wanted >= 0 or abs(wanted) > full:
         idx = -1 if full != n_layers else None  # out-of-range skips mean "last layer", as in ComfyUI
     if idx is None:
         return out.last_hidden_state, pooled
@@ -166,7 +169,7 @@ def run_encoder(
             f"converting SD2), so CLIP layer {idx} is unavailable; use {n_layers - full - 1} or lower"
         )
     hidden = out.hidden_states[block + 1]
-    if spec["layer_norm_hidden_state"]:
+    if spec.layer_norm_hidden_state:
         # transformers 5 flattened CLIPTextModel; CLIPTextModelWithProjection still nests text_model.
         owner = model if hasattr(model, "final_layer_norm") else model.get_submodule("text_model")
         hidden = owner.get_submodule("final_layer_norm")(hidden)
@@ -175,25 +178,25 @@ def run_encoder(
 
 def encode_with(
     model: torch.nn.Module,
-    spec: dict[str, Any],
+    spec: TextEncoderSpec,
     text: str,
     layer: int | None,
     device: torch.device,
     dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One encoder: embeddings [1, 77*k, D] with emphasis applied, and the first window's pooled [1, P]."""
-    return encode_windows(model, spec, windows(text, spec["pad_token"]), layer, device)
+    return encode_windows(model, spec, windows(text, spec.pad_token), layer, device)
 
 
 def encode_windows(
     model: torch.nn.Module,
-    spec: dict[str, Any],
+    spec: TextEncoderSpec,
     wins: list[TokenWeights],
     layer: int | None,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode tokenized windows: embeddings [1, 77*k, D] with emphasis, first window's pooled [1, P]."""
-    pad = spec["pad_token"]
+    pad = spec.pad_token
     weighted = any(w != 1.0 for win in wins for _, w in win)
     rows = [[t for t, _ in win] for win in wins]
     if weighted:
@@ -223,7 +226,7 @@ def encode_prompt(
 ) -> CondEntry:
     """A family's conditioning for one prompt (SDXL: CLIP-L and bigG features side by side)."""
     results = [
-        encode_with(stack.encoders[spec["name"]], spec, text, layer, device, dtype) for spec in stack.specs
+        encode_with(stack.encoders[spec.name], spec, text, layer, device, dtype) for spec in stack.specs
     ]
     if len(results) == 1:
         embeds, pooled = results[0]

@@ -16,7 +16,6 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 START_TOKEN = 49406
 END_TOKEN = 49407
-VOCAB_SIZE = 49408
 _SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
@@ -39,7 +38,7 @@ def clip_tokenizer() -> Tokenizer:
     """A `tokenizers.Tokenizer` equal to CLIP's reference BPE tokenizer (no special tokens added)."""
     raw = resources.files("nodes.diffusion").joinpath("vocab", "bpe_simple_vocab_16e6.txt.gz").read_bytes()
     lines = gzip.decompress(raw).decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    merges = [(first, second) for first, second in (line.split() for line in lines[1 : 49152 - 256 - 2 + 1])]
     symbols = list(_bytes_to_unicode().values())
     symbols += [s + "</w>" for s in symbols]
     symbols += ["".join(m) for m in merges]

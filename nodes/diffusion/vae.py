@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 
 import torch
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
-from engine.devices import is_out_of_memory
+from engine import is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 FALLBACK_TILE, FALLBACK_OVERLAP = 64, 16
 
 
-def _decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
+def _decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     p = next(vae.parameters())
     with torch.inference_mode():
         out = vae.decode(latents.to(p.device, p.dtype), return_dict=False)[0]
@@ -50,9 +51,7 @@ def _starts(size: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
-def decode_tiled(
-    vae: torch.nn.Module, latents: torch.Tensor, tile: int = 64, overlap: int = 8
-) -> torch.Tensor:
+def decode_tiled(vae: AutoencoderKL, latents: torch.Tensor, tile: int = 64, overlap: int = 8) -> torch.Tensor:
     """Decode in overlapping latent tiles (sizes in latent pixels); returns [B,3,8h,8w] in -1..1."""
     b, _, h, w = latents.shape
     overlap = max(0, min(overlap, tile // 4))
@@ -72,7 +71,7 @@ def decode_tiled(
     return out / weight
 
 
-def decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
+def decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """IMAGE [B,H,W,3] from raw latents; retries in tiles when the device runs out of memory."""
     try:
         return to_image(_decode(vae, latents))
@@ -85,7 +84,7 @@ def decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
         return to_image(decode_tiled(vae, latents, FALLBACK_TILE, FALLBACK_OVERLAP))
 
 
-def encode(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+def encode(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
     """Raw latents [B,4,H/8,W/8] (distribution mode) from IMAGE [B,H,W,3]; crops H, W to multiples of 8."""
     h, w = (pixels.shape[1] // 8) * 8, (pixels.shape[2] // 8) * 8
     if (h, w) != tuple(pixels.shape[1:3]):

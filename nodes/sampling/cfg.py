@@ -71,7 +71,7 @@ class CfgDenoiser:
         # Uncond first, then cond: the order ComfyUI stacks them in one batch.
         groups = [] if skip_uncond else [self.negative]
         groups.append(self.positive)
-        outs = self._denoise_groups(x, sigma, groups)
+        outs = self.denoise_groups(x, sigma, groups)
         cond = outs[-1]
         if skip_uncond:
             self.uncond_denoised = torch.zeros_like(x)
@@ -80,7 +80,7 @@ class CfgDenoiser:
         self.uncond_denoised = uncond
         return uncond + (cond - uncond) * self.cfg
 
-    def _denoise_groups(
+    def denoise_groups(
         self, x: torch.Tensor, sigma: torch.Tensor, groups: list[list[CondEntry]]
     ) -> list[torch.Tensor]:
         """Average x0 prediction per group, all entries run as [x]*n batched UNet calls."""
@@ -103,8 +103,9 @@ class CfgDenoiser:
         batch, n = x.shape[0], len(entries)
         embeds = pad_embeds_to_common_length([_repeat_to_batch(e.embeds, batch) for e in entries])
         pooled = None
-        if all(e.pooled is not None for e in entries):
-            pooled = torch.cat([_repeat_to_batch(e.pooled, batch) for e in entries])
+        pooleds = [e.pooled for e in entries if e.pooled is not None]
+        if len(pooleds) == n:
+            pooled = torch.cat([_repeat_to_batch(p, batch) for p in pooleds])
         extras = [dict(e.extras) for e in entries for _ in range(batch)]
         x_all = torch.cat([x] * n) if n > 1 else x
         sigma_all = torch.cat([sigma] * n) if n > 1 else sigma

@@ -87,7 +87,8 @@ def sample_dpm_fast(
     for i, order in enumerate(orders):
         cache: dict[str, torch.Tensor] = {}
         t, t_next = ts[i], ts[i + 1]
-        t_next_, su = t_next, 0.0
+        t_next_ = t_next
+        su: torch.Tensor | float = 0.0
         if eta:
             sd, _ = ancestral_step(sigma_fn(t), sigma_fn(t_next), eta)
             t_next_ = torch.minimum(t_end, t_fn(sd))
@@ -110,8 +111,11 @@ def sample_dpm_adaptive(
     atol: float = 0.0078,
     h_init: float = 0.05,
     accept_safety: float = 0.81,
+    pcoeff: float = 0.0,
+    icoeff: float = 1.0,
+    dcoeff: float = 0.0,
 ) -> torch.Tensor:
-    """DPM-Solver-23 with an integral step-size controller (eta 0, as ComfyUI's default)."""
+    """DPM-Solver-12/23 with a PID step-size controller (deterministic: eta 0, as ComfyUI's default)."""
     bounds = _range(sigmas)
     if bounds is None:
         return x
@@ -119,7 +123,8 @@ def sample_dpm_adaptive(
     s, t_end = t_fn(bounds[1].detach().clone()), t_fn(bounds[0].detach().clone())
     h = abs(h_init)
     atol_t, rtol_t = torch.tensor(atol), torch.tensor(rtol)
-    x_prev, errs, n = x, [], 0
+    x_prev, n = x, 0
+    errs: list[float] = []
     while s < t_end - 1e-5:
         cache: dict[str, torch.Tensor] = {}
         t = torch.minimum(t_end, s + h)
@@ -134,12 +139,15 @@ def sample_dpm_adaptive(
             x_high = solver.step_3(x, s, t, cache)
         delta = torch.maximum(atol_t, rtol_t * torch.maximum(x_low.abs(), x_prev.abs()))
         error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
-        # PID controller with only the integral term (pcoeff = dcoeff = 0): factor = (1/err)^(1/order).
+        # PID control of the step size on the inverse errors of this and the two previous steps; the
+        # default gains (integral only) reduce it to factor = (1/err)^(1/order).
         inv_error = 1 / (float(error) + 1e-8)
         if not errs:
             errs = [inv_error, inv_error, inv_error]
         errs[0] = inv_error
-        factor = 1 + math.atan(errs[0] ** (1 / order) - 1)
+        gains = ((pcoeff + icoeff + dcoeff) / order, -(pcoeff + 2 * dcoeff) / order, dcoeff / order)
+        raw = errs[0] ** gains[0] * errs[1] ** gains[1] * errs[2] ** gains[2]
+        factor = 1 + math.atan(raw - 1)
         accept = factor >= accept_safety
         if accept:
             errs[2], errs[1] = errs[1], errs[0]

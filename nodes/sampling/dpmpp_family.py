@@ -23,6 +23,7 @@ def sample_dpmpp_2s_ancestral(
     sigmas: torch.Tensor,
     run: SamplerRun,
     eta: float = 1.0,
+    s_noise: float = 1.0,
     cfg_pp: bool = False,
 ) -> torch.Tensor:
     """Ancestral DPM-Solver++(2S): a second-order singlestep update to sigma_down, then noise."""
@@ -48,7 +49,7 @@ def sample_dpmpp_2s_ancestral(
             denoised_2 = model(x_2, sigma_fn(s) * s_in)
             x = (sigma_fn(t_next) / sigma_fn(t)) * base - (-h).expm1() * denoised_2
         if sigmas[i + 1] > 0:
-            x = x + noise(sigmas[i], sigmas[i + 1]) * sigma_up
+            x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
 
@@ -65,6 +66,7 @@ def sample_dpmpp_sde(
     sigmas: torch.Tensor,
     run: SamplerRun,
     eta: float = 1.0,
+    s_noise: float = 1.0,
     r: float = 0.5,
     cpu_tree: bool = True,
 ) -> torch.Tensor:
@@ -84,13 +86,13 @@ def sample_dpmpp_sde(
         sd, su = ancestral_step(sigma_fn(t), sigma_fn(s), eta)
         s_ = t_fn(sd)
         x_2 = (sigma_fn(s_) / sigma_fn(t)) * x - (t - s_).expm1() * denoised
-        x_2 = x_2 + noise(sigma_fn(t), sigma_fn(s)) * su
+        x_2 = x_2 + noise(sigma_fn(t), sigma_fn(s)) * s_noise * su
         denoised_2 = model(x_2, sigma_fn(s) * s_in)
         sd, su = ancestral_step(sigma_fn(t), sigma_fn(t_next), eta)
         t_next_ = t_fn(sd)
         denoised_d = (1 - fac) * denoised + fac * denoised_2
         x = (sigma_fn(t_next_) / sigma_fn(t)) * x - (t - t_next_).expm1() * denoised_d
-        x = x + noise(sigma_fn(t), sigma_fn(t_next)) * su
+        x = x + noise(sigma_fn(t), sigma_fn(t_next)) * s_noise * su
     return x
 
 
@@ -141,13 +143,15 @@ def sample_dpmpp_2m_sde(
     sigmas: torch.Tensor,
     run: SamplerRun,
     eta: float = 1.0,
+    s_noise: float = 1.0,
     solver_type: str = "midpoint",
     cpu_tree: bool = True,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) SDE with Brownian-tree noise; `solver_type` midpoint or heun correction."""
     noise = run.noise_sampler or brownian_noise_sampler(x, sigmas, run.seed, cpu_tree)
     s_in = ones_like_batch(x)
-    old_denoised, h_last = None, None
+    old_denoised: torch.Tensor | None = None
+    h_last: torch.Tensor | None = None
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
         run.step(i, denoised, x)
@@ -157,7 +161,7 @@ def sample_dpmpp_2m_sde(
             h = t_fn(sigmas[i + 1]) - t_fn(sigmas[i])
             h_eta = h * (eta + 1)
             x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + (-h_eta).expm1().neg() * denoised
-            if old_denoised is not None:
+            if old_denoised is not None and h_last is not None:
                 r = h_last / h
                 if solver_type == "heun":
                     coef = (-h_eta).expm1().neg() / (-h_eta) + 1
@@ -165,7 +169,13 @@ def sample_dpmpp_2m_sde(
                     coef = 0.5 * (-h_eta).expm1().neg()
                 x = x + coef * (1 / r) * (denoised - old_denoised)
             if eta:
-                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt()
+                x = (
+                    x
+                    + noise(sigmas[i], sigmas[i + 1])
+                    * sigmas[i + 1]
+                    * (-2 * h * eta).expm1().neg().sqrt()
+                    * s_noise
+                )
             h_last = h
         old_denoised = denoised
     return x
@@ -177,12 +187,16 @@ def sample_dpmpp_3m_sde(
     sigmas: torch.Tensor,
     run: SamplerRun,
     eta: float = 1.0,
+    s_noise: float = 1.0,
     cpu_tree: bool = True,
 ) -> torch.Tensor:
     """DPM-Solver++(3M) SDE with Brownian-tree noise."""
     noise = run.noise_sampler or brownian_noise_sampler(x, sigmas, run.seed, cpu_tree)
     s_in = ones_like_batch(x)
-    denoised_1, denoised_2, h_1, h_2 = None, None, None, None
+    denoised_1: torch.Tensor | None = None
+    denoised_2: torch.Tensor | None = None
+    h_1: torch.Tensor | None = None
+    h_2: torch.Tensor | None = None
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
         run.step(i, denoised, x)
@@ -192,7 +206,7 @@ def sample_dpmpp_3m_sde(
             h = t_fn(sigmas[i + 1]) - t_fn(sigmas[i])
             h_eta = h * (eta + 1)
             x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
-            if h_2 is not None:
+            if h_2 is not None and h_1 is not None and denoised_1 is not None and denoised_2 is not None:
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0 = (denoised - denoised_1) / r0
                 d1_1 = (denoised_1 - denoised_2) / r1
@@ -201,11 +215,17 @@ def sample_dpmpp_3m_sde(
                 phi_2 = h_eta.neg().expm1() / h_eta + 1
                 phi_3 = phi_2 / h_eta - 0.5
                 x = x + phi_2 * d1 - phi_3 * d2
-            elif h_1 is not None:
+            elif h_1 is not None and denoised_1 is not None:
                 phi_2 = h_eta.neg().expm1() / h_eta + 1
                 x = x + phi_2 * ((denoised - denoised_1) / (h_1 / h))
             if eta:
-                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt()
+                x = (
+                    x
+                    + noise(sigmas[i], sigmas[i + 1])
+                    * sigmas[i + 1]
+                    * (-2 * h * eta).expm1().neg().sqrt()
+                    * s_noise
+                )
             h_1, h_2 = h, h_1
         denoised_1, denoised_2 = denoised, denoised_1
     return x
@@ -222,13 +242,14 @@ def sample_res_multistep(
     """RES second-order multistep (arXiv 2308.02157), optionally ancestral (eta) and CFG++."""
     noise = run.noise_for(x)
     s_in = ones_like_batch(x)
-    old_sigma_down, old_denoised = None, None
+    old_sigma_down: torch.Tensor | None = None
+    old_denoised: torch.Tensor | None = None
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
         uncond = _uncond(model, x) if cfg_pp else denoised
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         run.step(i, denoised, x)
-        if sigma_down == 0 or old_denoised is None:
+        if sigma_down == 0 or old_denoised is None or old_sigma_down is None:
             x = (
                 denoised + to_d(x, sigmas[i], uncond) * sigma_down
                 if cfg_pp

@@ -19,7 +19,12 @@ def sample_euler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, run: Sa
 
 
 def sample_euler_ancestral(
-    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, run: SamplerRun, eta: float = 1.0
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    run: SamplerRun,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
 ) -> torch.Tensor:
     """Euler down to sigma_down, then fresh noise of size sigma_up."""
     noise = run.noise_for(x)
@@ -30,7 +35,7 @@ def sample_euler_ancestral(
         run.step(i, denoised, x)
         x = denoised if sigma_down == 0 else x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         if sigmas[i + 1] > 0:
-            x = x + noise(sigmas[i], sigmas[i + 1]) * sigma_up
+            x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
 
@@ -51,7 +56,7 @@ def sample_heun(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, run: Sam
     return x
 
 
-def _heunpp_weights(sigmas: torch.Tensor, idx: list[int]) -> list[torch.Tensor]:
+def _heunpp_weights(sigmas: torch.Tensor, idx: list[int]) -> list[torch.Tensor | float]:
     """Heun++ weights: later slopes weighted by their sigma over len * sigma_0."""
     w = len(idx) * sigmas[0]
     tail = [sigmas[j] / w for j in idx[1:]]
@@ -190,7 +195,12 @@ def sample_euler_cfg_pp(
 
 
 def sample_euler_ancestral_cfg_pp(
-    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, run: SamplerRun, eta: float = 1.0
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    run: SamplerRun,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
 ) -> torch.Tensor:
     """CFG++ ancestral Euler."""
     noise = run.noise_for(x)
@@ -201,7 +211,7 @@ def sample_euler_ancestral_cfg_pp(
         run.step(i, denoised, x)
         x = denoised + to_d(x, sigmas[i], _uncond(model, x)) * sigma_down
         if sigmas[i + 1] > 0:
-            x = x + noise(sigmas[i], sigmas[i + 1]) * sigma_up
+            x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
 

@@ -115,7 +115,8 @@ def sample_sa_solver(
     lambdas = t_fn(sigmas)
     keep = max(predictor_order, corrector_order)
     lower_order_to_end = float(sigmas[-1]) == 0
-    x_pred, tau_t, noise = x, 0.0, 0.0
+    x_pred, tau_t = x, 0.0
+    noise: torch.Tensor | float = 0.0
     preds: list[torch.Tensor] = []
     for i in range(len(sigmas) - 1):
         denoised = model(x_pred, sigmas[i] * s_in)

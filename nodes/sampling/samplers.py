@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -155,7 +155,7 @@ def prepare_mask(noise_mask: torch.Tensor, shape: torch.Size, device: torch.devi
 
 @dataclass
 class SampleRequest:
-    """One sampling call: latents in VAE space, initial noise, the sigma slice and the sampler."""
+    """One sampling call: latents in VAE space, initial noise, the sigma slice, the sampler and its options."""
 
     latents: torch.Tensor
     noise: torch.Tensor
@@ -163,6 +163,8 @@ class SampleRequest:
     sampler: str
     seed: int
     noise_mask: torch.Tensor | None = None
+    # Keyword options for the sampler loop (SamplerEulerAncestral's eta, SamplerLMS's order...).
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def sample(
@@ -195,6 +197,6 @@ def sample(
         model = _InpaintDenoiser(denoiser, ms, latents, mask_noise, mask)
     x = ms.noise_scaling(sigmas[0], noise, latents, ms.is_max_denoise(float(sigmas[0])))
     run = SamplerRun(seed=req.seed, callback=callback, model_sampling=ms)
-    out = SAMPLERS[req.sampler](model, x, sigmas, run)
+    out = SAMPLERS[req.sampler](model, x, sigmas, run, **req.options)
     out = ms.inverse_noise_scaling(sigmas[-1], out)
     return latent_format.process_out(out.to(torch.float32))

@@ -50,7 +50,9 @@ def sample_er_sde(
     points = torch.arange(0, ER_SDE_INTEGRATION_POINTS, dtype=torch.float32, device=x.device)
     # lambda_er = sigma / alpha; for these models it is sigma, kept as exp(-half_log_snr) like ComfyUI.
     er_lambdas = t_fn(sigmas).neg().exp()
-    old_denoised = old_denoised_d = None
+    # Stage 2 needs one earlier step, stage 3 two: both are set before they are read.
+    old_denoised: torch.Tensor | None = None
+    old_denoised_d: torch.Tensor | None = None
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
         run.step(i, denoised, x)
@@ -62,7 +64,7 @@ def sample_er_sde(
             alpha_s, alpha_t = sigmas[i] / lam_s, sigmas[i + 1] / lam_t
             r = noise_scaler(lam_t) / noise_scaler(lam_s)
             x = alpha_t / alpha_s * r * x + alpha_t * (1 - r) * denoised
-            if stage >= 2:
+            if stage >= 2 and old_denoised is not None:
                 dt = lam_t - lam_s
                 step = -dt / ER_SDE_INTEGRATION_POINTS
                 lam_pos = lam_t + points * step
@@ -70,7 +72,7 @@ def sample_er_sde(
                 s = torch.sum(1 / scaled) * step
                 denoised_d = (denoised - old_denoised) / (lam_s - er_lambdas[i - 1])
                 x = x + alpha_t * (dt + s * noise_scaler(lam_t)) * denoised_d
-                if stage >= 3:
+                if stage >= 3 and old_denoised_d is not None:
                     s_u = torch.sum((lam_pos - lam_s) / scaled) * step
                     denoised_u = (denoised_d - old_denoised_d) / ((lam_s - er_lambdas[i - 2]) / 2)
                     x = x + alpha_t * ((dt**2) / 2 + s_u * noise_scaler(lam_t)) * denoised_u

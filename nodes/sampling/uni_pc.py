@@ -63,7 +63,8 @@ def _update(model, x, models, sigmas_prev, sigma, order, use_corrector, variant)
     """One UniPC step to `sigma`: predictor, then (optionally) corrector with a fresh evaluation."""
     lambda_prev_0, lambda_t = _lambda(sigmas_prev[-1]), _lambda(sigma)
     h = lambda_t - lambda_prev_0
-    rks, d1s = [], []
+    rks: list[torch.Tensor | float] = []
+    d1s = []
     for i in range(1, order):
         rk = (_lambda(sigmas_prev[-(i + 1)]) - lambda_prev_0) / h
         rks.append(rk)
@@ -74,7 +75,7 @@ def _update(model, x, models, sigmas_prev, sigma, order, use_corrector, variant)
     d1 = torch.stack(d1s, dim=1) if d1s else None
     alpha_t = _alpha(sigma)
     x_t_ = _std(sigma) / _std(sigmas_prev[-1]) * x - alpha_t * h_phi_1 * models[-1]
-    pred_res = 0
+    pred_res: torch.Tensor | float = 0
     if d1 is not None:
         rhos_p = (
             torch.tensor([0.5], device=x.device)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from diffgraph.cli import main
-from tests.cli import stub_nodes
+from tests.stub_pack import txt2img
 
 
 @dataclass
@@ -31,10 +31,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory with models/checkpoints/tiny.safetensors and workflow.json (txt2img)."""
     (tmp_path / "models" / "checkpoints").mkdir(parents=True)
     (tmp_path / "models" / "checkpoints" / "tiny.safetensors").write_bytes(b"stub")
-    (tmp_path / "workflow.json").write_text(json.dumps(stub_nodes.txt2img_prompt()), encoding="utf-8")
+    (tmp_path / "workflow.json").write_text(json.dumps(txt2img.txt2img_prompt()), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DIFFGRAPH_MODELS_DIR", raising=False)
-    stub_nodes.CALLS.clear()
+    txt2img.CALLS.clear()
     return tmp_path
 
 
@@ -44,7 +44,7 @@ def cli(project: Path, capsys: pytest.CaptureFixture[str]):
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()
-        code = main(list(args), registry_factory=stub_nodes.stub_registry_factory)
+        code = main(list(args), registry_factory=txt2img.stub_registry_factory)
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 import diffgraph
-from tests.cli import stub_nodes
+from engine.formats.ui_workflow import api_to_ui
+from tests.stub_pack import txt2img
 
 
 @pytest.fixture
@@ -15,7 +16,7 @@ def session(project):
     with diffgraph.Session(
         models_dir=project / "models",
         output_dir=project / "out",
-        registry_factory=stub_nodes.stub_registry_factory,
+        registry_factory=txt2img.stub_registry_factory,
     ) as session:
         yield session
 
@@ -26,7 +27,7 @@ def test_session_run_returns_typed_outputs_and_files(session):
     result = session.run(wf)
     assert result.ok
     latent = result.outputs["3"].latent
-    assert isinstance(latent, stub_nodes.StubLatent)
+    assert isinstance(latent, txt2img.StubLatent)
     assert (latent.value["seed"], latent.value["positive"]) == (5, "a heron")
     assert result.ui["9"]["images"][0]["type"] == "output"
     (path,) = result.all_files()
@@ -39,7 +40,7 @@ def test_session_keeps_the_cache_across_runs(session):
     second = session.run(wf.copy().set("3", "seed", 6))
     assert len(first.executed) == 7
     assert sorted(second.executed) == ["3", "8", "9"]
-    assert stub_nodes.CALLS.count("CheckpointLoaderSimple") == 1
+    assert txt2img.CALLS.count("CheckpointLoaderSimple") == 1
     assert session.run(wf, force=True).executed == first.executed
 
 
@@ -63,3 +64,16 @@ def test_workflow_refs_by_id_title_and_class_type(session):
         wf["CLIPTextEncode"]
     with pytest.raises(diffgraph.OverrideError, match="its inputs: text, clip"):
         wf.set("Positive", "txt", "x")
+
+
+def test_session_load_scans_model_folders_only_for_ui_workflows(session, monkeypatch):
+    scans = []
+    scan = session.registry.choices
+    monkeypatch.setattr(session.registry, "choices", lambda source: scans.append(source) or scan(source))
+    for _ in range(3):
+        session.load("workflow.json")
+    assert scans == [], "loading an API prompt built the node schemas"
+    ui = api_to_ui(session.load("workflow.json").prompt, session.registry.object_info())
+    scans.clear()
+    assert session.load(ui).prompt["3"]["class_type"] == "KSampler"
+    assert scans, "a UI workflow is converted with the node schemas"

@@ -10,8 +10,8 @@ from pathlib import Path
 from PIL import Image as PILImage
 
 from diffgraph.cli import main
-from engine.media_metadata import png_info
-from tests.cli import stub_nodes
+from engine.formats.media_metadata import png_info
+from tests.stub_pack import txt2img
 
 
 def write_ui_workflow(cli, project: Path) -> Path:
@@ -53,7 +53,7 @@ def test_convert_round_trip_api_ui_api(cli, project):
     assert isinstance(ui["nodes"], list) and len(ui["nodes"]) == 7
     back = cli("convert", "ui.json")
     assert back.code == 0, back.err
-    original = stub_nodes.txt2img_prompt()
+    original = txt2img.txt2img_prompt()
     converted = back.json()
     assert {k: (v["class_type"], v["inputs"]) for k, v in converted.items()} == {
         k: (v["class_type"], v["inputs"]) for k, v in original.items()
@@ -70,7 +70,7 @@ def test_run_ui_format_workflow(cli, project):
 
 
 def test_run_workflow_embedded_in_png(cli, project):
-    prompt = stub_nodes.txt2img_prompt()
+    prompt = txt2img.txt2img_prompt()
     prompt["3"]["inputs"]["seed"] = 777
     PILImage.new("RGB", (8, 8)).save(
         project / "made.png", pnginfo=png_info(prompt, {"workflow": {"nodes": []}})
@@ -81,10 +81,10 @@ def test_run_workflow_embedded_in_png(cli, project):
 
 
 def test_run_workflow_embedded_in_video(cli, project):
-    from engine.media_metadata import container_metadata
-    from nodes.video_nodes import encode_video
+    from engine.formats.media_metadata import container_metadata
+    from nodes.defs.video import encode_video
 
-    prompt = stub_nodes.txt2img_prompt()
+    prompt = txt2img.txt2img_prompt()
     prompt["6"]["inputs"]["text"] = "from the video"
     frames = [PILImage.new("RGB", (16, 16))] * 2
     data = encode_video(frames, "mp4", 1.0, metadata=container_metadata(prompt, {"workflow": {"nodes": []}}))
@@ -132,7 +132,7 @@ def test_serve_starts_the_server_with_our_registry(cli, monkeypatch):
     result = cli("serve", "--port", "0", "--models-dir", "models")
     assert result.code == 0, result.err
     assert seen == {
-        "nodes": sorted(c.class_type for c in stub_nodes.ALL),
+        "nodes": sorted(c.class_type for c in txt2img.ALL),
         "models": Path("models"),
         "port": 0,
     }
@@ -150,12 +150,12 @@ def test_cli_exits_quietly_when_the_pipe_reader_quits(project, monkeypatch):
             raise BrokenPipeError(32, "Broken pipe")
 
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
-    assert main(["nodes"], registry_factory=stub_nodes.stub_registry_factory) == 141
+    assert main(["nodes"], registry_factory=txt2img.stub_registry_factory) == 141
 
 
 def test_serve_and_run_read_the_same_models_dir_variable(cli, project, monkeypatch):
     import server.main
-    from diffgraph.api import MODELS_DIR_ENV
+    from engine.model_paths import MODELS_DIR_ENV
 
     seen = {}
     monkeypatch.setattr(server.main, "serve", lambda registry, env, settings, **kw: seen.update(m=env))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli import stub_nodes
+from tests.stub_pack import txt2img
 
 ALL_NODES = {"3", "4", "5", "6", "7", "8", "9"}
 
@@ -79,8 +79,8 @@ def test_run_seed_sweep_runs_only_sampler_decode_save_per_seed(cli):
         assert sorted(item["executed_class_types"].values()) == ["KSampler", "SaveImage", "VAEDecode"]
         assert set(item["cached"]) == {"4", "5", "6", "7"}
         assert item["cached_class_types"]["4"] == "CheckpointLoaderSimple"
-    assert stub_nodes.CALLS.count("CheckpointLoaderSimple") == 1
-    assert stub_nodes.CALLS.count("CLIPTextEncode") == 2
+    assert txt2img.CALLS.count("CheckpointLoaderSimple") == 1
+    assert txt2img.CALLS.count("CLIPTextEncode") == 2
     assert [saved(i["files"][0])["seed"] for i in items] == list(range(1, 21))
     assert len(list(Path("output").iterdir())) == 20
 
@@ -154,7 +154,7 @@ def test_run_invalid_workflow_exits_two_naming_node_and_input(cli):
     result = cli("run", "workflow.json", "--set", "KSampler.steps=0")
     assert result.code == 2
     assert "#3 KSampler" in result.err and "steps" in result.err
-    assert stub_nodes.CALLS == []
+    assert txt2img.CALLS == []
 
 
 def test_run_missing_checkpoint_hints_at_models_folder_and_demo(cli):
@@ -257,7 +257,7 @@ def test_run_set_bad_number_is_reported_with_node_and_input(cli):
     result = cli("run", "workflow.json", "--set", "KSampler.steps=many")
     assert result.code == 2
     assert "#3 KSampler" in result.err and "steps" in result.err and "many" in result.err
-    assert stub_nodes.CALLS == []
+    assert txt2img.CALLS == []
 
 
 def test_run_json_reports_a_run_that_cannot_start(cli):
@@ -269,7 +269,7 @@ def test_run_json_reports_a_run_that_cannot_start(cli):
 
 
 def two_sampler_workflow(project: Path) -> str:
-    (project / "two.json").write_text(json.dumps(stub_nodes.two_sampler_prompt()), encoding="utf-8")
+    (project / "two.json").write_text(json.dumps(txt2img.two_sampler_prompt()), encoding="utf-8")
     return "two.json"
 
 
@@ -296,7 +296,7 @@ def test_run_seed_input_sweeps_one_chosen_sampler(cli, project):
 
 
 def test_run_seeds_on_a_workflow_without_seeds_says_what_to_do(cli, project):
-    prompt = stub_nodes.txt2img_prompt()
+    prompt = txt2img.txt2img_prompt()
     prompt["3"]["inputs"]["seed"] = ["5", 0]  # a linked seed is not a constant the sweep can set
     (project / "linked.json").write_text(json.dumps(prompt), encoding="utf-8")
     result = cli("run", "linked.json", "--seeds", "1-3")

@@ -6,14 +6,14 @@ import pytest
 
 from engine import Environment
 from engine.executor import Executor
-from tests.engine import stub_nodes
+from tests.stub_pack import arithmetic
 
 
 @pytest.fixture
 def registry():
-    stub_nodes.CALLS.clear()
-    stub_nodes.FINGERPRINTS.clear()
-    return stub_nodes.fresh_registry()
+    arithmetic.CALLS.clear()
+    arithmetic.FINGERPRINTS.clear()
+    return arithmetic.fresh_registry()
 
 
 @pytest.fixture

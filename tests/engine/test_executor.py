@@ -6,8 +6,8 @@ from engine import CancelToken
 from engine.cache import OutputCache
 from engine.executor import Executor
 from engine.validation import validate_prompt
-from tests.engine import stub_nodes
-from tests.engine.stub_nodes import link
+from tests.stub_pack import arithmetic
+from tests.stub_pack.arithmetic import link
 
 
 def chain_prompt(seed: int = 5) -> dict:
@@ -24,7 +24,7 @@ def chain_prompt(seed: int = 5) -> dict:
 def run(executor, registry, prompt, **kwargs):
     result = validate_prompt(prompt, registry, targets=kwargs.pop("targets", None))
     assert result.ok, result.node_errors
-    stub_nodes.CALLS.clear()
+    arithmetic.CALLS.clear()
     return executor.execute(
         result.prompt, prompt_id=kwargs.pop("prompt_id", "p"), outputs=result.outputs, **kwargs
     )
@@ -33,8 +33,8 @@ def run(executor, registry, prompt, **kwargs):
 def test_executor_runs_only_ancestors_of_outputs_in_dependency_order(executor, registry):
     result = run(executor, registry, chain_prompt())
     assert result.status == "success"
-    assert "9" not in stub_nodes.CALLS
-    assert stub_nodes.CALLS.index("1") < stub_nodes.CALLS.index("2") < stub_nodes.CALLS.index("3")
+    assert "9" not in arithmetic.CALLS
+    assert arithmetic.CALLS.index("1") < arithmetic.CALLS.index("2") < arithmetic.CALLS.index("3")
     assert result.ui_outputs == {"3": {"text": ["a=7.0"]}, "5": {"text": ["b=2.0"]}}
 
 
@@ -42,7 +42,7 @@ def test_executor_order_is_deterministic(registry, env):
     orders = []
     for _ in range(3):
         run(Executor(registry, env), registry, chain_prompt())
-        orders.append(list(stub_nodes.CALLS))
+        orders.append(list(arithmetic.CALLS))
     assert orders[0] == orders[1] == orders[2]
 
 
@@ -50,7 +50,7 @@ def test_executor_identical_resubmission_executes_zero_nodes(executor, registry)
     run(executor, registry, chain_prompt())
     events = []
     result = run(executor, registry, chain_prompt(), sink=events.append)
-    assert result.executed == [] and stub_nodes.CALLS == []
+    assert result.executed == [] and arithmetic.CALLS == []
     assert set(result.cached) == {"3", "5"}
     replayed = [e for e in events if e.type == "executed"]
     assert {e.node for e in replayed} == {"3", "5"}
@@ -126,7 +126,7 @@ def test_executor_error_is_wrapped_with_node_id_and_keeps_finished_work(executor
     assert (err.node_id, err.node_type, err.prompt_id) == ("3", "Fails", "p")
     assert err.exception_type == "builtins.ZeroDivisionError" and err.exception_message == "boom"
     assert err.traceback == []
-    assert err.current_inputs["number"][0].startswith("<tests.engine.stub_nodes.Number")
+    assert err.current_inputs["number"][0].startswith("<tests.stub_pack.types.Number")
     assert "2" in result.executed and result.ui_outputs["2"] == {"text": ["x=3.0"]}
     assert events[-1].type == "execution_error"
     # finished work survives: the next identical run only retries the failed branch
@@ -155,14 +155,14 @@ def test_executor_interrupt_inside_long_node(executor, registry):
     result = run(executor, registry, prompt, cancel=cancel, extra_data=extra)
     assert result.status == "interrupted"
     assert result.error.type == "execution_interrupted" and result.error.node_id == "2"
-    assert "3" not in stub_nodes.CALLS
+    assert "3" not in arithmetic.CALLS
 
 
 def test_executor_interrupt_between_nodes(executor, registry):
     cancel = CancelToken()
     cancel.cancel()
     result = run(executor, registry, chain_prompt(), cancel=cancel)
-    assert result.status == "interrupted" and stub_nodes.CALLS == []
+    assert result.status == "interrupted" and arithmetic.CALLS == []
 
 
 def test_executor_fingerprint_joins_cache_key(executor, registry):
@@ -170,18 +170,18 @@ def test_executor_fingerprint_joins_cache_key(executor, registry):
         "1": {"class_type": "Volatile", "inputs": {"path": "abc"}},
         "2": {"class_type": "Show", "inputs": {"number": link("1")}},
     }
-    stub_nodes.FINGERPRINTS["abc"] = "hash1"
+    arithmetic.FINGERPRINTS["abc"] = "hash1"
     run(executor, registry, prompt)
     assert run(executor, registry, prompt).executed == []
-    stub_nodes.FINGERPRINTS["abc"] = "hash2"
+    arithmetic.FINGERPRINTS["abc"] = "hash2"
     assert sorted(run(executor, registry, prompt).executed) == ["1", "2"]
-    del stub_nodes.FINGERPRINTS["abc"]  # NaN: always re-run
+    del arithmetic.FINGERPRINTS["abc"]  # NaN: always re-run
     assert sorted(run(executor, registry, prompt).executed) == ["1", "2"]
     assert sorted(run(executor, registry, prompt).executed) == ["1", "2"]
 
 
 def test_executor_uncacheable_node_runs_on_every_identical_submission(executor, registry):
-    class Clock(stub_nodes.Constant):
+    class Clock(arithmetic.Constant):
         class_type = "Clock"
         cacheable = False
 
@@ -214,7 +214,7 @@ def test_executor_cache_budget_evicts_least_recent(registry, env):
 def test_executor_linked_outputs_visible_to_nodes(executor, registry):
     seen = {}
 
-    class Probe(stub_nodes.Constant):
+    class Probe(arithmetic.Constant):
         class_type = "Probe"
 
         def run(self, ctx, inputs):

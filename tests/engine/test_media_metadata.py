@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from engine.media_metadata import (
+from engine.formats.media_metadata import (
     MediaMetadataError,
     embed_gif_metadata,
     embed_webp_metadata,

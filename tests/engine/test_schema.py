@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from engine import DiffgraphError, EdgeType, Input, Node, NodeInputs, NodeOutputs, Output, Registry
+from engine import DiffgraphError, EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output, Registry
 
 
 class Latentish(EdgeType):
@@ -18,7 +18,7 @@ class Sampler(Node):
     display_name = "Test Sampler"
     category = "sampling"
     description = "samples"
-    hidden = {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}
+    hidden = {"prompt": Hidden.PROMPT, "unique_id": Hidden.UNIQUE_ID}
 
     class Inputs(NodeInputs):
         latent_image: Latentish = Input(description="the latent")
@@ -96,3 +96,24 @@ def test_registry_is_explicit_and_refuses_duplicates():
 def test_input_refuses_unknown_widget_option():
     with pytest.raises(TypeError, match="unknown widget option"):
         Input(0, colour="red")
+
+
+def test_schema_refuses_a_hidden_input_the_engine_cannot_supply():
+    class Dynamic(Node):
+        class_type = "Dynamic"
+        hidden = {"dynprompt": "DYNPROMPT"}
+
+        class Inputs(NodeInputs):
+            pass
+
+        class Outputs(NodeOutputs):
+            pass
+
+    with pytest.raises(DiffgraphError, match="DYNPROMPT.*Hidden.PROMPT") as caught:
+        Registry([Dynamic])
+    assert caught.value.code == "bad_node_class"
+
+
+def test_schema_refuses_raw_link_inputs_the_executor_would_resolve():
+    with pytest.raises(TypeError, match="rawLink"):
+        Input(description="the link itself", rawLink=True)

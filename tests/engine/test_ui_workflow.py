@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from engine import WorkflowFormatError
-from engine.ui_workflow import api_to_ui, is_ui_workflow, ui_to_api
-from tests.engine.ui_stub_nodes import ui_registry
+from engine.formats.ui_workflow import api_to_ui, is_ui_format, ui_to_api
+from tests.stub_pack.comfy_shapes import ui_registry
 
 DATA = Path(__file__).parent / "data" / "ui"
 
@@ -70,10 +70,10 @@ BASIC = {
 }
 
 
-def test_is_ui_workflow_tells_ui_from_api_format():
-    assert is_ui_workflow(load("basic_v04.json"))
-    assert not is_ui_workflow(BASIC)
-    assert not is_ui_workflow([1, 2])
+def test_is_ui_format_tells_ui_from_api_format():
+    assert is_ui_format(load("basic_v04.json"))
+    assert not is_ui_format(BASIC)
+    assert not is_ui_format([1, 2])
 
 
 def test_ui_to_api_maps_positional_widgets_and_links(object_info):
@@ -287,7 +287,7 @@ def test_ui_to_api_subgraph_containing_itself_is_an_error(object_info):
 
 
 def test_load_workflow_converts_ui_file(object_info):
-    from engine.workflow import load_workflow
+    from engine.formats.workflow import load_workflow
 
     workflow = load_workflow(DATA / "basic_v04.json", object_info)
     assert workflow.prompt == BASIC
@@ -310,7 +310,7 @@ ROUND_TRIP_FILES = [
 def test_api_to_ui_round_trips_to_identical_prompt(name, object_info):
     prompt = convert(name, object_info)
     ui = json.loads(json.dumps(api_to_ui(prompt, object_info)))
-    assert is_ui_workflow(ui)
+    assert is_ui_format(ui)
     assert ui_to_api(ui, object_info) == prompt
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from engine.errors import WorkflowFormatError
-from engine.ui_workflow import ui_to_api
+from engine.formats.ui_workflow import ui_to_api
 from engine.validation import validate_prompt
-from tests.engine import stub_nodes
+from tests.stub_pack import arithmetic
 
 DATA = Path(__file__).parent / "data" / "ui"
 JUNK: list[Any] = [None, 1, -1, "x", [], {}, [1, 2], 1.5, True, "999", [None], {"name": 3}]
@@ -48,7 +48,7 @@ def _damage(ui: dict[str, Any], rng: random.Random) -> None:
 
 @pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.json")))
 def test_ui_conversion_damaged_files_convert_or_fail_clearly(name):
-    registry = stub_nodes.fresh_registry()
+    registry = arithmetic.fresh_registry()
     info = registry.object_info()
     original = json.loads((DATA / name).read_text())
     rng = random.Random(name)
@@ -68,7 +68,7 @@ def test_ui_conversion_malformed_node_error_names_node_and_field():
     node = ui["nodes"][0]
     node["inputs"] = [{"name": ["not", "a", "name"], "link": None}]
     with pytest.raises(WorkflowFormatError) as caught:
-        ui_to_api(ui, stub_nodes.fresh_registry().object_info())
+        ui_to_api(ui, arithmetic.fresh_registry().object_info())
     message = str(caught.value)
     assert f"node {node['id']} ({node['type']})" in message
     assert "inputs.0.name" in message

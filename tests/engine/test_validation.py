@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.validation import validate_prompt
-from tests.engine.stub_nodes import link
+from tests.stub_pack.arithmetic import link
 
 
 def codes(result, node_id):

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from engine.executor import Executor
 from engine.validation import validate_prompt
-from tests.engine import stub_nodes
+from tests.stub_pack import arithmetic
 
-CLASS_TYPES = [cls.class_type for cls in stub_nodes.ALL] + ["NoSuchNode"]
-INPUT_NAMES = sorted({name for cls in stub_nodes.ALL for name in cls.Inputs.model_fields} | {"extra"})
+CLASS_TYPES = [cls.class_type for cls in arithmetic.ALL] + ["NoSuchNode"]
+INPUT_NAMES = sorted({name for cls in arithmetic.ALL for name in cls.Inputs.model_fields} | {"extra"})
 NODE_IDS = [str(i) for i in range(6)]
 ERROR_TYPES = {
     "required_input_missing",
@@ -60,7 +60,7 @@ nodes = st.one_of(
 )
 # Structurally sound prompts (known classes, object inputs, an output node) reach the per-input
 # checks, the cycle search and partial validity; values still range over good and bad ones.
-KNOWN = [cls.class_type for cls in stub_nodes.ALL]
+KNOWN = [cls.class_type for cls in arithmetic.ALL]
 sound_values = st.one_of(
     links, links, st.integers(min_value=-5, max_value=2000), st.sampled_from(["add", "ok", "bad"])
 )
@@ -105,7 +105,7 @@ def _check_shape(node_errors: dict[str, Any]) -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(prompt=prompts)
 def test_validation_any_json_prompt_gets_an_answer_in_comfyui_shape(prompt, env):
-    registry = stub_nodes.fresh_registry()
+    registry = arithmetic.fresh_registry()
     result = validate_prompt(prompt, registry)
     event("valid" if result.ok else str(result.error and result.error["type"]))
     _check_shape(result.node_errors)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine import WorkflowFormatError
-from engine.workflow import is_link, load_workflow, save_api
+from engine.formats.workflow import is_link, load_workflow, save_api
 
 
 def test_workflow_link_shape_follows_comfyui():

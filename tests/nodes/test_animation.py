@@ -9,10 +9,10 @@ from PIL import Image as PILImage
 
 from engine import Environment, Input, Node, NodeInputs, NodeOutputs, Output, Registry
 from engine.executor import Executor
-from engine.media_metadata import read_embedded_workflow, read_png_text
+from engine.formats.media_metadata import read_embedded_workflow, read_png_text
+from engine.formats.workflow import load_workflow
 from engine.validation import validate_prompt
-from engine.workflow import load_workflow
-from nodes.animation_nodes import NODES
+from nodes.defs.animation import NODES
 from nodes.types import Image
 
 EXTRA = {"workflow": {"nodes": [{"id": 2}], "links": [], "note": "naïve"}}

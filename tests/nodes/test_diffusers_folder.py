@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,15 @@ import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from engine import ModelPaths
-from nodes.diffusion import loader
+from nodes.defs.loaders import CheckpointLoaderSimple, CLIPSetLastLayer, DiffusersLoader, LoraLoaderModelOnly
+from nodes.defs.text import CLIPTextEncode
+from nodes.defs.vae import VAEDecode
+from nodes.diffusion import families, loader
 from nodes.diffusion.checkpoint_io import PickleRefusedError
 from nodes.diffusion.diffusers_folder import TEXT_FOLDERS, detect_family
+from nodes.diffusion.recipe import Variant
 from nodes.diffusion.text_encode import ClipLayerError, run_encoder
-from nodes.loader_nodes import CheckpointLoaderSimple, CLIPSetLastLayer, DiffusersLoader, LoraLoaderModelOnly
-from nodes.text_nodes import CLIPTextEncode
 from nodes.types import Latent
-from nodes.vae_nodes import VAEDecode
 from tests.nodes.helpers_models import make_ctx
 
 PIPELINES = {
@@ -42,8 +44,8 @@ def write_folder(
     stack = loader.load_component_into(store, recipes["clip"])
     index = {"_class_name": PIPELINES[arch], "text_encoder": [None, None], "text_encoder_2": [None, None]}
     for spec, sub in zip(stack.specs, TEXT_FOLDERS[arch], strict=True):
-        stack.encoders[spec["name"]].save_pretrained(out / sub)
-        index[sub] = ["transformers", type(stack.encoders[spec["name"]]).__name__]
+        stack.encoders[spec.name].save_pretrained(out / sub)
+        index[sub] = ["transformers", type(stack.encoders[spec.name]).__name__]
     (out / "scheduler").mkdir()
     prediction = "v_prediction" if arch == "sd2-v" else "epsilon"
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": prediction}))
@@ -104,7 +106,7 @@ def test_diffusers_loader_reads_models_diffusers(tiny_sd15_path, model_store, tm
     write_folder(model_store, tiny_sd15_path, "sd15", models / "diffusers" / "tiny")
     ctx = make_ctx(models, model_store, tmp_path)
     out = DiffusersLoader().run(ctx, DiffusersLoader.Inputs(model_path="tiny"))
-    assert out.MODEL.family == "sd15" and out.CLIP.recipe.variant == "diffusers"
+    assert out.MODEL.family == "sd15" and out.CLIP.recipe.variant is Variant.DIFFUSERS
     assert ModelPaths(models).list("diffusers") == ["tiny"]
 
 
@@ -114,7 +116,7 @@ def test_diffusers_folder_with_pickle_weights_needs_opt_in(
     folder = write_folder(model_store, tiny_sd15_path, "sd15", tmp_path / "pkl", pickle=True)
     monkeypatch.delenv("DIFFGRAPH_ALLOW_PICKLE", raising=False)
     info = loader.inspect_checkpoint(folder)
-    recipe = loader.ComponentRecipe(str(folder), info.family, "unet", variant="diffusers")
+    recipe = loader.ComponentRecipe(str(folder), info.family, "unet", variant=Variant.DIFFUSERS)
     with pytest.raises(PickleRefusedError, match="pkl/unet.*DIFFGRAPH_ALLOW_PICKLE=1"):
         loader.load_component(recipe, torch.float32)
     monkeypatch.setenv("DIFFGRAPH_ALLOW_PICKLE", "1")
@@ -170,17 +172,20 @@ def test_truncated_sd2_text_encoder_counts_layers_like_comfyui(tmp_path):
     full = _clip(24)
     truncated = _clip(23)
     truncated.load_state_dict(full.state_dict(), strict=False)
-    spec = {"default_layer": -2, "layer_norm_hidden_state": True, "with_projection": False}
+    sd2 = families.family_spec("sd2").text_encoders[0]
+    spec = replace(
+        sd2, default_layer=-2, layer_norm_hidden_state=True, with_projection=False, missing_top_layers=1
+    )
     ids = torch.tensor([[49406, 2368, 49407] + [0] * 74])
     with torch.inference_mode():
         expected = full.final_layer_norm(full(input_ids=ids, output_hidden_states=True).hidden_states[-2])
-        got, _ = run_encoder(truncated, {**spec, "missing_top_layers": 1}, ids, None)
+        got, _ = run_encoder(truncated, spec, ids, None)
         torch.testing.assert_close(got, expected)
-        deeper, _ = run_encoder(truncated, {**spec, "missing_top_layers": 1}, ids, -3)
+        deeper, _ = run_encoder(truncated, spec, ids, -3)
         expected = full.final_layer_norm(full(input_ids=ids, output_hidden_states=True).hidden_states[-3])
         torch.testing.assert_close(deeper, expected)
         with pytest.raises(ClipLayerError, match="use -2 or lower"):
-            run_encoder(truncated, {**spec, "missing_top_layers": 1}, ids, -1)
+            run_encoder(truncated, spec, ids, -1)
 
 
 def test_sd2_folder_with_23_block_text_encoder_is_marked_truncated(
@@ -193,7 +198,7 @@ def test_sd2_folder_with_23_block_text_encoder_is_marked_truncated(
     ctx = make_ctx(tmp_path, model_store, tmp_path)
     out = loader.load_checkpoint_into(model_store, folder)[1]["clip"]
     stack = loader.load_component_into(model_store, out)
-    assert stack.specs[0]["missing_top_layers"] == 1
+    assert stack.specs[0].missing_top_layers == 1
     from nodes.diffusion.model_handle import ClipHandle
 
     clip = (

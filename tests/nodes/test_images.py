@@ -16,12 +16,12 @@ from PIL import Image as PILImage
 
 from engine import Environment, Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, Registry
 from engine.executor import Executor
-from engine.media_metadata import read_embedded_workflow, read_png_text
+from engine.formats.media_metadata import read_embedded_workflow, read_png_text
 from engine.validation import validate_prompt
-from nodes.image_nodes import NODES
-from nodes.save_paths import expand_prefix_tokens, next_counter, save_target
+from nodes.defs.image import NODES
+from nodes.media.save_paths import expand_prefix_tokens, next_counter, save_target
 from nodes.types import Image
-from tests.shared_reference import CASES
+from tests.shared_reference import CASES, needs_reference
 
 DATA = Path(__file__).parent / "data"
 
@@ -298,7 +298,7 @@ def test_load_image_reads_a_comfyui_png_and_its_prompt(registry, env):
     assert embedded.prompt["9"]["inputs"]["filename_prefix"] == "txt2img_sd15"
 
 
-@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
+@needs_reference
 def test_read_embedded_workflow_matches_every_comfyui_reference_case():
     for case in sorted(CASES.iterdir()):
         expected = json.loads((case / "workflow_api.json").read_text())
@@ -306,7 +306,7 @@ def test_read_embedded_workflow_matches_every_comfyui_reference_case():
 
 
 def test_saved_png_loads_back_as_a_workflow(registry, env):
-    from engine.workflow import load_workflow
+    from engine.formats.workflow import load_workflow
 
     ui = {"nodes": [{"id": 2, "type": "SaveImage"}], "links": [], "version": 0.4}
     prompt = save_prompt(prefix="back")
@@ -327,13 +327,15 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
-@pytest.mark.skipif(not CASES.is_dir(), reason="ComfyUI reference outputs not present")
+@needs_reference
 def test_png_text_chunks_are_byte_identical_to_comfyui(tmp_path):
-    from engine.media_metadata import png_info
+    from engine.formats.media_metadata import png_info
 
     for case in sorted(CASES.iterdir()):
-        reference = png_chunks((case / "image.png").read_bytes())
-        prompt = json.loads((case / "workflow_api.json").read_text())
+        data = (case / "image.png").read_bytes()
+        reference = png_chunks(data)
+        # The prompt exactly as ComfyUI handed it to SaveImage (with any `is_changed` records it kept).
+        prompt = json.loads(read_png_text(data)["prompt"])
         PILImage.new("RGB", (8, 8)).save(
             tmp_path / "ours.png", pnginfo=png_info(prompt, {}), compress_level=4
         )

@@ -66,10 +66,11 @@ def test_loader_refuses_pickle_without_opt_in(tmp_path, monkeypatch):
     assert set(read_weights(path)) == {"a"}
 
 
-def test_loader_pickle_checkpoint_with_opt_in_loads(tiny_sd15_path, tmp_path):
+def test_loader_pickle_checkpoint_with_opt_in_loads(tiny_sd15_path, tmp_path, monkeypatch):
     path = tmp_path / "tiny.ckpt"
     torch.save({"state_dict": read_weights(tiny_sd15_path)}, path)
-    info = loader.inspect_checkpoint(path, allow_pickle=True)
+    monkeypatch.setenv("DIFFGRAPH_ALLOW_PICKLE", "1")
+    info = loader.inspect_checkpoint(path)
     assert info.family == "sd15"
 
 
@@ -83,7 +84,7 @@ def test_model_store_reuses_checkpoint_across_loads(tiny_sd15_path, model_store)
 
 
 def test_model_forward_contract(tiny_checkpoint_paths, model_store, tmp_path):
-    from nodes.loader_nodes import CheckpointLoaderSimple
+    from nodes.defs.loaders import CheckpointLoaderSimple
     from tests.nodes.helpers_models import make_ctx
 
     ctx = make_ctx(tiny_checkpoint_paths["sdxl"].parents[1], model_store, tmp_path)
@@ -129,3 +130,19 @@ def test_reader_handles_unaligned_tensors(tmp_path):
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\x07" + half.numpy().tobytes())
     got = read_weights(path, cast=lambda key: torch.float32)
     assert got["flag"].tolist() == [7] and got["w"].tolist() == [1.5, -2.0, 3.25]
+
+
+def test_family_specs_are_typed_and_a_config_key_typo_is_refused():
+    from dataclasses import asdict
+
+    from nodes.diffusion import families
+
+    sdxl = families.family_spec("sdxl")
+    assert (sdxl.prediction, sdxl.adm, [e.name for e in sdxl.text_encoders]) == (
+        "eps",
+        "sdxl",
+        ["clip_l", "clip_g"],
+    )
+    encoder = asdict(sdxl.text_encoders[0]) | {"pad_tokn": 0}
+    with pytest.raises(ValueError, match="pad_tokn"):
+        families.TextEncoderSpec(**families._strict(families.TextEncoderSpec, encoder, "sdxl.json"))

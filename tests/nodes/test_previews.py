@@ -11,7 +11,7 @@ from engine import Environment, ModelPaths, UserFacingError
 from engine.events import PreviewImage
 from engine.executor import Executor
 from engine.validation import validate_prompt
-from nodes.previews import (
+from nodes.media.previews import (
     find_taesd_decoder,
     latent_to_rgb_preview,
     load_taesd_decoder,
@@ -258,3 +258,13 @@ def test_every_family_previews_with_comfyui_factors(family, factors, bias, taesd
     assert [list(row) for row in fmt.rgb_factors] == factors
     assert (list(fmt.rgb_bias) if fmt.rgb_bias else None) == bias
     assert fmt.taesd_decoder == taesd
+
+
+def test_run_previewer_fits_pictures_to_the_environment_preview_size(tmp_path):
+    from types import SimpleNamespace
+
+    from nodes.media.previews import run_previewer
+
+    ctx = SimpleNamespace(extra_data={}, model_paths=ModelPaths(tmp_path), preview_size=16)
+    image = run_previewer(ctx, SD15_LATENT)(torch.zeros(1, 4, 64, 48))
+    assert image.size == (12, 16)  # (width, height) of a 48x64 latent

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 import torch
 
+from nodes.defs.loaders import CheckpointLoaderSimple, CLIPSetLastLayer
+from nodes.defs.text import CLIPTextEncode, CLIPTextEncodeSDXL
 from nodes.diffusion import loader
 from nodes.diffusion.checkpoint_io import read_weights
 from nodes.diffusion.text_encode import encode_prompt
 from nodes.diffusion.tokenizer import encode
-from nodes.loader_nodes import CheckpointLoaderSimple, CLIPSetLastLayer
-from nodes.text_nodes import CLIPTextEncode, CLIPTextEncodeSDXL
 from tests.nodes.clip_reference import padded_ids, reference_clip, reference_hidden
 from tests.nodes.helpers_models import make_ctx
+from tests.shared_reference import CASES, needs_reference
 
 CPU = torch.device("cpu")
 PROMPTS = ["a photo of a cat sitting on a windowsill, highly detailed", "blurry, low quality"]
@@ -186,9 +186,8 @@ def test_sdxl_node_pads_shorter_prompt_with_empty_windows(tiny_models_dir, model
 
 
 def _reference_prompts() -> list[str]:
-    cases = Path(__file__).resolve().parents[3] / "shared" / "reference" / "cases"
     texts = set()
-    for workflow in sorted(cases.glob("*/workflow_api.json")):
+    for workflow in sorted(CASES.glob("*/workflow_api.json")):
         for node in json.loads(workflow.read_text()).values():
             if node["class_type"] == "CLIPTextEncode":
                 texts.add(node["inputs"]["text"])
@@ -196,12 +195,12 @@ def _reference_prompts() -> list[str]:
 
 
 @pytest.mark.slow
+@needs_reference
 def test_reference_sd15_loads_and_encodes_like_transformers(
     reference_sd15_path, model_store, tmp_path, caplog
 ):
     prompts = _reference_prompts()
-    if not prompts:
-        pytest.skip("shared reference cases not found")
+    assert prompts, f"no CLIPTextEncode prompt in the reference cases under {CASES}"
     ctx = make_ctx(reference_sd15_path.parents[1], model_store, tmp_path)
     with caplog.at_level(logging.INFO, logger="nodes.diffusion.loader"):
         out = CheckpointLoaderSimple().run(

@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from nodes.defs.latent import EmptyLatentImage
+from nodes.defs.loaders import CheckpointLoaderSimple, LoraLoader, LoraLoaderModelOnly, VAELoader
+from nodes.defs.vae import VAEDecode, VAEDecodeTiled, VAEEncode
 from nodes.diffusion import loader
 from nodes.diffusion import vae as vae_ops
-from nodes.latent_nodes import EmptyLatentImage
-from nodes.loader_nodes import CheckpointLoaderSimple, LoraLoader, LoraLoaderModelOnly, VAELoader
 from nodes.types import Image, Latent
-from nodes.vae_nodes import VAEDecode, VAEDecodeTiled, VAEEncode
 from tests.nodes.helpers_models import make_ctx
 
 

@@ -19,11 +19,11 @@ from engine import (
     UserFacingError,
 )
 from engine.executor import Executor
-from engine.media_metadata import read_embedded_workflow
+from engine.formats.media_metadata import read_embedded_workflow
 from engine.validation import validate_prompt
-from nodes import video_nodes
+from nodes.defs import video as video_nodes
+from nodes.defs.video import NODES, encode_video, require_encoder, video_bytes
 from nodes.types import SD15_LATENT, Image, LatentSequence
-from nodes.video_nodes import NODES, encode_video, require_encoder, video_bytes
 
 PROMPT = {"1": {"class_type": "Frames", "inputs": {"count": 3}}}
 EXTRA = {"workflow": {"nodes": [{"id": 1}], "links": [], "title": "naïve"}}
@@ -75,7 +75,7 @@ def test_video_bytes_uses_the_promised_codec_and_container(tmp_path, fmt, codec)
 
 @pytest.mark.parametrize("fmt", ["mp4", "webm", "webp", "gif"])
 def test_video_bytes_metadata_round_trips(fmt, tmp_path):
-    from engine.workflow import load_workflow
+    from engine.formats.workflow import load_workflow
 
     data = video_bytes(gradient_frames(2), fmt, 8.0, 23, PROMPT, EXTRA)
     embedded = read_embedded_workflow(data)

@@ -19,7 +19,7 @@ from engine import Environment, ModelPaths, Registry
 from server.app import create_app
 from server.main import bind_socket
 from server.settings import ServerSettings
-from tests.server.stub_pack import stub_registry
+from tests.stub_pack.server_nodes import stub_registry
 
 # Settings the web client would otherwise spend its first run on (tutorial dialog, online update check).
 SEEDED_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Notification.ShowVersionUpdates": False}

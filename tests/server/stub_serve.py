@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine import ModelPaths, Registry
 from server.main import add_serve_arguments, run_serve
-from tests.server.stub_pack import stub_registry
+from tests.stub_pack.server_nodes import stub_registry
 
 
 def build(model_paths: ModelPaths, input_dir: Path) -> Registry:

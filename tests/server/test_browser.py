@@ -16,7 +16,7 @@ import pytest
 
 from engine import Environment, ModelPaths
 from tests.server.conftest import SEEDED_SETTINGS, Folders, LiveServer
-from tests.server.stub_pack import stub_registry
+from tests.stub_pack.server_nodes import stub_registry
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from tests.server.conftest import wait_for
-from tests.server.stub_pack import render_prompt
 from tests.server.test_persistence import ServerProcess
+from tests.stub_pack.server_nodes import render_prompt
 
 ROUNDS = 20
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from server.app import ROUTERS, create_app
 from tests.server.conftest import Folders
-from tests.server.stub_pack import render_prompt, stub_registry
+from tests.stub_pack.server_nodes import render_prompt, stub_registry
 
 ROUTES = [(route.path, method) for router in ROUTERS for route in router.routes for method in route.methods]
 SHOW = {

@@ -12,7 +12,7 @@ from PIL import Image
 
 from server.security import TokenRedactor
 from tests.server.conftest import is_done, receive_until, wait_for, wait_history
-from tests.server.stub_pack import render_prompt
+from tests.stub_pack.server_nodes import render_prompt
 
 SHOW = {
     "1": {"class_type": "StubConstant", "inputs": {"value": 3}},

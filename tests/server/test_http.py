@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.server.conftest import wait_for, wait_history
-from tests.server.stub_pack import render_prompt
+from tests.stub_pack.server_nodes import render_prompt
 
 SHOW_PROMPT = {
     "1": {"class_type": "StubConstant", "inputs": {"value": 3}},
@@ -330,7 +330,7 @@ def test_free_clears_cache_between_prompts(server):
 
 
 def test_workflow_from_media_reads_png_metadata(server):
-    from engine.media_metadata import png_info
+    from engine.formats.media_metadata import png_info
 
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(

@@ -15,7 +15,7 @@ from server.routes_user import _user_path
 from server.settings import ServerSettings
 from server.state import ServerState
 from server.store import JobStore
-from tests.server.stub_pack import stub_registry
+from tests.stub_pack.server_nodes import stub_registry
 
 PIECES = st.sampled_from(
     ["..", ".", "", "/", "\\", "a", "x.png", "%2f", "%2e", "\x00", "C:", "link", "input", " "]

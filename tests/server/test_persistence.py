@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import wait_for, wait_history
-from tests.server.stub_pack import render_prompt
+from tests.stub_pack.server_nodes import render_prompt
 
 REPO = Path(__file__).resolve().parents[2]
 SHOW_PROMPT = {

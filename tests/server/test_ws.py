@@ -6,7 +6,7 @@ import json
 import struct
 
 from tests.server.conftest import is_done, receive_until, wait_for, wait_history
-from tests.server.stub_pack import render_prompt
+from tests.stub_pack.server_nodes import render_prompt
 
 METADATA_FLAGS = {
     "supports_preview_metadata": True,

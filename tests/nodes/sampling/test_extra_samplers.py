@@ -9,7 +9,7 @@ import torch
 from scipy import integrate
 
 from engine.schema import object_info
-from nodes.sampler_nodes import KSampler, KSamplerAdvanced
+from nodes.defs.sampler import KSampler, KSamplerAdvanced
 from nodes.sampling import deis, sa_solver, schedulers, sde_solvers
 from nodes.sampling.common import SamplerRun
 from nodes.sampling.model_sampling import DiscreteModelSampling

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 from engine import Environment, ModelPaths
 from engine.validation import validate_prompt
-from nodes.latent_files import LoadLatent, SaveLatent, read_latent_file
+from nodes.defs.latent_io import LoadLatent, SaveLatent
+from nodes.media.latent_files import read_latent_file
 from nodes.pack import build_registry
 from nodes.types import Latent
 

@@ -10,13 +10,14 @@ import torch
 from engine import CancelToken
 from engine.events import PreviewImage, Progress
 from nodes.sampling.samplers import SAMPLER_NAMES
-from tests.nodes.sampling.conftest import reference_prompt, retarget
+from tests.nodes.sampling.conftest import DATA, case_prompt, reference_prompt, retarget
+from tests.shared_reference import needs_reference
 
 SIZE = 64
 
 
 def _txt2img(name: str, **sampler_inputs) -> dict:
-    prompt = retarget(reference_prompt("txt2img_euler_normal"), name, SIZE, drop=("8", "9"))
+    prompt = retarget(case_prompt("txt2img_euler_normal"), name, SIZE, drop=("8", "9"))
     prompt["3"]["inputs"].update({"steps": 3, **sampler_inputs})
     return prompt
 
@@ -97,7 +98,7 @@ def test_ksampler_cancel_stops_between_steps(tiny_runner, tiny_sd15_name):
 
 
 def test_chain_with_leftover_noise_matches_single_run(tiny_runner, tiny_sd15_name):
-    chain = retarget(reference_prompt("chain_euler_dpmpp2m"), tiny_sd15_name, SIZE, drop=("8", "9"))
+    chain = retarget(case_prompt("chain_euler_dpmpp2m"), tiny_sd15_name, SIZE, drop=("8", "9"))
     chain["3"]["inputs"].update(steps=4, end_at_step=2)
     chain["11"]["inputs"].update(sampler_name="euler", scheduler="normal", steps=4, start_at_step=2)
     result = tiny_runner.run(chain)
@@ -108,7 +109,7 @@ def test_chain_with_leftover_noise_matches_single_run(tiny_runner, tiny_sd15_nam
 
 
 def test_ksampler_advanced_add_noise_disable_starts_from_input(tiny_runner, tiny_sd15_name):
-    chain = retarget(reference_prompt("chain_euler_dpmpp2m"), tiny_sd15_name, SIZE, drop=("8", "9"))
+    chain = retarget(case_prompt("chain_euler_dpmpp2m"), tiny_sd15_name, SIZE, drop=("8", "9"))
     chain["3"]["inputs"].update(add_noise="disable", steps=2, end_at_step=1)
     chain.pop("11")
     chain.pop("12")
@@ -147,7 +148,7 @@ def test_sampler_list_covers_comfyui_names_for_eps_models():
 
 
 def test_uni_pc_steps_output_matches_euler_scale_through_ksampler(tiny_runner, tiny_sd15_name):
-    prompt = retarget(reference_prompt("txt2img_euler_normal"), tiny_sd15_name, SIZE, drop=("8", "9"))
+    prompt = retarget(case_prompt("txt2img_euler_normal"), tiny_sd15_name, SIZE, drop=("8", "9"))
     prompt["20"] = {
         "class_type": "LatentStepsToImages",
         "inputs": {"latent_steps": ["3", 1], "method": "preview", "batch_index": 0, "decode_batch": 8},
@@ -169,7 +170,7 @@ def test_uni_pc_steps_output_matches_euler_scale_through_ksampler(tiny_runner, t
 @pytest.mark.parametrize(("sampler", "negative_matters"), [("euler_cfg_pp", True), ("euler", False)])
 def test_ksampler_cfg_pp_uses_the_negative_at_cfg_one(tiny_runner, tiny_sd15_name, sampler, negative_matters):
     # ComfyUI's CFG++ samplers disable the cfg-1 shortcut: their step follows the uncond prediction.
-    prompt = retarget(reference_prompt("txt2img_euler_normal"), tiny_sd15_name, SIZE, drop=("8", "9"))
+    prompt = retarget(case_prompt("txt2img_euler_normal"), tiny_sd15_name, SIZE, drop=("8", "9"))
     prompt["3"]["inputs"].update(sampler_name=sampler, cfg=1.0, steps=2)
     latents = []
     for negative in ("blurry, low quality", "a red bicycle"):
@@ -178,3 +179,9 @@ def test_ksampler_cfg_pp_uses_the_negative_at_cfg_one(tiny_runner, tiny_sd15_nam
         assert result.status == "success", result.error and result.error.data()
         latents.append(result.node_outputs["3"].LATENT.samples)
     assert torch.equal(latents[0], latents[1]) != negative_matters
+
+
+@needs_reference
+@pytest.mark.parametrize("case", ["txt2img_euler_normal", "chain_euler_dpmpp2m"])
+def test_sampler_case_copies_equal_the_shared_reference(case):
+    assert case_prompt(case) == reference_prompt(case), f"{DATA / case}.json differs from the shared case"

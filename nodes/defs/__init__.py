@@ -1,0 +1,1 @@
+"""Node definitions: the classes a workflow names, one module per family of nodes."""

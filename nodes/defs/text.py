@@ -1,0 +1,133 @@
+"""Text conditioning nodes: CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
+from nodes.diffusion.model_handle import ClipHandle
+from nodes.diffusion.text_encode import encode_prompt, encode_windows, pad_windows, windows
+from nodes.types import CondEntry, Conditioning
+
+
+def encode(ctx: RunContext, clip: ClipHandle, text: str) -> CondEntry:
+    """Encode one prompt with the handle's encoders and layer choice."""
+    stack = clip.stack(ctx.models)
+    return encode_prompt(stack, text, clip.layer, torch.device(clip.device), clip.compute_dtype)
+
+
+class CLIPTextEncode(Node):
+    """Encodes a prompt into conditioning (emphasis, long prompts, clip skip, SDXL)."""
+
+    class_type = "CLIPTextEncode"
+    display_name = "CLIP Text Encode (Prompt)"
+    category = "conditioning"
+    description = (
+        "Turns a prompt into conditioning: (word:1.2) emphasis, prompts past 75 tokens and clip skip work."
+    )
+
+    class Inputs(NodeInputs):
+        text: str = Input(
+            description="The prompt; (word:1.2) raises a word's weight, (word:0.8) lowers it.",
+            multiline=True,
+            dynamicPrompts=True,
+        )
+        clip: ClipHandle = Input(
+            description="The text encoder from a checkpoint loader (or a LoRA or clip-skip node)."
+        )
+
+    class Outputs(NodeOutputs):
+        CONDITIONING: Conditioning = Output(
+            name="CONDITIONING",
+            description="The prompt's token embeddings (and pooled vector) for a sampler.",
+        )
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Tokenize, encode and weight the prompt."""
+        return self.Outputs(CONDITIONING=Conditioning(entries=(encode(ctx, inputs.clip, inputs.text),)))
+
+
+_SIZE: dict[str, Any] = {"ge": 0, "le": 16384, "step": 8}
+
+
+class CLIPTextEncodeSDXL(Node):
+    """SDXL encode with separate CLIP-L / bigG prompts and explicit size conditioning."""
+
+    class_type = "CLIPTextEncodeSDXL"
+    category = "advanced/conditioning"
+    description = "Encodes two prompts for SDXL's two text encoders with size and crop conditioning."
+
+    class Inputs(NodeInputs):
+        clip: ClipHandle = Input(description="An SDXL CLIP model.")
+        width: int = Input(1024, description="Original image width.", **_SIZE)
+        height: int = Input(1024, description="Original image height.", **_SIZE)
+        crop_w: int = Input(0, description="Crop left offset.", **_SIZE)
+        crop_h: int = Input(0, description="Crop top offset.", **_SIZE)
+        target_width: int = Input(1024, description="Target width.", **_SIZE)
+        target_height: int = Input(1024, description="Target height.", **_SIZE)
+        text_g: str = Input(
+            description="Prompt for the OpenCLIP bigG encoder.", multiline=True, dynamicPrompts=True
+        )
+        text_l: str = Input(description="Prompt for the CLIP-L encoder.", multiline=True, dynamicPrompts=True)
+
+    class Outputs(NodeOutputs):
+        CONDITIONING: Conditioning = Output(name="CONDITIONING", description="SDXL conditioning.")
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Encode each prompt with its encoder, concatenate, attach size conditioning."""
+        if inputs.clip.family != "sdxl":
+            raise NodeInputError("clip", f"needs an SDXL base CLIP, got {inputs.clip.family}")
+        stack = inputs.clip.stack(ctx.models)
+        specs = {s.name: s for s in stack.specs}
+        texts = {"clip_l": inputs.text_l, "clip_g": inputs.text_g}
+        wins = {name: windows(texts[name], spec.pad_token) for name, spec in specs.items()}
+        # The shorter prompt gets empty-prompt windows (each encoder's own padding), as ComfyUI does.
+        count = max(len(w) for w in wins.values())
+        out = {
+            name: encode_windows(
+                stack.encoders[name],
+                spec,
+                pad_windows(wins[name], count, spec.pad_token),
+                inputs.clip.layer,
+                torch.device(inputs.clip.device),
+            )
+            for name, spec in specs.items()
+        }
+        (l_emb, _), (g_emb, g_pooled) = out["clip_l"], out["clip_g"]
+        extras = {
+            k: getattr(inputs, k)
+            for k in ("width", "height", "crop_w", "crop_h", "target_width", "target_height")
+        }
+        entry = CondEntry(embeds=torch.cat([l_emb, g_emb], -1), pooled=g_pooled, extras=extras)
+        return self.Outputs(CONDITIONING=Conditioning(entries=(entry,)))
+
+
+class CLIPTextEncodeSDXLRefiner(Node):
+    """SDXL refiner encode with aesthetic score and size conditioning."""
+
+    class_type = "CLIPTextEncodeSDXLRefiner"
+    category = "advanced/conditioning"
+    description = "Encodes a prompt for the SDXL refiner with an aesthetic score."
+
+    class Inputs(NodeInputs):
+        ascore: float = Input(6.0, description="Aesthetic score.", ge=0.0, le=1000.0, step=0.01)
+        width: int = Input(1024, description="Image width.", **_SIZE)
+        height: int = Input(1024, description="Image height.", **_SIZE)
+        text: str = Input(description="The prompt.", multiline=True, dynamicPrompts=True)
+        clip: ClipHandle = Input(description="An SDXL refiner CLIP model.")
+
+    class Outputs(NodeOutputs):
+        CONDITIONING: Conditioning = Output(name="CONDITIONING", description="Refiner conditioning.")
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """Encode with bigG and attach aesthetic score and size."""
+        entry = encode(ctx, inputs.clip, inputs.text)
+        extras = {"aesthetic_score": inputs.ascore, "width": inputs.width, "height": inputs.height}
+        return self.Outputs(
+            CONDITIONING=Conditioning(entries=(CondEntry(entry.embeds, entry.pooled, extras),))
+        )
+
+
+NODES = [CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner]

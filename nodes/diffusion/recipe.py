@@ -1,0 +1,53 @@
+"""What a loaded model component is made of: its file, family, component and LoRA patches.
+
+Recipes are plain frozen values: the model store keys loaded modules by them, and handles on graph
+edges carry them, so they sit below both the loader and the handles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any, Literal
+
+Component = Literal["unet", "clip", "vae"]
+
+
+class Variant(Enum):
+    """Where a component's weights come from, which decides how it is read."""
+
+    CHECKPOINT = "checkpoint"  # one single-file checkpoint (original LDM layout) holding every part
+    DIFFUSERS = "diffusers"  # a diffusers folder: one subfolder per part
+    VAE_FILE = "vae_file"  # a standalone VAE file (LDM or diffusers key names)
+
+
+@dataclass(frozen=True)
+class LoraPatch:
+    """One LoRA file applied with a strength (0 disables it)."""
+
+    path: str
+    strength: float
+
+
+@dataclass(frozen=True)
+class ComponentRecipe:
+    """Everything needed to load one component again: source, family, component and patches."""
+
+    path: str
+    family: str
+    component: Component
+    variant: Variant = Variant.CHECKPOINT
+    patches: tuple[LoraPatch, ...] = ()
+
+    @property
+    def store_key(self) -> tuple[Any, ...]:
+        """The model store key: identical recipes share one loaded module."""
+        return ("diffgraph", self.component, self.path, self.family, self.variant, self.patches)
+
+    def base(self) -> ComponentRecipe:
+        """The same recipe without LoRA patches (the cached base model)."""
+        return replace(self, patches=())
+
+    def with_patch(self, patch: LoraPatch) -> ComponentRecipe:
+        """A new recipe with one more LoRA applied on top."""
+        return replace(self, patches=(*self.patches, patch))

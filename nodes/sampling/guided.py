@@ -1,0 +1,103 @@
+"""One sampling run from its parts (noise, guider, sampler, sigmas): what every sampler node calls.
+
+KSampler, KSamplerAdvanced, SamplerCustom and SamplerCustomAdvanced differ only in how they build
+these parts, so the loop, the inpainting mask, progress, previews and the recorded steps live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from engine import RunContext
+from nodes.media.previews import run_previewer
+from nodes.sampling.guiders import guider_denoiser
+from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.noise import prepare_noise
+from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, sample
+from nodes.types import Guider, Latent, LatentFormat, LatentSequence, Noise, SamplerSpec
+
+
+class StepRecorder:
+    """The per-step callback: progress, x0 preview, the last x0 and (when wanted) each step's latent."""
+
+    def __init__(self, ctx: RunContext, total: int, latent_format: LatentFormat, keep_steps: bool):
+        self.ctx, self.total, self.latent_format = ctx, total, latent_format
+        self.keep_steps = keep_steps
+        self.steps: list[torch.Tensor] = []
+        self.last_x0: torch.Tensor | None = None
+        self.previewer: Callable[[torch.Tensor], Any] | None = None
+
+    def __call__(self, i: int, x0: torch.Tensor, x: torch.Tensor) -> None:
+        self.last_x0 = x0
+        if self.keep_steps and i > 0:
+            self.steps.append(self.latent_format.process_out(x.float()).cpu())
+        if self.ctx.previews_enabled:
+            if self.previewer is None:
+                # Built on the first step only: TAESD weights load once per run, never when unused.
+                self.previewer = run_previewer(self.ctx, self.latent_format)
+            self.ctx.preview(self.previewer(x0.detach()))
+        self.ctx.progress(i + 1, self.total)
+
+    def sequence(self, final: torch.Tensor) -> LatentSequence:
+        """All recorded step latents plus the final one, [S, B, C, h, w]."""
+        return LatentSequence(
+            steps=torch.stack([*self.steps, final.float().cpu()]), latent_format=self.latent_format
+        )
+
+
+def initial_noise(noise: Noise, latent: Latent) -> torch.Tensor:
+    """The starting noise for a latent: the seed's CPU draw (per batch_index), or zeros."""
+    samples = latent.samples
+    if not noise.enabled:
+        return torch.zeros(samples.shape, dtype=samples.dtype, layout=samples.layout)
+    return prepare_noise(samples, noise.seed, latent.batch_index)
+
+
+@dataclass
+class SamplingResult:
+    """A run's new latent, the x0 prediction of its last step, and its steps when they were recorded."""
+
+    latent: Latent
+    denoised: Latent
+    steps: LatentSequence | None
+
+
+def sample_guided(
+    ctx: RunContext,
+    guider: Guider,
+    sampler: SamplerSpec,
+    sigmas: torch.Tensor,
+    noise: Noise,
+    latent: Latent,
+    keep_steps: bool = False,
+) -> SamplingResult:
+    """Denoise `latent` along `sigmas` with the guider's model and guidance and the given sampler."""
+    model = guider.model
+    ms = DiscreteModelSampling.create(model.prediction)
+    recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
+
+    def unet(x_in, timesteps, embeds, pooled, extras):
+        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras)
+
+    denoiser = guider_denoiser(guider, unet, ms, uncond_at_cfg_1=sampler.name in UNCOND_AT_CFG_1)
+    req = SampleRequest(
+        latent.samples,
+        initial_noise(noise, latent),
+        sigmas,
+        sampler.name,
+        noise.seed,
+        latent.noise_mask,
+        sampler.options,
+    )
+    with torch.inference_mode():
+        out = sample(denoiser, ms, model.latent_format, req, model.device, recorder).cpu()
+    result = Latent(samples=out, batch_index=latent.batch_index, noise_mask=latent.noise_mask)
+    denoised = result
+    if recorder.last_x0 is not None:
+        x0 = model.latent_format.process_out(recorder.last_x0.float()).cpu()
+        denoised = Latent(samples=x0, batch_index=latent.batch_index, noise_mask=latent.noise_mask)
+    return SamplingResult(result, denoised, recorder.sequence(out) if keep_steps else None)
