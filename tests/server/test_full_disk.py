@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from engine import FileWriteError
-from nodes.save_paths import save_target
+from nodes.media.save_paths import save_target
 from tests.server.conftest import Folders, wait_history
 
 SHOW = {

@@ -77,7 +77,7 @@ class StubSave(Node):
         out_dir.mkdir(parents=True, exist_ok=True)
         name = f"{inputs.filename_prefix}_{ctx.prompt_id[:8]}_{ctx.node_id}.png"
         buffer = io.BytesIO()
-        inputs.images.image.save(buffer, format="PNG", compress_level=0)
+        inputs.images.value.save(buffer, format="PNG", compress_level=0)
         data = buffer.getvalue()
 
         def write(handle: Any) -> None:
