@@ -6,17 +6,21 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffgraph.custom_nodes import load_packs
 from diffgraph.workflow import Workflow
 from engine import CancelToken, DiffgraphError, Environment, ModelPaths, NodeOutputs, Registry
 from engine.context import default_model_store
 from engine.events import EventSink, discard
 from engine.executor import Executor
+from engine.formats.ui_transforms import QueueContext
 from engine.formats.workflow import load_workflow
 from engine.model_paths import models_dir_default
+from engine.outcome import Status
 from engine.registry import RegistryFactory
 from engine.validation import ValidationResult, validate_prompt
 
@@ -52,9 +56,13 @@ class RunFailed(DiffgraphError):
 
 @dataclass
 class RunResult:
-    """What one run produced: typed outputs per node, UI outputs, files, cache report, timings."""
+    """What one run produced, for Python callers: the executor's ExecutionResult plus files and seconds.
 
-    status: str  # "success" | "error" | "interrupted"
+    Built from ExecutionResult only (Session.execute): typed outputs per node, UI outputs, the files
+    the output nodes wrote, which nodes ran or came from the cache, timings, and the error payload.
+    """
+
+    status: Status
     prompt_id: str
     outputs: dict[str, NodeOutputs]
     ui: dict[str, dict[str, Any]]
@@ -114,6 +122,7 @@ class Session:
         temp_dir: str | Path | None = None,
         registry_factory: RegistryFactory | None = None,
         model_store: Any = None,
+        custom_nodes: Sequence[Path] = (),
     ):
         self.model_paths = ModelPaths(Path(models_dir) if models_dir else models_dir_default())
         self._own_temp = temp_dir is None
@@ -126,6 +135,7 @@ class Session:
             model_paths=self.model_paths,
         )
         self.registry = (registry_factory or default_registry_factory)(self.model_paths, self.env.input_dir)
+        load_packs(self.registry, custom_nodes, self.env)
         self.executor = Executor(self.registry, self.env)
 
     @property
@@ -133,9 +143,12 @@ class Session:
         """The models folder (ComfyUI layout)."""
         return self.model_paths.root
 
-    def load(self, source: str | Path | dict[str, Any]) -> Workflow:
-        """Load an API- or UI-format JSON file, a PNG/video carrying a workflow, or a parsed dict."""
-        loaded = load_workflow(source, self.registry.object_info)
+    def load(self, source: str | Path | dict[str, Any], queue: QueueContext | None = None) -> Workflow:
+        """Load an API- or UI-format JSON file, a PNG/video carrying a workflow, or a parsed dict.
+
+        `queue` pins the clock (`%date:...%`) and the `{a|b}` choices of a UI workflow's conversion.
+        """
+        loaded = load_workflow(source, self.registry.object_info, queue)
         return Workflow.from_engine(loaded, self.registry)
 
     def validate(self, workflow: Workflow) -> ValidationResult:

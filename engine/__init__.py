@@ -11,7 +11,8 @@ from engine.errors import (
     UserFacingError,
     WorkflowFormatError,
 )
-from engine.events import Event, EventSink
+from engine.events import CustomMessage, Event, EventSink
+from engine.flow import DynamicPrompt, ExecutionBlocker, NodeResult
 from engine.formats.media_metadata import (
     apng_info,
     container_metadata,
@@ -21,11 +22,12 @@ from engine.formats.media_metadata import (
     png_info,
     webp_exif_bytes,
 )
-from engine.model_paths import FOLDERS, ModelPathError, ModelPaths
-from engine.node import EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
-from engine.registry import Registry
+from engine.formats.ui_transforms import apply_text_replacements
+from engine.model_paths import FOLDERS, MODEL_EXTENSIONS, ModelPathError, ModelPaths
+from engine.node import WIDGET_OPTION_KEYS, EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
+from engine.registry import PackInfo, Registry
 from engine.safe_paths import PathRefused, resolve_inside, resolve_relative
-from engine.schema import ChoiceProvider, NodeSpec, node_spec, object_info
+from engine.schema import ChoiceProvider, InputSpec, NodeSpec, OutputSpec, node_spec, object_info
 
 __all__ = [
     "is_out_of_memory",
@@ -37,6 +39,15 @@ __all__ = [
     "png_info",
     "webp_exif_bytes",
     "FOLDERS",
+    "MODEL_EXTENSIONS",
+    "WIDGET_OPTION_KEYS",
+    "CustomMessage",
+    "DynamicPrompt",
+    "ExecutionBlocker",
+    "InputSpec",
+    "NodeResult",
+    "OutputSpec",
+    "PackInfo",
     "ChoiceProvider",
     "CancelToken",
     "DiffgraphError",
@@ -65,6 +76,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "is_partial",
+    "apply_text_replacements",
     "node_spec",
     "object_info",
     "resolve_inside",

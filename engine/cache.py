@@ -11,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from engine.flow import SlotLists
 from engine.node import EdgeType, NodeOutputs
 
 DEFAULT_BUDGET_BYTES = 8 * 1024**3
@@ -52,12 +53,13 @@ def node_signature(
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
-def estimate_nbytes(outputs: NodeOutputs | None) -> int:
+def estimate_nbytes(outputs: NodeOutputs | SlotLists | None) -> int:
     """Bytes an entry keeps alive: EdgeType.nbytes() for typed values, tensor sizes, else small."""
     if outputs is None:
         return 64
     total = 0
-    for value in outputs.__dict__.values():
+    values = outputs.items() if isinstance(outputs, SlotLists) else outputs.__dict__.values()
+    for value in values:
         if isinstance(value, EdgeType):
             total += value.nbytes()
         elif hasattr(value, "element_size") and hasattr(value, "numel"):
@@ -71,7 +73,7 @@ def estimate_nbytes(outputs: NodeOutputs | None) -> int:
 class CacheEntry:
     """A node's cached result: typed outputs and the UI it published."""
 
-    outputs: NodeOutputs | None
+    outputs: Any  # NodeOutputs from the static executor, SlotLists from a dynamic run
     ui: dict[str, Any] | None
     nbytes: int
 
@@ -94,7 +96,7 @@ class OutputCache:
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 
-    def put(self, key: str, outputs: NodeOutputs | None, ui: dict[str, Any] | None) -> None:
+    def put(self, key: str, outputs: NodeOutputs | SlotLists | None, ui: dict[str, Any] | None) -> None:
         """Store a result, evicting least recently used entries to stay within the byte budget."""
         nbytes = estimate_nbytes(outputs)
         if key in self._entries:

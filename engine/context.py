@@ -73,6 +73,10 @@ class RunContext:
     _on_progress: Callable[[str, int, int], None]
     ui: dict[str, Any] | None = None
     _preview_enabled: bool = field(default=True)
+    # The running prompt with the nodes expansions added (engine.flow.DynamicPrompt); dynamic runs only.
+    dynprompt: Any = None
+    # Which item of a list-mapped input this call handles (None outside list mapping).
+    list_index: int | None = None
 
     @property
     def output_dir(self) -> Path:

@@ -136,6 +136,23 @@ class PreviewImage(Event):
         return {"prompt_id": self.prompt_id, "node_id": self.node_id}
 
 
+@dataclass
+class CustomMessage(Event):
+    """A message a node sends to clients under its own type name (ComfyUI's PromptServer.send_sync)."""
+
+    message_type: str
+    payload: dict[str, Any]
+
+    @property  # type: ignore[misc]  # an instance's own type name, where other events use the class's
+    def type(self) -> str:  # type: ignore[override]
+        """The websocket message type the node chose."""
+        return self.message_type
+
+    def data(self) -> dict[str, Any]:
+        """The node's payload as given."""
+        return self.payload
+
+
 EventSink = Callable[[Event], None]
 
 

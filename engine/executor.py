@@ -8,8 +8,8 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from engine.cache import OutputCache, node_signature
 from engine.context import CancelToken, Environment, RunContext
@@ -20,8 +20,6 @@ from engine.events import (
     Executed,
     Executing,
     ExecutionCached,
-    ExecutionError,
-    ExecutionInterrupted,
     ExecutionStart,
     ExecutionSuccess,
     Progress,
@@ -31,55 +29,13 @@ from engine.events import (
 from engine.formats.workflow import unwrap_constant
 from engine.graph import Links, descendants_closure, execution_order, linked_inputs, sources_of
 from engine.node import Node, NodeOutputs
+from engine.outcome import ExecutionResult, failed, format_input, interrupted
 from engine.registry import Registry
 from engine.schema import NodeSpec
 
 log = logging.getLogger(__name__)
 
-Status = Literal["success", "error", "interrupted"]
 PLAN_MEMO_SIZE = 16  # recent distinct prompts whose plans are kept
-
-
-@dataclass
-class ExecutionResult:
-    """What a run produced: UI outputs per node, typed outputs, which nodes ran or came from cache."""
-
-    status: Status
-    ui_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    executed: list[str] = field(default_factory=list)
-    cached: list[str] = field(default_factory=list)
-    node_outputs: dict[str, NodeOutputs | None] = field(default_factory=dict)
-    error: ExecutionError | ExecutionInterrupted | None = None
-    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def error_data(self) -> dict[str, Any] | None:
-        """The failure or interruption as its websocket payload (what history and clients show)."""
-        return self.error.data() if self.error is not None else None
-
-    @classmethod
-    def crashed(cls, prompt_id: str, exc: BaseException) -> ExecutionResult:
-        """The result of a run the executor could not finish (an engine bug), reported as an execution error."""
-        error = ExecutionError(
-            prompt_id=prompt_id,
-            node_id=None,
-            node_type=None,
-            executed=[],
-            exception_message=f"internal error: {exc}",
-            exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            traceback=[],
-            current_inputs={},
-            current_outputs=[],
-        )
-        return cls(status="error", error=error, messages=[(error.type, error.data())])
-
-
-def format_input(value: Any) -> Any:
-    """An input value as shown in execution_error (primitives as is, others as a short repr)."""
-    if isinstance(value, int | float | str | bool) or value is None:
-        return value
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 @dataclass
@@ -92,6 +48,7 @@ class Plan:
     deps: dict[str, list[str]]
     links: Links
     pure: bool  # no fingerprint hook and nothing uncacheable: the same prompt text plans the same
+    dynamic: bool = False  # some node needs lazy inputs, lists, expansion or async: engine.dynamic runs it
 
 
 class _Run:
@@ -266,6 +223,7 @@ class Executor:
         consumers: dict[str, set[int]] = {}
         specs: dict[str, NodeSpec] = {}
         pure = True
+        dynamic = False
         for node_id in order:
             node = prompt[node_id]
             class_type = node["class_type"]
@@ -280,6 +238,7 @@ class Executor:
             if not spec.node_cls.cacheable:
                 fingerprint = math.nan
             pure = pure and not spec.has_fingerprint and spec.node_cls.cacheable
+            dynamic = dynamic or spec.is_dynamic
             signatures[node_id] = node_signature(
                 class_type,
                 spec.node_cls.version,
@@ -289,7 +248,7 @@ class Executor:
                 fingerprint=fingerprint,
                 node_id=node_id if spec.signs_node_id else None,
             )
-        return Plan(order, signatures, consumers, deps, links, pure)
+        return Plan(order, signatures, consumers, deps, links, pure, dynamic)
 
     def _needed(
         self, plan: Plan, prompt: dict[str, Any], outputs: list[str], forced: set[str]
@@ -326,6 +285,21 @@ class Executor:
         """Run a validated prompt's outputs; never raises for node failures (see result.status)."""
         plan = self._planned(prompt, outputs)
         order = plan.order
+        if plan.dynamic:
+            from engine.dynamic import run_dynamic  # only prompts with dynamic nodes pay for asyncio
+
+            forced_ids = True if force is True else descendants_closure(plan.deps, force or ())
+            return run_dynamic(  # type: ignore[no-any-return]
+                self,
+                prompt,
+                outputs,
+                prompt_id,
+                extra_data=extra_data or {},
+                sink=sink,
+                cancel=cancel or CancelToken(),
+                previews=previews,
+                forced=forced_ids,
+            )
         run = _Run(self, plan, prompt, prompt_id, extra_data or {}, sink, cancel or CancelToken(), previews)
         forced = set(order) if force is True else descendants_closure(plan.deps, force or ())
         to_run, hits = self._needed(plan, prompt, outputs, forced)
@@ -347,9 +321,9 @@ class Executor:
                 elif node_id in cached and node_id in outputs:
                     self._replay_ui(run, node_id)
         except Interrupted:
-            return self._interrupted(run, current)
+            return interrupted(run, current)
         except NodeExecutionError as exc:
-            return self._failed(run, exc)
+            return failed(run, exc)
         run.emit(ExecutionSuccess(prompt_id=prompt_id), history=True)
         return run.result
 
@@ -359,34 +333,3 @@ class Executor:
         if ui is not None:
             run.result.ui_outputs[node_id] = ui
         run.emit(Executed(node=node_id, display_node=node_id, output=ui, prompt_id=run.prompt_id))
-
-    def _interrupted(self, run: _Run, node_id: str | None) -> ExecutionResult:
-        node_type = run.prompt[node_id]["class_type"] if node_id else None
-        event = ExecutionInterrupted(
-            prompt_id=run.prompt_id, node_id=node_id, node_type=node_type, executed=list(run.result.executed)
-        )
-        run.result.status = "interrupted"
-        run.result.error = event
-        run.emit(event, history=True)
-        return run.result
-
-    def _failed(self, run: _Run, exc: NodeExecutionError) -> ExecutionResult:
-        cause = exc.cause
-        log.error("node %s (%s) failed", exc.node_id, exc.class_type, exc_info=cause)
-        if exc.node_id in run.states:
-            run.set_state(exc.node_id, "error")
-        event = ExecutionError(
-            prompt_id=run.prompt_id,
-            node_id=exc.node_id,
-            node_type=exc.class_type,
-            executed=list(run.result.executed),
-            exception_message=exc.message,
-            exception_type=f"{type(cause).__module__}.{type(cause).__qualname__}",
-            traceback=[],
-            current_inputs=exc.extra.get("current_inputs", {}),
-            current_outputs=list(run.result.executed),
-        )
-        run.result.status = "error"
-        run.result.error = event
-        run.emit(event, history=True)
-        return run.result

@@ -19,6 +19,9 @@ class Hidden(StrEnum):
     PROMPT = "PROMPT"  # the whole API prompt: ctx.prompt
     EXTRA_PNGINFO = "EXTRA_PNGINFO"  # the client's workflow and extras: ctx.extra_pnginfo
     UNIQUE_ID = "UNIQUE_ID"  # this node's id: ctx.node_id (it then joins the cache key)
+    DYNPROMPT = "DYNPROMPT"  # the prompt with the nodes expansions added: ctx.dynprompt (dynamic runs)
+    AUTH_TOKEN_COMFY_ORG = "AUTH_TOKEN_COMFY_ORG"  # a client credential from extra_data, for API nodes
+    API_KEY_COMFY_ORG = "API_KEY_COMFY_ORG"  # likewise
 
 
 # Option keys a widget may carry in the ComfyUI node schema (object_info), besides default/min/max/tooltip.
@@ -38,8 +41,8 @@ WIDGET_OPTION_KEYS = (
     "forceInput",
     "lazy",
 )
-# Not accepted: `rawLink` (ComfyUI hands such an input the link itself, not its value); the executor
-# always resolves links, so a node declaring it would silently get values. Declaring it is an error.
+# Not accepted here: `rawLink` (ComfyUI hands such an input the link itself, not its value). Typed
+# nodes always receive values; only adapted foreign nodes (raw_io) may declare it, through their spec.
 
 
 class EdgeType:
@@ -134,6 +137,15 @@ class Node:
     # Inputs whose default checks (combo membership, bounds) validate_inputs replaces, as ComfyUI skips
     # them for inputs its VALIDATE_INPUTS takes (LoadImage accepts "name [output]" outside its list).
     self_validated_inputs: ClassVar[frozenset[str]] = frozenset()
+    # ComfyUI's INPUT_IS_LIST: the node gets every input as a whole list, once, instead of once per item.
+    input_is_list: ClassVar[bool] = False
+    # The node accepts linked inputs it does not declare (a ComfyUI node taking **kwargs).
+    extra_inputs: ClassVar[bool] = False
+    # The node may return a NodeResult (a subgraph expansion, blockers, UI) instead of its Outputs.
+    dynamic: ClassVar[bool] = False
+    # Inputs arrive as a plain dict (not the Inputs model) and run() returns a NodeResult: nodes
+    # adapted from another protocol, whose spec comes from declared_spec().
+    raw_io: ClassVar[bool] = False
     python_module: ClassVar[str] = "nodes"
     deprecated: ClassVar[bool] = False
     experimental: ClassVar[bool] = False
@@ -153,6 +165,23 @@ class Node:
     @classmethod
     def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
         """Custom validation on constants (links are None); return a message saying what to change."""
+        return None
+
+    def check_lazy_status(self, ctx: RunContext, values: dict[str, Any]) -> list[str]:
+        """Names of lazy inputs still needed, given the values known so far (unevaluated ones are None).
+
+        Called before run() on nodes with lazy inputs; run() happens once this returns nothing new.
+        """
+        return []
+
+    @classmethod
+    def declared_spec(cls) -> Any:
+        """The NodeSpec of a raw_io node (its inputs are not a pydantic model); None derives it."""
+        return None
+
+    @classmethod
+    def declared_info(cls, choices: Any) -> dict[str, Any] | None:
+        """The object_info entry of a raw_io node, built fresh on every call; None derives it."""
         return None
 
     def run(self, ctx: RunContext, inputs: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,38 @@ from engine.schema import ChoiceProvider, NodeSpec, no_choices, node_spec, objec
 ENTRY_POINT_GROUP = "diffgraph.nodes"
 
 
+@dataclass
+class PackInfo:
+    """One node pack the composition root tried to load: where from, what it added, or why it failed."""
+
+    name: str
+    path: Path
+    kind: str  # "comfyui-v1", "comfyui-v3", ...
+    nodes: list[str] = field(default_factory=list)
+    web_dir: Path | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape the server lists."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "kind": self.kind,
+            "nodes": list(self.nodes),
+            "web_directory": str(self.web_dir) if self.web_dir else None,
+            "error": self.error,
+            "loaded": self.error is None,
+        }
+
+
 class Registry:
     """Maps class_type to node class. Built by a composition root (CLI, server entry point, tests)."""
 
     def __init__(self, nodes: Iterable[type[Node]] = (), choices: ChoiceProvider = no_choices):
         self._nodes: dict[str, type[Node]] = {}
         self.choices = choices
+        # Packs loaded from folders the user named (custom nodes), successes and failures alike.
+        self.packs: list[PackInfo] = []
         for node_cls in nodes:
             self.register(node_cls)
 

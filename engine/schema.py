@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
 from collections.abc import Callable
@@ -96,6 +97,67 @@ class NodeSpec:
         """Whether the class overrides Node.validate_inputs."""
         return _overrides(self.node_cls, "validate_inputs")
 
+    @cached_property
+    def lazy_inputs(self) -> frozenset[str]:
+        """Inputs evaluated only when check_lazy_status asks for them."""
+        return frozenset(inp.name for inp in self.inputs if inp.widget.get("lazy"))
+
+    @cached_property
+    def raw_link_inputs(self) -> frozenset[str]:
+        """Inputs that receive the link itself ([node_id, slot]) rather than its value."""
+        return frozenset(inp.name for inp in self.inputs if inp.widget.get("rawLink"))
+
+    @cached_property
+    def has_lazy_status(self) -> bool:
+        """Whether the node overrides check_lazy_status."""
+        return self.node_cls.check_lazy_status is not Node.check_lazy_status
+
+    @cached_property
+    def is_async(self) -> bool:
+        """Whether run() is a coroutine function (it runs on the event loop, concurrently)."""
+        return inspect.iscoroutinefunction(self.node_cls.run)
+
+    @cached_property
+    def is_dynamic(self) -> bool:
+        """Whether the node needs the dynamic executor (lazy inputs, lists, expansion, async...)."""
+        cls = self.node_cls
+        return bool(
+            cls.dynamic
+            or cls.raw_io
+            or cls.input_is_list
+            or self.lazy_inputs
+            or self.raw_link_inputs
+            or self.has_lazy_status
+            or self.is_async
+            or any(out.is_list for out in self.outputs)
+        )
+
+    @cached_property
+    def validation_takes_types(self) -> bool:
+        """Whether validate_inputs wants the types of linked inputs (an `input_types` parameter)."""
+        return "input_types" in inspect.signature(self.node_cls.validate_inputs).parameters
+
+    @cached_property
+    def wants_input_types(self) -> bool:
+        """Whether validation must collect the types of linked inputs for validate_inputs."""
+        return self.has_custom_validation and self.validation_takes_types
+
+    @cached_property
+    def unchecked_links(self) -> frozenset[str]:
+        """Linked inputs whose type validate_inputs judges itself: all of them when it takes input_types."""
+        return self.input_names if self.validation_takes_types else frozenset()
+
+    @cached_property
+    def unchecked_constants(self) -> frozenset[str]:
+        """Constant inputs taken without the default checks: self-validated ones, and a foreign node's
+        inputs of its own (non-primitive) types, which ComfyUI passes through unchecked."""
+        own = {
+            inp.name
+            for inp in self.inputs
+            if self.node_cls.raw_io and not inp.is_combo and inp.io_type not in WIDGET_TYPES
+        }
+        return frozenset(self.node_cls.self_validated_inputs | own)
+
     @property
     def class_type(self) -> str:
         """The node's class_type."""
@@ -134,6 +196,9 @@ def io_type_of(annotation: Any) -> tuple[str, tuple[Any, ...] | None]:
         return io_type_of(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) is Literal:
         return "COMBO", tuple(typing.get_args(annotation))
+    if typing.get_origin(annotation) is list and typing.get_args(annotation):
+        # A whole-list input (input_is_list) or a list output carries items of its element's type.
+        return io_type_of(typing.get_args(annotation)[0])
     if annotation in PRIMITIVES:
         return PRIMITIVES[annotation], None
     if isinstance(annotation, type) and issubclass(annotation, EdgeType):
@@ -180,6 +245,9 @@ def _check_hidden(node_cls: type[Node]) -> None:
 
 def _derive_spec(node_cls: type[Node]) -> NodeSpec:
     _check_hidden(node_cls)
+    declared = node_cls.declared_spec()
+    if declared is not None:
+        return declared  # type: ignore[no-any-return]
     inputs = []
     for name, info in node_cls.Inputs.model_fields.items():
         extra = _extra(info)
@@ -244,6 +312,9 @@ def _input_entry(spec: InputSpec, choices: ChoiceProvider) -> list[Any]:
 
 def object_info(node_cls: type[Node], choices: ChoiceProvider = no_choices) -> dict[str, Any]:
     """The node's entry in ComfyUI's `/object_info` (V1 shape: combos are value lists)."""
+    declared = node_cls.declared_info(choices)
+    if declared is not None:
+        return declared
     spec = node_spec(node_cls)
     sections: dict[str, dict[str, Any]] = {"required": {}}
     order: dict[str, list[str]] = {"required": []}

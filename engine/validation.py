@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 
-from engine.formats.workflow import is_link, unwrap_constant
+from engine.input_checks import Edges, NodeChecker, reason, types_compatible
 from engine.registry import Registry
-from engine.schema import InputSpec, NodeSpec, combo_values
 
 log = logging.getLogger(__name__)
 
-COERCE = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
-_ALREADY_TYPED = {int: "INT", float: "FLOAT", str: "STRING", bool: "BOOLEAN"}
-LIST_ELISION_LIMIT = 20
-
-
-def reason(code: str, message: str, details: str = "", **extra: Any) -> dict[str, Any]:
-    """One validation problem in ComfyUI's shape."""
-    return {"type": code, "message": message, "details": details, "extra_info": extra}
-
-
-Edges = dict[str, list[str]]  # node id -> ids of the nodes that read from it
+__all__ = [
+    "ValidationResult",
+    "copy_prompt",
+    "reason",
+    "select_outputs",
+    "types_compatible",
+    "validate_prompt",
+]
 
 
 @dataclass
@@ -86,13 +81,6 @@ def _has_cycle(edges: Edges) -> bool:
     return drained != len(waiting)
 
 
-def types_compatible(produced: str, wanted: str) -> bool:
-    """ComfyUI's rule: equal, '*' on either side, or comma-separated unions that intersect."""
-    if produced == wanted or "*" in (produced, wanted):
-        return True
-    return bool(set(produced.split(",")) & set(wanted.split(",")))
-
-
 def _top(code: str, message: str, details: str = "") -> dict[str, Any]:
     return {"type": code, "message": message, "details": details, "extra_info": {}}
 
@@ -133,235 +121,7 @@ def _structure_errors(prompt: Any, registry: Registry) -> tuple[dict[str, Any] |
     return first, node_errors
 
 
-class _Validator:
-    """Validates the ancestry of each output once per node, memoised."""
-
-    def __init__(self, prompt: dict[str, Any], registry: Registry, env: Any):
-        self.prompt = prompt
-        self.registry = registry
-        self.env = env
-        self.errors: dict[str, list[dict[str, Any]]] = {}
-        self.valid: dict[str, bool] = {}
-        self.edges: Edges = {}  # well-formed links only: source -> consumers
-        self.upstream: dict[str, list[str]] = {}  # every existing source a node links to
-        self._specs: dict[str, NodeSpec] = {}
-
-    def spec(self, node_id: str) -> NodeSpec:
-        class_type = self.prompt[node_id]["class_type"]
-        spec = self._specs.get(class_type)
-        if spec is None:
-            spec = self._specs[class_type] = self.registry.known_spec(class_type)
-        return spec
-
-    def validate(self, node_id: str) -> None:
-        """Check node_id and everything upstream of it, each node once."""
-        stack = [node_id]
-        while stack:  # iterative DFS: deep chains must not hit Python's recursion limit
-            current = stack.pop()
-            if current in self.valid:
-                continue
-            self.valid[current] = self._check_node(current)
-            stack.extend(self.upstream[current])
-
-    def _check_node(self, node_id: str) -> bool:
-        node = self.prompt[node_id]
-        spec = self.spec(node_id)
-        inputs: dict[str, Any] = node.setdefault("inputs", {})
-        errors: list[dict[str, Any]] = []
-        self.edges.setdefault(node_id, [])
-        upstream = self.upstream[node_id] = []
-        constants: dict[str, Any] = {}
-        for inp in spec.inputs:
-            if inp.name not in inputs:
-                if inp.required and inp.section == "required":
-                    errors.append(
-                        reason(
-                            "required_input_missing",
-                            "Required input is missing",
-                            f"{inp.name}: link it or give it a value",
-                            input_name=inp.name,
-                        )
-                    )
-                continue
-            value = inputs[inp.name]
-            if is_link(value):
-                errors.extend(self._check_link(node_id, inp, value))
-                if value[0] in self.prompt:
-                    upstream.append(value[0])
-                constants[inp.name] = None
-            elif inp.name in spec.node_cls.self_validated_inputs:
-                constants[inp.name] = unwrap_constant(value)
-            else:
-                problems, coerced = self._check_constant(inp, unwrap_constant(value))
-                errors.extend(problems)
-                if not problems:
-                    inputs[inp.name] = coerced
-                constants[inp.name] = coerced
-        errors.extend(self._check_undeclared(node_id, spec, inputs))
-        errors.extend(self._custom(spec, constants))
-        if errors:
-            self.errors[node_id] = errors
-        return not errors
-
-    def _check_link(self, node_id: str, inp: InputSpec, link: Any) -> list[dict[str, Any]]:
-        src_id, slot = link
-        if src_id not in self.prompt:
-            return [
-                reason(
-                    "bad_linked_input",
-                    "Bad linked input, the linked node does not exist",
-                    f"{inp.name}: node '{src_id}' is not in the prompt; relink this input",
-                    input_name=inp.name,
-                    linked_node=[src_id, slot],
-                )
-            ]
-        src_spec = self.spec(src_id)
-        index = int(slot)
-        if slot != index or not 0 <= index < len(src_spec.outputs):
-            return [
-                reason(
-                    "bad_linked_input",
-                    "Bad linked input, the output slot does not exist",
-                    f"{inp.name}: node '{src_id}' ({src_spec.class_type}) has {len(src_spec.outputs)} outputs, "
-                    f"not slot {slot}",
-                    input_name=inp.name,
-                    linked_node=[src_id, slot],
-                )
-            ]
-        produced = src_spec.outputs[index].io_type
-        self.edges.setdefault(src_id, []).append(node_id)  # node_id's own entry exists already
-        if produced == inp.io_type:
-            return []  # the common case, settled without the union and wildcard rules
-        wanted = "COMBO" if inp.is_combo else inp.io_type
-        if inp.is_combo and produced in ("STRING", "COMBO", "*") or types_compatible(produced, wanted):
-            return []
-        return [
-            reason(
-                "return_type_mismatch",
-                "Return type mismatch between linked nodes",
-                f"{inp.name}, received_type({produced}) mismatch input_type({wanted}): link an output of "
-                f"type {wanted} instead",
-                input_name=inp.name,
-                input_config=[wanted],
-                received_type=produced,
-                linked_node=[src_id, index],
-            )
-        ]
-
-    def _check_constant(self, inp: InputSpec, value: Any) -> tuple[list[dict[str, Any]], Any]:
-        if inp.is_combo:
-            return self._check_combo(inp, value), value
-        if _ALREADY_TYPED.get(type(value)) == inp.io_type and (
-            type(value) is not float or math.isfinite(value)
-        ):
-            return self._check_bounds(inp, value), value  # fast path: the JSON value has the right type
-        convert = COERCE.get(inp.io_type)
-        if convert is None:
-            return [
-                reason(
-                    "invalid_input_type",
-                    f"Input '{inp.name}' needs a link from a node producing {inp.io_type}",
-                    f"{inp.name}: got the constant {value!r}; connect an output of type {inp.io_type}",
-                    input_name=inp.name,
-                )
-            ], value
-        try:
-            if isinstance(value, dict | list) or (inp.io_type != "STRING" and value is None):
-                raise ValueError(f"{type(value).__name__} is not a {inp.io_type}")
-            coerced = convert(value)
-            if isinstance(coerced, float) and not math.isfinite(coerced):
-                raise ValueError("not a finite number")
-        except (TypeError, ValueError, OverflowError) as exc:
-            return [
-                reason(
-                    "invalid_input_type",
-                    f"Failed to convert an input value to a {inp.io_type} value",
-                    f"{inp.name}, {value!r}, {exc}",
-                    input_name=inp.name,
-                    received_value=repr(value),
-                )
-            ], value
-        return self._check_bounds(inp, coerced), coerced
-
-    def _check_bounds(self, inp: InputSpec, value: Any) -> list[dict[str, Any]]:
-        if inp.ge is not None and value < inp.ge:
-            return [
-                reason(
-                    "value_smaller_than_min",
-                    f"Value {value} smaller than min of {inp.ge}",
-                    f"{inp.name}: set it to at least {inp.ge}",
-                    input_name=inp.name,
-                    received_value=value,
-                )
-            ]
-        if inp.le is not None and value > inp.le:
-            return [
-                reason(
-                    "value_bigger_than_max",
-                    f"Value {value} bigger than max of {inp.le}",
-                    f"{inp.name}: set it to at most {inp.le}",
-                    input_name=inp.name,
-                    received_value=value,
-                )
-            ]
-        return []
-
-    def _check_combo(self, inp: InputSpec, value: Any) -> list[dict[str, Any]]:
-        options = combo_values(inp, self.registry.choices)
-        if value in options:
-            return []
-        # ComfyUI elides long lists in input_config; the details still name every valid choice,
-        # because "what to change" is exactly that list (sampler names, checkpoint files...).
-        valid = ", ".join(repr(o) for o in options) if options else "no choices available"
-        return [
-            reason(
-                "value_not_in_list",
-                "Value not in list",
-                f"{inp.name}: '{value}' not in [{valid}]",
-                input_name=inp.name,
-                input_config=[options] if len(options) <= LIST_ELISION_LIMIT else None,
-                received_value=value,
-            )
-        ]
-
-    def _check_undeclared(self, node_id: str, spec: NodeSpec, inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        declared = spec.input_names
-        undeclared = inputs.keys() - declared
-        if not undeclared:
-            return []
-        errors = []
-        for name in sorted(undeclared):
-            if is_link(inputs[name]):
-                errors.append(
-                    reason(
-                        "bad_linked_input",
-                        f"Node {spec.class_type} has no input named '{name}'",
-                        f"{name}: remove this link; inputs are {sorted(declared)}",
-                        input_name=name,
-                    )
-                )
-            else:
-                # ComfyUI drops undeclared constants (newer/older node versions add widgets); we log it.
-                log.warning("node %s (%s): ignoring undeclared input %r", node_id, spec.class_type, name)
-                del inputs[name]
-        return errors
-
-    def _custom(self, spec: NodeSpec, constants: dict[str, Any]) -> list[dict[str, Any]]:
-        if not spec.has_custom_validation:
-            return []
-        try:
-            message = spec.node_cls.validate_inputs(constants, self.env)
-        except Exception as exc:  # a node's validation hook is foreign code: report, don't crash
-            log.exception("validate_inputs of %s raised", spec.class_type)
-            return [
-                reason("exception_during_validation", f"Validation of {spec.class_type} raised", str(exc))
-            ]
-        if message:
-            return [reason("custom_validation_failed", "Custom validation failed for node", str(message))]
-        return []
-
-
-def _cycle_errors(validator: _Validator) -> None:
+def _cycle_errors(validator: NodeChecker) -> None:
     if not _has_cycle(validator.edges):
         return
     for cycle in nx.simple_cycles(_to_digraph(validator.edges)):
@@ -413,7 +173,7 @@ def validate_prompt(
     outputs = select_outputs(prompt, registry, targets)
     if not outputs:
         return ValidationResult(False, _top("prompt_no_outputs", "Prompt has no outputs"), {}, [], prompt)
-    validator = _Validator(prompt, registry, env)
+    validator = NodeChecker(prompt, registry, env)
     for output in outputs:
         validator.validate(output)
     _cycle_errors(validator)

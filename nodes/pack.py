@@ -21,6 +21,15 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.sampler_select",
     "nodes.defs.sigma_nodes",
     "nodes.defs.latent_io",
+    "nodes.defs.latent_ops",
+    "nodes.defs.latent_batch",
+    "nodes.defs.rebatch",
+    "nodes.defs.image_ops",
+    "nodes.defs.image_filters",
+    "nodes.defs.image_transform",
+    "nodes.defs.mask_ops",
+    "nodes.defs.primitives",
+    "nodes.defs.utilities",
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")

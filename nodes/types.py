@@ -78,8 +78,10 @@ SDXL_LATENT = LatentFormat(
 class Latent(EdgeType):
     """LATENT: `samples` float32 [B, C, H/8, W/8] in raw VAE latent space (unscaled, as ComfyUI).
 
-    `batch_index` picks per-item noise draws; `noise_mask` float32 [B or 1, 1, H/8, W/8] limits
-    denoising (inpainting).
+    `batch_index` picks per-item noise draws (None: items 0..B-1). `noise_mask` limits denoising
+    (inpainting): float32 [B or 1, 1, Hm, Wm] in 0..1, 1 = the sampler may change the latent there. It is
+    stored at the mask's own resolution (usually the image's pixel size, as SetLatentNoiseMask writes
+    it) and resized to the latent by the sampler, as ComfyUI does.
     """
 
     io_type: ClassVar[str] = "LATENT"

@@ -18,7 +18,7 @@ from engine.atomic_files import FileWriteError
 from engine.context import Environment
 from engine.errors import DiffgraphError
 from engine.registry import Registry
-from server import routes_files, routes_info, routes_jobs, routes_prompt, routes_user
+from server import routes_extensions, routes_files, routes_info, routes_jobs, routes_prompt, routes_user
 from server.frontend import MISSING_PAGE, NO_CACHE, FrontendFiles, find_frontend
 from server.hub import Bridge, Hub
 from server.paths import PathRefused
@@ -36,6 +36,7 @@ ROUTERS = (
     routes_files.router,
     routes_info.router,
     routes_user.router,
+    routes_extensions.router,
 )
 
 
@@ -156,6 +157,7 @@ def create_app(registry: Registry, env: Environment, *, settings: ServerSettings
         return error_response(400, exc.code, exc.message, exc.details)
 
     app.include_router(_index_route(state))
+    routes_extensions.mount_pack_files(app, registry)
     if frontend_root is not None:
         app.mount("/", FrontendFiles(directory=frontend_root), name="frontend")
     app.add_middleware(Guard, settings=settings)

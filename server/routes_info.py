@@ -193,15 +193,6 @@ def view_metadata(request: Request, folder: str) -> Response:
     return JSONResponse(header.get("__metadata__") or {})
 
 
-@router.get("/extensions")
-def extensions(request: Request) -> list[str]:
-    """JS files under the web root's extensions/ as /extensions/... URLs (the client imports them)."""
-    root = server_state(request).frontend_root
-    if root is None or not (root / "extensions").is_dir():
-        return []
-    return sorted("/" + p.relative_to(root).as_posix() for p in (root / "extensions").rglob("*.js"))
-
-
 @router.get("/i18n")
 def i18n() -> dict[str, Any]:
     """No extra translations: the client's own ones apply."""

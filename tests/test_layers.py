@@ -51,13 +51,25 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def runtime_nodes(tree: ast.AST):
+    """Every node of a module except those under `if TYPE_CHECKING:` (annotations only, never run)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            stack.extend(node.orelse)
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def import_graph() -> nx.DiGraph:
-    """Module -> module edges for every import statement (deferred ones inside functions included)."""
+    """Module -> module edges for every import that runs (deferred ones inside functions included)."""
     paths = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
     modules = {module_name(p): p for p in paths}
     graph = nx.DiGraph()
     for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from diffgraph.api import Session
-from engine.model_paths import MODELS_DIR_ENV
+from diffgraph.custom_nodes import add_custom_node_options, custom_node_folders
+from engine.model_paths import MODELS_DIR_ENV, models_dir_default
 from engine.registry import RegistryFactory
 
 
@@ -25,6 +26,7 @@ def add_folder_options(parser: argparse.ArgumentParser, output: bool = True) -> 
     parser.add_argument(
         "--input-dir", type=Path, default=Path("input"), help="input files (LoadImage); default ./input"
     )
+    add_custom_node_options(parser)
     if output:
         parser.add_argument(
             "--out",
@@ -38,11 +40,13 @@ def add_folder_options(parser: argparse.ArgumentParser, output: bool = True) -> 
 
 def open_session(args: argparse.Namespace, registry_factory: RegistryFactory | None) -> Session:
     """A Session over the folders named on the command line."""
+    models_dir = args.models_dir or models_dir_default()
     return Session(
-        models_dir=args.models_dir,
+        models_dir=models_dir,
         output_dir=getattr(args, "out", None) or Path("output"),
         input_dir=args.input_dir,
         registry_factory=registry_factory,
+        custom_nodes=custom_node_folders(args, models_dir),
     )
 
 

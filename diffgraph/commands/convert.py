@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from diffgraph.commands import add_folder_options, open_session
+from engine.formats.ui_transforms import QueueContext
 from engine.formats.ui_workflow import is_ui_format
 from engine.formats.workflow import parse_json, save_api
 from engine.registry import RegistryFactory
@@ -22,8 +24,28 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--to", choices=("auto", "api", "ui"), default="auto", help="target format; auto = the other one"
     )
+    p.add_argument(
+        "--now",
+        type=local_time,
+        metavar="YYYY-MM-DDTHH:MM:SS",
+        help="local time for %%date:...%% tokens in filename prefixes (default: the current time)",
+    )
+    p.add_argument(
+        "--choice-seed",
+        type=int,
+        metavar="N",
+        help="pick {a|b} options in dynamic-prompt text reproducibly (default: at random, as the web client)",
+    )
     add_folder_options(p, output=False)
     p.set_defaults(handler=handle)
+
+
+def local_time(text: str) -> datetime:
+    """An ISO date-time for --now; argparse turns the error into a usage message."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a time like 2025-01-31T12:00:00, got {text!r}") from exc
 
 
 def source_is_ui(path: Path) -> bool:
@@ -38,7 +60,7 @@ def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -
     path = Path(args.workflow)
     target = args.to if args.to != "auto" else ("api" if path.is_file() and source_is_ui(path) else "ui")
     with open_session(args, registry_factory) as session:
-        workflow = session.load(path)
+        workflow = session.load(path, QueueContext.pinned(args.now, args.choice_seed))
         if target == "api":
             if args.output:
                 save_api(workflow.prompt, args.output)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from diffgraph.api import default_registry_factory
+from diffgraph.custom_nodes import add_custom_node_options, custom_node_folders, load_packs
+from engine import Environment, ModelPaths, Registry
 from engine.registry import RegistryFactory
 
 
@@ -16,6 +19,24 @@ def add_parser(sub: Any) -> None:
     )
 
 
+def with_custom_nodes(factory: RegistryFactory, args: argparse.Namespace) -> RegistryFactory:
+    """A registry factory that also loads the custom-node packs the serve options name."""
+    base: Path = args.base_dir
+
+    def build(model_paths: ModelPaths, input_dir: Path) -> Registry:
+        registry = factory(model_paths, input_dir)
+        env = Environment(
+            output_dir=args.output_dir or base / "output",
+            temp_dir=args.temp_dir or base / "temp",
+            input_dir=input_dir,
+            model_paths=model_paths,
+        )
+        load_packs(registry, custom_node_folders(args, model_paths.root), env)
+        return registry
+
+    return build
+
+
 def delegate(argv: list[str], registry_factory: RegistryFactory | None) -> int:
     """Parse the server's own options (imported only now: the web stack is heavy) and serve."""
     from server.main import add_serve_arguments, run_serve
@@ -24,4 +45,6 @@ def delegate(argv: list[str], registry_factory: RegistryFactory | None) -> int:
         prog="diffgraph serve", description="Serve the ComfyUI-compatible API and the web client."
     )
     add_serve_arguments(parser)
-    return run_serve(parser.parse_args(argv), registry_factory or default_registry_factory)
+    add_custom_node_options(parser)
+    args = parser.parse_args(argv)
+    return run_serve(args, with_custom_nodes(registry_factory or default_registry_factory, args))

@@ -158,12 +158,53 @@ class Scope:
             }
         return self._outputs.get(slot)
 
+    def execution_order(self) -> list[dict[str, Any]]:
+        """This graph's nodes in litegraph's execution order, the order the client serialises them in.
+
+        Kahn's algorithm: nodes without linked inputs first, in file order; each node's output links are
+        followed slot by slot in ascending link id, a target joining the queue once all its links are
+        seen. Nodes left over (loops) follow, integer ids ascending as a JS object lists them.
+        """
+        remaining: dict[str, int] = {}
+        queue: list[dict[str, Any]] = []
+        for node_id, node in self.nodes.items():
+            linked = sum(1 for slot in node.get("inputs") or [] if str(slot.get("link")) in self.links)
+            if linked:
+                remaining[node_id] = linked
+            else:
+                queue.append(node)
+        outgoing: dict[tuple[str, int], list[tuple[tuple[int, int | str], Link]]] = {}
+        for link_id, link in self.links.items():
+            outgoing.setdefault((link.origin_id, link.origin_slot), []).append((_link_order(link_id), link))
+        order: list[dict[str, Any]] = []
+        while queue:
+            node = queue.pop(0)
+            order.append(node)
+            node_id = str(node["id"])
+            for slot in range(len(node.get("outputs") or [])):
+                for _, link in sorted(outgoing.get((node_id, slot), []), key=lambda item: item[0]):
+                    if link.target_id not in remaining:
+                        continue
+                    remaining[link.target_id] -= 1
+                    if remaining[link.target_id] == 0:
+                        queue.append(self.nodes[link.target_id])
+        left = [node_id for node_id, count in remaining.items() if count > 0]
+        ints = sorted((n for n in left if n.isdigit()), key=int)
+        return order + [self.nodes[n] for n in ints + [n for n in left if not n.isdigit()]]
+
     def walk(self) -> Iterator[tuple[Scope, dict[str, Any]]]:
-        """Every node that may run, depth first through subgraph instances (muted/bypassed ones skipped)."""
-        for node in self.nodes.values():
+        """Every node that may run (muted/bypassed ones skipped), depth first through subgraph instances,
+        in the order the client serialises them: the root by execution order, subgraph nodes as listed."""
+        nodes = self.execution_order() if self.parent is None else list(self.nodes.values())
+        for node in nodes:
             if node.get("mode", 0) in (MODE_NEVER, MODE_BYPASS) or node["type"] in VIRTUAL_TYPES:
                 continue
             if self.is_instance(node):
                 yield from self.child(node).walk()
             else:
                 yield self, node
+
+
+def _link_order(link_id: str) -> tuple[int, int | str]:
+    """Link ids sort as numbers (the client's are integers); anything else after them."""
+    return (0, int(link_id)) if link_id.lstrip("-").isdigit() else (1, link_id)

@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.errors import WorkflowFormatError
 from engine.formats.ui_graph import MODE_BYPASS, SUBGRAPH_INPUT_ID, VIRTUAL_TYPES, Scope
+from engine.formats.ui_transforms import PRIMITIVE_REPLACE_PROPERTY
 from engine.formats.ui_widgets import is_control_mode, widget_specs
 
 
@@ -20,9 +21,16 @@ class OutputRef:
 
 @dataclass(frozen=True)
 class Constant:
-    """The input is fed by a widget value (a PrimitiveNode's, or a subgraph instance's promoted widget)."""
+    """The input is fed by a widget value (a PrimitiveNode's, or a subgraph instance's promoted widget).
+
+    A PrimitiveNode writes its value into the target widget before the client serialises it, so the
+    target widget's own queue-time transform applies (`into_widget`); `expand_tokens` says the primitive
+    asks for `%...%` tokens to be expanded first. A promoted widget's value is passed on unchanged.
+    """
 
     value: Any
+    into_widget: bool = False
+    expand_tokens: bool = False
 
 
 Resolved = OutputRef | Constant | None
@@ -119,7 +127,10 @@ class Resolver:
         self._guard(scope, node, "O", slot, seen)
         if node["type"] == "PrimitiveNode":
             values = node.get("widgets_values")
-            return Constant(values[0]) if isinstance(values, list) and values else None
+            if not isinstance(values, list) or not values:
+                return None
+            replace = bool((node.get("properties") or {}).get(PRIMITIVE_REPLACE_PROPERTY))
+            return Constant(values[0], into_widget=True, expand_tokens=replace)
         if node.get("mode", 0) == MODE_BYPASS:
             index = bypass_input_index(node, slot, want)
             return None if index < 0 else self._input(scope, node, index, want, seen)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 PRIMITIVE_WIDGETS = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN"})
@@ -11,6 +11,7 @@ CONTROL_MODES = frozenset({"fixed", "increment", "decrement", "randomize", "incr
 # The client derives these from the input name when the schema says nothing (FE useIntWidget).
 SEED_NAMES = frozenset({"seed", "noise_seed"})
 UPLOAD_OPTIONS = ("image_upload", "video_upload")
+CONTROL_WIDGET = "control_after_generate"
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,10 @@ class WidgetSpec:
     name: str
     io_type: str  # "INT", "FLOAT", "STRING", "BOOLEAN" or "COMBO"
     control: bool  # a control_after_generate entry follows
-    upload: bool  # an upload-button entry follows
+    upload: bool  # the client's upload-button entry follows this widget's value
     default: Any
     has_default: bool
+    dynamic_prompts: bool = False  # the client resolves comments and {a|b} choices when queueing
 
 
 def _entry_parts(entry: Any) -> tuple[Any, dict[str, Any]]:
@@ -50,7 +52,8 @@ def _widget_spec(name: str, entry: Any) -> WidgetSpec | None:
     else:
         return None
     default, has_default = _default_of(io_type, options)
-    return WidgetSpec(name, kind, control, upload, default, has_default)
+    dynamic = kind == "STRING" and options.get("dynamicPrompts") is True
+    return WidgetSpec(name, kind, control, upload, default, has_default, dynamic)
 
 
 def _default_of(io_type: Any, options: dict[str, Any]) -> tuple[Any, bool]:
@@ -76,9 +79,29 @@ def ordered_inputs(info: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def widget_specs(info: dict[str, Any]) -> tuple[WidgetSpec, ...]:
-    """The node's widgets in the order the client serialises them."""
-    specs = (_widget_spec(name, entry) for name, entry in ordered_inputs(info))
-    return tuple(spec for spec in specs if spec is not None)
+    """The node's widgets in the order the client serialises them.
+
+    The client adds its upload button as one more required input (for the first required upload
+    combo only) that `input_order` does not name; the client places inputs missing from `input_order`
+    after all the others, or, without an `input_order`, after the required ones. Its saved entry thus
+    follows the last widget (LoadImageMask saves [image, channel, "image"]), where `upload` is flagged.
+    """
+    required = set((info.get("input") or {}).get("required") or {})
+    specs: list[WidgetSpec] = []
+    has_upload = False
+    for name, entry in ordered_inputs(info):
+        spec = _widget_spec(name, entry)
+        if spec is None:
+            continue
+        if spec.upload:
+            has_upload = has_upload or name in required
+            spec = replace(spec, upload=False)
+        specs.append(spec)
+    if has_upload:
+        ordered = bool(info.get("input_order"))
+        last = max(index for index, spec in enumerate(specs) if ordered or spec.name in required)
+        specs[last] = replace(specs[last], upload=True)
+    return tuple(specs)
 
 
 def wrap_list(value: Any) -> Any:
@@ -91,11 +114,18 @@ def values_by_name(specs: tuple[WidgetSpec, ...], widgets_values: Any) -> dict[s
 
     A positional list holds one entry per widget, linked or not, followed by a control_after_generate
     entry for seed-like widgets and an upload entry for upload combos; both are consumed and dropped.
-    `None` entries are holes (widgets the client does not serialise) and yield no value.
+    `None` entries are holes (widgets the client does not serialise) and yield no value. List values
+    come back wrapped (see `wrap_list`).
     """
+    return {name: wrap_list(value) for name, value in raw_values(specs, widgets_values).items()}
+
+
+def raw_values(specs: tuple[WidgetSpec, ...], widgets_values: Any, controls: bool = False) -> dict[str, Any]:
+    """Like `values_by_name` with list values as they are; `controls` keeps the first saved
+    control_after_generate entry under that name (the client's control widget is named so)."""
     if isinstance(widgets_values, dict):
         return {
-            spec.name: wrap_list(widgets_values[spec.name])
+            spec.name: widgets_values[spec.name]
             for spec in specs
             if widgets_values.get(spec.name) is not None
         }
@@ -109,9 +139,11 @@ def values_by_name(specs: tuple[WidgetSpec, ...], widgets_values: Any) -> dict[s
         value = widgets_values[pos]
         pos += 1
         if value is not None:
-            values[spec.name] = wrap_list(value)
+            values[spec.name] = value
         # A file saved without the control entry must not shift every later widget by one.
         if spec.control and pos < len(widgets_values) and is_control_mode(widgets_values[pos]):
+            if controls:
+                values.setdefault(CONTROL_WIDGET, widgets_values[pos])
             pos += 1
         if spec.upload:
             pos += 1
@@ -119,5 +151,10 @@ def values_by_name(specs: tuple[WidgetSpec, ...], widgets_values: Any) -> dict[s
 
 
 def is_control_mode(value: Any) -> bool:
-    """True for a saved control_after_generate entry (fixed, increment, ...)."""
-    return isinstance(value, str) and value in CONTROL_MODES
+    """True for a saved control_after_generate entry (fixed, increment, ...).
+
+    Early clients saved that entry as a true/false "randomize" toggle (ComfyUI's own `default`
+    template still carries one); the frontend assigns widgets_values positionally, so the toggle takes
+    the control widget's slot like any mode name and must be consumed with it.
+    """
+    return isinstance(value, bool) or (isinstance(value, str) and value in CONTROL_MODES)

@@ -6,13 +6,16 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from engine.atomic_files import atomic_write_bytes
 from engine.errors import WorkflowFormatError
 from engine.formats.media_metadata import read_embedded_workflow
 from engine.formats.ui_workflow import is_ui_format, ui_to_api
 from engine.strict_json import InputRejected, loads_strict
+
+if TYPE_CHECKING:
+    from engine.formats.ui_transforms import QueueContext
 
 MEDIA_SUFFIXES = (".png", ".webp", ".mp4", ".webm", ".mkv", ".mov", ".gif")
 
@@ -81,11 +84,17 @@ def check_prompt_shape(prompt: dict[str, Any], source: str) -> dict[str, Any]:
     return prompt
 
 
-def workflow_from_data(data: Any, object_info: NodeSchemas = None, source: str = "<data>") -> Workflow:
+def workflow_from_data(
+    data: Any,
+    object_info: NodeSchemas = None,
+    source: str = "<data>",
+    queue: QueueContext | None = None,
+) -> Workflow:
     """Build a Workflow from parsed JSON in any known shape (API, UI, or {"prompt", "extra_data"}).
 
     `object_info` is only read for a UI-format workflow; a callable is called then, so loading API
-    prompts never builds the node schemas (with their model-folder scans).
+    prompts never builds the node schemas (with their model-folder scans). `queue` pins the clock and
+    choice randomness of a UI workflow's queue-time rewrites.
     """
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data:
         extra = data.get("extra_data")
@@ -100,7 +109,7 @@ def workflow_from_data(data: Any, object_info: NodeSchemas = None, source: str =
         if object_info is None:
             raise WorkflowFormatError(f"{source} is a UI-format workflow; converting it needs node schemas")
         schemas = object_info() if callable(object_info) else object_info
-        return Workflow(prompt=ui_to_api(data, schemas), ui=data, source=source)
+        return Workflow(prompt=ui_to_api(data, schemas, queue), ui=data, source=source)
     if isinstance(data, dict):
         return Workflow(prompt=check_prompt_shape(data, source), source=source)
     raise WorkflowFormatError(
@@ -109,10 +118,14 @@ def workflow_from_data(data: Any, object_info: NodeSchemas = None, source: str =
     )
 
 
-def load_workflow(source: str | Path | dict[str, Any], object_info: NodeSchemas = None) -> Workflow:
+def load_workflow(
+    source: str | Path | dict[str, Any],
+    object_info: NodeSchemas = None,
+    queue: QueueContext | None = None,
+) -> Workflow:
     """Load a workflow from a JSON file, a PNG/WebP/video carrying one, or already-parsed data."""
     if isinstance(source, dict):
-        return workflow_from_data(source, object_info)
+        return workflow_from_data(source, object_info, queue=queue)
     path = Path(source)
     if not path.is_file():
         raise WorkflowFormatError(f"workflow file {path} does not exist", code="workflow_not_found")
@@ -123,13 +136,13 @@ def load_workflow(source: str | Path | dict[str, Any], object_info: NodeSchemas 
             return Workflow(prompt=check_prompt_shape(prompt, str(path)), ui=ui, source=str(path))
         if ui is not None:
             # workflow_from_data names the missing node schemas when object_info is None.
-            return workflow_from_data(ui, object_info, str(path))
+            return workflow_from_data(ui, object_info, str(path), queue)
         raise WorkflowFormatError(f"{path} carries no workflow metadata", code="no_workflow_metadata")
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise WorkflowFormatError(f"cannot read workflow file {path}: {exc.strerror}") from exc
-    return workflow_from_data(parse_json(raw, str(path)), object_info, str(path))
+    return workflow_from_data(parse_json(raw, str(path)), object_info, str(path), queue)
 
 
 def save_api(prompt: dict[str, Any], path: str | Path) -> None:

@@ -12,7 +12,7 @@ from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.sampling.guided import SamplingResult, sample_guided
 from nodes.sampling.noise import SEED_MAX
-from nodes.types import Conditioning, Guider, Latent, Noise, SamplerSpec, Sigmas
+from nodes.types import Conditioning, GuidanceKind, Guider, Latent, Noise, SamplerSpec, Sigmas
 
 CUSTOM = "sampling/custom_sampling"
 SEED_TIP = "The seed of the starting noise and of any noise the sampler adds along the way."
@@ -196,7 +196,7 @@ class DualCFGGuider(Node):
     def run(self, ctx: RunContext, inputs: Inputs) -> _GuiderOut:
         """A dual-CFG guider."""
         conds = {"positive": inputs.cond1, "middle": inputs.cond2, "negative": inputs.negative}
-        kind = "dual_cfg_nested" if inputs.style == "nested" else "dual_cfg"
+        kind: GuidanceKind = "dual_cfg_nested" if inputs.style == "nested" else "dual_cfg"
         guider = Guider(inputs.model, kind, conds, cfg=inputs.cfg_conds, cfg2=inputs.cfg_cond2_negative)
         return _GuiderOut(GUIDER=guider)
 

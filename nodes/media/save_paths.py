@@ -10,17 +10,22 @@ counter taken by another writer (another prompt, another process) moves on inste
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from engine import Hidden, Node, NodeInputError, PathRefused, atomic_write, resolve_inside
+from engine import (
+    Hidden,
+    Node,
+    NodeInputError,
+    PathRefused,
+    apply_text_replacements,
+    atomic_write,
+    resolve_inside,
+)
 
-CLIENT_TOKEN = re.compile(r"%([^%]+)%")
-DATE_FIELD = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")
 # Placeholder size for checking a prefix before the image exists (tokens never add path separators).
 CHECK_SIZE = 1
 # The tooltip every writer shows on its filename_prefix input.
@@ -57,52 +62,34 @@ class SaveTarget:
                 continue
 
 
-def format_client_date(pattern: str, now: datetime) -> str:
-    """The web client's `%date:...%` formatting: yyyy yy MM M dd d hh h mm m ss s (24-hour clock)."""
-    fields = {"d": now.day, "M": now.month, "h": now.hour, "m": now.minute, "s": now.second}
+@dataclass(frozen=True)
+class PromptWidgets:
+    """`%Node.input%` lookup in an API prompt: the first node whose class_type, else `_meta.title`, is
+    the name; only literal inputs count (a linked input has no value before the run)."""
 
-    def field(match: re.Match[str]) -> str:
-        text = match.group(0)
-        if text == "yyyy":
-            return str(now.year)
-        if text == "yy":
-            return str(now.year)[2:]
-        if text[0] in fields:
-            return str(fields[text[0]]).rjust(len(text), "0")
-        return text
+    prompt: Mapping[str, Any]
 
-    return DATE_FIELD.sub(field, pattern)
-
-
-def _prompt_value(prompt: Mapping[str, Any], node_name: str, input_name: str) -> str | None:
-    """The literal input of the first node whose class_type, else `_meta.title`, is node_name."""
-    nodes = [n for n in prompt.values() if isinstance(n, dict)]
-    matches = [n for n in nodes if n.get("class_type") == node_name] or [
-        n for n in nodes if (n.get("_meta") or {}).get("title") == node_name
-    ]
-    for node in matches[:1]:
-        value = (node.get("inputs") or {}).get(input_name)
-        if value is not None and not isinstance(value, list):
-            # The client replaces path separators so a value never creates folders.
-            return re.sub(r"[/\\]", "_", str(value))
-    return None
+    def widget_value(self, node_name: str, widget_name: str) -> tuple[bool, Any]:
+        """(found, value) of the named literal input."""
+        nodes = [n for n in self.prompt.values() if isinstance(n, dict)]
+        matches = [n for n in nodes if n.get("class_type") == node_name] or [
+            n for n in nodes if (n.get("_meta") or {}).get("title") == node_name
+        ]
+        for node in matches[:1]:
+            value = (node.get("inputs") or {}).get(widget_name)
+            if value is not None and not isinstance(value, list):
+                return True, value
+        return False, None
 
 
 def expand_client_tokens(prefix: str, now: datetime, prompt: Mapping[str, Any] | None = None) -> str:
-    """Substitute `%date:FORMAT%` and `%Node.input%` (node by class_type or title) as the web client does.
+    """The web client's `%date:FORMAT%` and `%Node.input%` expansion (engine rule), over an API prompt.
 
-    Tokens the client would leave alone (unknown nodes, linked inputs, `%width%`...) stay in place.
+    A UI workflow arrives with these already expanded by the conversion; an API prompt written by hand
+    may still carry them. Tokens the client would leave alone (unknown nodes, linked inputs, `%width%`...)
+    stay in place.
     """
-
-    def token(match: re.Match[str]) -> str:
-        text = match.group(1)
-        parts = text.split(".")
-        if len(parts) != 2:
-            return format_client_date(text[5:], now) if text.startswith("date:") else match.group(0)
-        value = _prompt_value(prompt or {}, parts[0], parts[1])
-        return match.group(0) if value is None else value
-
-    return CLIENT_TOKEN.sub(token, prefix)
+    return apply_text_replacements(prefix, PromptWidgets(prompt or {}), now)
 
 
 def expand_prefix_tokens(

@@ -117,3 +117,21 @@ def test_schema_refuses_a_hidden_input_the_engine_cannot_supply():
 def test_schema_refuses_raw_link_inputs_the_executor_would_resolve():
     with pytest.raises(TypeError, match="rawLink"):
         Input(description="the link itself", rawLink=True)
+
+
+def test_schema_list_outputs_and_whole_list_inputs_are_typed_by_their_items():
+    from engine import Input, Node, NodeInputs, NodeOutputs, Output, Registry
+
+    class Spread(Node):
+        class_type = "Spread"
+        input_is_list = True
+
+        class Inputs(NodeInputs):
+            values: list[int] = Input(description="numbers, as one list")
+
+        class Outputs(NodeOutputs):
+            items: list[float] = Output(is_list=True)
+
+    entry = Registry([Spread]).object_info()["Spread"]
+    assert entry["input"]["required"]["values"][0] == "INT"
+    assert entry["output"] == ["FLOAT"] and entry["output_is_list"] == [True]

@@ -162,7 +162,11 @@ def test_expand_prefix_tokens_fills_date_and_size():
     [
         ("%date:yyyy-MM-dd%", "2024-03-05"),
         ("%date:yyyy/MM/dd%/img", "2024/03/05/img"),
-        ("%date:yy.M.d h:m:s%", "24.3.5 17:8:9"),
+        ("%date:yy-M-d h:m:s%", "24-3-5 17:8:9"),
+        # The client splits tokens on dots: three parts are a date formatted up to the first dot only,
+        # two parts name a node and an input (no node "date:yyyy", so the token stays).
+        ("%date:yy.M.d%", "24"),
+        ("%date:yyyy.MM%", "%date:yyyy.MM%"),
         ("%date:hhmmss%_%width%x%height%", "170809_64x32"),
         ("%date:yyy%", "yyy"),
     ],

@@ -216,3 +216,11 @@ def test_split_sigmas_two_pass_chain_equals_one_pass_for_a_deterministic_sampler
     # Halfway the latent is still noisy, and denoised_output is the model's clean estimate instead.
     first = result.node_outputs["24"]
     assert (first.output.samples - first.denoised_output.samples).abs().mean() > 1.0
+
+
+def test_custom_sampling_reference_graph_runs_on_a_tiny_checkpoint(tiny_runner, tiny_sd15_name):
+    case = DATA / "custom_sampling_sd15" / "workflow_api.json"
+    prompt = retarget(json.loads(case.read_text()), tiny_sd15_name, SIZE)
+    result = tiny_runner.run(prompt)
+    assert result.status == "success", result.error and result.error.data()
+    assert result.node_outputs["35"].output.samples.shape == (1, 4, SIZE // 8, SIZE // 8)

@@ -1,0 +1,1 @@
+"""Pure tensor math behind the latent, image and mask nodes (no node classes, no I/O)."""
