@@ -70,7 +70,10 @@ def _store(tmp_path: Path) -> JobStore:
 @given(relative=NAMES)
 def test_user_paths_stay_inside_the_user_folder(tmp_path, relative):
     settings_ = ServerSettings(user_dir=tmp_path / "user", serve_frontend=False)
-    state = ServerState(stub_registry(), None, settings_, None, None, None)  # type: ignore[arg-type]
+    env = Environment(
+        tmp_path / "out", tmp_path / "temp", tmp_path / "in", model_paths=ModelPaths(tmp_path / "models")
+    )
+    state = ServerState(stub_registry(), env, settings_, None, None, None)  # type: ignore[arg-type]
     root = state.user_root.resolve()
     try:
         path = _user_path(state, relative)
