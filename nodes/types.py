@@ -131,13 +131,43 @@ class Mask(EdgeType):
         return tensor_nbytes(self.mask)
 
 
+@dataclass(frozen=True)
+class CondArea:
+    """Where a conditioning applies: (height, width, y, x) in latent pixels (the 8x-downscaled grid).
+
+    With `percentage` the four numbers are fractions of the latent's height/width, resolved when sampling.
+    """
+
+    height: float
+    width: float
+    y: float
+    x: float
+    percentage: bool = False
+
+
 @dataclass(frozen=True, eq=False)
 class CondEntry:
-    """One conditioning item: token embeddings [B, 77*k, D] plus pooled output and SDXL size extras."""
+    """One conditioning item: token embeddings [B, 77*k, D] plus pooled output and SDXL size extras.
+
+    The remaining fields say where and when the sampler applies it (ComfyUI's cond dict keys):
+    `area`/`strength` (ConditioningSetArea*), `mask` float32 [B, H, W] in 0..1 with `mask_strength`
+    and `set_area_to_bounds` (ConditioningSetMask), `start_percent`/`end_percent` of the schedule
+    (ConditioningSetTimestepRange), and `concat_latent` raw VAE latents [B, 4, h, w] with `concat_mask`
+    [B, 1, H, W] for 9-channel inpainting UNets (InpaintModelConditioning).
+    """
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    area: CondArea | None = None
+    strength: float = 1.0
+    mask: torch.Tensor | None = None
+    mask_strength: float = 1.0
+    set_area_to_bounds: bool = False
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    concat_latent: torch.Tensor | None = None
+    concat_mask: torch.Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,8 +178,10 @@ class Conditioning(EdgeType):
     entries: tuple[CondEntry, ...]
 
     def nbytes(self) -> int:
-        """Bytes of all embedding tensors."""
-        return sum(tensor_nbytes(e.embeds, e.pooled) for e in self.entries)
+        """Bytes of all embedding, mask and inpainting tensors."""
+        return sum(
+            tensor_nbytes(e.embeds, e.pooled, e.mask, e.concat_latent, e.concat_mask) for e in self.entries
+        )
 
 
 Prediction = Literal["eps", "v"]

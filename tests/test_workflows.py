@@ -58,7 +58,10 @@ def registry(models_dir, tmp_path_factory):
     from nodes.pack import build_registry
 
     input_dir = tmp_path_factory.mktemp("input")
-    PILImage.new("RGB", (TEST_SIZE, TEST_SIZE), (180, 120, 40)).save(input_dir / "example.png")
+    # A transparent square: LoadImage's MASK (1 - alpha) gives the inpaint workflow a region to repaint.
+    picture = PILImage.new("RGBA", (TEST_SIZE, TEST_SIZE), (180, 120, 40, 255))
+    picture.paste((0, 0, 0, 0), (16, 16, 40, 40))
+    picture.save(input_dir / "example.png")
     return build_registry(ModelPaths(models_dir), input_dir), input_dir
 
 
@@ -90,12 +93,28 @@ def runner(registry, models_dir, tmp_path, model_store):
     return make_runner(reg, models_dir, tmp_path, input_dir, model_store)
 
 
+def _scaled(value: int, factor: float, minimum: int = 0) -> int:
+    """A pixel size scaled down, on the 8-pixel grid, at least `minimum`."""
+    return max(minimum, int(value * factor) // 8 * 8)
+
+
 def shrink(prompt: dict) -> dict:
-    """The same workflow at TEST_SIZE pixels (tiny UNets make any step count cheap)."""
+    """The same workflow at TEST_SIZE pixels (tiny UNets make any step count cheap); areas scale along."""
     small = copy.deepcopy(prompt)
+    fx = fy = 1.0
     for node in small.values():
         if node["class_type"] == "EmptyLatentImage":
+            fx, fy = TEST_SIZE / node["inputs"]["width"], TEST_SIZE / node["inputs"]["height"]
             node["inputs"].update(width=TEST_SIZE, height=TEST_SIZE)
+    for node in small.values():
+        if node["class_type"] == "ConditioningSetArea":
+            i = node["inputs"]
+            i.update(
+                width=_scaled(i["width"], fx, 64),
+                height=_scaled(i["height"], fy, 64),
+                x=_scaled(i["x"], fx),
+                y=_scaled(i["y"], fy),
+            )
     return small
 
 
@@ -116,6 +135,10 @@ def test_workflows_directory_has_the_promised_files():
         "sdxl_base_refiner",
         "two_sampler_compare",
         "two_sampler_chain",
+        "hires_fix_sd15",
+        "inpaint_sd15",
+        "outpaint_sd15",
+        "area_composition_sd15",
     } <= names
     for path in API_FILES:
         prompt = load_api(path)
@@ -130,8 +153,10 @@ def test_workflow_runs_headless_on_tiny_checkpoints(runner, path):
     result = run(shrink(load_api(path)))
     pngs = saved_files(env, result, ".png")
     assert pngs, "every shipped workflow saves at least one image"
-    for png in pngs:
-        assert PILImage.open(png).size == (TEST_SIZE, TEST_SIZE)
+    sizes = {PILImage.open(png).size for png in pngs}
+    # Hires fix upscales its latent by 1.5 and outpaint pads the picture: other sizes are expected there.
+    expected = {"hires_fix_sd15": (96, 96), "outpaint_sd15": (TEST_SIZE + 128, TEST_SIZE)}
+    assert sizes == {expected.get(path.stem, (TEST_SIZE, TEST_SIZE))}
 
 
 def _video_frames(path: Path) -> tuple[int, object, tuple[int, int]]:

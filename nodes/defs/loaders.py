@@ -12,7 +12,7 @@ from nodes.diffusion.model_handle import ClipHandle, DiffusionModel, VaeHandle
 from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, Variant
 
 
-def model_handle(store, recipe: ComponentRecipe, prediction: str) -> DiffusionModel:
+def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: int = 4) -> DiffusionModel:
     """The MODEL handle for a UNet recipe, with its family's latent format and ADM kind."""
     spec = families.family_spec(recipe.family)
     return DiffusionModel(
@@ -22,6 +22,7 @@ def model_handle(store, recipe: ComponentRecipe, prediction: str) -> DiffusionMo
         compute_dtype=component_dtype(store, "unet"),
         device=str(store.device),
         adm=spec.adm,
+        in_channels=in_channels,
     )
 
 
@@ -42,7 +43,8 @@ def checkpoint_outputs(store, path: Path) -> tuple[DiffusionModel, ClipHandle, V
     if vae is None:
         raise UserFacingError(f"{path.name} has no VAE weights; add a VAELoader and use its VAE")
     clip = ClipHandle(recipes["clip"], compute_dtype=component_dtype(store, "clip"), device=str(store.device))
-    return model_handle(store, recipes["unet"], info.prediction), clip, vae_handle(store, vae)
+    model = model_handle(store, recipes["unet"], info.prediction, info.unet_in_channels)
+    return model, clip, vae_handle(store, vae)
 
 
 class CheckpointLoaderSimple(Node):

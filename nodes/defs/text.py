@@ -2,23 +2,86 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
+from nodes.diffusion.embeddings import (
+    EmbeddingLibrary,
+    find_embedding,
+    missing_embeddings,
+    missing_message,
+    prompt_embedding_names,
+)
 from nodes.diffusion.model_handle import ClipHandle
-from nodes.diffusion.text_encode import encode_prompt, encode_windows, pad_windows, windows
+from nodes.diffusion.text_encode import (
+    encode_lookup_for,
+    encode_prompt,
+    encode_windows,
+    pad_windows,
+    windows,
+)
 from nodes.types import CondEntry, Conditioning
+
+
+def embedding_library(ctx: RunContext) -> EmbeddingLibrary:
+    """The models folder's textual-inversion embeddings."""
+    return EmbeddingLibrary(ctx.model_paths.folder("embeddings"))
+
+
+def check_embeddings(values: Mapping[str, Any], env: Any, names: tuple[str, ...]) -> str | None:
+    """A message naming every `embedding:` of the constant prompts that has no file, else None."""
+    if env is None or getattr(env, "model_paths", None) is None:
+        return None
+    folder = env.model_paths.folder("embeddings")
+    missing = [
+        m for n in names if isinstance(values.get(n), str) for m in missing_embeddings(values[n], folder)
+    ]
+    return missing_message(missing, folder) if missing else None
+
+
+def embedding_fingerprint(values: Mapping[str, Any], env: Any, names: tuple[str, ...]) -> Hashable | None:
+    """Path, size and mtime of every embedding file the constant prompts use, so editing one re-encodes."""
+    if env is None or getattr(env, "model_paths", None) is None:
+        return None
+    folder = env.model_paths.folder("embeddings")
+    files = []
+    for n in names:
+        if isinstance(values.get(n), str):
+            for name, stripped in prompt_embedding_names(values[n]):
+                path = find_embedding(folder, name) or find_embedding(folder, stripped)
+                if path is not None:
+                    stat = path.stat()
+                    files.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(files) or None
 
 
 def encode(ctx: RunContext, clip: ClipHandle, text: str) -> CondEntry:
     """Encode one prompt with the handle's encoders and layer choice."""
     stack = clip.stack(ctx.models)
-    return encode_prompt(stack, text, clip.layer, torch.device(clip.device), clip.compute_dtype)
+    device, dtype = torch.device(clip.device), clip.compute_dtype
+    return encode_prompt(stack, text, clip.layer, device, dtype, embedding_library(ctx))
 
 
-class CLIPTextEncode(Node):
+class _EmbeddingChecks:
+    """Validation and cache key of the prompt inputs named in `prompt_inputs` (embedding files)."""
+
+    prompt_inputs: tuple[str, ...] = ("text",)
+
+    @classmethod
+    def validate_inputs(cls, values: Mapping[str, Any], env: Any) -> str | None:
+        """Refuse prompts naming embeddings that are not in models/embeddings."""
+        return check_embeddings(values, env, cls.prompt_inputs)
+
+    @classmethod
+    def fingerprint(cls, values: Mapping[str, Any], env: Any) -> Hashable | None:
+        """The embedding files the prompts use (None without any), so editing one re-encodes."""
+        return embedding_fingerprint(values, env, cls.prompt_inputs)
+
+
+class CLIPTextEncode(_EmbeddingChecks, Node):
     """Encodes a prompt into conditioning (emphasis, long prompts, clip skip, SDXL)."""
 
     class_type = "CLIPTextEncode"
@@ -52,10 +115,11 @@ class CLIPTextEncode(Node):
 _SIZE: dict[str, Any] = {"ge": 0, "le": 16384, "step": 8}
 
 
-class CLIPTextEncodeSDXL(Node):
+class CLIPTextEncodeSDXL(_EmbeddingChecks, Node):
     """SDXL encode with separate CLIP-L / bigG prompts and explicit size conditioning."""
 
     class_type = "CLIPTextEncodeSDXL"
+    prompt_inputs = ("text_g", "text_l")
     category = "advanced/conditioning"
     description = "Encodes two prompts for SDXL's two text encoders with size and crop conditioning."
 
@@ -82,7 +146,11 @@ class CLIPTextEncodeSDXL(Node):
         stack = inputs.clip.stack(ctx.models)
         specs = {s.name: s for s in stack.specs}
         texts = {"clip_l": inputs.text_l, "clip_g": inputs.text_g}
-        wins = {name: windows(texts[name], spec.pad_token) for name, spec in specs.items()}
+        library = embedding_library(ctx)
+        wins = {
+            name: windows(texts[name], spec.pad_token, encode_lookup_for(stack, spec, library))
+            for name, spec in specs.items()
+        }
         # The shorter prompt gets empty-prompt windows (each encoder's own padding), as ComfyUI does.
         count = max(len(w) for w in wins.values())
         out = {
@@ -104,7 +172,7 @@ class CLIPTextEncodeSDXL(Node):
         return self.Outputs(CONDITIONING=Conditioning(entries=(entry,)))
 
 
-class CLIPTextEncodeSDXLRefiner(Node):
+class CLIPTextEncodeSDXLRefiner(_EmbeddingChecks, Node):
     """SDXL refiner encode with aesthetic score and size conditioning."""
 
     class_type = "CLIPTextEncodeSDXLRefiner"

@@ -89,6 +89,11 @@ def detect_family(folder: Path) -> tuple[str, tuple[str, ...]]:
     return family, components
 
 
+def unet_in_channels(folder: Path) -> int:
+    """The UNet's input channels from unet/config.json (9 for inpainting pipelines)."""
+    return int(_json(folder / "unet" / "config.json").get("in_channels", 4))
+
+
 def _load_kwargs(sub: Path) -> dict[str, Any]:
     """from_pretrained arguments for one part: safetensors (plain or fp16 variant), else opt-in pickle."""
     names = [p.name for p in sub.iterdir()]

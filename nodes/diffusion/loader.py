@@ -50,6 +50,8 @@ class CheckpointInfo:
     family: str
     prediction: str
     components: tuple[str, ...]
+    # UNet input channels: 4, or 9 for inpainting checkpoints (latent + mask + masked-image latent).
+    unet_in_channels: int = 4
 
 
 def _to_model(
@@ -155,15 +157,21 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
                 "diffusers pipeline folder"
             )
         family, comps = diffusers_folder.detect_family(path)
-        return CheckpointInfo(str(path), family, families.family_spec(family).prediction, comps)
+        channels = diffusers_folder.unet_in_channels(path)
+        _check_in_channels(path, channels)
+        prediction = families.family_spec(family).prediction
+        return CheckpointInfo(str(path), family, prediction, comps, channels)
     if path.suffix.lower() == ".safetensors" or path.suffix.lower() == ".sft":
         header, _ = read_header(path)
         keys = [k for k in header if k != "__metadata__"]
         metadata = safetensors_metadata(path)
         probe = read_weights(path, lambda k: k in (families.V_PRED_KEY, "v_pred"))
+        conv_in = header.get(families.UNET_PREFIX + "input_blocks.0.0.weight", {}).get("shape")
     else:
         probe = read_weights(path)
         keys, metadata = list(probe), {}
+        weight = probe.get(families.UNET_PREFIX + "input_blocks.0.0.weight")
+        conv_in = None if weight is None else list(weight.shape)
     found = families.detect(keys)
     if found.unsupported:
         raise CheckpointFormatError(
@@ -177,10 +185,23 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
             "single-file layout)"
         )
     family = found.family
-    if family == "sd2" and families.is_v_prediction(probe, metadata):
+    channels = int(conv_in[1]) if conv_in else 4
+    _check_in_channels(path, channels)
+    # SD2 inpainting checkpoints are eps-prediction (ComfyUI checks v-prediction only for 4 channels).
+    if family == "sd2" and channels == 4 and families.is_v_prediction(probe, metadata):
         family = "sd2-v"
     comps = tuple(c for c, ok in (("unet", True), ("clip", True), ("vae", found.has_vae)) if ok)
-    return CheckpointInfo(str(path), family, families.family_spec(family).prediction, comps)
+    prediction = families.family_spec(family).prediction
+    return CheckpointInfo(str(path), family, prediction, comps, channels)
+
+
+def _check_in_channels(path: Path, channels: int) -> None:
+    """Refuse UNets whose extra input channels diffgraph does not feed (e.g. instruct-pix2pix's 8)."""
+    if channels not in (4, 9):
+        raise CheckpointFormatError(
+            f"{path.name} has a UNet with {channels} input channels; diffgraph runs 4-channel models and "
+            "9-channel inpainting models"
+        )
 
 
 def load_component(recipe: ComponentRecipe, dtype: torch.dtype):

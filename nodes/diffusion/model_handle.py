@@ -5,7 +5,8 @@ whose `store_key` names the loaded module in the engine's model store; `load(sto
 on the compute device, loading it on demand when it was evicted.
 
 Contract for samplers (`DiffusionModel.forward`):
-  x_in       float [B, 4, h, w], UNet space, already multiplied by c_in;
+  x_in       float [B, 4, h, w] (9 for inpainting UNets: mask and masked-image latent appended), UNet
+             space, already multiplied by c_in;
   timesteps  float [B] holding integer values 0..999;
   embeds     float [B, L, D] (L a multiple of 77; D 768 SD1, 1024 SD2, 2048 SDXL, 1280 refiner);
   pooled     float [B, 1280] (SDXL base and refiner only);
@@ -67,6 +68,13 @@ class DiffusionModel(_Handle):
     device: str = "cpu"
     # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), and refiner's layout.
     adm: Literal["none", "sdxl", "refiner"] = "none"
+    # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels.
+    in_channels: int = 4
+
+    @property
+    def is_inpaint(self) -> bool:
+        """Whether the UNet expects the inpainting inputs concatenated to the latent."""
+        return self.in_channels == 9
 
     def forward(
         self,

@@ -13,12 +13,15 @@ Facts followed (ComfyUI sd1_clip.py / sdxl_clip.py behaviour, reimplemented):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from engine import UserFacingError
+from nodes.diffusion.embeddings import PREFIX as EMBEDDING_PREFIX
+from nodes.diffusion.embeddings import EmbeddingLibrary, EmbeddingLookup, EmbeddingNotFoundError
 from nodes.diffusion.families import TextEncoderSpec
 from nodes.diffusion.tokenizer import END_TOKEN, START_TOKEN, encode_words
 from nodes.types import CondEntry
@@ -27,7 +30,9 @@ log = logging.getLogger(__name__)
 
 WINDOW = 77
 MAX_WORD_TOKENS = 8
-TokenWeights = list[tuple[int, float]]
+TokenWeights = list[tuple["int | torch.Tensor", float]]
+# Stands in the token ids where an embedding vector goes; any id but the end token (pooling finds it).
+EMBEDDING_PLACEHOLDER = 0
 
 
 def _escape(text: str) -> str:
@@ -83,24 +88,43 @@ def parse_weights(text: str, weight: float = 1.0) -> list[tuple[str, float]]:
     return out
 
 
-def word_groups(text: str) -> list[TokenWeights]:
-    """Token ids with weights, one group per space-separated word."""
+def _embedding_groups(word: str, weight: float, lookup: EmbeddingLookup | None) -> list[TokenWeights]:
+    """An `embedding:name` word as its vectors (one position each), plus any trailing text after commas."""
+    name = word[len(EMBEDDING_PREFIX) :]
+    vectors = lookup(name) if lookup is not None else None
+    leftover = ""
+    stripped = name.strip(",")
+    if vectors is None and lookup is not None and stripped != name:
+        vectors, leftover = lookup(stripped), name[len(stripped) :]
+    if vectors is None:
+        raise EmbeddingNotFoundError(f"embedding {name!r} not found in models/embeddings")
+    groups: list[TokenWeights] = [[(v, weight) for v in vectors]]
+    if leftover:
+        groups.append([(t, weight) for t in encode_words(leftover)])
+    return groups
+
+
+def word_groups(text: str, lookup: EmbeddingLookup | None = None) -> list[TokenWeights]:
+    """Tokens with weights, one group per space-separated word; `embedding:` words become their vectors."""
     groups: list[TokenWeights] = []
     for segment, weight in parse_weights(_escape(text)):
         for word in _unescape(segment).replace("\n", " ").split(" "):
             if not word:
                 continue
-            if word.startswith("embedding:"):
-                log.warning("textual inversion embeddings are not supported; ignoring %r", word)
+            if word.startswith(EMBEDDING_PREFIX) and len(word) > len(EMBEDDING_PREFIX):
+                groups.extend(_embedding_groups(word, weight, lookup))
                 continue
             groups.append([(t, weight) for t in encode_words(word)])
     return groups
 
 
-def windows(text: str, pad_token: int) -> list[TokenWeights]:
-    """The prompt as 77-token windows (start, tokens, end, padding), each a list of (id, weight)."""
+def windows(text: str, pad_token: int, lookup: EmbeddingLookup | None = None) -> list[TokenWeights]:
+    """The prompt as 77-token windows (start, tokens, end, padding), each a list of (token, weight).
+
+    A token is an id, or an embedding vector [D] standing in one position.
+    """
     batches: list[TokenWeights] = [[(START_TOKEN, 1.0)]]
-    for group in word_groups(text):
+    for group in word_groups(text, lookup):
         is_large = len(group) >= MAX_WORD_TOKENS
         while group:
             batch = batches[-1]
@@ -125,7 +149,8 @@ def windows(text: str, pad_token: int) -> list[TokenWeights]:
 
 def empty_window(pad_token: int) -> TokenWeights:
     """The tokens of an empty prompt: start, end, padding."""
-    return [(START_TOKEN, 1.0), (END_TOKEN, 1.0)] + [(pad_token, 1.0)] * (WINDOW - 2)
+    ids = [START_TOKEN, END_TOKEN] + [pad_token] * (WINDOW - 2)
+    return [(t, 1.0) for t in ids]
 
 
 class ClipStack(torch.nn.Module):
@@ -183,9 +208,56 @@ def encode_with(
     layer: int | None,
     device: torch.device,
     dtype: torch.dtype,
+    embeddings: EmbeddingLibrary | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One encoder: embeddings [1, 77*k, D] with emphasis applied, and the first window's pooled [1, P]."""
-    return encode_windows(model, spec, windows(text, spec.pad_token), layer, device)
+    wins = windows(text, spec.pad_token, encoder_lookup(model, spec, embeddings))
+    return encode_windows(model, spec, wins, layer, device)
+
+
+def encoder_lookup(
+    model: torch.nn.Module, spec: TextEncoderSpec, embeddings: EmbeddingLibrary | None
+) -> EmbeddingLookup | None:
+    """The embedding lookup for one text encoder (its key and token width), or None."""
+    if embeddings is None:
+        return None
+    token_embedding: torch.nn.Embedding = model.get_input_embeddings()  # type: ignore[operator]
+    width = token_embedding.embedding_dim
+    return embeddings.lookup(spec.name, width)
+
+
+def encode_lookup_for(
+    stack: Any, spec: TextEncoderSpec, embeddings: EmbeddingLibrary | None
+) -> EmbeddingLookup | None:
+    """The embedding lookup for one encoder of a ClipStack."""
+    return encoder_lookup(stack.encoders[spec.name], spec, embeddings)
+
+
+@contextmanager
+def _injected(model: torch.nn.Module, rows: list[TokenWeights]) -> Iterator[None]:
+    """Token-embedding output with embedding vectors written at their positions while encoding."""
+    spots = [
+        (r, p, tok)
+        for r, row in enumerate(rows)
+        for p, (tok, _) in enumerate(row)
+        if isinstance(tok, torch.Tensor)
+    ]
+    if not spots:
+        yield
+        return
+
+    def replace_vectors(_module: torch.nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        for r, p, vec in spots:
+            out[r, p] = vec.to(out.device, out.dtype)
+        return out
+
+    token_embedding: torch.nn.Module = model.get_input_embeddings()  # type: ignore[operator]
+    handle = token_embedding.register_forward_hook(replace_vectors)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def encode_windows(
@@ -198,11 +270,11 @@ def encode_windows(
     """Encode tokenized windows: embeddings [1, 77*k, D] with emphasis, first window's pooled [1, P]."""
     pad = spec.pad_token
     weighted = any(w != 1.0 for win in wins for _, w in win)
-    rows = [[t for t, _ in win] for win in wins]
+    rows = [[t if isinstance(t, int) else EMBEDDING_PLACEHOLDER for t, _ in win] for win in wins]
     if weighted:
-        rows.append([t for t, _ in empty_window(pad)])
+        rows.append([START_TOKEN, END_TOKEN] + [pad] * (WINDOW - 2))
     ids = torch.tensor(rows, dtype=torch.long, device=device)
-    with torch.inference_mode():
+    with torch.inference_mode(), _injected(model, wins):
         hidden, pooled = run_encoder(model, spec, ids, layer)
     hidden, pooled = hidden.float(), pooled.float()
     parts = []
@@ -222,11 +294,17 @@ def pad_windows(wins: list[TokenWeights], count: int, pad_token: int) -> list[To
 
 
 def encode_prompt(
-    stack: Any, text: str, layer: int | None, device: torch.device, dtype: torch.dtype
+    stack: Any,
+    text: str,
+    layer: int | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    embeddings: EmbeddingLibrary | None = None,
 ) -> CondEntry:
     """A family's conditioning for one prompt (SDXL: CLIP-L and bigG features side by side)."""
     results = [
-        encode_with(stack.encoders[spec.name], spec, text, layer, device, dtype) for spec in stack.specs
+        encode_with(stack.encoders[spec.name], spec, text, layer, device, dtype, embeddings)
+        for spec in stack.specs
     ]
     if len(results) == 1:
         embeds, pooled = results[0]

@@ -1,13 +1,22 @@
-"""Classifier-free guidance in x0 space over a UNet forward, cond and uncond batched in one pass."""
+"""Classifier-free guidance in x0 space over a UNet forward, every conditioning entry batched as ComfyUI does.
+
+Facts followed (ComfyUI's calc_cond_batch / get_area_and_mult, reimplemented): each entry predicts x0 on
+its area's crop of the latent, weighted by `strength` times its mask (or, for an area without a mask, by
+linear ramps of min(8, size // 4) latent pixels along every edge not on the latent's border); each side's
+result is the weighted sum divided by the summed weights, which start at 1e-37. Entries whose crops and
+inputs have the same shapes run in one UNet call, uncond before cond (the order ComfyUI stacks them in).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from nodes.sampling.conds import InpaintSource, SamplingCond, prepare_groups, repeat_to_batch
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.types import CondEntry
 
@@ -16,6 +25,12 @@ UnetForward = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, Sequence[dict[str, Any]] | None],
     torch.Tensor,
 ]
+
+AREA_FUZZ = 8
+# Summed weights start here, not at 0, so latent pixels no entry covers divide to 0 instead of NaN.
+EMPTY_WEIGHT = 1e-37
+# ComfyUI refuses to batch prompts whose token lengths would need more than 4x repeat padding.
+MAX_LENGTH_PADDING = 4
 
 
 def _lcm(a: int, b: int) -> int:
@@ -34,20 +49,81 @@ def pad_embeds_to_common_length(embeds: Sequence[torch.Tensor]) -> list[torch.Te
     return [e.repeat(1, target // e.shape[1], 1) for e in embeds]
 
 
-def _repeat_to_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
-    """Repeat a [1, ...] (or [b, ...]) tensor to `batch` items."""
-    if t.shape[0] == batch:
-        return t
-    reps = math.ceil(batch / t.shape[0])
-    return t.repeat(reps, *([1] * (t.ndim - 1)))[:batch]
+@dataclass(frozen=True, eq=False)
+class _Slot:
+    """One entry's share of a model call: its crop of x, weights, model inputs, area and side."""
+
+    input_x: torch.Tensor
+    mult: torch.Tensor
+    cond: SamplingCond
+    side: int
+
+
+def _ramp_edges(mult: torch.Tensor, area: tuple[int, int, int, int], full: tuple[int, int]) -> None:
+    """Fade the weights in place near every area edge that is not on the latent's border."""
+    for i in range(2):
+        size, offset = area[i], area[2 + i]
+        rr = min(AREA_FUZZ, mult.shape[2 + i] // 4)
+        if offset != 0:
+            for t in range(rr):
+                mult.narrow(i + 2, t, 1).mul_((1.0 / rr) * (t + 1))
+        if size + offset < full[i]:
+            for t in range(rr):
+                mult.narrow(i + 2, size - 1 - t, 1).mul_((1.0 / rr) * (t + 1))
+
+
+def area_and_mult(c: SamplingCond, x: torch.Tensor, sigma: torch.Tensor, side: int) -> _Slot | None:
+    """The entry's crop and weights at this sigma, or None outside its timestep range."""
+    if bool(sigma[0] > c.sigma_start) or bool(sigma[0] < c.sigma_end):
+        return None
+    full = (x.shape[2], x.shape[3])
+    area = c.area
+    input_x = x
+    if area is not None:
+        h, w = min(full[0] - area[2], area[0]), min(full[1] - area[3], area[1])
+        area = (h, w, area[2], area[3])
+        input_x = x[:, :, area[2] : area[2] + h, area[3] : area[3] + w]
+    if c.mask is not None:
+        mask = c.mask[: input_x.shape[0]].to(x.device, x.dtype)
+        if area is not None:
+            mask = mask[:, area[2] : area[2] + area[0], area[3] : area[3] + area[1]]
+        mask = (mask * c.mask_strength).unsqueeze(1)
+        mult = mask.repeat(input_x.shape[0] // mask.shape[0], input_x.shape[1], 1, 1) * c.strength
+    else:
+        mult = torch.ones_like(input_x) * c.strength
+        if area is not None:
+            _ramp_edges(mult, area, full)
+    if area != c.area:
+        c = SamplingCond(**{**c.__dict__, "area": area})
+    return _Slot(input_x, mult, c, side)
+
+
+def _can_batch(a: _Slot, b: _Slot) -> bool:
+    """Whether two slots can share one UNet call (ComfyUI's can_concat_cond)."""
+    if a.input_x.shape != b.input_x.shape:
+        return False
+    if (a.cond.pooled is None) != (b.cond.pooled is None) or (a.cond.concat is None) != (
+        b.cond.concat is None
+    ):
+        return False
+    if a.cond.pooled is not None and b.cond.pooled is not None and a.cond.pooled.shape != b.cond.pooled.shape:
+        return False
+    s1, s2 = a.cond.embeds.shape, b.cond.embeds.shape
+    if s1 != s2:
+        if s1[0] != s2[0] or s1[2] != s2[2]:
+            return False
+        if _lcm(s1[1], s2[1]) // min(s1[1], s2[1]) > MAX_LENGTH_PADDING:
+            return False
+    return True
 
 
 class CfgDenoiser:
     """D(x, sigma) with classifier-free guidance: uncond + (cond - uncond) * cfg on the x0 predictions.
 
-    Each conditioning entry is evaluated and the entries of one side averaged. At cfg == 1 the negative is
-    not evaluated and `uncond_denoised` is zeros, unless `uncond_at_cfg_1` (ComfyUI's
-    disable_cfg1_optimization, which its CFG++ samplers set because they step along the uncond x0).
+    At cfg == 1 the negative is not evaluated and `uncond_denoised` is zeros, unless `uncond_at_cfg_1`
+    (ComfyUI's disable_cfg1_optimization, which its CFG++ samplers set because they step along the uncond
+    x0). `inpaint` is given for 9-channel inpainting UNets. Conditioning is resolved against the first
+    latent shape seen.
     """
 
     def __init__(
@@ -59,58 +135,101 @@ class CfgDenoiser:
         cfg: float,
         max_batch: int | None = None,
         uncond_at_cfg_1: bool = False,
+        inpaint: InpaintSource | None = None,
     ):
         self.unet, self.ms, self.cfg = unet, model_sampling, cfg
         self.positive, self.negative = list(positive), list(negative)
-        self.max_batch, self.uncond_at_cfg_1 = max_batch, uncond_at_cfg_1
+        self.max_batch, self.uncond_at_cfg_1, self.inpaint = max_batch, uncond_at_cfg_1, inpaint
         self.uncond_denoised: torch.Tensor | None = None
+        self._resolved: tuple[Hashable, list[list[SamplingCond]]] | None = None
+
+    def resolve(
+        self,
+        groups: Sequence[Sequence[CondEntry]],
+        shape: torch.Size,
+        prompt_types: Sequence[str] | None = None,
+    ) -> list[list[SamplingCond]]:
+        """The groups resolved against a latent shape (remembered while groups and shape stay the same)."""
+        key = (tuple(shape), tuple(tuple(id(e) for e in g) for g in groups))
+        if self._resolved is None or self._resolved[0] != key:
+            self._resolved = (key, prepare_groups(groups, shape, self.ms, self.inpaint, prompt_types))
+        return self._resolved[1]
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x0 prediction with guidance at noisy x and per-item sigma [B]."""
         skip_uncond = math.isclose(self.cfg, 1.0) and not self.uncond_at_cfg_1
-        # Uncond first, then cond: the order ComfyUI stacks them in one batch.
-        groups = [] if skip_uncond else [self.negative]
-        groups.append(self.positive)
-        outs = self.denoise_groups(x, sigma, groups)
-        cond = outs[-1]
-        if skip_uncond:
-            self.uncond_denoised = torch.zeros_like(x)
-            return cond
-        uncond = outs[0]
+        # Both sides are resolved even when the negative is skipped: its areas still mirror (as ComfyUI).
+        pos, neg = self.resolve([self.positive, self.negative], x.shape, ("positive", "negative"))
+        cond, uncond = self.calc_cond_batch([pos, [] if skip_uncond else neg], x, sigma)
         self.uncond_denoised = uncond
+        if skip_uncond:
+            return cond
         return uncond + (cond - uncond) * self.cfg
 
     def denoise_groups(
         self, x: torch.Tensor, sigma: torch.Tensor, groups: list[list[CondEntry]]
     ) -> list[torch.Tensor]:
-        """Average x0 prediction per group, all entries run as [x]*n batched UNet calls."""
-        items = [(g, entry) for g, entries in enumerate(groups) for entry in entries]
-        per_call = len(items) if self.max_batch is None else max(1, self.max_batch // x.shape[0])
-        preds: list[torch.Tensor] = []
-        for start in range(0, len(items), per_call):
-            preds.extend(self._run_batch(x, sigma, [e for _, e in items[start : start + per_call]]))
-        sums = [torch.zeros_like(x) for _ in groups]
-        counts = [0] * len(groups)
-        for (g, _), pred in zip(items, preds, strict=True):
-            sums[g] = sums[g] + pred
-            counts[g] += 1
-        return [s / c if c > 1 else s for s, c in zip(sums, counts, strict=True)]
+        """Each group's weighted x0 prediction, all groups batched together (for other guidance rules)."""
+        return self.calc_cond_batch(self.resolve(groups, x.shape), x, sigma)
 
-    def _run_batch(
-        self, x: torch.Tensor, sigma: torch.Tensor, entries: list[CondEntry]
+    def calc_cond_batch(
+        self, sides: list[list[SamplingCond]], x: torch.Tensor, sigma: torch.Tensor
     ) -> list[torch.Tensor]:
-        """One UNet call over len(entries) copies of x; returns one x0 prediction per entry."""
-        batch, n = x.shape[0], len(entries)
-        embeds = pad_embeds_to_common_length([_repeat_to_batch(e.embeds, batch) for e in entries])
+        """Each side's weighted x0 prediction over every entry active at this sigma."""
+        sums = [torch.zeros_like(x) for _ in sides]
+        weights = [torch.ones_like(x) * EMPTY_WEIGHT for _ in sides]
+        to_run = [
+            slot
+            for side, entries in enumerate(sides)
+            for c in entries
+            if (slot := area_and_mult(c, x, sigma, side)) is not None
+        ]
+        while to_run:
+            fits = [i for i, s in enumerate(to_run) if _can_batch(s, to_run[0])]
+            fits.reverse()
+            batch = [to_run.pop(i) for i in self._batch_slice(fits, x.shape[0])]
+            for slot, pred in zip(batch, self._run(batch, sigma), strict=True):
+                out, wsum = sums[slot.side], weights[slot.side]
+                a = slot.cond.area
+                if a is not None:
+                    out = out[:, :, a[2] : a[2] + a[0], a[3] : a[3] + a[1]]
+                    wsum = wsum[:, :, a[2] : a[2] + a[0], a[3] : a[3] + a[1]]
+                out += pred * slot.mult
+                wsum += slot.mult
+        return [s / w for s, w in zip(sums, weights, strict=True)]
+
+    def _batch_slice(self, fits: list[int], batch: int) -> list[int]:
+        """As many batchable slots as `max_batch` allows (ComfyUI halves, thirds... until it fits)."""
+        if self.max_batch is None:
+            return fits
+        for i in range(1, len(fits) + 1):
+            part = fits[: len(fits) // i]
+            if len(part) * batch <= self.max_batch:
+                return part
+        return fits[:1]
+
+    def _run(self, slots: list[_Slot], sigma: torch.Tensor) -> list[torch.Tensor]:
+        """One UNet call over the slots' crops; returns one x0 prediction per slot."""
+        n, batch = len(slots), slots[0].input_x.shape[0]
+        x_all = torch.cat([s.input_x for s in slots])
+        sigma_all = torch.cat([sigma] * n)
+        embeds = pad_embeds_to_common_length([repeat_to_batch(s.cond.embeds, batch) for s in slots])
         pooled = None
-        pooleds = [e.pooled for e in entries if e.pooled is not None]
-        if len(pooleds) == n:
-            pooled = torch.cat([_repeat_to_batch(p, batch) for p in pooleds])
-        extras = [dict(e.extras) for e in entries for _ in range(batch)]
-        x_all = torch.cat([x] * n) if n > 1 else x
-        sigma_all = torch.cat([sigma] * n) if n > 1 else sigma
+        if slots[0].cond.pooled is not None:
+            pooled = torch.cat([repeat_to_batch(s.cond.pooled, batch) for s in slots])  # type: ignore[arg-type]
+        extras = [dict(s.cond.extras) for s in slots for _ in range(batch)]
         x_in = self.ms.calculate_input(sigma_all, x_all)
+        if slots[0].cond.concat is not None:
+            concat = [_crop(s.cond.concat, s.cond.area) for s in slots]  # type: ignore[arg-type]
+            x_in = torch.cat([x_in, torch.cat([repeat_to_batch(c, batch) for c in concat]).to(x_in)], dim=1)
         timesteps = self.ms.timestep(sigma_all).float()
         out = self.unet(x_in, timesteps, torch.cat(embeds), pooled, extras)
-        denoised = self.ms.calculate_denoised(sigma_all, out.to(x.dtype), x_all)
+        denoised = self.ms.calculate_denoised(sigma_all, out.to(x_all.dtype), x_all)
         return list(denoised.chunk(n))
+
+
+def _crop(t: torch.Tensor, area: tuple[int, int, int, int] | None) -> torch.Tensor:
+    """A [B, C, h, w] tensor cut to an area (or whole)."""
+    if area is None:
+        return t
+    return t[:, :, area[2] : area[2] + area[0], area[3] : area[3] + area[1]]

@@ -13,11 +13,13 @@ from typing import Any
 import torch
 
 from engine import RunContext
+from nodes.diffusion.model_handle import DiffusionModel
 from nodes.media.previews import run_previewer
+from nodes.sampling.conds import InpaintSource
 from nodes.sampling.guiders import guider_denoiser
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import prepare_noise
-from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, sample
+from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, prepare_mask, sample
 from nodes.types import Guider, Latent, LatentFormat, LatentSequence, Noise, SamplerSpec
 
 
@@ -60,6 +62,17 @@ def initial_noise(noise: Noise, latent: Latent) -> torch.Tensor:
     return prepare_noise(samples, noise.seed, latent.batch_index)
 
 
+def inpaint_source(model: DiffusionModel, latent: Latent) -> InpaintSource:
+    """An inpainting UNet's extra inputs come from the starting latent (UNet space) and its noise mask."""
+    samples = latent.samples.to(model.device)
+    if torch.count_nonzero(samples) > 0:
+        samples = model.latent_format.process_in(samples)
+    mask = None
+    if latent.noise_mask is not None:
+        mask = prepare_mask(latent.noise_mask, samples.shape, samples.device)
+    return InpaintSource(samples, mask, model.latent_format)
+
+
 @dataclass
 class SamplingResult:
     """A run's new latent, the x0 prediction of its last step, and its steps when they were recorded."""
@@ -86,7 +99,8 @@ def sample_guided(
     def unet(x_in, timesteps, embeds, pooled, extras):
         return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras)
 
-    denoiser = guider_denoiser(guider, unet, ms, uncond_at_cfg_1=sampler.name in UNCOND_AT_CFG_1)
+    inpaint = inpaint_source(model, latent) if model.is_inpaint else None
+    denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint)
     req = SampleRequest(
         latent.samples,
         initial_noise(noise, latent),

@@ -7,6 +7,7 @@ import math
 import torch
 
 from nodes.sampling.cfg import CfgDenoiser, UnetForward
+from nodes.sampling.conds import InpaintSource
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.types import Guider
 
@@ -46,13 +47,20 @@ class DualCfgDenoiser:
 
 
 def guider_denoiser(
-    guider: Guider, unet: UnetForward, ms: DiscreteModelSampling, uncond_at_cfg_1: bool
+    guider: Guider,
+    unet: UnetForward,
+    ms: DiscreteModelSampling,
+    uncond_at_cfg_1: bool,
+    inpaint: InpaintSource | None = None,
 ) -> CfgDenoiser | DualCfgDenoiser:
-    """The denoiser a guider describes; `uncond_at_cfg_1` for samplers that step along the uncond x0."""
+    """The denoiser a guider describes; `uncond_at_cfg_1` for samplers that step along the uncond x0.
+
+    `inpaint` carries a 9-channel inpainting UNet's extra inputs (None for other models).
+    """
     conds = guider.conds
     if guider.kind == "basic":
         # No negative exists: guidance is off and the uncond prediction reads as zeros.
-        return CfgDenoiser(unet, ms, conds["positive"].entries, (), 1.0)
+        return CfgDenoiser(unet, ms, conds["positive"].entries, (), 1.0, inpaint=inpaint)
     if guider.kind == "cfg":
         return CfgDenoiser(
             unet,
@@ -61,6 +69,7 @@ def guider_denoiser(
             conds["negative"].entries,
             guider.cfg,
             uncond_at_cfg_1=uncond_at_cfg_1,
+            inpaint=inpaint,
         )
-    base = CfgDenoiser(unet, ms, (), (), 1.0)
+    base = CfgDenoiser(unet, ms, (), (), 1.0, inpaint=inpaint)
     return DualCfgDenoiser(base, guider, guider.kind == "dual_cfg_nested", uncond_at_cfg_1)
