@@ -30,6 +30,7 @@ from diffgraph.api import Session
 from engine import FOLDERS, DiffgraphError
 from engine.schema import node_spec
 from engine.validation import validate_prompt
+from nodes.diffusion.embeddings import prompt_embedding_names
 
 FRONTEND_ONLY = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 
@@ -77,6 +78,14 @@ def place_placeholders(session: Session, prompt: dict[str, Any]) -> None:
             continue
         for spec in node_spec(node_cls).inputs:
             value = node.get("inputs", {}).get(spec.name)
+            if isinstance(value, str) and spec.combo_source is None:
+                # Prompt text naming textual-inversion embeddings: models/embeddings/<name>.
+                for name, _ in prompt_embedding_names(value):
+                    if "/" not in name and ".." not in name:
+                        (session.model_paths.folder("embeddings") / name).parent.mkdir(
+                            parents=True, exist_ok=True
+                        )
+                        (session.model_paths.folder("embeddings") / name).touch()
             if spec.combo_source is None or not isinstance(value, str) or not value or ".." in value:
                 continue
             if spec.combo_source in FOLDERS:

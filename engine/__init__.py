@@ -1,5 +1,6 @@
 """diffgraph's generic typed DAG engine: node API, workflows, validation, cache, executor, events."""
 
+from engine.atomic_files import FileWriteError, atomic_write, atomic_write_bytes, is_partial
 from engine.context import CancelToken, Environment, RunContext
 from engine.devices import is_out_of_memory
 from engine.errors import (
@@ -25,6 +26,7 @@ from engine.formats.ui_transforms import apply_text_replacements
 from engine.model_paths import FOLDERS, MODEL_EXTENSIONS, ModelPathError, ModelPaths
 from engine.node import WIDGET_OPTION_KEYS, EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
 from engine.registry import PackInfo, Registry
+from engine.safe_paths import PathRefused, resolve_inside, resolve_relative
 from engine.schema import ChoiceProvider, InputSpec, NodeSpec, OutputSpec, node_spec, object_info
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "EdgeType",
     "Environment",
     "Event",
+    "FileWriteError",
     "EventSink",
     "Hidden",
     "Input",
@@ -65,11 +68,17 @@ __all__ = [
     "NodeOutputs",
     "NodeSpec",
     "Output",
+    "PathRefused",
     "Registry",
     "RunContext",
     "UserFacingError",
     "WorkflowFormatError",
+    "atomic_write",
+    "atomic_write_bytes",
+    "is_partial",
     "apply_text_replacements",
     "node_spec",
     "object_info",
+    "resolve_inside",
+    "resolve_relative",
 ]

@@ -25,6 +25,8 @@ class PackInfo:
     kind: str  # "comfyui-v1", "comfyui-v3", ...
     nodes: list[str] = field(default_factory=list)
     web_dir: Path | None = None
+    # HTTP routes the pack adds: (method, path in Starlette syntax, async endpoint(request) -> response).
+    routes: list[tuple[str, str, Callable[..., Any]]] = field(default_factory=list)
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -35,6 +37,7 @@ class PackInfo:
             "kind": self.kind,
             "nodes": list(self.nodes),
             "web_directory": str(self.web_dir) if self.web_dir else None,
+            "routes": [f"{method} {path}" for method, path, _ in self.routes],
             "error": self.error,
             "loaded": self.error is None,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from engine.atomic_files import FileWriteError
 from engine.context import Environment
 from engine.errors import DiffgraphError
 from engine.registry import Registry
@@ -32,7 +34,7 @@ from server.hub import Bridge, Hub
 from server.logs import terminal_size
 from server.paths import PathRefused
 from server.pool import WorkerPool
-from server.security import TOKEN_COOKIE, Guard
+from server.security import TOKEN_COOKIE, Guard, install_log_redaction
 from server.settings import ServerSettings
 from server.state import ServerState, error_response
 from server.store import JobStore
@@ -143,8 +145,18 @@ def create_app(
 
     `slots`: executors that run prompts elsewhere, one prompt each at a time (a Ray pool).
     """
+    install_log_redaction()
     frontend_root = find_frontend(settings.front_end_root) if settings.serve_frontend else None
-    store = JobStore(settings.database, history_limit=settings.history_limit)
+    store = JobStore(
+        settings.database,
+        history_limit=settings.history_limit,
+        requeue=settings.requeue,
+        on_bad=settings.bad_database,
+    )
+    if store.moved_note:
+        log.warning("%s", store.moved_note)
+    if store.requeued:
+        log.warning("re-queued at the front the prompt running when the server stopped: %s", store.requeued)
     if store.recovered:
         log.warning(
             "marked %d prompt(s) failed that were running when the server stopped", len(store.recovered)
@@ -170,6 +182,16 @@ def create_app(
     @app.exception_handler(PathRefused)
     async def path_refused(request: Request, exc: PathRefused) -> Response:
         return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(FileWriteError)
+    async def write_failed(request: Request, exc: FileWriteError) -> Response:
+        log.error("%s", exc.message)
+        return error_response(507, exc.code, exc.message)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def store_failed(request: Request, exc: sqlite3.OperationalError) -> Response:
+        log.error("the queue database %s cannot be used: %s", settings.database, exc)
+        return error_response(503, "store_unavailable", f"the queue database cannot be used: {exc}")
 
     @app.exception_handler(DiffgraphError)
     async def diffgraph_error(request: Request, exc: DiffgraphError) -> Response:

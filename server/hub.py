@@ -18,6 +18,8 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from engine.strict_json import InputRejected, loads_strict
+
 log = logging.getLogger(__name__)
 
 PREVIEW_IMAGE = 1
@@ -137,9 +139,9 @@ class Hub:
                 continue
             first = False  # ComfyUI reads only the first text frame
             try:
-                body = json.loads(text)
-            except json.JSONDecodeError:
-                log.info("client %s sent a first frame that is not JSON; ignored", client.sid)
+                body = loads_strict(text, "the first websocket frame")
+            except InputRejected as exc:
+                log.info("client %s: %s; ignored", client.sid, exc.message)
                 continue
             if (
                 isinstance(body, dict)

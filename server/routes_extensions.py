@@ -23,9 +23,17 @@ def pack_web_dirs(registry: Registry) -> dict[str, Path]:
 
 
 def mount_pack_files(app: FastAPI, registry: Registry) -> None:
-    """Serve each pack's web folder under /extensions/<pack>/, as ComfyUI does (before the client's files)."""
+    """Serve each pack's web folder under /extensions/<pack>/, as ComfyUI does (before the client's files).
+
+    A pack's HTTP routes are served at their path and under /api, as ComfyUI serves them; routes of
+    diffgraph's own with the same path were added first and win.
+    """
     for name, folder in pack_web_dirs(registry).items():
         app.mount(f"/extensions/{name}", FrontendFiles(directory=folder), name=f"extension-{name}")
+    for info in registry.packs:
+        for method, path, endpoint in info.routes:
+            for prefix in ("", "/api"):
+                app.add_route(prefix + path, endpoint, methods=[method])
 
 
 def _scripts(root: Path, prefix: str) -> list[str]:

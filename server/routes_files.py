@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import mimetypes
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from PIL import Image, PngImagePlugin
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from engine.atomic_files import atomic_write_bytes
 from engine.errors import DiffgraphError
 from engine.formats.media_metadata import read_embedded_workflow
 from server.paths import PathRefused, resolve_inside
@@ -80,7 +79,7 @@ def view(request: Request) -> Response:
     if not filename:
         return error_response(400, "path_refused", "filename is required")
     try:
-        path = resolve_inside(base_dir(state, kind), query.get("subfolder", ""), filename)
+        path = resolve_inside(base_dir(state, kind), query.get("subfolder", ""), filename, need_name=True)
     except PathRefused as exc:
         return _refused(exc)
     if not path.is_file():
@@ -104,13 +103,6 @@ def view(request: Request) -> Response:
     )
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, target)
-
-
 def _free_name(target: Path, data: bytes) -> Path:
     """ComfyUI's collision rule: same bytes reuse the name, else `name (1).ext`, `(2)`..."""
     candidate, counter = target, 1
@@ -126,11 +118,16 @@ def save_upload(
     state: ServerState, data: bytes, filename: str, kind: str, subfolder: str, overwrite: bool
 ) -> dict[str, Any]:
     """Store an uploaded file; returns {name, subfolder, type} as the frontend expects."""
-    target = resolve_inside(base_dir(state, kind), subfolder, filename)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not overwrite:
-        target = _free_name(target, data)
-    _write_atomic(target, data)
+    target = resolve_inside(base_dir(state, kind), subfolder, filename, need_name=True)
+    if target.is_dir():
+        raise PathRefused(f"{filename!r} is a folder in {kind}/; give the file another name", status=409)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not overwrite:
+            target = _free_name(target, data)
+        atomic_write_bytes(target, data)
+    except (FileExistsError, NotADirectoryError):
+        raise PathRefused(f"subfolder {subfolder!r} runs into a file in {kind}/, not a folder", 409) from None
     return {"name": target.name, "subfolder": subfolder, "type": kind}
 
 
@@ -173,7 +170,10 @@ async def upload_image(request: Request) -> Response:
 def merge_mask(state: ServerState, data: bytes, ref: dict[str, Any]) -> bytes:
     """The original image with its alpha replaced by the uploaded mask's alpha; PNG text chunks kept."""
     source = resolve_inside(
-        base_dir(state, ref.get("type") or "input"), ref.get("subfolder") or "", ref.get("filename") or ""
+        base_dir(state, str(ref.get("type") or "input")),
+        str(ref.get("subfolder") or ""),
+        str(ref.get("filename") or ""),
+        need_name=True,
     )
     if not source.is_file():
         raise ValueError(f"original_ref {ref.get('filename')!r} does not exist")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from server.inputs import query_int
 from server.routes_prompt import json_body
 from server.state import ServerState, error_response, server_state
 from server.store import Job
@@ -105,13 +106,8 @@ def list_jobs(request: Request) -> Response:
         return error_response(
             400, "invalid_request", f"unknown job status {unknown}; known: {list(STORE_STATES)}"
         )
-    try:
-        limit = int(query["limit"]) if query.get("limit") else None
-        offset = int(query.get("offset") or 0)
-    except ValueError:
-        return error_response(400, "invalid_request", "limit and offset must be integers")
-    if (limit is not None and limit < 0) or offset < 0:
-        return error_response(400, "invalid_request", "limit and offset must not be negative")
+    limit = query_int(request, "limit")
+    offset = query_int(request, "offset") or 0
     jobs, total = server_state(request).store.jobs([STORE_STATES[s] for s in wanted], limit, offset)
     # The client requires a number here even when no limit was asked for.
     shown_limit = limit if limit is not None else total

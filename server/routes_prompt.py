@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 import uuid
 from typing import Any
 
@@ -10,24 +10,22 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from engine.strict_json import loads_strict
 from engine.validation import validate_prompt
+from server.inputs import InputRejected, oversized_texts, query_int, read_json
+from server.jobs import UnstorableValue
 from server.state import ServerState, error_response, server_state
 from server.store import FINISHED
 
 router = APIRouter()
 # Credentials for ComfyUI's paid API nodes; diffgraph never uses them and must not store them.
 SENSITIVE_EXTRA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+MAX_ID_LENGTH = 256
 
 
 async def json_body(request: Request) -> Any:
-    """The request body as JSON ({} when empty); raises ValueError with a readable message."""
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"the request body is not valid JSON: {exc}") from exc
+    """The request body as strict JSON ({} when empty); raises InputRejected (a 400) otherwise."""
+    return await read_json(request, empty={})
 
 
 def prompt_error(
@@ -55,11 +53,18 @@ async def post_prompt(request: Request) -> Response:
     limit = state.settings.max_prompt_size
     if len(raw) > limit:
         return prompt_error(413, "prompt_too_large", f"The prompt is larger than {limit} bytes.")
+    # Parsing, validation and the insert all run in a thread: a burst never stalls the event loop.
+    return await run_in_threadpool(parse_and_enqueue, state, raw)
+
+
+def parse_and_enqueue(state: ServerState, raw: bytes) -> JSONResponse:
+    """Strict-parse a POST /prompt body, then validate and queue it; every refusal is a 400."""
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return prompt_error(400, "invalid_prompt", "The request body is not valid JSON.", str(exc))
-    return await run_in_threadpool(enqueue_prompt, state, body)
+        body = loads_strict(raw, "the request body")
+        return enqueue_prompt(state, body)
+    except (InputRejected, UnstorableValue) as exc:
+        message = exc.message if isinstance(exc, InputRejected) else str(exc)
+        return prompt_error(400, "invalid_prompt", message)
 
 
 def _parse_number(value: Any) -> float | None:
@@ -67,18 +72,26 @@ def _parse_number(value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"number must be a number, not {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"number must be a number, not {str(value)[:40]!r}") from None
+    if not math.isfinite(number) or abs(number) > 2**53:
+        raise ValueError(f"number must be a finite number within +-2**53, not {value!r}")
+    return number
 
 
 def enqueue_prompt(state: ServerState, body: Any) -> JSONResponse:
-    """The body of POST /prompt, run in a worker thread (validation may touch the disk)."""
+    """The parsed body of POST /prompt: validate and queue (runs in a thread; may touch the disk)."""
     if not isinstance(body, dict):
         return prompt_error(400, "invalid_prompt", "The request body must be a JSON object.")
     if "prompt" not in body:
         return prompt_error(400, "no_prompt", "No prompt provided", "")
     prompt_id = body.get("prompt_id") or uuid.uuid4().hex
-    if not isinstance(prompt_id, str):
-        return prompt_error(400, "invalid_prompt", "prompt_id must be a string.", repr(prompt_id))
+    if not isinstance(prompt_id, str) or len(prompt_id) > MAX_ID_LENGTH:
+        return prompt_error(
+            400, "invalid_prompt", f"prompt_id must be a string of at most {MAX_ID_LENGTH} characters."
+        )
     if state.store.exists(prompt_id):
         return prompt_error(400, "duplicate_prompt_id", f"A prompt with id {prompt_id!r} already exists.")
     try:
@@ -88,6 +101,10 @@ def enqueue_prompt(state: ServerState, body: Any) -> JSONResponse:
     targets = body.get("partial_execution_targets")
     if targets is not None and not isinstance(targets, list):
         return prompt_error(400, "invalid_prompt", "partial_execution_targets must be a list of node ids.")
+    too_long = oversized_texts(body["prompt"], state.settings.max_text_length)
+    if too_long:
+        message = "Prompt has text inputs over the length limit"
+        return prompt_error(400, "prompt_outputs_failed_validation", message, "", too_long)
     result = validate_prompt(body["prompt"], state.registry, targets=targets, env=state.env)
     if not result.ok and (result.error or {}).get("type") == "invalid_prompt":
         return _unreadable_prompt(state, body["prompt"], result.error or {})
@@ -109,6 +126,8 @@ def enqueue_prompt(state: ServerState, body: Any) -> JSONResponse:
     client_id = (
         body.get("client_id") if isinstance(body.get("client_id"), str) and body["client_id"] else None
     )
+    if client_id is not None and len(client_id) > MAX_ID_LENGTH:
+        return prompt_error(400, "invalid_prompt", f"client_id is longer than {MAX_ID_LENGTH} characters.")
     if client_id:
         extra["client_id"] = client_id
     number = state.store.enqueue(
@@ -147,13 +166,9 @@ def _unreadable_prompt(state: ServerState, prompt: Any, error: dict[str, Any]) -
 
 
 @router.get("/queue")
-def get_queue(request: Request) -> dict[str, Any]:
+def get_queue(request: Request) -> Response:
     """Running and pending prompts as ComfyUI's queue items."""
-    running, pending = server_state(request).store.queue()
-    return {
-        "queue_running": [j.queue_item() for j in running],
-        "queue_pending": [j.queue_item() for j in pending],
-    }
+    return Response(server_state(request).store.queue_json(), media_type="application/json")
 
 
 def _ids(value: Any) -> list[str]:
@@ -177,21 +192,13 @@ async def post_queue(request: Request) -> Response:
     return Response(status_code=200)
 
 
-def _int_param(request: Request, name: str) -> int | None:
-    value = request.query_params.get(name)
-    if value is None or value == "":
-        return None
-    return int(value)
-
-
 @router.get("/history")
 def get_history(request: Request) -> Response:
     """Finished prompts, oldest first; `max_items` alone gives the newest N, `offset` pages."""
-    try:
-        max_items = _int_param(request, "max_items")
-        offset = _int_param(request, "offset")
-    except ValueError:
-        return error_response(400, "invalid_request", "max_items and offset must be integers")
+    max_items = query_int(request, "max_items", low=-(2**31))
+    offset = query_int(request, "offset", low=-(2**31))
+    if max_items is not None and max_items < 0:
+        max_items = None  # ComfyUI treats a negative window as "everything"
     jobs = server_state(request).store.history(max_items, -1 if offset is None else offset)
     return JSONResponse({j.id: j.history_entry() for j in jobs})
 
@@ -224,10 +231,7 @@ async def post_history(request: Request) -> Response:
 async def post_interrupt(request: Request) -> Response:
     """Stop the running prompt; with {"prompt_id"}, only if that one is running."""
     state = server_state(request)
-    try:
-        body = await json_body(request)
-    except ValueError as exc:
-        return error_response(400, "invalid_request", str(exc))
+    body = await json_body(request)
     prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
     if state.worker is not None:
         state.worker.interrupt(str(prompt_id) if prompt_id else None)
@@ -238,10 +242,7 @@ async def post_interrupt(request: Request) -> Response:
 async def post_free(request: Request) -> Response:
     """{"unload_models", "free_memory"}: applied by the worker between prompts."""
     state = server_state(request)
-    try:
-        body = await json_body(request)
-    except ValueError as exc:
-        return error_response(400, "invalid_request", str(exc))
+    body = await json_body(request)
     if state.worker is not None and isinstance(body, dict):
         state.worker.request_free(bool(body.get("unload_models")), bool(body.get("free_memory")))
     return Response(status_code=200)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -13,11 +12,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from server.paths import PathRefused, resolve_inside, split_relative
+from engine.atomic_files import atomic_write_bytes, is_partial
+from engine.strict_json import loads_strict
+from server.inputs import read_json
+from server.paths import PathRefused, resolve_inside, resolve_relative
 from server.state import ServerState, error_response, server_state
 
 router = APIRouter()
 SETTINGS_FILE = "comfy.settings.json"
+MAX_SETTING_ID = 256
 
 
 def _flag(request: Request, name: str, default: bool) -> bool:
@@ -26,11 +29,11 @@ def _flag(request: Request, name: str, default: bool) -> bool:
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".write-")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data)
+    except (FileExistsError, NotADirectoryError):
+        raise PathRefused(f"{target.parent.name!r} is a file, not a folder", status=409) from None
 
 
 @router.get("/users")
@@ -49,7 +52,7 @@ def _read_settings(state: ServerState) -> dict[str, Any]:
     path = state.user_root / SETTINGS_FILE
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = loads_strict(path.read_bytes(), f"the settings file {path}")
     return data if isinstance(data, dict) else {}
 
 
@@ -73,18 +76,15 @@ def get_setting(request: Request, setting_id: str) -> Response:
 
 
 async def _json(request: Request) -> Any:
-    return json.loads(await request.body())
+    return await read_json(request)
 
 
 @router.post("/settings")
 async def post_settings(request: Request) -> Response:
     """Merge a dict of settings."""
-    try:
-        changes = await _json(request)
-        if not isinstance(changes, dict):
-            raise ValueError("the body must be a JSON object of settings")
-    except ValueError as exc:
-        return error_response(400, "invalid_request", str(exc))
+    changes = await _json(request)
+    if not isinstance(changes, dict):
+        return error_response(400, "invalid_request", "the body must be a JSON object of settings")
     await run_in_threadpool(_update_settings, server_state(request), changes)
     return Response(status_code=200)
 
@@ -92,10 +92,9 @@ async def post_settings(request: Request) -> Response:
 @router.post("/settings/{setting_id}")
 async def post_setting(request: Request, setting_id: str) -> Response:
     """Set one setting; the body is a raw JSON value (the frontend sends no Content-Type)."""
-    try:
-        value = await _json(request)
-    except ValueError as exc:
-        return error_response(400, "invalid_request", f"the body must be a JSON value: {exc}")
+    if len(setting_id) > MAX_SETTING_ID:
+        return error_response(400, "invalid_request", f"setting ids stop at {MAX_SETTING_ID} characters")
+    value = await _json(request)
     await run_in_threadpool(_update_settings, server_state(request), {setting_id: value})
     return Response(status_code=200)
 
@@ -107,7 +106,12 @@ def file_info(path: Path, relative: str) -> dict[str, Any]:
 
 
 def _user_path(state: ServerState, relative: str) -> Path:
-    return resolve_inside(state.user_root, *split_relative(relative))
+    return resolve_relative(state.user_root, relative)
+
+
+def _not_a_folder(path: Path, relative: str) -> None:
+    if path.is_dir():
+        raise PathRefused(f"{relative!r} is a folder; name a file inside it", status=409)
 
 
 @router.get("/userdata")
@@ -124,9 +128,7 @@ def list_userdata(request: Request) -> Response:
     if not root.is_dir():
         return error_response(404, "not_found", f"{folder!r} does not exist")
     pattern = root.rglob("*") if _flag(request, "recurse", False) else root.glob("*")
-    files = sorted(
-        p for p in pattern if p.is_file() and not p.is_symlink() and not p.name.startswith(".write-")
-    )
+    files = sorted(p for p in pattern if p.is_file() and not p.is_symlink() and not is_partial(p.name))
     relatives = [p.relative_to(root).as_posix() for p in files]
     if _flag(request, "full_info", False):
         return JSONResponse([file_info(p, r) for p, r in zip(files, relatives, strict=True)])
@@ -204,6 +206,7 @@ async def _file_op(request: Request, state: ServerState, relative: str) -> Respo
             return error_response(404, "not_found", f"{relative!r} does not exist")
         await run_in_threadpool(path.unlink)
         return Response(status_code=204)
+    _not_a_folder(path, relative)
     data = await request.body()
     if path.exists() and not _flag(request, "overwrite", True):
         return error_response(409, "file_exists", f"{relative!r} exists; pass overwrite=true to replace it")
@@ -222,10 +225,14 @@ def _move(request: Request, state: ServerState, source_rel: str, dest_rel: str) 
     with state.user_lock:
         if not source.is_file():
             return error_response(404, "not_found", f"{source_rel!r} does not exist")
+        _not_a_folder(dest, dest_rel)
         if dest.exists() and not _flag(request, "overwrite", True):
             return error_response(
                 409, "file_exists", f"{dest_rel!r} exists; pass overwrite=true to replace it"
             )
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, dest)
+        except (FileExistsError, NotADirectoryError):
+            raise PathRefused(f"{dest_rel!r} runs into a file where a folder is needed", 409) from None
     return _saved(request, dest, dest_rel)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -15,6 +17,34 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 TOKEN_COOKIE = "diffgraph_token"
+# `token=...` in a logged URL (query string or form), whatever the parameter's case.
+_TOKEN_IN_URL = re.compile(r"((?:^|[?&;\s])token=)[^&\s\"]*", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """text with every `token=VALUE` replaced by `token=[redacted]`."""
+    return _TOKEN_IN_URL.sub(r"\1" + REDACTED, text) if "token=" in text.lower() else text
+
+
+class TokenRedactor(logging.Filter):
+    """Log filter that takes tokens out of request lines (uvicorn's access log prints the query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's text and arguments in place; never drops a record."""
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach the token redactor to uvicorn's loggers (once)."""
+    for name in ("uvicorn.access", "uvicorn.error", "uvicorn"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, TokenRedactor) for f in logger.filters):
+            logger.addFilter(TokenRedactor())
 
 
 class BodyTooLarge(Exception):
@@ -25,9 +55,16 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
+class MalformedHeader(ValueError):
+    """A Host or Origin header that does not parse (bad port, stray characters)."""
+
+
 def _host_port(value: str, default_port: str) -> tuple[str, str]:
-    parsed = urlsplit(f"//{value}")
-    return (parsed.hostname or "").lower(), str(parsed.port or default_port)
+    try:
+        parsed = urlsplit(f"//{value}")
+        return (parsed.hostname or "").lower(), str(parsed.port or default_port)
+    except ValueError as exc:
+        raise MalformedHeader(f"Host header {value[:80]!r} is malformed: {exc}") from None
 
 
 def _cookie(headers: dict[str, str], name: str) -> str | None:
@@ -50,7 +87,10 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
-        problem = self.refusal(scope, headers)
+        try:
+            problem = self.refusal(scope, headers)
+        except MalformedHeader as exc:
+            problem = (400, "bad_header", str(exc))
         if problem is not None:
             status, code, text = problem
             await _refuse(scope, receive, send, status, code, text)
@@ -85,10 +125,13 @@ class Guard:
             return True
         if origin == "null":  # sandboxed iframes and file:// pages
             return False
-        parsed = urlsplit(origin)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            return False
-        origin_port = str(parsed.port or ("443" if parsed.scheme == "https" else "80"))
+        try:
+            parsed = urlsplit(origin)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                return False
+            origin_port = str(parsed.port or ("443" if parsed.scheme == "https" else "80"))
+        except ValueError:
+            return False  # an origin that does not parse is not ours
         return parsed.hostname.lower() == host and origin_port == port
 
     def _token_ok(self, scope: Scope, headers: dict[str, str]) -> bool:

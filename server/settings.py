@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from engine.errors import DiffgraphError
 
@@ -42,6 +43,12 @@ class ServerSettings:
     max_prompt_size: int = 16 * MB
     allowed_origins: tuple[str, ...] = ()
     history_limit: int = 10_000
+    # Re-queue (once) the prompt that was running when the server crashed.
+    requeue: bool = True
+    # What to do with a corrupt or newer-version queue database: rename it and start fresh, or refuse.
+    bad_database: Literal["move", "refuse"] = "move"
+    # Longest text a single prompt input may hold (characters); longer text is refused at validation.
+    max_text_length: int = 20_000
     db_path: Path | None = None
     serve_frontend: bool = True
     argv: list[str] = field(default_factory=list)

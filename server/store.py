@@ -1,48 +1,37 @@
-"""Queue and history of prompts in SQLite (WAL): they survive restarts, and crashes lose no queued job."""
+"""Queue and history of prompts in SQLite (WAL): they survive restarts, and crashes lose no queued job.
+
+Nothing is written that cannot be read back (`to_json` refuses NaN, Infinity and lone surrogates); a
+row that still fails to decode is moved to the `quarantine` table with a log line instead of
+breaking every listing.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FINISHED = ("success", "error", "interrupted")
-ACTIVE = ("pending", "running")
-SCHEMA_VERSION = 1
-CRASH_MESSAGE = (
-    "The server stopped while this prompt was running (crash or kill). Outputs written before that are "
-    "listed; queue the prompt again to finish it."
+from server.jobs import (
+    ACTIVE,
+    FINISHED,
+    MAX_PRIORITY,
+    Job,
+    UnreadableRow,
+    check_priority,
+    crash_report,
+    display_number,
+    now_ms,
+    to_json,
 )
+from server.store_file import BadDatabase, open_database
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    number REAL NOT NULL,
-    seq INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    extra_data TEXT NOT NULL,
-    outputs_to_execute TEXT NOT NULL,
-    client_id TEXT,
-    create_time INTEGER NOT NULL,
-    start_time INTEGER,
-    end_time INTEGER,
-    history_seq INTEGER,
-    current_node TEXT,
-    ui_outputs TEXT NOT NULL DEFAULT '{}',
-    messages TEXT NOT NULL DEFAULT '[]',
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(state, number, seq);
-CREATE INDEX IF NOT EXISTS jobs_history ON jobs(history_seq);
-"""
-
+__all__ = ["ACTIVE", "FINISHED", "Job", "JobStore"]
+log = logging.getLogger(__name__)
 _JOB_ORDER = (
     "CASE state WHEN 'running' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, "
     "CASE WHEN state = 'pending' THEN number END, CASE WHEN state = 'pending' THEN seq END, "
@@ -50,103 +39,33 @@ _JOB_ORDER = (
 )
 
 
-def now_ms() -> int:
-    """Wall-clock milliseconds, the unit ComfyUI and the jobs API use."""
-    return int(time.time() * 1000)
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
-
-
-@dataclass
-class Job:
-    """One prompt, queued, running or finished."""
-
-    id: str
-    number: float
-    seq: int
-    state: str
-    prompt: dict[str, Any]
-    extra_data: dict[str, Any]
-    outputs_to_execute: list[str]
-    client_id: str | None
-    create_time: int
-    start_time: int | None
-    end_time: int | None
-    current_node: str | None
-    ui_outputs: dict[str, Any]
-    messages: list[Any]
-    error: dict[str, Any] | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        """Decode a `jobs` row."""
-        return cls(
-            id=row["id"],
-            number=row["number"],
-            seq=row["seq"],
-            state=row["state"],
-            prompt=json.loads(row["prompt"]),
-            extra_data=json.loads(row["extra_data"]),
-            outputs_to_execute=json.loads(row["outputs_to_execute"]),
-            client_id=row["client_id"],
-            create_time=row["create_time"],
-            start_time=row["start_time"],
-            end_time=row["end_time"],
-            current_node=row["current_node"],
-            ui_outputs=json.loads(row["ui_outputs"]),
-            messages=json.loads(row["messages"]),
-            error=json.loads(row["error"]) if row["error"] else None,
-        )
-
-    def queue_item(self) -> list[Any]:
-        """ComfyUI's queue tuple: [number, prompt_id, prompt, extra_data, outputs_to_execute]."""
-        return [_number(self.number), self.id, self.prompt, self.extra_data, self.outputs_to_execute]
-
-    def history_entry(self) -> dict[str, Any]:
-        """ComfyUI's history entry: prompt item, outputs, status and per-output meta."""
-        return {
-            "prompt": self.queue_item(),
-            "outputs": self.ui_outputs,
-            "status": {
-                "status_str": "success" if self.state == "success" else "error",
-                "completed": self.state == "success",
-                "messages": self.messages,
-            },
-            "meta": {
-                node_id: {
-                    "node_id": node_id,
-                    "display_node": node_id,
-                    "parent_node": None,
-                    "real_node_id": node_id,
-                }
-                for node_id in self.ui_outputs
-            },
-        }
-
-
 class JobStore:
-    """Thread-safe SQLite store; the worker waits on it for the next pending job."""
+    """Thread-safe SQLite store; the worker waits on it for the next pending job.
 
-    def __init__(self, path: Path, history_limit: int = 10_000):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    `requeue=True` puts a prompt that was running at a crash back at the front of the queue once
+    (a second crash marks it failed); False marks it failed at once.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        history_limit: int = 10_000,
+        *,
+        requeue: bool = True,
+        on_bad: BadDatabase = "move",
+    ):
         self.path = path
         self.history_limit = history_limit
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
+        self._conn, self.moved_note = open_database(path, on_bad)
         self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)
         # Called with the queue size after every queue change, under the store's lock, so a status
         # broadcast for "queued" always leaves before the worker can announce that job starting.
         self.on_change: Callable[[int], None] | None = None
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process; only a power cut may lose the last commits.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._quarantine_where(f"NOT (ABS(number) <= {MAX_PRIORITY})", "number is not finite")
+            for row in self._conn.execute("SELECT * FROM jobs WHERE state IN ('pending', 'running')"):
+                self._decode(row)
             row = self._conn.execute(
                 "SELECT MAX(ABS(number)), MAX(seq), MAX(history_seq) FROM jobs"
             ).fetchone()
@@ -154,18 +73,23 @@ class JobStore:
         self._counter = int(row[0] or 0) + 1
         self._seq = int(row[1] or 0) + 1
         self._history_seq = int(row[2] or 0) + 1
-        self.recovered = self._recover()
+        self.requeued: list[str] = []
+        self.recovered = self._recover(requeue)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            nested = self._conn.in_transaction
+            if not nested:
+                self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if not nested:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            if not nested:
+                self._conn.execute("COMMIT")
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -176,28 +100,55 @@ class JobStore:
         with self._lock:
             self._conn.close()
 
-    def _recover(self) -> list[str]:
-        """Jobs left `running` by a crash become failed with the reason; their partial outputs stay."""
+    def _quarantine(self, row: sqlite3.Row, reason: str) -> None:
+        """Move an unreadable row out of `jobs` (kept in `quarantine`), with a log line."""
+        raw = dict(zip(row.keys(), tuple(row), strict=True))
         with self._tx() as conn:
-            rows = conn.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()
-            for row in rows:
-                job = Job.from_row(row)
-                error = {
-                    "prompt_id": job.id,
-                    "node_id": job.current_node,
-                    "node_type": job.prompt.get(job.current_node or "", {}).get("class_type"),
-                    "executed": list(job.ui_outputs),
-                    "exception_message": CRASH_MESSAGE,
-                    "exception_type": "ServerRestart",
-                    "traceback": [],
-                    "current_inputs": {},
-                    "current_outputs": [],
-                    "timestamp": now_ms(),
-                }
-                self._close_job(
-                    conn, job.id, "error", job.ui_outputs, [*job.messages, ["execution_error", error]], error
-                )
-        return [row["id"] for row in rows]
+            conn.execute(
+                "INSERT INTO quarantine (id, reason, row_json, time) VALUES (?, ?, ?, ?)",
+                (str(raw.get("id")), reason, json.dumps(raw, default=repr, allow_nan=True), now_ms()),
+            )
+            conn.execute(
+                "DELETE FROM jobs WHERE rowid = (SELECT rowid FROM jobs WHERE id = ?)", (raw.get("id"),)
+            )
+        log.warning("quarantined unreadable job %r in %s: %s", raw.get("id"), self.path, reason)
+
+    def _quarantine_where(self, condition: str, reason: str) -> None:
+        for row in self._conn.execute(f"SELECT * FROM jobs WHERE {condition}").fetchall():
+            self._quarantine(row, reason)
+
+    def _decode(self, row: sqlite3.Row) -> Job | None:
+        try:
+            return Job.from_row(row)
+        except UnreadableRow as exc:
+            self._quarantine(row, str(exc))
+            return None
+
+    def _jobs(self, rows: Iterable[sqlite3.Row]) -> list[Job]:
+        return [job for job in (self._decode(r) for r in rows) if job is not None]
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """The quarantined rows: {id, reason, time}."""
+        rows = self._query("SELECT id, reason, time FROM quarantine ORDER BY time")
+        return [dict(r) for r in rows]
+
+    def _recover(self, requeue: bool) -> list[str]:
+        """Jobs left `running` by a crash: re-queued at the front once, else failed with the reason."""
+        failed = []
+        with self._tx() as conn:
+            for job in self._jobs(conn.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()):
+                if requeue and job.crashes == 0:
+                    conn.execute(
+                        "UPDATE jobs SET state = 'pending', number = ?, crashes = 1, start_time = NULL, "
+                        "current_node = NULL, ui_outputs = '{}' WHERE id = ?",
+                        (float(-self._counter), job.id),
+                    )
+                    self._counter += 1
+                    self.requeued.append(job.id)
+                    continue
+                self._close_job(conn, job.id, "error", job.ui_outputs, *crash_report(job))
+                failed.append(job.id)
+        return failed
 
     def exists(self, job_id: str) -> bool:
         """True when a job with this id is queued, running or in history."""
@@ -214,7 +165,13 @@ class JobStore:
         number: float | None = None,
         front: bool = False,
     ) -> int | float:
-        """Add a pending job; ComfyUI's priority: explicit number, else the counter (negated for front)."""
+        """Add a pending job; ComfyUI's priority: explicit number, else the counter (negated for front).
+
+        Raises UnstorableValue (a ValueError) when a part could not be read back once stored.
+        """
+        row = (to_json(prompt, "prompt"), to_json(extra_data, "extra_data"), to_json(outputs, "outputs"))
+        if number is not None:
+            number = check_priority(number)
         with self._lock, self._tx() as conn:
             if number is None:
                 number = float(-self._counter if front else self._counter)
@@ -222,21 +179,12 @@ class JobStore:
             conn.execute(
                 "INSERT INTO jobs (id, number, seq, state, prompt, extra_data, outputs_to_execute, client_id,"
                 " create_time) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
-                (
-                    job_id,
-                    float(number),
-                    self._seq,
-                    json.dumps(prompt),
-                    json.dumps(extra_data),
-                    json.dumps(outputs),
-                    client_id,
-                    now_ms(),
-                ),
+                (job_id, float(number), self._seq, *row, client_id, now_ms()),
             )
             self._seq += 1
             self._wakeup.notify_all()
             self._changed(conn)
-        return _number(number)
+        return display_number(number)
 
     def wait_next(self, timeout: float) -> Job | None:
         """Claim the highest-priority pending job (marking it running), waiting up to timeout for one."""
@@ -261,16 +209,20 @@ class JobStore:
 
     def _claim(self) -> Job | None:
         with self._tx() as conn:
-            row = conn.execute(
-                "SELECT * FROM jobs WHERE state = 'pending' ORDER BY number, seq LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                "UPDATE jobs SET state = 'running', start_time = ? WHERE id = ?", (now_ms(), row["id"])
-            )
+            while True:
+                row = conn.execute(
+                    "SELECT * FROM jobs WHERE state = 'pending' ORDER BY number, seq LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    return None
+                job = self._decode(row)
+                if job is not None:
+                    break
+            start = now_ms()
+            conn.execute("UPDATE jobs SET state = 'running', start_time = ? WHERE id = ?", (start, job.id))
             self._changed(conn)
-        return self.get(row["id"])
+        job.state, job.start_time = "running", start
+        return job
 
     def set_current_node(self, job_id: str, node_id: str | None) -> None:
         """Remember the node that is running, for the crash report."""
@@ -285,7 +237,8 @@ class JobStore:
                 return
             outputs = json.loads(row["ui_outputs"])
             outputs[node_id] = ui
-            conn.execute("UPDATE jobs SET ui_outputs = ? WHERE id = ?", (json.dumps(outputs), job_id))
+            text = to_json(outputs, f"UI output of node {node_id}")
+            conn.execute("UPDATE jobs SET ui_outputs = ? WHERE id = ?", (text, job_id))
 
     def finish(
         self,
@@ -295,11 +248,17 @@ class JobStore:
         messages: list[Any],
         error: dict[str, Any] | None,
     ) -> None:
-        """Move a running job into history."""
+        """Move a running job into history (raises UnstorableValue when a part cannot be stored)."""
         assert state in FINISHED, state
         with self._tx() as conn:
             self._close_job(conn, job_id, state, ui_outputs, messages, error)
             self._changed(conn)
+
+    def fail(self, job_id: str, message: str) -> None:
+        """Record a job as failed with only a message (when its own results could not be stored)."""
+        error: dict[str, Any] = {"prompt_id": job_id, "node_id": None, "node_type": None, "executed": []}
+        error.update(exception_message=message, exception_type="StoreError", traceback=[], current_inputs={})
+        self.finish(job_id, "error", {}, [["execution_error", {**error, "timestamp": now_ms()}]], error)
 
     def _close_job(
         self,
@@ -310,18 +269,15 @@ class JobStore:
         messages: list[Any],
         error: dict[str, Any] | None,
     ) -> None:
+        row = (
+            to_json(ui_outputs, "UI outputs"),
+            to_json(messages, "messages"),
+            to_json(error, "error") if error else None,
+        )
         conn.execute(
             "UPDATE jobs SET state = ?, end_time = ?, history_seq = ?, ui_outputs = ?, messages = ?, error = ? "
             "WHERE id = ?",
-            (
-                state,
-                now_ms(),
-                self._history_seq,
-                json.dumps(ui_outputs),
-                json.dumps(messages),
-                json.dumps(error) if error else None,
-                job_id,
-            ),
+            (state, now_ms(), self._history_seq, *row, job_id),
         )
         self._history_seq += 1
         excess = conn.execute("SELECT COUNT(*) FROM jobs WHERE history_seq IS NOT NULL").fetchone()[0]
@@ -345,14 +301,37 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         """A job by id, or None."""
-        rows = self._query("SELECT * FROM jobs WHERE id = ?", [job_id])
-        return Job.from_row(rows[0]) if rows else None
+        with self._lock:
+            rows = self._query("SELECT * FROM jobs WHERE id = ?", [job_id])
+            return self._decode(rows[0]) if rows else None
 
     def queue(self) -> tuple[list[Job], list[Job]]:
         """(running, pending in execution order)."""
-        rows = self._query("SELECT * FROM jobs WHERE state IN ('pending', 'running') ORDER BY number, seq")
-        jobs = [Job.from_row(r) for r in rows]
+        with self._lock:
+            rows = self._query(
+                "SELECT * FROM jobs WHERE state IN ('pending', 'running') ORDER BY number, seq"
+            )
+            jobs = self._jobs(rows)
         return [j for j in jobs if j.state == "running"], [j for j in jobs if j.state == "pending"]
+
+    def queue_json(self) -> str:
+        """GET /queue's body, spliced from the stored JSON texts without decoding them.
+
+        Those texts were written by `to_json` and the active rows were decoded at start-up and are
+        again when claimed, so they are valid JSON; splicing keeps a listing of hundreds of pending
+        prompts from costing tens of milliseconds of GIL time during a burst.
+        """
+        rows = self._query(
+            "SELECT state, number, id, prompt, extra_data, outputs_to_execute FROM jobs "
+            "WHERE state IN ('pending', 'running') ORDER BY number, seq"
+        )
+        lists: dict[str, list[str]] = {"running": [], "pending": []}
+        for state, number, job_id, prompt, extra, outputs in rows:
+            item = (
+                f"[{json.dumps(display_number(number))}, {json.dumps(job_id)}, {prompt}, {extra}, {outputs}]"
+            )
+            lists[state].append(item)
+        return f'{{"queue_running": [{", ".join(lists["running"])}], "queue_pending": [{", ".join(lists["pending"])}]}}'
 
     def queue_remaining(self) -> int:
         """Pending plus running jobs."""
@@ -386,15 +365,16 @@ class JobStore:
 
     def history(self, max_items: int | None = None, offset: int = -1) -> list[Job]:
         """ComfyUI's history paging: oldest first; max_items alone gives the newest N."""
-        total = self._query("SELECT COUNT(*) FROM jobs WHERE history_seq IS NOT NULL")[0][0]
-        if offset < 0:
-            offset = max(total - max_items, 0) if max_items is not None else 0
-        limit = -1 if max_items is None else max(max_items, 0)
-        rows = self._query(
-            "SELECT * FROM jobs WHERE history_seq IS NOT NULL ORDER BY history_seq LIMIT ? OFFSET ?",
-            [limit, offset],
-        )
-        return [Job.from_row(r) for r in rows]
+        with self._lock:
+            total = self._query("SELECT COUNT(*) FROM jobs WHERE history_seq IS NOT NULL")[0][0]
+            if offset < 0:
+                offset = max(total - max_items, 0) if max_items is not None else 0
+            limit = -1 if max_items is None else max(max_items, 0)
+            rows = self._query(
+                "SELECT * FROM jobs WHERE history_seq IS NOT NULL ORDER BY history_seq LIMIT ? OFFSET ?",
+                [limit, offset],
+            )
+            return self._jobs(rows)
 
     def jobs(self, states: Iterable[str], limit: int | None, offset: int) -> tuple[list[Job], int]:
         """Jobs in the given states (running, then pending in order, then newest first) and their total."""
@@ -402,9 +382,11 @@ class JobStore:
         if not wanted:
             return [], 0
         marks = ",".join("?" * len(wanted))
-        total = self._query(f"SELECT COUNT(*) FROM jobs WHERE state IN ({marks})", wanted)[0][0]
-        rows = self._query(
-            f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY {_JOB_ORDER} LIMIT ? OFFSET ?",
-            [*wanted, -1 if limit is None else limit, offset],
-        )
-        return [Job.from_row(r) for r in rows], total
+        with self._lock:
+            total = self._query(f"SELECT COUNT(*) FROM jobs WHERE state IN ({marks})", wanted)[0][0]
+            rows = self._query(
+                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY {_JOB_ORDER} LIMIT ? OFFSET ?",
+                [*wanted, -1 if limit is None else limit, offset],
+            )
+            jobs = self._jobs(rows)
+        return jobs, total - (len(rows) - len(jobs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from typing import Any
 
@@ -98,14 +99,24 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            self._apply_free()
-            job = self.store.wait_next(IDLE_POLL_S)
+            try:
+                self._apply_free()
+                job = self.store.wait_next(IDLE_POLL_S)
+            except (sqlite3.Error, OSError) as exc:
+                # A store that cannot be read right now (disk full, locked): the queue waits, the thread lives.
+                log.error("cannot read the next prompt from %s: %s; retrying", self.store.path, exc)
+                self._stopping.wait(IDLE_POLL_S)
+                continue
             if job is None:
                 continue
             if self._stopping.is_set():
                 self.store.requeue(job.id)
                 return
-            self._run(job)
+            try:
+                self._run(job)
+            except Exception:  # the worker must outlive any single prompt, whatever went wrong
+                log.exception("prompt %s could not be completed", job.id)
+                self._record(job, "error", None)
 
     def _apply_free(self) -> None:
         with self._lock:
@@ -150,17 +161,44 @@ class Worker:
             self.bridge.call(
                 self.hub.emit, "execution_error", self._shown(result.error_data()), job.client_id
             )
+        self._record(job, result.status, result)
+
+    def _record(self, job: Job, status: str, result: ExecutionResult | None) -> None:
+        """Store the outcome (or, when that fails, at least that the prompt failed) and announce it."""
         with self._lock:
             self._current = None
-        if self._stopping.is_set() and result.status == "interrupted":
-            self.store.requeue(job.id)  # shutdown, not the user, stopped it: run it again next start
-        else:
-            error = self._shown(result.error_data())
-            messages = [[m[0], self._shown(m[1])] for m in result.messages]
+        try:
+            if self._stopping.is_set() and status == "interrupted":
+                self.store.requeue(job.id)  # shutdown, not the user, stopped it: run it again next start
+            elif result is None:
+                self.store.fail(job.id, "diffgraph failed while running this prompt; see the server log")
+            else:
+                self._store_result(job, result)
+        except (sqlite3.Error, ValueError) as exc:
+            log.error("the outcome of prompt %s could not be stored in %s: %s", job.id, self.store.path, exc)
+            self._fail_quietly(job, f"the outcome of this prompt could not be stored: {exc}")
+        finally:
+            self.bridge.call(self.hub.stop, job.id)
+            if job.client_id:
+                done = {"node": None, "prompt_id": job.id}
+                self.bridge.call(self.hub.emit, "executing", done, job.client_id)
+
+    def _fail_quietly(self, job: Job, message: str) -> None:
+        """Record a short failure so the prompt does not stay "running"; if even that fails, log it."""
+        try:
+            self.store.fail(job.id, message)
+        except (sqlite3.Error, ValueError) as exc:
+            # Still shown as running until the next start, whose crash recovery settles it.
+            log.error("prompt %s could not be marked failed either: %s", job.id, exc)
+
+    def _store_result(self, job: Job, result: ExecutionResult) -> None:
+        error = self._shown(result.error_data())
+        messages = [[m[0], self._shown(m[1])] for m in result.messages]
+        try:
             self.store.finish(job.id, result.status, result.ui_outputs, messages, error)
-        self.bridge.call(self.hub.stop, job.id)
-        if job.client_id:
-            self.bridge.call(self.hub.emit, "executing", {"node": None, "prompt_id": job.id}, job.client_id)
+        except ValueError as exc:  # a node produced UI output that cannot be stored (NaN, bad text)
+            log.error("prompt %s finished but its results cannot be stored: %s", job.id, exc)
+            self.store.fail(job.id, f"the prompt ran but its results could not be stored: {exc}")
 
     def _on_event(self, job: Job, event: Event) -> None:
         """Executor sink, on the worker thread: persist what must survive a crash, then hand to the hub."""
@@ -172,10 +210,14 @@ class Worker:
             return
         if event.type in NODE_BOUNDARIES:
             self.frames.flush()  # a node's previews go out before the next node starts, as in ComfyUI
-        if isinstance(event, Executing) and event.node is not None:
-            self.store.set_current_node(job.id, event.node)
-        elif isinstance(event, Executed) and event.output is not None:
-            self.store.add_output(job.id, event.node, event.output)
+        try:
+            if isinstance(event, Executing) and event.node is not None:
+                self.store.set_current_node(job.id, event.node)
+            elif isinstance(event, Executed) and event.output is not None:
+                self.store.add_output(job.id, event.node, event.output)
+        except (sqlite3.Error, ValueError) as exc:
+            # Only the crash breadcrumbs are lost; the run and its final record go on.
+            log.warning("prompt %s: progress could not be stored: %s", job.id, exc)
         self.bridge.call(self.hub.emit, event.type, self._shown(event.data()), job.client_id)
 
     def _shown(self, data: Any) -> Any:

@@ -281,36 +281,66 @@ def test_server_reads_the_workflow_from_a_png_and_video_diffgraph_wrote(compare_
         live.stop()
 
 
+# Reference cases whose graphs need node families not built yet; any other missing node fails the tests.
+NOT_YET = {
+    "ControlNetLoader": "issue 19 (guidance models)",
+    "ControlNetApplyAdvanced": "issue 19 (guidance models)",
+}
+CASE_NAMES = sorted(p.name for p in CASES.iterdir()) if CASES.is_dir() else []
+
+
+def _case_setup(case: Path, models_dir: Path, tmp_path: Path):
+    """A registry whose input folder holds the case's input files; skips cases waiting for later nodes."""
+    from nodes.pack import build_registry
+
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    if (case / "input").is_dir():
+        for item in (case / "input").iterdir():
+            shutil.copyfile(item, input_dir / item.name)
+    reg = build_registry(ModelPaths(models_dir), input_dir)
+    prompt = load_api(case / "workflow_api.json")
+    missing = sorted({n["class_type"] for n in prompt.values()} - set(reg.object_info()))
+    if missing and all(name in NOT_YET for name in missing):
+        pytest.skip(f"{case.name} needs {', '.join(missing)}: {NOT_YET[missing[0]]}")
+    assert not missing, f"{case.name} uses node types diffgraph lacks: {missing}"
+    return reg, input_dir, prompt
+
+
 @needs_reference
-def test_reference_prompts_validate_to_exactly_what_comfyui_embedded(registry, models_dir, tmp_path):
+@pytest.mark.parametrize("case_name", CASE_NAMES)
+def test_reference_prompts_validate_to_exactly_what_comfyui_embedded(case_name, models_dir, tmp_path):
     from engine.formats.media_metadata import read_png_text
 
-    reg, input_dir = registry
+    reg, input_dir, prompt = _case_setup(CASES / case_name, models_dir, tmp_path)
     env = Environment(tmp_path, tmp_path, input_dir, model_paths=ModelPaths(models_dir))
-    for case in sorted(CASES.iterdir()):
-        checked = validate_prompt(load_api(case / "workflow_api.json"), reg, env=env)
-        assert checked.ok, checked.node_errors
-        # SaveImage embeds json.dumps(ctx.prompt): the validated prompt must serialise as ComfyUI's did.
-        assert json.dumps(checked.prompt) == read_png_text((case / "image.png").read_bytes())["prompt"]
+    checked = validate_prompt(prompt, reg, env=env)
+    assert checked.ok, checked.node_errors
+    # SaveImage embeds json.dumps of the prompt: the validated prompt must serialise as ComfyUI's did,
+    # apart from the IS_CHANGED records ComfyUI adds to the nodes it asked (not part of the workflow).
+    embedded = json.loads(read_png_text((CASES / case_name / "image.png").read_bytes())["prompt"])
+    for node in embedded.values():
+        node.pop("is_changed", None)
+    assert json.dumps(checked.prompt) == json.dumps(embedded)
 
 
 @needs_reference
-def test_cli_validates_a_png_comfyui_wrote(registry, models_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("case_name", CASE_NAMES)
+def test_cli_validates_a_png_comfyui_wrote(case_name, models_dir, tmp_path, monkeypatch, capsys):
     from diffgraph.cli import main
 
+    _, input_dir, _ = _case_setup(CASES / case_name, models_dir, tmp_path)
     monkeypatch.chdir(tmp_path)
-    _, input_dir = registry
-    for case in sorted(CASES.iterdir()):
-        args = [
-            "validate",
-            str(case / "image.png"),
-            "--models-dir",
-            str(models_dir),
-            "--input-dir",
-            str(input_dir),
-        ]
-        assert main(args) == 0, capsys.readouterr().err
-        assert capsys.readouterr().out.startswith("ok: "), case.name
+    args = [
+        "validate",
+        str(CASES / case_name / "image.png"),
+        "--models-dir",
+        str(models_dir),
+        "--input-dir",
+        str(input_dir),
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("ok: "), case_name
 
 
 @pytest.mark.slow

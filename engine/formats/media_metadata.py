@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import WorkflowFormatError
+from engine.strict_json import InputRejected, loads_strict
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WEBP_EXIF_FIRST_TAG = 0x0110
@@ -277,12 +278,10 @@ def _parse_entries(texts: Mapping[str, str], source: str) -> EmbeddedWorkflow:
     entries: dict[str, Any] = {}
     for key, text in texts.items():
         try:
-            entries[key] = json.loads(text)
-        except ValueError as exc:
+            entries[key] = loads_strict(text, f"the {key!r} embedded in {source}")
+        except InputRejected as exc:
             if key in ("prompt", "workflow"):
-                raise MediaMetadataError(
-                    f"the {key!r} embedded in {source} is not valid JSON: {exc}"
-                ) from exc
+                raise MediaMetadataError(exc.message) from exc
     for key in ("prompt", "workflow"):
         if key in entries and not isinstance(entries[key], dict):
             raise MediaMetadataError(f"the {key!r} embedded in {source} is not a JSON object")

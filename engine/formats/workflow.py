@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from engine.atomic_files import atomic_write_bytes
 from engine.errors import WorkflowFormatError
 from engine.formats.media_metadata import read_embedded_workflow
 from engine.formats.ui_workflow import is_ui_format, ui_to_api
+from engine.strict_json import InputRejected, loads_strict
 
 if TYPE_CHECKING:
     from engine.formats.ui_transforms import QueueContext
@@ -61,15 +63,25 @@ class Workflow:
         return data
 
 
-def parse_json(text: str, source: str) -> Any:
-    """Parse JSON text, turning syntax errors into a WorkflowFormatError saying where."""
+def parse_json(text: str | bytes, source: str) -> Any:
+    """Parse untrusted JSON strictly (UTF-8, finite numbers, bounded nesting) into a WorkflowFormatError."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WorkflowFormatError(
-            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-            details=source,
-        ) from exc
+        return loads_strict(text, source)
+    except InputRejected as exc:
+        raise WorkflowFormatError(exc.message, details=source) from exc
+
+
+def check_prompt_shape(prompt: dict[str, Any], source: str) -> dict[str, Any]:
+    """prompt itself when every node is an object whose `inputs` (if any) is an object, else an error."""
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict):
+            raise WorkflowFormatError(
+                f"{source}: node {node_id!r} is a {type(node).__name__}, not an object with "
+                "class_type and inputs (is this an API-format prompt?)"
+            )
+        if not isinstance(node.get("inputs", {}), dict):
+            raise WorkflowFormatError(f"{source}: the inputs of node {node_id!r} are not an object of names")
+    return prompt
 
 
 def workflow_from_data(
@@ -85,16 +97,21 @@ def workflow_from_data(
     choice randomness of a UI workflow's queue-time rewrites.
     """
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data:
-        extra = data.get("extra_data") if isinstance(data.get("extra_data"), dict) else {}
-        ui = (extra.get("extra_pnginfo") or {}).get("workflow") if isinstance(extra, dict) else None
-        return Workflow(prompt=data["prompt"], ui=ui, source=source)
+        extra = data.get("extra_data")
+        pnginfo = extra.get("extra_pnginfo") if isinstance(extra, dict) else None
+        ui = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
+        return Workflow(
+            prompt=check_prompt_shape(data["prompt"], source),
+            ui=ui if isinstance(ui, dict) else None,
+            source=source,
+        )
     if is_ui_format(data):
         if object_info is None:
             raise WorkflowFormatError(f"{source} is a UI-format workflow; converting it needs node schemas")
         schemas = object_info() if callable(object_info) else object_info
         return Workflow(prompt=ui_to_api(data, schemas, queue), ui=data, source=source)
     if isinstance(data, dict):
-        return Workflow(prompt=data, source=source)
+        return Workflow(prompt=check_prompt_shape(data, source), source=source)
     raise WorkflowFormatError(
         f"{source} is neither an API-format prompt (an object of nodes) nor a UI-format workflow",
         details=type(data).__name__,
@@ -116,13 +133,16 @@ def load_workflow(
         prompt, ui = read_embedded_workflow(path)
         # The embedded API prompt is exactly what ran; the UI graph is only converted when it is alone.
         if prompt is not None:
-            return Workflow(prompt=prompt, ui=ui, source=str(path))
+            return Workflow(prompt=check_prompt_shape(prompt, str(path)), ui=ui, source=str(path))
         if ui is not None:
             # workflow_from_data names the missing node schemas when object_info is None.
             return workflow_from_data(ui, object_info, str(path), queue)
         raise WorkflowFormatError(f"{path} carries no workflow metadata", code="no_workflow_metadata")
-    text = path.read_text(encoding="utf-8")
-    return workflow_from_data(parse_json(text, str(path)), object_info, str(path), queue)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise WorkflowFormatError(f"cannot read workflow file {path}: {exc.strerror}") from exc
+    return workflow_from_data(parse_json(raw, str(path)), object_info, str(path), queue)
 
 
 def save_api(prompt: dict[str, Any], path: str | Path) -> None:
@@ -134,4 +154,4 @@ def save_api(prompt: dict[str, Any], path: str | Path) -> None:
             for name, value in node.get("inputs", {}).items()
         }
         out[node_id] = {**node, "inputs": inputs}
-    Path(path).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    atomic_write_bytes(Path(path), (json.dumps(out, indent=2) + "\n").encode("utf-8"))

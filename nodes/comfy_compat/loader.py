@@ -12,13 +12,16 @@ import importlib.util
 import logging
 import sys
 import traceback
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from engine import ChoiceProvider, Environment, PackInfo, Registry
 from nodes.comfy_compat.install import ComfyShadowed, check_no_real_comfyui, installed
+from nodes.comfy_compat.pack_routes import UnsupportedRoute, endpoint, starlette_path
 from nodes.comfy_compat.runtime import CompatState, run_coroutine
+from nodes.comfy_compat.shims.prompt_server import PromptServer
 from nodes.comfy_compat.v1 import COMBO_SOURCE_PREFIX, ComfyV1Node, adapt_v1, combo_choices
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,15 @@ def compat_choices(fallback: ChoiceProvider, registry: Registry) -> ChoiceProvid
     return choices
 
 
+def _ensure_parent_package() -> None:
+    """An empty `custom_nodes` package, so a pack's `from . import sub` can resolve its own name."""
+    parent = MODULE_PREFIX.rstrip(".")
+    if parent not in sys.modules:
+        package = types.ModuleType(parent, "The custom-node packs diffgraph loaded.")
+        package.__path__ = []
+        sys.modules[parent] = package
+
+
 def _import_pack(path: Path) -> Any:
     name = MODULE_PREFIX + path.stem
     init = path / "__init__.py" if path.is_dir() else path
@@ -69,6 +81,11 @@ def _import_pack(path: Path) -> Any:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {init}")
     module = importlib.util.module_from_spec(spec)
+    _ensure_parent_package()
+    # Loading a pack again (a new registry in the same process) runs its submodules again too, so
+    # what they declare on import (routes, node classes) reaches the new registry.
+    for stale in [m for m in sys.modules if m.startswith(name + ".")]:
+        del sys.modules[stale]
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
@@ -95,6 +112,7 @@ def _pack_nodes(module: Any) -> tuple[str, list[tuple[str, type, str | None]]]:
 def load_pack(registry: Registry, path: Path) -> PackInfo:
     """Import one pack and register its nodes; failures are returned in the PackInfo, never raised."""
     info = PackInfo(name=path.stem, path=path, kind="comfyui")
+    declared = len(PromptServer.instance.routes.routes)
     try:
         module = _import_pack(path)
         info.kind, found = _pack_nodes(module)
@@ -105,7 +123,7 @@ def load_pack(registry: Registry, path: Path) -> PackInfo:
     web = getattr(module, "WEB_DIRECTORY", None)
     if web is not None and path.is_dir() and (path / str(web)).is_dir():
         info.web_dir = (path / str(web)).resolve()
-    problems = []
+    problems = _routes(info, PromptServer.instance.routes.routes[declared:])
     for class_type, comfy_cls, display in found:
         if class_type in registry:
             problems.append(f"{class_type}: a node of that name is already registered; kept the first")
@@ -120,6 +138,20 @@ def load_pack(registry: Registry, path: Path) -> PackInfo:
         info.error = "; ".join(problems)
         log.error("custom node pack %s (%s): %s", info.name, path, info.error)
     return info
+
+
+def _routes(info: PackInfo, declared: list[tuple[str, str, Any]]) -> list[str]:
+    """Record the routes a pack declared while importing; the ones that cannot be served are problems."""
+    problems = []
+    for method, path, handler in declared:
+        if method == "STATIC":
+            problems.append(f"static route {path}: serve files through WEB_DIRECTORY instead")
+            continue
+        try:
+            info.routes.append((method, starlette_path(path), endpoint(handler)))
+        except UnsupportedRoute as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def load_custom_nodes(registry: Registry, folders: Sequence[Path], env: Environment) -> list[PackInfo]:

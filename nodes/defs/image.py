@@ -29,9 +29,11 @@ from engine import (
     NodeInputs,
     NodeOutputs,
     Output,
+    PathRefused,
     RunContext,
     UserFacingError,
     png_info,
+    resolve_relative,
 )
 from nodes.media.save_paths import HIDDEN_METADATA, PREFIX_TIP, OutputFileNode, save_target
 from nodes.types import Image, Mask
@@ -120,10 +122,12 @@ def resolve_annotated(name: str, dirs: Mapping[str, Path], input_name: str = "im
     for candidate in DIR_TYPES:
         if name.endswith(f" [{candidate}]"):
             name, dir_type = name[: -len(candidate) - 3], candidate
-    root = dirs[dir_type].resolve()
-    path = (root / name).resolve()
-    if not name or Path(name).is_absolute() or root not in path.parents:
-        raise NodeInputError(input_name, f"{name!r} is not a file name inside the {dir_type} folder")
+    try:
+        path = resolve_relative(dirs[dir_type], name)
+    except PathRefused as exc:
+        raise NodeInputError(
+            input_name, f"{name!r} is not a file name inside the {dir_type} folder: {exc.message}"
+        ) from None
     if not path.is_file():
         raise NodeInputError(input_name, f"Invalid image file: {name} (not found in the {dir_type} folder)")
     return path

@@ -9,12 +9,14 @@ over the file, no per-key file opens, no intermediate copy in the file's dtype.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,15 +70,48 @@ def read_header(path: Path) -> tuple[dict, int]:
             )
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise CheckpointFormatError(f"{path.name}: safetensors header is not valid JSON") from exc
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if not isinstance(header, dict):
+        raise CheckpointFormatError(f"{path.name}: safetensors header is not a JSON object")
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointFormatError(f"{path.name}: safetensors __metadata__ must map names to text")
+    end = max((_checked_entry(path, k, v) for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
         raise CheckpointFormatError(
             f"{path.name}: file is truncated ({size} bytes, its header needs {8 + n + end}); "
             "download or copy it again"
         )
     return header, 8 + n
+
+
+def _checked_entry(path: Path, key: str, info: Any) -> int:
+    """Validate one tensor entry of a header (before anything is allocated); returns its end offset."""
+
+    def bad(why: str) -> CheckpointFormatError:
+        return CheckpointFormatError(f"{path.name}: tensor {key[:80]!r} {why}; the file is corrupt")
+
+    if not isinstance(info, dict):
+        raise bad("has no description object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise CheckpointFormatError(f"{path.name}: tensor {key[:80]!r} has unsupported dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise bad(f"has an invalid shape {str(shape)[:80]}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise bad(f"has invalid data_offsets {str(offsets)[:80]}")
+    needed = math.prod(shape) * _DTYPES[dtype].itemsize
+    if offsets[1] - offsets[0] != needed:
+        raise bad(
+            f"spans {offsets[1] - offsets[0]} bytes but its shape {str(shape)[:80]} ({dtype}) needs {needed}"
+        )
+    return offsets[1]
 
 
 def read_safetensors(
@@ -95,17 +130,11 @@ def read_safetensors(
     out: dict[str, torch.Tensor] = {}
     jobs: list[_Job] = []
     for key, info in items:
-        src = _DTYPES.get(info["dtype"])
-        if src is None:
-            raise CheckpointFormatError(f"{path.name}: tensor {key} has unsupported dtype {info['dtype']}")
+        # read_header has checked dtype, shape and span against the file, so this allocation is bounded.
+        src = _DTYPES[info["dtype"]]
         dst = (cast(key) if cast is not None and src.is_floating_point else None) or src
         out[key] = torch.empty(info["shape"], dtype=dst)
         begin, end = info["data_offsets"]
-        if end - begin != out[key].numel() * src.itemsize:
-            raise CheckpointFormatError(
-                f"{path.name}: tensor {key} spans {end - begin} bytes but its shape {info['shape']} "
-                f"({info['dtype']}) needs {out[key].numel() * src.itemsize}; the file is corrupt"
-            )
         if end > begin:
             jobs.append(_Job(start + begin, end - begin, src, out[key]))
     _fill(path, jobs)

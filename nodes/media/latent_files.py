@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
-from engine import NodeInputError
+from engine import NodeInputError, PathRefused, resolve_relative
+from nodes.diffusion.checkpoint_io import read_safetensors
 
 LATENT_KEY = "latent_tensor"
 VERSION_MARKER = "latent_format_version_0"
@@ -23,7 +24,7 @@ LEGACY_SCALE = 0.18215
 
 def read_latent_file(path: Path) -> torch.Tensor:
     """The float32 VAE-space latent of a `.latent` file, legacy (unmarked) files rescaled."""
-    tensors = load_file(str(path), device="cpu")
+    tensors = read_safetensors(path)
     if LATENT_KEY not in tensors:
         raise NodeInputError("latent", f"{path.name} has no {LATENT_KEY!r} tensor; it is not a .latent file")
     multiplier = 1.0 if VERSION_MARKER in tensors else 1.0 / LEGACY_SCALE
@@ -41,10 +42,12 @@ def list_latent_files(input_dir: Path) -> list[str]:
 
 def resolve_input_latent(input_dir: Path, name: str) -> Path:
     """A name inside the input folder; refuses missing files and paths that leave it."""
-    root = Path(input_dir).resolve()
-    path = (root / name).resolve()
-    if root not in path.parents:
-        raise NodeInputError("latent", f"{name!r} is outside the input folder; pick a file from the list")
+    try:
+        path = resolve_relative(Path(input_dir), name)
+    except PathRefused as exc:
+        raise NodeInputError(
+            "latent", f"{name!r} is outside the input folder or not a plain name ({exc.message}); pick a file"
+        ) from None
     if not path.is_file():
         raise NodeInputError("latent", f"{name!r} does not exist in the input folder; pick a .latent file")
     return path

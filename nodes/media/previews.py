@@ -26,7 +26,8 @@ from typing import Any, Literal
 import torch
 from PIL import Image as PILImage
 
-from engine import ModelPaths, UserFacingError
+from engine import DiffgraphError, ModelPaths, UserFacingError
+from nodes.diffusion.checkpoint_io import read_weights
 from nodes.types import LatentFormat
 
 log = logging.getLogger(__name__)
@@ -103,12 +104,8 @@ def load_taesd_decoder(path: Path, latent_channels: int) -> torch.nn.Module:
     """Build diffusers' DecoderTiny and load a TAESD decoder file into it (CPU, fp32, eval)."""
     from diffusers.models.autoencoders.vae import DecoderTiny
 
-    if path.suffix in (".safetensors", ".sft"):
-        from safetensors.torch import load_file
-
-        state_dict = load_file(str(path))
-    else:
-        state_dict = torch.load(str(path), map_location="cpu", weights_only=True)
+    # Pickle (.pth) decoders go through the same opt-in as every other pickle file.
+    state_dict = read_weights(path)
     decoder = DecoderTiny(
         in_channels=latent_channels,
         out_channels=3,
@@ -158,8 +155,12 @@ def make_previewer(
     if method in ("auto", "taesd"):
         path = find_taesd_decoder(model_paths, latent_format)
         if path is not None:
-            return taesd_previewer(load_taesd_decoder(path, latent_format.channels), max_size)
-        if method == "taesd":
+            try:
+                return taesd_previewer(load_taesd_decoder(path, latent_format.channels), max_size)
+            except DiffgraphError as exc:
+                # A preview is not worth failing the generation over: say why and project instead.
+                log.warning("TAESD preview decoder unusable, using latent2rgb previews: %s", exc.message)
+        elif method == "taesd":
             raise UserFacingError(
                 f"TAESD previews asked for but no {latent_format.taesd_decoder}.pth/.safetensors "
                 "is in models/vae_approx/; add it or use the latent2rgb preview method"

@@ -16,7 +16,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from engine import Hidden, Node, NodeInputError, apply_text_replacements
+from engine import (
+    Hidden,
+    Node,
+    NodeInputError,
+    PathRefused,
+    apply_text_replacements,
+    atomic_write,
+    resolve_inside,
+)
 
 # Placeholder size for checking a prefix before the image exists (tokens never add path separators).
 CHECK_SIZE = 1
@@ -46,9 +54,9 @@ class SaveTarget:
             name = f"{base}_{self.counter:05}_{suffix}"
             self.counter += 1
             try:
-                # Exclusive create: a file that appeared since the scan bumps the counter instead.
-                with open(self.folder / name, "xb") as handle:
-                    writer(handle)
+                # Written aside and linked into place without replacing: a file that appeared since
+                # the scan bumps the counter instead, and a crash never leaves a torn file.
+                atomic_write(self.folder / name, writer, replace=False)
                 return name
             except FileExistsError:
                 continue
@@ -127,20 +135,20 @@ def next_counter(folder: Path, base: str) -> int:
 
 def resolve_prefix(root: Path, expanded: str, prefix: str, input_name: str) -> tuple[Path, str]:
     """(folder, file base) of an expanded prefix under root; refuses anything leaving root."""
-    relative = Path(expanded.replace("\\", "/"))
-    root = root.resolve()
-    folder = (root / relative).parent.resolve()
-    if relative.is_absolute() or (folder != root and root not in folder.parents):
-        raise NodeInputError(
-            input_name,
-            f"{input_name} {prefix!r} would save outside the output folder; use a relative prefix "
-            "such as 'ComfyUI' or 'subfolder/name'",
-        )
-    if not relative.name or relative.name in (".", ".."):
+    head, _, name = expanded.replace("\\", "/").rpartition("/")
+    if not name or name in (".", ".."):
         raise NodeInputError(
             input_name, f"{input_name} {prefix!r} has no file name part; end it with a name like 'ComfyUI'"
         )
-    return folder, relative.name
+    try:
+        path = resolve_inside(root, head, name, need_name=True)
+    except PathRefused as exc:
+        raise NodeInputError(
+            input_name,
+            f"{input_name} {prefix!r} would save outside the output folder ({exc.message}); use a relative prefix "
+            "such as 'ComfyUI' or 'subfolder/name'",
+        ) from None
+    return path.parent, name
 
 
 def check_prefix(root: Path, prefix: Any, input_name: str = "filename_prefix") -> str | None:

@@ -84,7 +84,8 @@ def _write_madebyollin_decoder(path):
     return decoder
 
 
-def test_make_previewer_uses_taesd_when_decoder_file_present(tmp_path):
+def test_make_previewer_uses_taesd_when_decoder_file_present(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFGRAPH_ALLOW_PICKLE", "1")  # the .pth decoder is a pickle
     (tmp_path / "vae_approx").mkdir()
     reference = _write_madebyollin_decoder(tmp_path / "vae_approx" / "taesd_decoder.pth")
     paths = ModelPaths(tmp_path)
@@ -98,6 +99,27 @@ def test_make_previewer_uses_taesd_when_decoder_file_present(tmp_path):
     assert image.size == (32, 32)
     big = make_previewer(SD15_LATENT, paths, "auto", max_size=64)(torch.randn(1, 4, 12, 16))
     assert big.size == (64, 48)  # 128x96 decoded, fit inside max_size (512 px by default)
+
+
+def test_make_previewer_pickle_decoder_without_opt_in_falls_back_with_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("DIFFGRAPH_ALLOW_PICKLE", raising=False)
+    (tmp_path / "vae_approx").mkdir()
+    _write_madebyollin_decoder(tmp_path / "vae_approx" / "taesd_decoder.pth")
+    with caplog.at_level("WARNING"):
+        image = make_previewer(SD15_LATENT, ModelPaths(tmp_path), "auto")(torch.zeros(1, 4, 6, 6))
+    assert image.size == (6, 6)  # latent resolution: the linear projection, not the 8x TAESD decode
+    assert "pickle" in caplog.text and "latent2rgb" in caplog.text
+
+
+def test_make_previewer_corrupt_decoder_falls_back_to_latent2rgb(tmp_path, caplog):
+    (tmp_path / "vae_approx").mkdir()
+    (tmp_path / "vae_approx" / "taesd_decoder.safetensors").write_bytes(
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{bad"
+    )
+    with caplog.at_level("WARNING"):
+        image = make_previewer(SD15_LATENT, ModelPaths(tmp_path), "taesd")(torch.zeros(1, 4, 6, 6))
+    assert image.size == (6, 6)
+    assert "taesd_decoder.safetensors" in caplog.text
 
 
 def test_make_previewer_auto_without_taesd_uses_latent2rgb(tmp_path):

@@ -93,7 +93,8 @@ class Folders:
     def settings(self, **overrides: Any) -> ServerSettings:
         """ServerSettings with the user folder here and no web client unless asked for."""
         overrides.setdefault("serve_frontend", False)
-        return ServerSettings(user_dir=self.base / "user", **overrides)
+        overrides.setdefault("user_dir", self.base / "user")
+        return ServerSettings(**overrides)
 
     def seed_settings(self, values: dict[str, Any] | None = None) -> None:
         """Write the user's comfy.settings.json."""

@@ -34,7 +34,10 @@ def test_server_runs_lazy_expansion_and_blockers_with_comfyui_events(make_server
     prompt = {
         "1": {"class_type": "V1Int", "inputs": {"value": 1}},
         "2": {"class_type": "V1Int", "inputs": {"value": 2}},
-        "3": {"class_type": "V1LazySwitch", "inputs": {"switch": True, "on_true": ["1", 0], "on_false": ["2", 0]}},
+        "3": {
+            "class_type": "V1LazySwitch",
+            "inputs": {"switch": True, "on_true": ["1", 0], "on_false": ["2", 0]},
+        },
         "4": {"class_type": "V1Countdown", "inputs": {"n": 2, "acc": ["3", 0]}},
         "5": {"class_type": "V1Show", "inputs": {"value": ["4", 0]}},
         "6": {"class_type": "V1Gate", "inputs": {"value": ["1", 0], "open": False, "message": "closed"}},
@@ -55,3 +58,17 @@ def test_server_runs_lazy_expansion_and_blockers_with_comfyui_events(make_server
     assert errors[0]["exception_message"] == "Execution Blocked: closed" and errors[0]["node_id"] == "7"
     assert "execution_success" in [f["type"] for f in events]  # a blocker stops its branch, not the prompt
     assert history["outputs"]["5"]["text"] == ["3"] and "7" not in history["outputs"]
+
+
+def test_server_serves_pack_http_routes_at_their_path_and_under_api(make_server, folders):
+    server = pack_server(make_server, folders)
+    with server.client() as http:
+        for prefix in ("", "/api"):
+            reply = http.get(f"{prefix}/dg_test/hello/ada?loud=yes")
+            assert reply.status_code == 200 and reply.json() == {"hello": "ada", "loud": "yes"}
+        echoed = http.post("/dg_test/echo", json={"a": [1, 2]})
+        assert echoed.status_code == 201 and echoed.json() == {"echo": {"a": [1, 2]}}
+        gone = http.get("/dg_test/missing")
+        assert gone.status_code == 404 and gone.text == "nothing here"
+        packs = {p["name"]: p for p in http.get("/api/custom_node_packs").json()}
+        assert "GET /dg_test/hello/{name}" in packs["dg_test_v1"]["routes"]

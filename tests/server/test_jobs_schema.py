@@ -88,7 +88,8 @@ def test_jobs_stopped_by_restart_or_engine_failure_parse(make_server, folders):
     store.close()
     with sqlite3.connect(settings.database) as conn:  # as a kill -9 mid-run leaves it
         conn.execute("UPDATE jobs SET state = 'running' WHERE id = 'crashed'")
-    store = JobStore(settings.database)
+    # Without re-queueing (--no-requeue) a prompt running at a crash ends failed at the next start.
+    store = JobStore(settings.database, requeue=False)
     assert store.recovered == ["crashed"]
     job = store.wait_next(1.0)
     assert job is not None and job.id == "broken"

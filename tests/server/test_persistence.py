@@ -33,7 +33,7 @@ def two_chains(slow_steps: int) -> dict:
 class ServerProcess:
     """`python -m tests.server.stub_serve` on port 0 in a subprocess."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, *extra: str):
         self.log = (base / "server.log").open("ab")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
@@ -47,6 +47,7 @@ class ServerProcess:
                 str(base),
                 "--log-level",
                 "warning",
+                *extra,
             ],
             cwd=base,
             env=env,
@@ -83,7 +84,7 @@ class ServerProcess:
 
 @pytest.mark.slow
 def test_kill_9_during_run_loses_no_queued_job(tmp_path):
-    first = ServerProcess(tmp_path)
+    first = ServerProcess(tmp_path, "--no-requeue")
     with first.client() as http:
         running = http.post(
             "/prompt", json={"prompt": two_chains(slow_steps=400), "prompt_id": "running"}
@@ -100,7 +101,7 @@ def test_kill_9_during_run_loses_no_queued_job(tmp_path):
         )
     first.kill()
 
-    second = ServerProcess(tmp_path)
+    second = ServerProcess(tmp_path, "--no-requeue")
     try:
         with second.client() as http:
             for prompt_id in queued:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine import Input, Node, NodeInputs, NodeOutputs, Output, Registry, UserFacingError
+from engine import Input, Node, NodeInputs, NodeOutputs, Output, Registry, UserFacingError, atomic_write
 from tests.stub_pack.types import Number, StubImage
 
 
@@ -71,6 +72,7 @@ class StubSave(Node):
     class Inputs(NodeInputs):
         images: StubImage = Input(description="picture to save")
         filename_prefix: str = Input("stub", description="file name prefix")
+        write_pause: float = Input(0.0, ge=0.0, le=1.0, description="seconds between 64 KB slices")
 
     class Outputs(NodeOutputs):
         pass
@@ -79,7 +81,17 @@ class StubSave(Node):
         out_dir = Path(ctx.output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         name = f"{inputs.filename_prefix}_{ctx.prompt_id[:8]}_{ctx.node_id}.png"
-        inputs.images.value.save(out_dir / name)
+        buffer = io.BytesIO()
+        inputs.images.value.save(buffer, format="PNG", compress_level=0)
+        data = buffer.getvalue()
+
+        def write(handle: Any) -> None:
+            # In slices with pauses, like a slow disk, so a kill -9 can land in the middle.
+            for start in range(0, len(data), 65536):
+                handle.write(data[start : start + 65536])
+                time.sleep(inputs.write_pause)
+
+        atomic_write(out_dir / name, write)
         ctx.set_ui({"images": [{"filename": name, "subfolder": "", "type": "output"}]})
         return self.Outputs()
 

@@ -1,8 +1,8 @@
 """ComfyUI's `server` module for packs: `PromptServer.instance` with send_sync and a route table.
 
 Messages a running node sends reach the clients of its prompt as websocket messages of the type it
-names. Routes a pack declares are recorded (the loader reports them); they are not served: packs'
-HTTP handlers are written against aiohttp, which diffgraph's server does not run.
+names. Routes a pack declares are recorded here; the loader wraps their aiohttp handlers
+(nodes.comfy_compat.pack_routes) and the server serves them.
 """
 
 from __future__ import annotations

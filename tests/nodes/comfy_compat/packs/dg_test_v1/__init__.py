@@ -1,5 +1,6 @@
 """A node pack written in ComfyUI's V1 style, covering every protocol feature diffgraph adapts."""
 
+from . import routes  # noqa: F401 - declares the pack's HTTP routes
 from .flow_nodes import FLOW_NODES
 from .value_nodes import VALUE_NODES
 
