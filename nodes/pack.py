@@ -32,6 +32,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.mask_ops",
     "nodes.defs.primitives",
     "nodes.defs.utilities",
+    "nodes.defs.logic",
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
