@@ -47,6 +47,13 @@ def test_templates_index_lists_our_workflows_with_thumbnails(real_server):
     assert missing.status_code == 404 and escape.status_code == 404
 
 
+def test_every_ready_ui_workflow_has_its_thumbnail():
+    # `python -m diffgraph.thumbnails` draws them; a workflow added without one shows a broken picture.
+    ui = REPO / "workflows" / "ui"
+    missing = [p.stem for p in ui.glob("*.json") if not (ui / "thumbnails" / f"{p.stem}-1.webp").is_file()]
+    assert not missing, f"run python -m diffgraph.thumbnails; no thumbnail for {missing}"
+
+
 @pytest.mark.skipif(official_templates_dir() is None, reason=f"{OFFICIAL_PACKAGE} is not installed")
 def test_templates_official_only_those_whose_nodes_we_have(real_server):
     known = set(real_server.state.registry)
