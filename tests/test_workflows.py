@@ -373,3 +373,11 @@ def test_workflow_ui_file_converts_back_to_the_api_file(registry, path):
         ui_path(path).write_text(json.dumps(api_to_ui(prompt, info), indent=2) + "\n", encoding="utf-8")
     assert ui_path(path).is_file(), f"missing {ui_path(path)}; see workflows/README.md to regenerate"
     assert ui_to_api(json.loads(ui_path(path).read_text(encoding="utf-8")), info) == prompt
+
+
+@pytest.mark.parametrize("path", sorted((WORKFLOWS / "ui").glob("*.json")), ids=lambda p: p.stem)
+def test_ready_ui_workflows_open_with_the_whole_graph_in_view(path):
+    from engine.formats.ui_export import initial_view
+
+    ui = json.loads(path.read_text(encoding="utf-8"))
+    assert ui["extra"]["ds"] == initial_view(ui["nodes"]), "saved view stale: recompute it with initial_view()"
