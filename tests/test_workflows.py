@@ -380,4 +380,6 @@ def test_ready_ui_workflows_open_with_the_whole_graph_in_view(path):
     from engine.formats.ui_export import initial_view
 
     ui = json.loads(path.read_text(encoding="utf-8"))
-    assert ui["extra"]["ds"] == initial_view(ui["nodes"]), "saved view stale: recompute it with initial_view()"
+    assert ui["extra"]["ds"] == initial_view(ui["nodes"]), (
+        "saved view stale: recompute it with initial_view()"
+    )
