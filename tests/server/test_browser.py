@@ -234,8 +234,10 @@ def test_browser_interrupt_and_cancel_keep_history_and_assets(ui):
     ui.wait("() => window.__dg.progress > 0", timeout=120)
     waiting = _queue(ui, _tiny(_template(ui, "txt2img_sd15"), steps=5))
     ui.js("(id) => window.comfyAPI.api.api.deleteItem('queue', id)", waiting)
+    # Earlier tests of this browser session may have interrupted prompts too: wait for a new event.
+    before = len(ui.events("execution_interrupted"))
     ui.js("() => window.comfyAPI.api.api.interrupt()")
-    interrupted = ui.wait_event("execution_interrupted")
+    interrupted = ui.wait_event("execution_interrupted", before + 1)
     assert interrupted[-1]["prompt_id"] == running
     jobs = wait_for(lambda: _jobs(ui).get(running) == "cancelled" and _jobs(ui), what="cancelled job")
     assert waiting not in jobs and "completed" in jobs.values()
