@@ -7,6 +7,7 @@ from typing import Any, Literal
 import torch
 
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
+from nodes.defs.sigma_nodes import precise_float
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.sa_solver import tau_interval
@@ -17,11 +18,6 @@ SAMPLERS = "sampling/custom_sampling/samplers"
 ETA_TIP = "How much fresh noise each step adds back (0 makes the sampler deterministic)."
 S_NOISE_TIP = "A multiplier on that added noise."
 DEVICE_TIP = "Where the sampler's noise is drawn: cpu matches every machine; gpu is the device's own draw."
-
-
-def _float(default: float, lo: float, hi: float, description: str, step: float = 0.01) -> Any:
-    """A full-precision float widget (no rounding to the step)."""
-    return Input(default, ge=lo, le=hi, step=step, round=False, description=description)
 
 
 class _SamplerOut(NodeOutputs):
@@ -63,8 +59,8 @@ class SamplerEulerAncestral(_SamplerNode):
     description = "Euler steps that re-inject noise after each step, with adjustable amounts."
 
     class Inputs(NodeInputs):
-        eta: float = _float(1.0, 0.0, 100.0, ETA_TIP)
-        s_noise: float = _float(1.0, 0.0, 100.0, S_NOISE_TIP)
+        eta: float = precise_float(1.0, 0.0, 100.0, ETA_TIP)
+        s_noise: float = precise_float(1.0, 0.0, 100.0, S_NOISE_TIP)
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SamplerOut:
         """euler_ancestral with eta and s_noise."""
@@ -79,8 +75,8 @@ class SamplerEulerAncestralCFGPP(_SamplerNode):
     description = "The CFG++ form of Euler ancestral, which steps along the unguided prediction."
 
     class Inputs(NodeInputs):
-        eta: float = _float(1.0, 0.0, 1.0, ETA_TIP)
-        s_noise: float = _float(1.0, 0.0, 10.0, S_NOISE_TIP)
+        eta: float = precise_float(1.0, 0.0, 1.0, ETA_TIP)
+        s_noise: float = precise_float(1.0, 0.0, 10.0, S_NOISE_TIP)
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SamplerOut:
         """euler_ancestral_cfg_pp with eta and s_noise."""
@@ -108,8 +104,8 @@ class SamplerDPMPP_3M_SDE(_SamplerNode):  # noqa: N801 - ComfyUI's class id
     description = "Third-order multistep DPM-Solver++ with stochastic (SDE) noise."
 
     class Inputs(NodeInputs):
-        eta: float = _float(1.0, 0.0, 100.0, ETA_TIP)
-        s_noise: float = _float(1.0, 0.0, 100.0, S_NOISE_TIP)
+        eta: float = precise_float(1.0, 0.0, 100.0, ETA_TIP)
+        s_noise: float = precise_float(1.0, 0.0, 100.0, S_NOISE_TIP)
         noise_device: Literal["gpu", "cpu"] = Input("gpu", description=DEVICE_TIP)
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SamplerOut:
@@ -128,8 +124,8 @@ class SamplerDPMPP_2M_SDE(_SamplerNode):  # noqa: N801 - ComfyUI's class id
         solver_type: Literal["midpoint", "heun"] = Input(
             "midpoint", description="The second-order correction."
         )
-        eta: float = _float(1.0, 0.0, 100.0, ETA_TIP)
-        s_noise: float = _float(1.0, 0.0, 100.0, S_NOISE_TIP)
+        eta: float = precise_float(1.0, 0.0, 100.0, ETA_TIP)
+        s_noise: float = precise_float(1.0, 0.0, 100.0, S_NOISE_TIP)
         noise_device: Literal["gpu", "cpu"] = Input("gpu", description=DEVICE_TIP)
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SamplerOut:
@@ -145,9 +141,11 @@ class SamplerDPMPP_SDE(_SamplerNode):  # noqa: N801 - ComfyUI's class id
     description = "Singlestep DPM-Solver++ with stochastic noise and an adjustable midpoint ratio."
 
     class Inputs(NodeInputs):
-        eta: float = _float(1.0, 0.0, 100.0, ETA_TIP)
-        s_noise: float = _float(1.0, 0.0, 100.0, S_NOISE_TIP)
-        r: float = _float(0.5, 0.0, 100.0, "Where between two noise levels the intermediate evaluation sits.")
+        eta: float = precise_float(1.0, 0.0, 100.0, ETA_TIP)
+        s_noise: float = precise_float(1.0, 0.0, 100.0, S_NOISE_TIP)
+        r: float = precise_float(
+            0.5, 0.0, 100.0, "Where between two noise levels the intermediate evaluation sits."
+        )
         noise_device: Literal["gpu", "cpu"] = Input("gpu", description=DEVICE_TIP)
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SamplerOut:
@@ -163,8 +161,8 @@ class SamplerDPMPP_2S_Ancestral(_SamplerNode):  # noqa: N801 - ComfyUI's class i
     description = "Second-order singlestep DPM-Solver++ that re-injects noise after each step."
 
     class Inputs(NodeInputs):
-        eta: float = _float(1.0, 0.0, 100.0, ETA_TIP)
-        s_noise: float = _float(1.0, 0.0, 100.0, S_NOISE_TIP)
+        eta: float = precise_float(1.0, 0.0, 100.0, ETA_TIP)
+        s_noise: float = precise_float(1.0, 0.0, 100.0, S_NOISE_TIP)
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SamplerOut:
         """dpmpp_2s_ancestral with eta and s_noise."""
@@ -179,17 +177,17 @@ class SamplerDPMAdaptative(_SamplerNode):
 
     class Inputs(NodeInputs):
         order: int = Input(3, ge=2, le=3, description="Solver order: 2 or 3.")
-        rtol: float = _float(0.05, 0.0, 100.0, "Relative error tolerance per step.")
-        atol: float = _float(0.0078, 0.0, 100.0, "Absolute error tolerance per step.")
-        h_init: float = _float(0.05, 0.0, 100.0, "The first step size, in log-SNR units.")
-        pcoeff: float = _float(0.0, 0.0, 100.0, "Proportional gain of the step-size controller.")
-        icoeff: float = _float(1.0, 0.0, 100.0, "Integral gain of the step-size controller.")
-        dcoeff: float = _float(0.0, 0.0, 100.0, "Derivative gain of the step-size controller.")
-        accept_safety: float = _float(
+        rtol: float = precise_float(0.05, 0.0, 100.0, "Relative error tolerance per step.")
+        atol: float = precise_float(0.0078, 0.0, 100.0, "Absolute error tolerance per step.")
+        h_init: float = precise_float(0.05, 0.0, 100.0, "The first step size, in log-SNR units.")
+        pcoeff: float = precise_float(0.0, 0.0, 100.0, "Proportional gain of the step-size controller.")
+        icoeff: float = precise_float(1.0, 0.0, 100.0, "Integral gain of the step-size controller.")
+        dcoeff: float = precise_float(0.0, 0.0, 100.0, "Derivative gain of the step-size controller.")
+        accept_safety: float = precise_float(
             0.81, 0.0, 100.0, "A step is kept when the controller's factor reaches this."
         )
-        eta: float = _float(0.0, 0.0, 100.0, ETA_TIP + " Only 0 is supported here.")
-        s_noise: float = _float(1.0, 0.0, 100.0, S_NOISE_TIP)
+        eta: float = precise_float(0.0, 0.0, 100.0, ETA_TIP + " Only 0 is supported here.")
+        s_noise: float = precise_float(1.0, 0.0, 100.0, S_NOISE_TIP)
 
     @classmethod
     def validate_inputs(cls, values: Any, env: Any) -> str | None:
@@ -227,8 +225,10 @@ class SamplerER_SDE(_SamplerNode):  # noqa: N801 - ComfyUI's class id
             "ER-SDE", description="ER-SDE's own noise scale, the plain reverse-time SDE, or no noise."
         )
         max_stage: int = Input(3, ge=1, le=3, description="The highest solver stage (order) used.")
-        eta: float = _float(1.0, 0.0, 100.0, "The reverse-time SDE's noise strength; not used by ER-SDE.")
-        s_noise: float = _float(1.0, 0.0, 100.0, S_NOISE_TIP)
+        eta: float = precise_float(
+            1.0, 0.0, 100.0, "The reverse-time SDE's noise strength; not used by ER-SDE."
+        )
+        s_noise: float = precise_float(1.0, 0.0, 100.0, S_NOISE_TIP)
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SamplerOut:
         """er_sde with the chosen noise scale."""
@@ -249,14 +249,14 @@ class SamplerSASolver(_SamplerNode):
 
     class Inputs(NodeInputs):
         model: DiffusionModel = Input(description="The model whose noise table places the noise window.")
-        eta: float = _float(1.0, 0.0, 10.0, "The noise strength inside the window.")
+        eta: float = precise_float(1.0, 0.0, 10.0, "The noise strength inside the window.")
         sde_start_percent: float = Input(
             0.2, ge=0.0, le=1.0, step=0.001, description="Where the window opens (share of the schedule)."
         )
         sde_end_percent: float = Input(
             0.8, ge=0.0, le=1.0, step=0.001, description="Where the window closes."
         )
-        s_noise: float = _float(1.0, 0.0, 100.0, S_NOISE_TIP)
+        s_noise: float = precise_float(1.0, 0.0, 100.0, S_NOISE_TIP)
         predictor_order: int = Input(3, ge=1, le=6, description="Order of the predictor step.")
         corrector_order: int = Input(4, ge=0, le=6, description="Order of the corrector step (0: none).")
         use_pece: bool = Input(False, description="Evaluate the model again after each correction.")

@@ -27,17 +27,27 @@ DENOISE_TIP = "The share of the schedule to keep: below 1 only its quiet tail ru
 SIGMA_MAX_DEFAULT, SIGMA_MIN_DEFAULT = 14.614642, 0.0291675
 
 
-def _float(default: float, lo: float, hi: float, step: float, description: str) -> Any:
-    """A float widget that keeps full precision (no rounding to the step), as these schedules need."""
+def precise_float(default: float, lo: float, hi: float, description: str, step: float = 0.01) -> Any:
+    """A float widget that keeps full precision (no rounding to the step), as schedules and samplers need."""
     return Input(default, ge=lo, le=hi, step=step, round=False, description=description)
 
 
 def _sigma_max() -> Any:
-    return _float(SIGMA_MAX_DEFAULT, 0.0, 5000.0, 0.01, "The noise level the schedule starts from.")
+    return precise_float(
+        SIGMA_MAX_DEFAULT,
+        0.0,
+        5000.0,
+        "The noise level the schedule starts from.",
+    )
 
 
 def _sigma_min() -> Any:
-    return _float(SIGMA_MIN_DEFAULT, 0.0, 5000.0, 0.01, "The lowest noise level before the final step.")
+    return precise_float(
+        SIGMA_MIN_DEFAULT,
+        0.0,
+        5000.0,
+        "The lowest noise level before the final step.",
+    )
 
 
 class _SigmasOut(NodeOutputs):
@@ -86,7 +96,12 @@ class KarrasScheduler(_ScheduleNode):
         steps: int = Input(20, ge=1, le=10000, description=STEPS_TIP)
         sigma_max: float = _sigma_max()
         sigma_min: float = _sigma_min()
-        rho: float = _float(7.0, 0.0, 100.0, 0.01, "Higher values spend more steps at low noise.")
+        rho: float = precise_float(
+            7.0,
+            0.0,
+            100.0,
+            "Higher values spend more steps at low noise.",
+        )
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SigmasOut:
         """Karras sigmas plus the final 0."""
@@ -121,7 +136,12 @@ class PolyexponentialScheduler(_ScheduleNode):
         steps: int = Input(20, ge=1, le=10000, description=STEPS_TIP)
         sigma_max: float = _sigma_max()
         sigma_min: float = _sigma_min()
-        rho: float = _float(1.0, 0.0, 100.0, 0.01, "The ramp's power: above 1 lingers at high noise.")
+        rho: float = precise_float(
+            1.0,
+            0.0,
+            100.0,
+            "The ramp's power: above 1 lingers at high noise.",
+        )
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SigmasOut:
         """Power-ramp sigmas plus the final 0."""
@@ -139,8 +159,8 @@ class LaplaceScheduler(_ScheduleNode):
         steps: int = Input(20, ge=1, le=10000, description=STEPS_TIP)
         sigma_max: float = _sigma_max()
         sigma_min: float = _sigma_min()
-        mu: float = _float(0.0, -10.0, 10.0, 0.1, "The log sigma the steps cluster around.")
-        beta: float = _float(0.5, 0.0, 10.0, 0.1, "How widely the steps spread around mu.")
+        mu: float = precise_float(0.0, -10.0, 10.0, "The log sigma the steps cluster around.", step=0.1)
+        beta: float = precise_float(0.5, 0.0, 10.0, "How widely the steps spread around mu.", step=0.1)
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SigmasOut:
         """Laplace-spaced sigmas (ending at sigma_min, without a final 0)."""
@@ -156,9 +176,19 @@ class VPScheduler(_ScheduleNode):
 
     class Inputs(NodeInputs):
         steps: int = Input(20, ge=1, le=10000, description=STEPS_TIP)
-        beta_d: float = _float(19.9, 0.0, 5000.0, 0.01, "The growth of beta over time (beta_max - beta_min).")
-        beta_min: float = _float(0.1, 0.0, 5000.0, 0.01, "Beta at t = 0.")
-        eps_s: float = _float(0.001, 0.0, 1.0, 0.0001, "The smallest time sampled, just above 0.")
+        beta_d: float = precise_float(
+            19.9,
+            0.0,
+            5000.0,
+            "The growth of beta over time (beta_max - beta_min).",
+        )
+        beta_min: float = precise_float(
+            0.1,
+            0.0,
+            5000.0,
+            "Beta at t = 0.",
+        )
+        eps_s: float = precise_float(0.001, 0.0, 1.0, "The smallest time sampled, just above 0.", step=0.0001)
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SigmasOut:
         """VP sigmas plus the final 0."""
@@ -176,8 +206,18 @@ class BetaSamplingScheduler(_ScheduleNode):
     class Inputs(NodeInputs):
         model: DiffusionModel = Input(description="The model whose noise levels the schedule uses.")
         steps: int = Input(20, ge=1, le=10000, description=STEPS_TIP)
-        alpha: float = _float(0.6, 0.0, 50.0, 0.01, "Beta distribution shape at the noisy end.")
-        beta: float = _float(0.6, 0.0, 50.0, 0.01, "Beta distribution shape at the clean end.")
+        alpha: float = precise_float(
+            0.6,
+            0.0,
+            50.0,
+            "Beta distribution shape at the noisy end.",
+        )
+        beta: float = precise_float(
+            0.6,
+            0.0,
+            50.0,
+            "Beta distribution shape at the clean end.",
+        )
 
     def run(self, ctx: RunContext, inputs: Inputs) -> _SigmasOut:
         """Beta-quantile sigmas plus the final 0."""
@@ -329,7 +369,7 @@ class SetFirstSigma(Node):
 
     class Inputs(NodeInputs):
         sigmas: Sigmas = Input(description="The schedule to change.")
-        sigma: float = _float(136.0, 0.0, 20000.0, 0.001, "The new first sigma.")
+        sigma: float = precise_float(136.0, 0.0, 20000.0, "The new first sigma.", step=0.001)
 
     Outputs = _SigmasOut
 
