@@ -17,11 +17,15 @@ LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 # Records every execution event the page's api object dispatches, for the test to wait on.
 LISTEN_JS = """() => {
   const api = window.comfyAPI.api.api;
-  const seen = window.__dg = {progress: 0, previews: 0, executed: [], events: [], logs: 0};
+  const seen = window.__dg = {progress: 0, progressOf: {}, previews: 0, executed: [], events: [], logs: 0};
   const kinds = ['execution_start', 'execution_cached', 'execution_success', 'execution_error',
                  'execution_interrupted'];
   for (const kind of kinds) api.addEventListener(kind, (e) => seen.events.push([kind, e.detail]));
-  api.addEventListener('progress', () => { seen.progress += 1; });
+  api.addEventListener('progress', (e) => {
+    seen.progress += 1;
+    const id = e.detail && e.detail.prompt_id;
+    if (id) seen.progressOf[id] = (seen.progressOf[id] || 0) + 1;
+  });
   api.addEventListener('b_preview_with_metadata', () => { seen.previews += 1; });
   api.addEventListener('executed', (e) => { seen.executed.push(e.detail); });
   api.addEventListener('logs', () => { seen.logs += 1; });

@@ -229,9 +229,11 @@ def _show_history(ui: BrowserSession, filename: str) -> None:
 
 
 def test_browser_interrupt_and_cancel_keep_history_and_assets(ui):
-    slow = _tiny(_template(ui, "txt2img_sd15"), steps=400)
+    # Enough steps that the prompt is still sampling when the interrupt arrives, even on a fast machine;
+    # an interrupt sent before the prompt starts would be a no-op, so wait for its own progress first.
+    slow = _tiny(_template(ui, "txt2img_sd15"), steps=10000)
     running = _queue(ui, slow)
-    ui.wait("() => window.__dg.progress > 0", timeout=120)
+    ui.wait("(id) => (window.__dg.progressOf[id] || 0) > 0", running, timeout=120)
     waiting = _queue(ui, _tiny(_template(ui, "txt2img_sd15"), steps=5))
     ui.js("(id) => window.comfyAPI.api.api.deleteItem('queue', id)", waiting)
     # Earlier tests of this browser session may have interrupted prompts too: wait for a new event.
