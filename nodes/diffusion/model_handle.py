@@ -14,6 +14,8 @@ Contract for samplers (`DiffusionModel.forward`):
              ComfyUI's defaults (width/height = latent size * 8, crops 0, target = width/height,
              aesthetic_score 6.0, or 2.5 when prompt_type == "negative").
   returns    float32 [B, 4, h, w], the raw UNet output (eps or v, see `prediction`).
+SD3-family MMDiTs take the same call with 16-channel x_in, timesteps = sigma * 1000, embeds [B, L, 4096]
+(CLIP-L/G padded to 4096 then T5 tokens) and pooled [B, 2048], and return the velocity.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
+from nodes.diffusion import sd3
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
@@ -84,9 +87,20 @@ class DiffusionModel(_Handle):
         embeds: torch.Tensor,
         pooled: torch.Tensor | None = None,
         extras: Sequence[dict[str, Any]] | None = None,
+        skip_layers: tuple[int, ...] = (),
     ) -> torch.Tensor:
-        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape."""
+        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape.
+
+        `skip_layers` (transformer families only) names blocks to pass over (Skip Layer Guidance).
+        """
         unet = self.load(store)
+        if self.family == sd3.FAMILY:
+            dev = torch.device(self.device)
+            return sd3.mmdit_forward(
+                unet, x_in, timesteps, embeds, pooled, dev, self.compute_dtype, skip_layers
+            )
+        if skip_layers:
+            raise ValueError(f"skipping layers needs a transformer model; {self.family} is a UNet")
         dev, dt = torch.device(self.device), self.compute_dtype
         kwargs: dict[str, Any] = {}
         if self.adm != "none":
