@@ -211,7 +211,8 @@ class Conditioning(EdgeType):
         )
 
 
-Prediction = Literal["eps", "v"]
+# What a discrete-time model outputs (see nodes.sampling.model_sampling); checkpoints are eps or v.
+Prediction = Literal["eps", "v", "x0", "img_to_img", "lcm"]
 
 
 @dataclass(frozen=True, eq=False)
