@@ -22,6 +22,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.custom_sampling",
     "nodes.defs.sampler_select",
     "nodes.defs.sigma_nodes",
+    "nodes.defs.flux",
     "nodes.defs.latent_io",
     "nodes.defs.latent_ops",
     "nodes.defs.latent_batch",

@@ -98,6 +98,32 @@ SD3_LATENT = LatentFormat(
     ),
     rgb_bias=(0.2394, 0.2135, 0.1925),
     taesd_decoder="taesd3_decoder",
+# FLUX's 16-channel VAE (ComfyUI latent_formats.Flux facts: scale 0.3611, shift 0.1159, RGB rows).
+FLUX_LATENT = LatentFormat(
+    name="flux",
+    channels=16,
+    scale_factor=0.3611,
+    shift=0.1159,
+    rgb_factors=(
+        (-0.0346, 0.0244, 0.0681),
+        (0.0034, 0.0210, 0.0687),
+        (0.0275, -0.0668, -0.0433),
+        (-0.0174, 0.0160, 0.0617),
+        (0.0859, 0.0721, 0.0329),
+        (0.0004, 0.0383, 0.0115),
+        (0.0405, 0.0861, 0.0915),
+        (-0.0236, -0.0185, -0.0259),
+        (-0.0245, 0.0250, 0.1180),
+        (0.1008, 0.0755, -0.0421),
+        (-0.0515, 0.0201, 0.0011),
+        (0.0428, -0.0012, -0.0036),
+        (0.0817, 0.0765, 0.0749),
+        (-0.1264, -0.0522, -0.1103),
+        (-0.0280, -0.0881, -0.0499),
+        (-0.1262, -0.0982, -0.0778),
+    ),
+    rgb_bias=(-0.0329, -0.0718, -0.0851),
+    taesd_decoder="taef1_decoder",
 )
 
 
@@ -213,6 +239,20 @@ class Conditioning(EdgeType):
 
 # What a discrete-time model outputs (see nodes.sampling.model_sampling); checkpoints are eps or v.
 Prediction = Literal["eps", "v", "x0", "img_to_img", "lcm"]
+
+
+@dataclass(frozen=True)
+class FlowSampling:
+    """A flow-matching model's sigma schedule (ComfyUI's CONST prediction).
+
+    `kind` "flux": FLUX's resolution shift `shift` (mu; 1.15 for FLUX dev), the model fed sigma itself;
+    "discrete_flow": SD3/AuraFlow's shift with the model fed sigma * `multiplier` (FLUX schnell: shift 1,
+    multiplier 1).
+    """
+
+    kind: Literal["flux", "discrete_flow"]
+    shift: float
+    multiplier: float = 1000.0
 
 
 @dataclass(frozen=True, eq=False)

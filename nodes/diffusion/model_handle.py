@@ -32,7 +32,7 @@ from nodes.diffusion import sd3
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
-from nodes.types import SD15_LATENT, LatentFormat, Prediction
+from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
 SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "aesthetic_score")
@@ -73,6 +73,8 @@ class DiffusionModel(_Handle):
     adm: Literal["none", "sdxl", "refiner"] = "none"
     # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels.
     in_channels: int = 4
+    # Flow-matching schedule (FLUX, SD3); None for the discrete eps/v models.
+    flow: FlowSampling | None = None
 
     @property
     def is_inpaint(self) -> bool:

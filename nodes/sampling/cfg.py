@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from nodes.sampling.conds import InpaintSource, SamplingCond, prepare_groups, repeat_to_batch
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.flow import ModelSampling
 from nodes.types import CondEntry
 
 # (x_in, timesteps, embeds, pooled, extras) -> raw UNet output (eps or v), the model handle's contract.
@@ -129,7 +129,7 @@ class CfgDenoiser:
     def __init__(
         self,
         unet: UnetForward,
-        model_sampling: DiscreteModelSampling,
+        model_sampling: ModelSampling,
         positive: Sequence[CondEntry],
         negative: Sequence[CondEntry],
         cfg: float,

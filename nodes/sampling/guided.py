@@ -16,8 +16,8 @@ from engine import RunContext
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.media.previews import run_previewer
 from nodes.sampling.conds import InpaintSource
+from nodes.sampling.flow import model_sampling_for
 from nodes.sampling.guiders import guider_denoiser
-from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import prepare_noise
 from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, prepare_mask, sample
 from nodes.types import Guider, Latent, LatentFormat, LatentSequence, Noise, SamplerSpec
@@ -93,7 +93,7 @@ def sample_guided(
 ) -> SamplingResult:
     """Denoise `latent` along `sigmas` with the guider's model and guidance and the given sampler."""
     model = guider.model
-    ms = DiscreteModelSampling.create(model.prediction)
+    ms = model_sampling_for(model)
     recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
 
     def unet(x_in, timesteps, embeds, pooled, extras):
