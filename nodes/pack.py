@@ -18,6 +18,8 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.latent",
     "nodes.defs.vae",
     "nodes.defs.inpaint",
+    "nodes.defs.model_sampling",
+    "nodes.defs.sd3",
     "nodes.defs.sampler",
     "nodes.defs.custom_sampling",
     "nodes.defs.sampler_select",

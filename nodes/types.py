@@ -98,6 +98,7 @@ SD3_LATENT = LatentFormat(
     ),
     rgb_bias=(0.2394, 0.2135, 0.1925),
     taesd_decoder="taesd3_decoder",
+)
 # FLUX's 16-channel VAE (ComfyUI latent_formats.Flux facts: scale 0.3611, shift 0.1159, RGB rows).
 FLUX_LATENT = LatentFormat(
     name="flux",
@@ -311,3 +312,17 @@ class Guider(EdgeType):
     def nbytes(self) -> int:
         """Bytes of the conditioning tensors (the model lives in the model store)."""
         return sum(c.nbytes() for c in self.conds.values())
+
+
+@dataclass(frozen=True)
+class SkipLayerGuidance:
+    """Skip Layer Guidance set on a MODEL: after CFG, x0 += (cond x0 - cond x0 with `layers` skipped) * scale.
+
+    Applied while sigma_end <= sigma <= sigma_start (the first item's sigma); the window was turned
+    from percents into sigmas with the model's sampling when the node ran, as ComfyUI does.
+    """
+
+    layers: tuple[int, ...]
+    scale: float
+    sigma_start: float
+    sigma_end: float

@@ -6,16 +6,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
-from nodes.diffusion import families
+from nodes.diffusion import families, sd3
 from nodes.diffusion.loader import component_dtype, inspect_vae_file, load_checkpoint_into
 from nodes.diffusion.model_handle import ClipHandle, DiffusionModel, VaeHandle
 from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, Variant
+from nodes.types import FlowSampling
 
 
 def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: int = 4) -> DiffusionModel:
     """The MODEL handle for a UNet recipe, with its family's latent format and ADM kind."""
-    if recipe.family in families.DIT_FAMILIES:
-        return dit_model_handle(store, recipe)
+    if recipe.family == sd3.FAMILY:
+        return sd3_model_handle(store, recipe)
     spec = families.family_spec(recipe.family)
     return DiffusionModel(
         recipe,
@@ -28,8 +29,8 @@ def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: i
     )
 
 
-def dit_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
-    """The MODEL handle of a transformer family (SD3): 16-channel latents, no UNet ADM inputs."""
+def sd3_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
+    """The MODEL handle of an SD3-family MMDiT: 16-channel latents, discrete-flow sampling."""
     fmt = families.latent_format(recipe.family)
     return DiffusionModel(
         recipe,
@@ -37,6 +38,8 @@ def dit_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
         compute_dtype=component_dtype(store, "unet"),
         device=str(store.device),
         in_channels=fmt.channels,
+        # ComfyUI's default for SD3 files: discrete flow, shift 3, timesteps sigma * 1000.
+        flow=FlowSampling("discrete_flow", sd3.DEFAULT_SHIFT, sd3.TIMESTEP_MULTIPLIER),
     )
 
 

@@ -32,7 +32,7 @@ from nodes.diffusion import sd3
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
-from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction
+from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction, SkipLayerGuidance
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
 SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "aesthetic_score")
@@ -58,6 +58,10 @@ class DiffusionModel(_Handle):
 
     io_type: ClassVar[str] = "MODEL"
     prediction: Prediction = "eps"
+    # Zero-terminal-SNR sigma table (ModelSamplingDiscrete's zsnr switch).
+    zsnr: bool = False
+    # Skip Layer Guidance passes applied after CFG, in order (SkipLayerGuidanceSD3).
+    skip_guidance: tuple[SkipLayerGuidance, ...] = ()
     latent_format: LatentFormat = SD15_LATENT
 
     def autoencoder(self, store: Any) -> AutoencoderKL:

@@ -25,6 +25,10 @@ VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "text_encoders."
 # ComfyUI's default for SD3-family models (ModelSamplingSD3 without a node): shift 3, timesteps x1000.
 DEFAULT_SHIFT = 3.0
+TIMESTEP_MULTIPLIER = 1000.0
+# AuraFlow-style sampling feeds sigma itself (ModelSamplingAuraFlow's multiplier and default shift).
+AURAFLOW_MULTIPLIER = 1.0
+AURAFLOW_SHIFT = 1.73
 # The SD3 VAE's latent statistics (what diffusers calls scaling and shift factor).
 LATENT_SCALE = 1.5305
 LATENT_SHIFT = 0.0609
@@ -167,6 +171,10 @@ def mmdit_forward(
     """
     if pooled is None:
         raise ValueError("SD3 needs pooled text embeddings (CLIP-L + CLIP-G pooled, 2048 wide)")
+    blocks = int(transformer.config.num_layers)  # type: ignore[union-attr,arg-type]
+    missing = [i for i in skip_layers if i >= blocks]
+    if missing:
+        raise ValueError(f"cannot skip blocks {missing}: this model has {blocks} blocks (0 to {blocks - 1})")
     dev, dt = device, dtype
     height, width = x_in.shape[-2:]
     patch = int(transformer.config.patch_size)  # type: ignore[union-attr,arg-type]

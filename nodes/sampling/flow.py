@@ -143,7 +143,7 @@ def model_sampling_for(model: Any) -> ModelSampling:
     flow = getattr(model, "flow", None)
     if flow is not None:
         return FlowModelSampling.create(flow)
-    return DiscreteModelSampling.create(model.prediction)
+    return DiscreteModelSampling.create(model.prediction, zsnr=getattr(model, "zsnr", False))
 
 
 def half_log_snr(sigma: torch.Tensor, ms: object) -> torch.Tensor:

@@ -11,12 +11,15 @@ from safetensors.torch import save_file
 
 from engine import UserFacingError
 from nodes.defs.loaders import CheckpointLoaderSimple
+from nodes.defs.model_sampling import ModelSamplingAuraFlow, ModelSamplingDiscrete, ModelSamplingSD3
+from nodes.defs.sd3 import SkipLayerGuidanceSD3
 from nodes.diffusion import loader, sd3
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_weights
 from nodes.diffusion.make_checkpoint import main as make_checkpoint_main
 from nodes.diffusion.mmdit_layout import sd3_checkpoint_layout
 from nodes.diffusion.text_encode import ClipStack
-from nodes.types import SD3_LATENT
+from nodes.sampling.flow import model_sampling_for
+from nodes.types import SD3_LATENT, FlowSampling
 from tests.nodes.helpers_models import make_ctx
 from tests.shared_reference import SHARED_REFERENCE
 
@@ -116,3 +119,54 @@ def test_sd3_bare_transformer_is_sent_to_unet_loader(tiny_sd3_path, tmp_path):
     transformer, report = loader.build_mmdit(read_weights(bare), torch.float32, prefix="")
     assert report.missing == [] and report.unexpected == []
     assert isinstance(transformer, torch.nn.Module) and not isinstance(transformer, ClipStack)
+
+
+def _sd3_model(tiny_models_dir, tiny_sd3_path, model_store, tmp_path):
+    ctx = make_ctx(tiny_models_dir, model_store, tmp_path)
+    out = CheckpointLoaderSimple().run(ctx, CheckpointLoaderSimple.Inputs(ckpt_name=tiny_sd3_path.name))
+    return ctx, out.MODEL
+
+
+def test_sd3_model_samples_as_discrete_flow_with_shift_3_until_patched(
+    tiny_models_dir, tiny_sd3_path, model_store, tmp_path
+):
+    ctx, model = _sd3_model(tiny_models_dir, tiny_sd3_path, model_store, tmp_path)
+    assert model.flow == FlowSampling("discrete_flow", 3.0, 1000.0)
+    sd3_patch = ModelSamplingSD3().run(ctx, ModelSamplingSD3.Inputs(model=model, shift=6.0)).MODEL
+    aura = ModelSamplingAuraFlow().run(ctx, ModelSamplingAuraFlow.Inputs(model=model)).MODEL
+    assert sd3_patch.flow == FlowSampling("discrete_flow", 6.0, 1000.0)
+    assert aura.flow == FlowSampling("discrete_flow", 1.73, 1.0)
+    discrete = (
+        ModelSamplingDiscrete()
+        .run(ctx, ModelSamplingDiscrete.Inputs(model=model, sampling="v_prediction", zsnr=True))
+        .MODEL
+    )
+    assert (discrete.flow, discrete.prediction, discrete.zsnr) == (None, "v", True)
+    assert model_sampling_for(discrete).sigma_max > 4000
+
+
+def test_skip_layer_guidance_node_sets_sigma_window_and_refuses_missing_blocks(
+    tiny_models_dir, tiny_sd3_path, model_store, tmp_path
+):
+    ctx, model = _sd3_model(tiny_models_dir, tiny_sd3_path, model_store, tmp_path)
+    node = SkipLayerGuidanceSD3()
+    same = node.run(ctx, SkipLayerGuidanceSD3.Inputs(model=model, layers=" , ")).MODEL
+    assert same is model
+    guided = node.run(ctx, SkipLayerGuidanceSD3.Inputs(model=model, layers="0,1", start_percent=0.0)).MODEL
+    (slg,) = guided.skip_guidance
+    # Shift 3: percent 0 -> sigma 1, percent 0.15 -> 3 * 0.85 / (1 + 2 * 0.85).
+    assert slg.layers == (0, 1) and slg.sigma_start == 1.0
+    assert slg.sigma_end == pytest.approx(3 * 0.85 / 2.7)
+    transformer = guided.load(model_store)
+    x = torch.zeros(1, 16, 8, 8)
+    with pytest.raises(ValueError, match=r"cannot skip blocks \[7, 8, 9\]: this model has 2 blocks"):
+        sd3.mmdit_forward(
+            transformer,
+            x,
+            torch.tensor([500.0]),
+            torch.zeros(1, 4, 4096),
+            torch.zeros(1, 2048),
+            torch.device("cpu"),
+            torch.float32,
+            (7, 8, 9),
+        )
