@@ -19,6 +19,7 @@ class Variant(Enum):
     CHECKPOINT = "checkpoint"  # one single-file checkpoint (original LDM layout) holding every part
     DIFFUSERS = "diffusers"  # a diffusers folder: one subfolder per part
     VAE_FILE = "vae_file"  # a standalone VAE file (LDM or diffusers key names)
+    TEXT_ENCODERS = "text_encoders"  # one to three standalone text encoder files (`paths`)
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,14 @@ class ComponentRecipe:
     component: Component
     variant: Variant = Variant.CHECKPOINT
     patches: tuple[LoraPatch, ...] = ()
+    # Every file of a TEXT_ENCODERS recipe in the loader's order (`path` is the first).
+    paths: tuple[str, ...] = ()
 
     @property
     def store_key(self) -> tuple[Any, ...]:
         """The model store key: identical recipes share one loaded module."""
-        return ("diffgraph", self.component, self.path, self.family, self.variant, self.patches)
+        key = ("diffgraph", self.component, self.path, self.family, self.variant, self.patches)
+        return key + (self.paths,) if self.paths else key
 
     def base(self) -> ComponentRecipe:
         """The same recipe without LoRA patches (the cached base model)."""
