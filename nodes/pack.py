@@ -14,6 +14,8 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.animation",
     "nodes.defs.loaders",
     "nodes.defs.text",
+    "nodes.defs.clip_loaders",
+    "nodes.defs.flow_text",
     "nodes.defs.conditioning",
     "nodes.defs.latent",
     "nodes.defs.vae",

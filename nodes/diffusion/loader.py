@@ -212,6 +212,10 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
         return diffusers_folder.load_part(path, recipe.family, recipe.component, dtype)
     if recipe.variant is Variant.DIFFUSION_FILE:
         return unet_file.load_diffusion_model(recipe, dtype)
+    if recipe.variant is Variant.TEXT_ENCODERS:
+        from nodes.diffusion.text_encoders import load_text_stack  # heavy (T5); only when used
+
+        return load_text_stack(recipe.family, [Path(p) for p in recipe.paths])
     if recipe.variant is Variant.VAE_FILE:
         sd = read_weights(path, cast=lambda _key: dtype)
         return build_vae_file(path, sd, dtype, recipe.family)

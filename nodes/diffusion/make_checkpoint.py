@@ -28,6 +28,7 @@ from nodes.diffusion.ldm_layout import (
     unet_layout,
     vae_layout,
 )
+from nodes.diffusion.make_text_encoder import FILE_DTYPES, TEXT_ENCODER_ARCHS, make_text_encoder
 
 ARCH_NAMES = ("sd15", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
 V_PRED_KEY = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
@@ -145,12 +146,16 @@ def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype
 def main(argv: list[str] | None = None) -> int:
     """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=ARCH_NAMES, required=True)
+    ap.add_argument("--arch", choices=ARCH_NAMES + TEXT_ENCODER_ARCHS, required=True)
     ap.add_argument("--size", choices=("tiny", "full"), default="tiny")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
+    ap.add_argument("--dtype", choices=tuple(FILE_DTYPES), default="fp16", help="fp8 only for text encoders")
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
+    if args.arch in TEXT_ENCODER_ARCHS:
+        path = make_text_encoder(args.arch, args.size, args.seed, args.out, args.dtype)
+        print(f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size}, seed {args.seed})")
+        return 0
     path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
     print(f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size}, seed {args.seed})")
     return 0
