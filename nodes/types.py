@@ -72,6 +72,32 @@ SDXL_LATENT = LatentFormat(
     rgb_bias=(0.1084, -0.0175, -0.0011),
     taesd_decoder="taesdxl_decoder",
 )
+# SD3 / SD3.5: 16 channels with a shift (ComfyUI latent_formats.SD3 facts).
+SD3_LATENT = LatentFormat(
+    name="sd3",
+    channels=16,
+    scale_factor=1.5305,
+    shift=0.0609,
+    rgb_factors=(
+        (-0.0922, -0.0175, 0.0749),
+        (0.0311, 0.0633, 0.0954),
+        (0.1994, 0.0927, 0.0458),
+        (0.0856, 0.0339, 0.0902),
+        (0.0587, 0.0272, -0.0496),
+        (-0.0006, 0.1104, 0.0309),
+        (0.0978, 0.0306, 0.0427),
+        (-0.0042, 0.1038, 0.1358),
+        (-0.0194, 0.0020, 0.0669),
+        (-0.0488, 0.0130, -0.0268),
+        (0.0922, 0.0988, 0.0951),
+        (-0.0278, 0.0524, -0.0542),
+        (0.0332, 0.0456, 0.0895),
+        (-0.0069, -0.0030, -0.0810),
+        (-0.0596, -0.0465, -0.0293),
+        (-0.1448, -0.1463, -0.1189),
+    ),
+    rgb_bias=(0.2394, 0.2135, 0.1925),
+    taesd_decoder="taesd3_decoder",
 # FLUX's 16-channel VAE (ComfyUI latent_formats.Flux facts: scale 0.3611, shift 0.1159, RGB rows).
 FLUX_LATENT = LatentFormat(
     name="flux",
@@ -211,7 +237,8 @@ class Conditioning(EdgeType):
         )
 
 
-Prediction = Literal["eps", "v"]
+# What a discrete-time model outputs (see nodes.sampling.model_sampling); checkpoints are eps or v.
+Prediction = Literal["eps", "v", "x0", "img_to_img", "lcm"]
 
 
 @dataclass(frozen=True)

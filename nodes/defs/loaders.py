@@ -14,6 +14,8 @@ from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, Variant
 
 def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: int = 4) -> DiffusionModel:
     """The MODEL handle for a UNet recipe, with its family's latent format and ADM kind."""
+    if recipe.family in families.DIT_FAMILIES:
+        return dit_model_handle(store, recipe)
     spec = families.family_spec(recipe.family)
     return DiffusionModel(
         recipe,
@@ -23,6 +25,18 @@ def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: i
         device=str(store.device),
         adm=spec.adm,
         in_channels=in_channels,
+    )
+
+
+def dit_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
+    """The MODEL handle of a transformer family (SD3): 16-channel latents, no UNet ADM inputs."""
+    fmt = families.latent_format(recipe.family)
+    return DiffusionModel(
+        recipe,
+        latent_format=fmt,
+        compute_dtype=component_dtype(store, "unet"),
+        device=str(store.device),
+        in_channels=fmt.channels,
     )
 
 
@@ -42,7 +56,9 @@ def checkpoint_outputs(store, path: Path) -> tuple[DiffusionModel, ClipHandle, V
     vae = recipes.get("vae")
     if vae is None:
         raise UserFacingError(f"{path.name} has no VAE weights; add a VAELoader and use its VAE")
-    clip = ClipHandle(recipes["clip"], compute_dtype=component_dtype(store, "clip"), device=str(store.device))
+    # An SD3 file without text encoders still hands out a CLIP, which explains the gap when used.
+    clip_recipe = recipes.get("clip") or ComponentRecipe(str(path), info.family, "clip")
+    clip = ClipHandle(clip_recipe, compute_dtype=component_dtype(store, "clip"), device=str(store.device))
     model = model_handle(store, recipes["unet"], info.prediction, info.unet_in_channels)
     return model, clip, vae_handle(store, vae)
 

@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders import single_file_utils as sfu
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from nodes.diffusion import diffusers_folder, families, unet_file
+from nodes.diffusion import diffusers_folder, families, sd3, unet_file
 from nodes.diffusion.checkpoint_io import (
     CheckpointFormatError,
     read_header,
@@ -138,8 +138,40 @@ def build_text(
     return ClipStack(family, encoders, specs), reports
 
 
+def build_mmdit(
+    sd: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = sd3.MMDIT_PREFIX
+) -> tuple[torch.nn.Module, LoadReport]:
+    """SD3Transformer2DModel from single-file MMDiT tensors (`prefix` '' for a bare transformer file)."""
+    model = sd3.new_transformer(sd3.transformer_config(sd, prefix))
+    return _to_model(model, sd3.convert_transformer(sd, prefix), dtype, "sd3 transformer")
+
+
+def build_sd3_vae(
+    sd: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = sd3.VAE_PREFIX
+) -> tuple[torch.nn.Module, LoadReport]:
+    """The 16-channel SD3 AutoencoderKL (no quant convs) from LDM-layout tensors."""
+    cfg = sd3.vae_config(sd, prefix)
+    return _to_model(sd3.new_vae(cfg), sd3.convert_vae(sd, cfg, prefix), dtype, "sd3 vae")
+
+
+def _sd3_info(path: Path, keys: list[str]) -> CheckpointInfo:
+    """An SD3-family single file: MMDiT at the checkpoint prefix, VAE and text encoders when present."""
+    if sd3.mmdit_prefix(keys) != sd3.MMDIT_PREFIX:
+        raise CheckpointFormatError(
+            f"{path.name} holds a bare SD3 MMDiT (no 'model.diffusion_model.' prefix); load it with "
+            "UNETLoader from models/diffusion_models"
+        )
+    has_vae = any(k.startswith(sd3.VAE_PREFIX + "decoder.") for k in keys)
+    has_text = any(k.startswith(sd3.TEXT_PREFIX) for k in keys)
+    # Without text encoders CLIP stays unbuilt: its handle fails with a clear error only when used.
+    comps = tuple(c for c, ok in (("unet", True), ("clip", has_text), ("vae", has_vae)) if ok)
+    return CheckpointInfo(str(path), sd3.FAMILY, "flow", comps, 16)
+
+
 def _prefixes(family: str) -> dict[str, tuple[str, ...]]:
     """Component -> the key prefixes of its tensors in the single-file layout."""
+    if family == sd3.FAMILY:
+        return {"unet": (sd3.MMDIT_PREFIX,), "vae": (sd3.VAE_PREFIX,), "clip": (sd3.TEXT_PREFIX,)}
     texts = tuple(s.ldm_prefix for s in families.family_spec(family).text_encoders)
     return {"unet": (families.UNET_PREFIX,), "vae": (families.VAE_PREFIX,), "clip": texts}
 
@@ -173,6 +205,8 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
         keys, metadata = list(probe), {}
         weight = probe.get(families.UNET_PREFIX + "input_blocks.0.0.weight")
         conv_in = None if weight is None else list(weight.shape)
+    if sd3.is_mmdit(keys):
+        return _sd3_info(path, keys)
     found = families.detect(keys)
     if found.unsupported:
         raise CheckpointFormatError(
@@ -225,6 +259,8 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
 
 def build_component(component: str, family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype):
     """Build one component from an already-read state dict; returns (module, reports)."""
+    if family == sd3.FAMILY:
+        return _build_sd3_component(component, sd, dtype)
     if component == "unet":
         model, report = build_unet(family, sd, dtype)
         return model, [report]
@@ -232,6 +268,24 @@ def build_component(component: str, family: str, sd: dict[str, torch.Tensor], dt
         model, report = build_vae(family, sd, dtype)
         return model, [report]
     return build_text(family, sd, dtype)
+
+
+def _build_sd3_component(component: str, sd: dict[str, torch.Tensor], dtype: torch.dtype):
+    """One part of an SD3-family single file; text encoders are refused until they can be built."""
+    if component == "unet":
+        model, report = build_mmdit(sd, dtype)
+        return model, [report]
+    if component == "vae":
+        model, report = build_sd3_vae(sd, dtype)
+        return model, [report]
+    if not any(k.startswith(sd3.TEXT_PREFIX) for k in sd):
+        raise CheckpointFormatError(
+            "this SD3 checkpoint holds no text encoders ('text_encoders.*'); load CLIP-L, CLIP-G and T5-XXL "
+            "with TripleCLIPLoader"
+        )
+    raise CheckpointFormatError(
+        "text encoders inside SD3 checkpoints are not supported yet; use TripleCLIPLoader"
+    )
 
 
 def _vae_prefix(keys) -> str:

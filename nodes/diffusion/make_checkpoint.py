@@ -29,6 +29,8 @@ from nodes.diffusion.ldm_layout import (
     vae_layout,
 )
 from nodes.diffusion.make_text_encoder import FILE_DTYPES, TEXT_ENCODER_ARCHS, make_text_encoder
+from nodes.diffusion.mmdit_layout import SD3_ARCHS, SD3_SIZES, sd3_checkpoint_layout
+from nodes.diffusion.random_weights import write_random_file
 
 ARCH_NAMES = ("sd15", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
 V_PRED_KEY = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
@@ -143,19 +145,45 @@ def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype
     return out
 
 
+_TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def make_sd3_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype: str = "fp16") -> Path:
+    """Write a random-weight SD3/3.5 single file (MMDiT + VAE) by the per-tensor value rule.
+
+    The rule (nodes.diffusion.random_weights) makes `sd3.5-medium` `reduced` with seed 1234 the shared
+    reference's d2 file byte for byte.
+    """
+    component = SD3_ARCHS[arch][1]
+    layout = {k: (shape, _TORCH_DTYPES[dtype]) for k, shape in sd3_checkpoint_layout(arch, size).items()}
+    out = Path(out_path)
+    tmp = out.with_name(out.name + ".tmp")
+    write_random_file(tmp, seed, component, layout)
+    os.replace(tmp, out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=ARCH_NAMES + TEXT_ENCODER_ARCHS, required=True)
-    ap.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    ap.add_argument("--arch", choices=(*ARCH_NAMES, *TEXT_ENCODER_ARCHS, *SD3_ARCHS), required=True)
+    ap.add_argument(
+        "--size",
+        choices=SD3_SIZES,
+        default="tiny",
+        help="reduced (depth 2, full width) is for SD3 archs only",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=tuple(FILE_DTYPES), default="fp16", help="fp8 only for text encoders")
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
     if args.arch in TEXT_ENCODER_ARCHS:
         path = make_text_encoder(args.arch, args.size, args.seed, args.out, args.dtype)
-        print(f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size}, seed {args.seed})")
-        return 0
-    path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
+    elif args.arch in SD3_ARCHS:
+        path = make_sd3_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
+    elif args.size == "reduced":
+        ap.error(f"--size reduced is for the SD3 archs ({', '.join(SD3_ARCHS)})")
+    else:
+        path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
     print(f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size}, seed {args.seed})")
     return 0

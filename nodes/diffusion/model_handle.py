@@ -18,6 +18,8 @@ Contract for samplers (`DiffusionModel.forward`):
 FLUX models (`flow` set) take x [B, 16, h, w] unscaled, timesteps = sigmas in [0, 1], embeds the T5
 tokens [B, L, 4096], pooled the CLIP-L pooled output [B, 768] and `extras[i]["guidance"]` (FLUX dev's
 distilled guidance, 3.5 when absent); they return the velocity [B, 16, h, w].
+SD3-family MMDiTs take the same call with 16-channel x_in, timesteps = sigma * 1000, embeds [B, L, 4096]
+(CLIP-L/G padded to 4096 then T5 tokens) and pooled [B, 2048], and return the velocity.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
+from nodes.diffusion import sd3
 from nodes.diffusion.flux import FluxModel, guidance_vector
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
@@ -91,12 +94,25 @@ class DiffusionModel(_Handle):
         embeds: torch.Tensor,
         pooled: torch.Tensor | None = None,
         extras: Sequence[dict[str, Any]] | None = None,
+        skip_layers: tuple[int, ...] = (),
     ) -> torch.Tensor:
-        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape."""
+        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape.
+
+        `skip_layers` (transformer families only) names blocks to pass over (Skip Layer Guidance).
+        """
         unet = self.load(store)
         if isinstance(unet, FluxModel):
+            if skip_layers:
+                raise ValueError("skipping layers is not supported for FLUX models")
             guidance = guidance_vector(extras, x_in.shape[0])
             return unet(x_in, timesteps, embeds, pooled, guidance)
+        if self.family == sd3.FAMILY:
+            dev = torch.device(self.device)
+            return sd3.mmdit_forward(
+                unet, x_in, timesteps, embeds, pooled, dev, self.compute_dtype, skip_layers
+            )
+        if skip_layers:
+            raise ValueError(f"skipping layers needs a transformer model; {self.family} is a UNet")
         dev, dt = torch.device(self.device), self.compute_dtype
         kwargs: dict[str, Any] = {}
         if self.adm != "none":

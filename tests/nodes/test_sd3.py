@@ -1,0 +1,118 @@
+"""SD3 / SD3.5 files: published layouts, detection and config from tensors, loading, the MMDiT call."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from engine import UserFacingError
+from nodes.defs.loaders import CheckpointLoaderSimple
+from nodes.diffusion import loader, sd3
+from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_weights
+from nodes.diffusion.make_checkpoint import main as make_checkpoint_main
+from nodes.diffusion.mmdit_layout import sd3_checkpoint_layout
+from nodes.diffusion.text_encode import ClipStack
+from nodes.types import SD3_LATENT
+from tests.nodes.helpers_models import make_ctx
+from tests.shared_reference import SHARED_REFERENCE
+
+FLOW_REFERENCE = SHARED_REFERENCE / "flow"
+REFERENCE_SHA256 = "85f8fe85fb93cf4e62827ef51ec86124bf68b31955370493bcf4bb04ad024d2e"
+needs_flow_reference = pytest.mark.skipif(
+    not (FLOW_REFERENCE / "layouts").is_dir(), reason=f"no flow reference data at {FLOW_REFERENCE}"
+)
+
+
+@needs_flow_reference
+def test_sd3_layout_generator_matches_published_sd35_medium_layout():
+    published = json.loads((FLOW_REFERENCE / "layouts" / "sd35m.json").read_text())
+    published.pop("__metadata__")
+    ours = sd3_checkpoint_layout("sd3.5-medium", "reduced")
+    assert {k: tuple(v["shape"]) for k, v in published.items()} == ours
+    assert {v["dtype"] for v in published.values()} == {"F16"}
+
+
+@pytest.mark.slow
+def test_sd3_make_checkpoint_rebuilds_reference_file_byte_for_byte(tmp_path):
+    out = tmp_path / "sd3.5m-random-d2.safetensors"
+    argv = ["--arch", "sd3.5-medium", "--size", "reduced", "--seed", "1234", str(out)]
+    assert make_checkpoint_main(argv) == 0
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == REFERENCE_SHA256
+
+
+@pytest.mark.parametrize(
+    ("arch", "depth", "grid", "dual", "qk_norm"),
+    [
+        ("sd3.5-medium", 24, 384, tuple(range(13)), "rms_norm"),
+        ("sd3.5-large", 38, 192, (), "rms_norm"),
+        ("sd3-medium", 24, 192, (), None),
+    ],
+)
+def test_sd3_config_read_from_published_shapes(arch, depth, grid, dual, qk_norm):
+    cfg = sd3.transformer_config(sd3_checkpoint_layout(arch, "full"))
+    assert cfg["num_layers"] == cfg["num_attention_heads"] == depth
+    assert cfg["caption_projection_dim"] == 64 * depth
+    assert cfg["pos_embed_max_size"] == grid
+    assert cfg["dual_attention_layers"] == dual
+    assert cfg["qk_norm"] == qk_norm
+    assert (cfg["in_channels"], cfg["out_channels"], cfg["joint_attention_dim"]) == (16, 16, 4096)
+    vae = sd3.vae_config(sd3_checkpoint_layout(arch, "full"))
+    assert vae["latent_channels"] == 16 and vae["block_out_channels"] == [128, 256, 512, 512]
+    assert not vae["use_quant_conv"] and not vae["use_post_quant_conv"]
+
+
+def test_sd3_tiny_file_detected_and_loaded_with_zero_key_mismatches(tiny_sd3_path):
+    info = loader.inspect_checkpoint(tiny_sd3_path)
+    assert (info.family, info.components) == ("sd3", ("unet", "vae"))
+    sd = read_weights(tiny_sd3_path)
+    for component in ("unet", "vae"):
+        model, reports = loader.build_component(component, "sd3", dict(sd), torch.float32)
+        assert reports[0].missing == [] and reports[0].unexpected == [], component
+    assert model.config.latent_channels == 16
+
+
+def test_sd3_tiny_forward_gives_velocity_of_latent_shape_and_skips_layers(tiny_sd3_path):
+    sd = read_weights(tiny_sd3_path, cast=lambda _k: torch.float32)
+    transformer, _ = loader.build_mmdit(sd, torch.float32)
+    g = torch.Generator().manual_seed(0)
+    # 33 latent rows: not a multiple of the patch size, padded and cropped back as ComfyUI does.
+    x = torch.randn(2, 16, 33, 32, generator=g)
+    embeds, pooled = torch.randn(2, 10, 4096, generator=g), torch.randn(2, 2048, generator=g)
+    t = torch.tensor([900.0, 100.0])
+    with torch.inference_mode():
+        out = sd3.mmdit_forward(transformer, x, t, embeds, pooled, torch.device("cpu"), torch.float32)
+        skipped = sd3.mmdit_forward(
+            transformer, x, t, embeds, pooled, torch.device("cpu"), torch.float32, (1,)
+        )
+    assert out.shape == x.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert not torch.allclose(out, skipped)
+    with pytest.raises(ValueError, match="pooled"):
+        sd3.mmdit_forward(transformer, x, t, embeds, None, torch.device("cpu"), torch.float32)
+
+
+def test_sd3_checkpoint_loader_gives_16_channel_model_and_a_clip_that_explains_its_absence(
+    tiny_models_dir, tiny_sd3_path, model_store, tmp_path
+):
+    ctx = make_ctx(tiny_models_dir, model_store, tmp_path)
+    node = CheckpointLoaderSimple()
+    out = node.run(ctx, CheckpointLoaderSimple.Inputs(ckpt_name=tiny_sd3_path.name))
+    assert out.MODEL.family == "sd3" and out.MODEL.latent_format == SD3_LATENT
+    assert out.MODEL.in_channels == 16
+    assert out.VAE.autoencoder(model_store).config.latent_channels == 16
+    with pytest.raises(UserFacingError, match="TripleCLIPLoader"):
+        out.CLIP.stack(model_store)
+
+
+def test_sd3_bare_transformer_is_sent_to_unet_loader(tiny_sd3_path, tmp_path):
+    sd = read_weights(tiny_sd3_path, lambda k: k.startswith(sd3.MMDIT_PREFIX))
+    bare = tmp_path / "sd35m-transformer.safetensors"
+    save_file({k.removeprefix(sd3.MMDIT_PREFIX): v for k, v in sd.items()}, bare)
+    with pytest.raises(CheckpointFormatError, match="UNETLoader"):
+        loader.inspect_checkpoint(bare)
+    transformer, report = loader.build_mmdit(read_weights(bare), torch.float32, prefix="")
+    assert report.missing == [] and report.unexpected == []
+    assert isinstance(transformer, torch.nn.Module) and not isinstance(transformer, ClipStack)
