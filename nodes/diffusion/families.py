@@ -25,13 +25,13 @@ from typing import Any, Literal
 
 import torch
 
-from nodes.types import SD3_LATENT, SD15_LATENT, SDXL_LATENT, LatentFormat
+from nodes.types import FLUX_LATENT, SD3_LATENT, SD15_LATENT, SDXL_LATENT, LatentFormat
 
 FAMILIES = ("sd15", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 V_PRED_KEY = UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
-LATENT_FORMATS = {"sd15": SD15_LATENT, "sdxl": SDXL_LATENT}
+LATENT_FORMATS = {"sd15": SD15_LATENT, "sdxl": SDXL_LATENT, "flux": FLUX_LATENT}
 # Families loaded by their own module rather than a configs/<name>.json UNet spec.
 DIT_FAMILIES = {"sd3": SD3_LATENT}
 _UNSUPPORTED = (
@@ -217,7 +217,12 @@ def vae_config(
     cfg["down_block_types"] = ["DownEncoderBlock2D"] * n_levels
     cfg["up_block_types"] = ["UpDecoderBlock2D"] * n_levels
     cfg["layers_per_block"] = _count(keys, blocks)
-    cfg["latent_channels"] = w["post_quant_conv.weight"].shape[0]
+    # FLUX's autoencoder has no quant convs: its latent width is the decoder's input.
+    has_quant = "post_quant_conv.weight" in w
+    cfg["use_quant_conv"] = cfg["use_post_quant_conv"] = has_quant
+    cfg["latent_channels"] = w["post_quant_conv.weight" if has_quant else "decoder.conv_in.weight"].shape[
+        0 if has_quant else 1
+    ]
     return cfg
 
 

@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders import single_file_utils as sfu
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from nodes.diffusion import diffusers_folder, families, sd3
+from nodes.diffusion import diffusers_folder, families, sd3, unet_file
 from nodes.diffusion.checkpoint_io import (
     CheckpointFormatError,
     read_header,
@@ -31,6 +31,7 @@ from nodes.diffusion.recipe import ComponentRecipe, Variant
 from nodes.diffusion.text_encode import ClipStack
 
 log = logging.getLogger(__name__)
+FLUX_VAE_CHANNELS = 16
 
 
 @dataclass
@@ -243,6 +244,12 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
     path = Path(recipe.path)
     if recipe.variant is Variant.DIFFUSERS:
         return diffusers_folder.load_part(path, recipe.family, recipe.component, dtype)
+    if recipe.variant is Variant.DIFFUSION_FILE:
+        return unet_file.load_diffusion_model(recipe, dtype)
+    if recipe.variant is Variant.TEXT_ENCODERS:
+        from nodes.diffusion.text_encoders import load_text_stack  # heavy (T5); only when used
+
+        return load_text_stack(recipe.family, [Path(p) for p in recipe.paths])
     if recipe.variant is Variant.VAE_FILE:
         sd = read_weights(path, cast=lambda _key: dtype)
         return build_vae_file(path, sd, dtype, recipe.family)
@@ -288,8 +295,8 @@ def _vae_prefix(keys) -> str:
 def inspect_vae_file(path: Path) -> str:
     """The family label of a standalone VAE file, checked from its tensors (never from its name).
 
-    SD1.x, SD2.x and SDXL VAEs are 4-channel AutoencoderKLs with identical tensor names and shapes, so
-    no weight tells them apart: safetensors `modelspec.architecture` metadata naming SDXL gives "sdxl",
+    A 16-channel autoencoder without quant convs is FLUX's ("flux"). SD1.x, SD2.x and SDXL VAEs are
+    4-channel AutoencoderKLs with identical tensor names and shapes, so no weight tells them apart: safetensors `modelspec.architecture` metadata naming SDXL gives "sdxl",
     anything else "sd15". The label only picks the config template (its scaling factor is unused:
     VAE nodes take raw latents), so decoding gives the same result either way.
     """
@@ -303,6 +310,13 @@ def inspect_vae_file(path: Path) -> str:
     prefix = _vae_prefix(shapes)
     # Both layouts name these two tensors alike (LDM: 'decoder.up.*', diffusers: 'decoder.up_blocks.*').
     conv_in = shapes.get(prefix + "decoder.conv_in.weight")
+    if (
+        conv_in is not None
+        and conv_in[1] == FLUX_VAE_CHANNELS
+        and prefix + "encoder.conv_in.weight" in shapes
+    ):
+        # 16-channel autoencoders without quant convs (FLUX's, SD3's) share one architecture.
+        return "flux"
     if conv_in is None or prefix + "post_quant_conv.weight" not in shapes:
         raise CheckpointFormatError(
             f"{path.name} is not a VAE: expected 'decoder.*'/'encoder.*' keys (AutoencoderKL, "
@@ -311,7 +325,7 @@ def inspect_vae_file(path: Path) -> str:
     if conv_in[1] != 4:
         raise CheckpointFormatError(
             f"{path.name} is a VAE with {conv_in[1]} latent channels; diffgraph loads the 4-channel "
-            "SD1.x/SD2.x/SDXL VAEs"
+            "SD1.x/SD2.x/SDXL VAEs and the 16-channel FLUX autoencoder"
         )
     arch = metadata.get("modelspec.architecture", "").lower()
     return "sdxl" if "stable-diffusion-xl" in arch else "sd15"

@@ -28,6 +28,7 @@ from nodes.diffusion.ldm_layout import (
     unet_layout,
     vae_layout,
 )
+from nodes.diffusion.make_text_encoder import FILE_DTYPES, TEXT_ENCODER_ARCHS, make_text_encoder
 from nodes.diffusion.mmdit_layout import SD3_ARCHS, SD3_SIZES, sd3_checkpoint_layout
 from nodes.diffusion.random_weights import write_random_file
 
@@ -165,7 +166,7 @@ def make_sd3_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, d
 def main(argv: list[str] | None = None) -> int:
     """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=(*ARCH_NAMES, *SD3_ARCHS), required=True)
+    ap.add_argument("--arch", choices=(*ARCH_NAMES, *TEXT_ENCODER_ARCHS, *SD3_ARCHS), required=True)
     ap.add_argument(
         "--size",
         choices=SD3_SIZES,
@@ -173,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         help="reduced (depth 2, full width) is for SD3 archs only",
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
+    ap.add_argument("--dtype", choices=tuple(FILE_DTYPES), default="fp16", help="fp8 only for text encoders")
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
-    if args.arch in SD3_ARCHS:
+    if args.arch in TEXT_ENCODER_ARCHS:
+        path = make_text_encoder(args.arch, args.size, args.seed, args.out, args.dtype)
+    elif args.arch in SD3_ARCHS:
         path = make_sd3_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
     elif args.size == "reduced":
         ap.error(f"--size reduced is for the SD3 archs ({', '.join(SD3_ARCHS)})")

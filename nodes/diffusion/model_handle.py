@@ -14,6 +14,10 @@ Contract for samplers (`DiffusionModel.forward`):
              ComfyUI's defaults (width/height = latent size * 8, crops 0, target = width/height,
              aesthetic_score 6.0, or 2.5 when prompt_type == "negative").
   returns    float32 [B, 4, h, w], the raw UNet output (eps or v, see `prediction`).
+
+FLUX models (`flow` set) take x [B, 16, h, w] unscaled, timesteps = sigmas in [0, 1], embeds the T5
+tokens [B, L, 4096], pooled the CLIP-L pooled output [B, 768] and `extras[i]["guidance"]` (FLUX dev's
+distilled guidance, 3.5 when absent); they return the velocity [B, 16, h, w].
 SD3-family MMDiTs take the same call with 16-channel x_in, timesteps = sigma * 1000, embeds [B, L, 4096]
 (CLIP-L/G padded to 4096 then T5 tokens) and pooled [B, 2048], and return the velocity.
 """
@@ -29,6 +33,7 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
 from nodes.diffusion import sd3
+from nodes.diffusion.flux import FluxModel, guidance_vector
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
@@ -100,6 +105,11 @@ class DiffusionModel(_Handle):
         `skip_layers` (transformer families only) names blocks to pass over (Skip Layer Guidance).
         """
         unet = self.load(store)
+        if isinstance(unet, FluxModel):
+            if skip_layers:
+                raise ValueError("skipping layers is not supported for FLUX models")
+            guidance = guidance_vector(extras, x_in.shape[0])
+            return unet(x_in, timesteps, embeds, pooled, guidance)
         if self.family == sd3.FAMILY:
             dev = torch.device(self.device)
             return sd3.mmdit_forward(
