@@ -141,9 +141,12 @@ def build_text(
 def build_mmdit(
     sd: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = sd3.MMDIT_PREFIX
 ) -> tuple[torch.nn.Module, LoadReport]:
-    """SD3Transformer2DModel from single-file MMDiT tensors (`prefix` '' for a bare transformer file)."""
-    model = sd3.new_transformer(sd3.transformer_config(sd, prefix))
-    return _to_model(model, sd3.convert_transformer(sd, prefix), dtype, "sd3 transformer")
+    """SD3Transformer2DModel from single-file MMDiT tensors (`prefix` '' for a bare transformer file).
+
+    Linear weights stay in the dtype they were read in and are upcast to `dtype` per call.
+    """
+    model = sd3.build_transformer(sd, dtype, prefix)
+    return model, LoadReport("sd3 transformer")
 
 
 def build_sd3_vae(
@@ -418,7 +421,12 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
     # Only these components' tensors are read (EMA copies and DDPM buffers never are), each
     # converted to its compute dtype while being read.
     prefixes = _prefixes(family)
-    dtypes = {p: component_dtype(store, r.component) for r in missing for p in prefixes[r.component]}
+    dtypes: dict[str, torch.dtype | None] = {
+        p: component_dtype(store, r.component) for r in missing for p in prefixes[r.component]
+    }
+    if family == sd3.FAMILY and "unet" in {r.component for r in missing}:
+        # The MMDiT keeps its stored weights (upcast per layer): read them as they are.
+        dtypes[sd3.MMDIT_PREFIX] = None
     wanted = tuple(dtypes)
 
     def cast(key: str) -> torch.dtype | None:

@@ -18,6 +18,7 @@ from diffusers import AutoencoderKL, SD3Transformer2DModel
 from diffusers.loaders import single_file_utils as sfu
 
 from nodes.diffusion.checkpoint_io import CheckpointFormatError
+from nodes.diffusion.flux import keep_linear_weights
 
 FAMILY = "sd3"
 MMDIT_PREFIX = "model.diffusion_model."
@@ -108,6 +109,27 @@ def new_transformer(config: Mapping[str, Any]) -> torch.nn.Module:
     """An SD3Transformer2DModel on the meta device (weights come from the file)."""
     with torch.device("meta"):
         return SD3Transformer2DModel.from_config(dict(config))
+
+
+def build_transformer(sd: Mapping[str, torch.Tensor], compute: torch.dtype, prefix: str = MMDIT_PREFIX):
+    """SD3Transformer2DModel with Linear weights kept as stored (fp16, bf16, fp8) and upcast per call.
+
+    Everything else (convolution, norms, the position table) is widened to `compute` once; a file
+    that does not fill the model exactly is refused.
+    """
+    model = new_transformer(transformer_config(sd, prefix))
+    try:
+        model.load_state_dict(convert_transformer(sd, prefix), strict=True, assign=True)
+    except RuntimeError as exc:
+        raise CheckpointFormatError(
+            f"SD3 MMDiT: the tensors do not fit the model read from them: {exc}"
+        ) from exc
+    keep_linear_weights(model, compute)
+    for module in model.modules():
+        for name, buf in module.named_buffers(recurse=False):
+            if buf.is_floating_point() and buf.dtype != compute:
+                setattr(module, name, buf.to(compute))
+    return model.eval().requires_grad_(False)
 
 
 def vae_config(shapes: Mapping[str, Any], prefix: str = VAE_PREFIX) -> dict[str, Any]:

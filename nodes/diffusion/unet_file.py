@@ -1,7 +1,8 @@
 """Standalone diffusion-model files (models/diffusion_models, models/unet): detection and loading.
 
-A file's family is read from its tensors: today the FLUX.1 BFL layout (dev with `guidance_in`,
-schnell without), as a single file or a diffusers FluxTransformer2DModel folder.
+A file's family is read from its tensors: the FLUX.1 BFL layout (dev with `guidance_in`, schnell
+without), as a single file or a diffusers FluxTransformer2DModel folder, and SD3/SD3.5 MMDiTs in
+Stability's single-file naming (bare or under 'model.diffusion_model.').
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from nodes.diffusion import flux
+from nodes.diffusion import flux, sd3
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_header, read_weights
 from nodes.diffusion.recipe import ComponentRecipe
 
@@ -24,7 +25,8 @@ WEIGHT_DTYPES: dict[str, torch.dtype | None] = {
 }
 EXPECTED = (
     "expected a FLUX.1 diffusion model: BFL single-file keys 'double_blocks.*', 'single_blocks.*', "
-    "'img_in.weight' (optionally under 'model.diffusion_model.'), or a diffusers FluxTransformer2DModel folder"
+    "'img_in.weight' (optionally under 'model.diffusion_model.'), or a diffusers FluxTransformer2DModel folder; "
+    "or an SD3/SD3.5 MMDiT ('joint_blocks.*', 'x_embedder.*')"
 )
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
 
@@ -48,6 +50,8 @@ def inspect_diffusion_model(path: Path) -> str:
         raise CheckpointFormatError(f"{path.name}: diffusion models load from .safetensors files; {EXPECTED}")
     header, _ = read_header(path)
     keys = [k for k in header if k != "__metadata__"]
+    if sd3.is_mmdit(keys):
+        return sd3.FAMILY
     prefix = flux.flux_prefix(keys)
     if prefix is None:
         raise CheckpointFormatError(f"{path.name} is not a supported diffusion model; {EXPECTED}")
@@ -73,6 +77,12 @@ def load_diffusion_model(recipe: ComponentRecipe, compute: torch.dtype) -> torch
         return _load_folder(path, recipe, compute)
     header, _ = read_header(path)
     shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+    if recipe.family == sd3.FAMILY:
+        mmdit = sd3.mmdit_prefix(shapes)
+        if mmdit is None:
+            raise CheckpointFormatError(f"{path.name} holds no SD3 MMDiT ('joint_blocks.*'); {EXPECTED}")
+        cast = _storage_cast(recipe.weight_dtype, shapes)
+        return sd3.build_transformer(read_weights(path, lambda k: k.startswith(mmdit), cast), compute, mmdit)
     prefix = flux.flux_prefix(list(shapes))
     if prefix is None:
         raise CheckpointFormatError(f"{path.name} is not a supported diffusion model; {EXPECTED}")

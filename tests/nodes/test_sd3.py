@@ -13,6 +13,7 @@ from engine import UserFacingError
 from nodes.defs.loaders import CheckpointLoaderSimple
 from nodes.defs.model_sampling import ModelSamplingAuraFlow, ModelSamplingDiscrete, ModelSamplingSD3
 from nodes.defs.sd3 import SkipLayerGuidanceSD3
+from nodes.defs.unet_loader import UNETLoader
 from nodes.diffusion import loader, sd3
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_weights
 from nodes.diffusion.make_checkpoint import main as make_checkpoint_main
@@ -170,3 +171,42 @@ def test_skip_layer_guidance_node_sets_sigma_window_and_refuses_missing_blocks(
             torch.float32,
             (7, 8, 9),
         )
+
+
+@pytest.mark.parametrize("weight_dtype", ["default", "fp8_e4m3fn"])
+def test_sd3_unet_loader_takes_bare_mmdit_with_stored_weights(
+    weight_dtype, tiny_sd3_path, model_store, tmp_path
+):
+    sd = read_weights(tiny_sd3_path, lambda k: k.startswith(sd3.MMDIT_PREFIX))
+    root = tmp_path / "models"
+    (root / "diffusion_models").mkdir(parents=True)
+    save_file(
+        {k.removeprefix(sd3.MMDIT_PREFIX): v for k, v in sd.items()},
+        root / "diffusion_models" / "m.safetensors",
+    )
+    ctx = make_ctx(root, model_store, tmp_path)
+    model = (
+        UNETLoader().run(ctx, UNETLoader.Inputs(unet_name="m.safetensors", weight_dtype=weight_dtype)).MODEL
+    )
+    assert model.family == "sd3" and model.latent_format == SD3_LATENT
+    assert model.flow == FlowSampling("discrete_flow", 3.0, 1000.0)
+    transformer = model.load(model_store)
+    stored = {"default": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn}[weight_dtype]
+    assert transformer.transformer_blocks[0].attn.to_q.weight.dtype == stored
+    assert transformer.pos_embed.proj.weight.dtype == torch.float32
+    g = torch.Generator().manual_seed(1)
+    x, embeds, pooled = (
+        torch.randn(1, 16, 8, 8, generator=g),
+        torch.randn(1, 5, 4096, generator=g),
+        torch.randn(1, 2048, generator=g),
+    )
+    with torch.inference_mode():
+        out = model.forward(model_store, x, torch.tensor([600.0]), embeds, pooled)
+        wide, _ = loader.build_mmdit(
+            read_weights(tiny_sd3_path, cast=lambda _k: torch.float32), torch.float32
+        )
+        ref = sd3.mmdit_forward(
+            wide, x, torch.tensor([600.0]), embeds, pooled, torch.device("cpu"), torch.float32
+        )
+    rel = float((out - ref).norm() / ref.norm())
+    assert rel < (1e-6 if weight_dtype == "default" else 0.1)
