@@ -103,10 +103,12 @@ SD3_ARCHS: dict[str, tuple[MmditArch, str]] = {
 SD3_SIZES = ("tiny", "reduced", "full")
 SD3_FULL_VAE = VaeArch(128, (1, 2, 4, 4), 2, z_channels=16)
 SD3_TINY_VAE = VaeArch(32, (1, 2, 2, 2), 1, z_channels=16)
-# Tiny files: two blocks and a 24x24 position grid (a 256 px image crops it), 32-channel VAE.
+# Tiny files: two blocks, a 24x24 position grid (a 256 px image crops it), text widths of the tiny
+# text encoder files, 32-channel VAE.
 # Reduced files: two blocks at the published position grid and VAE (the shared reference's d2 file).
 _SMALL_DEPTH = 2
 _TINY_GRID = 24
+_TINY_TEXT_WIDTH = 128
 
 
 def sd3_arch(name: str, size: str) -> MmditArch:
@@ -120,8 +122,13 @@ def sd3_arch(name: str, size: str) -> MmditArch:
         return arch
     # The last block never has the second attention (its context stream only feeds the joint attention).
     dual = tuple(i for i in arch.dual_attention_layers if i < _SMALL_DEPTH - 1)
-    grid = _TINY_GRID if size == "tiny" else arch.pos_embed_max_size
-    return replace(arch, depth=_SMALL_DEPTH, dual_attention_layers=dual, pos_embed_max_size=grid)
+    small = replace(arch, depth=_SMALL_DEPTH, dual_attention_layers=dual)
+    if size == "reduced":
+        return small
+    # Tiny text encoders (make_text_encoder) give 128-wide tokens (T5) and pooled CLIP-L + CLIP-G of 64 each.
+    return replace(
+        small, pos_embed_max_size=_TINY_GRID, context_dim=_TINY_TEXT_WIDTH, pooled_dim=_TINY_TEXT_WIDTH
+    )
 
 
 def sd3_checkpoint_layout(name: str, size: str) -> Layout:

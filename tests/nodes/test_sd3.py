@@ -85,7 +85,7 @@ def test_sd3_tiny_forward_gives_velocity_of_latent_shape_and_skips_layers(tiny_s
     g = torch.Generator().manual_seed(0)
     # 33 latent rows: not a multiple of the patch size, padded and cropped back as ComfyUI does.
     x = torch.randn(2, 16, 33, 32, generator=g)
-    embeds, pooled = torch.randn(2, 10, 4096, generator=g), torch.randn(2, 2048, generator=g)
+    embeds, pooled = torch.randn(2, 10, 128, generator=g), torch.randn(2, 128, generator=g)
     t = torch.tensor([900.0, 100.0])
     with torch.inference_mode():
         out = sd3.mmdit_forward(transformer, x, t, embeds, pooled, torch.device("cpu"), torch.float32)
@@ -165,8 +165,8 @@ def test_skip_layer_guidance_node_sets_sigma_window_and_refuses_missing_blocks(
             transformer,
             x,
             torch.tensor([500.0]),
-            torch.zeros(1, 4, 4096),
-            torch.zeros(1, 2048),
+            torch.zeros(1, 4, 128),
+            torch.zeros(1, 128),
             torch.device("cpu"),
             torch.float32,
             (7, 8, 9),
@@ -197,8 +197,8 @@ def test_sd3_unet_loader_takes_bare_mmdit_with_stored_weights(
     g = torch.Generator().manual_seed(1)
     x, embeds, pooled = (
         torch.randn(1, 16, 8, 8, generator=g),
-        torch.randn(1, 5, 4096, generator=g),
-        torch.randn(1, 2048, generator=g),
+        torch.randn(1, 5, 128, generator=g),
+        torch.randn(1, 128, generator=g),
     )
     with torch.inference_mode():
         out = model.forward(model_store, x, torch.tensor([600.0]), embeds, pooled)
