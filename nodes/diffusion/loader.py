@@ -166,6 +166,12 @@ def _sd3_info(path: Path, keys: list[str]) -> CheckpointInfo:
         )
     has_vae = any(k.startswith(sd3.VAE_PREFIX + "decoder.") for k in keys)
     has_text = any(k.startswith(sd3.TEXT_PREFIX) for k in keys)
+    scaled = [k for k in keys if k.endswith("scaled_fp8")]
+    if scaled:
+        raise CheckpointFormatError(
+            f"{path.name} stores scaled fp8 weights ({scaled[0]}), which diffgraph does not load yet; use an "
+            "fp16/bf16 or plain fp8 file (UNETLoader weight_dtype fp8_e4m3fn narrows one at load)"
+        )
     # Without text encoders CLIP stays unbuilt: its handle fails with a clear error only when used.
     comps = tuple(c for c, ok in (("unet", True), ("clip", has_text), ("vae", has_vae)) if ok)
     return CheckpointInfo(str(path), sd3.FAMILY, "flow", comps, 16)
@@ -256,7 +262,10 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
     if recipe.variant is Variant.VAE_FILE:
         sd = read_weights(path, cast=lambda _key: dtype)
         return build_vae_file(path, sd, dtype, recipe.family)
-    sd = read_weights(path, _wanted(recipe.component, recipe.family), lambda _key: dtype)
+    stored = recipe.family == sd3.FAMILY and recipe.component != "vae"
+    # SD3's MMDiT and text encoders keep their file dtype (widened per layer); the rest is cast on read.
+    cast = None if stored else (lambda _key: dtype)
+    sd = read_weights(path, _wanted(recipe.component, recipe.family), cast)
     return build_component(recipe.component, recipe.family, sd, dtype)[0]
 
 
@@ -274,21 +283,16 @@ def build_component(component: str, family: str, sd: dict[str, torch.Tensor], dt
 
 
 def _build_sd3_component(component: str, sd: dict[str, torch.Tensor], dtype: torch.dtype):
-    """One part of an SD3-family single file; text encoders are refused until they can be built."""
+    """One part of an SD3-family single file (MMDiT, VAE, or the text encoders it carries)."""
     if component == "unet":
         model, report = build_mmdit(sd, dtype)
         return model, [report]
     if component == "vae":
         model, report = build_sd3_vae(sd, dtype)
         return model, [report]
-    if not any(k.startswith(sd3.TEXT_PREFIX) for k in sd):
-        raise CheckpointFormatError(
-            "this SD3 checkpoint holds no text encoders ('text_encoders.*'); load CLIP-L, CLIP-G and T5-XXL "
-            "with TripleCLIPLoader"
-        )
-    raise CheckpointFormatError(
-        "text encoders inside SD3 checkpoints are not supported yet; use TripleCLIPLoader"
-    )
+    from nodes.diffusion.sd3_text import build_sd3_text  # heavy (T5); only when used
+
+    return build_sd3_text(sd, "SD3 checkpoint"), []
 
 
 def _vae_prefix(keys) -> str:
@@ -424,9 +428,9 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
     dtypes: dict[str, torch.dtype | None] = {
         p: component_dtype(store, r.component) for r in missing for p in prefixes[r.component]
     }
-    if family == sd3.FAMILY and "unet" in {r.component for r in missing}:
-        # The MMDiT keeps its stored weights (upcast per layer): read them as they are.
-        dtypes[sd3.MMDIT_PREFIX] = None
+    if family == sd3.FAMILY:
+        # The MMDiT and text encoders keep their stored weights (widened per layer): read them as they are.
+        dtypes.update({p: None for p in (sd3.MMDIT_PREFIX, sd3.TEXT_PREFIX) if p in dtypes})
     wanted = tuple(dtypes)
 
     def cast(key: str) -> torch.dtype | None:

@@ -10,13 +10,17 @@ import torch
 from safetensors.torch import save_file
 
 from engine import UserFacingError
+from nodes.defs.clip_loaders import TripleCLIPLoader
 from nodes.defs.loaders import CheckpointLoaderSimple
 from nodes.defs.model_sampling import ModelSamplingAuraFlow, ModelSamplingDiscrete, ModelSamplingSD3
 from nodes.defs.sd3 import SkipLayerGuidanceSD3
+from nodes.defs.text import CLIPTextEncode
 from nodes.defs.unet_loader import UNETLoader
 from nodes.diffusion import loader, sd3
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_weights
 from nodes.diffusion.make_checkpoint import main as make_checkpoint_main
+from nodes.diffusion.make_checkpoint import make_sd3_checkpoint
+from nodes.diffusion.make_text_encoder import make_text_encoder
 from nodes.diffusion.mmdit_layout import sd3_checkpoint_layout
 from nodes.diffusion.text_encode import ClipStack
 from nodes.sampling.flow import model_sampling_for
@@ -210,3 +214,38 @@ def test_sd3_unet_loader_takes_bare_mmdit_with_stored_weights(
         )
     rel = float((out - ref).norm() / ref.norm())
     assert rel < (1e-6 if weight_dtype == "default" else 0.1)
+
+
+def test_sd3_all_in_one_checkpoint_clip_encodes_like_triple_clip_loader(model_store, tmp_path):
+    root = tmp_path / "models"
+    make_sd3_checkpoint(
+        "sd3.5-medium", "tiny", 5, root / "checkpoints" / "aio.safetensors", text_encoders=True
+    )
+    for kind in ("clip_l", "clip_g", "t5xxl"):
+        make_text_encoder(kind, "tiny", 5, root / "text_encoders" / f"{kind}.safetensors")
+    ctx = make_ctx(root, model_store, tmp_path)
+    info = loader.inspect_checkpoint(root / "checkpoints" / "aio.safetensors")
+    assert info.components == ("unet", "clip", "vae")
+    aio = CheckpointLoaderSimple().run(ctx, CheckpointLoaderSimple.Inputs(ckpt_name="aio.safetensors")).CLIP
+    names = {
+        "clip_name1": "clip_l.safetensors",
+        "clip_name2": "clip_g.safetensors",
+        "clip_name3": "t5xxl.safetensors",
+    }
+    triple = TripleCLIPLoader().run(ctx, TripleCLIPLoader.Inputs(**names)).CLIP
+    encoded = [
+        CLIPTextEncode().run(ctx, CLIPTextEncode.Inputs(clip=clip, text="a red fox")).CONDITIONING.entries[0]
+        for clip in (aio, triple)
+    ]
+    assert encoded[0].embeds.shape == (1, 154, 128) and encoded[0].pooled.shape == (1, 128)
+    torch.testing.assert_close(encoded[0].embeds, encoded[1].embeds, rtol=0, atol=0)
+    torch.testing.assert_close(encoded[0].pooled, encoded[1].pooled, rtol=0, atol=0)
+
+
+def test_sd3_scaled_fp8_checkpoint_is_refused_by_name(tiny_sd3_path, tmp_path):
+    sd = read_weights(tiny_sd3_path)
+    sd["model.diffusion_model.scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    path = tmp_path / "sd3.5_large_fp8_scaled.safetensors"
+    save_file(sd, path)
+    with pytest.raises(CheckpointFormatError, match="scaled fp8"):
+        loader.inspect_checkpoint(path)

@@ -42,7 +42,9 @@ def encode(clip, case):
         from comfy_extras.nodes_sd3 import CLIPTextEncodeSD3
 
         args = case["sd3"]
-        res = CLIPTextEncodeSD3.execute(clip, args["clip_l"], args["clip_g"], args["t5xxl"], args["empty_padding"])
+        res = CLIPTextEncodeSD3.execute(
+            clip, args["clip_l"], args["clip_g"], args["t5xxl"], args["empty_padding"]
+        )
         cond = res.result[0] if hasattr(res, "result") else res[0]
         return cond[0][0], cond[0][1]["pooled_output"]
     cond = clip.encode_from_tokens_scheduled(tokens)
