@@ -98,6 +98,7 @@ SD3_LATENT = LatentFormat(
     ),
     rgb_bias=(0.2394, 0.2135, 0.1925),
     taesd_decoder="taesd3_decoder",
+)
 # FLUX's 16-channel VAE (ComfyUI latent_formats.Flux facts: scale 0.3611, shift 0.1159, RGB rows).
 FLUX_LATENT = LatentFormat(
     name="flux",
