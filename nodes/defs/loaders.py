@@ -10,6 +10,7 @@ from nodes.diffusion import families
 from nodes.diffusion.loader import component_dtype, inspect_vae_file, load_checkpoint_into
 from nodes.diffusion.model_handle import ClipHandle, DiffusionModel, VaeHandle
 from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, Variant
+from nodes.types import FlowSampling
 
 
 def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: int = 4) -> DiffusionModel:
@@ -28,8 +29,16 @@ def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: i
     )
 
 
+# FLUX dev samples on FLUX's schedule at its default shift; schnell on the plain flow schedule
+# (ComfyUI's model types FLUX and FLOW with shift 1, multiplier 1).
+FLOW_OF_FAMILY = {
+    "flux-dev": FlowSampling("flux", 1.15),
+    "flux-schnell": FlowSampling("discrete_flow", 1.0, 1.0),
+}
+
+
 def dit_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
-    """The MODEL handle of a transformer family (SD3): 16-channel latents, no UNet ADM inputs."""
+    """The MODEL handle of a transformer family (SD3, FLUX): 16-channel latents, no UNet ADM inputs."""
     fmt = families.latent_format(recipe.family)
     return DiffusionModel(
         recipe,
@@ -37,6 +46,7 @@ def dit_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
         compute_dtype=component_dtype(store, "unet"),
         device=str(store.device),
         in_channels=fmt.channels,
+        flow=FLOW_OF_FAMILY.get(recipe.family),
     )
 
 

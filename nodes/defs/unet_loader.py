@@ -6,30 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
-from nodes.diffusion.loader import component_dtype
+from nodes.defs.loaders import dit_model_handle
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.diffusion.recipe import ComponentRecipe, Variant
 from nodes.diffusion.unet_file import inspect_diffusion_model
-from nodes.types import FLUX_LATENT, FlowSampling
-
-# FLUX dev samples on FLUX's schedule at its default shift; schnell on the plain flow schedule
-# (ComfyUI's model types FLUX and FLOW with shift 1, multiplier 1).
-FLOW_OF_FAMILY = {
-    "flux-dev": FlowSampling("flux", 1.15),
-    "flux-schnell": FlowSampling("discrete_flow", 1.0, 1.0),
-}
-
-
-def diffusion_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
-    """The MODEL handle for a standalone diffusion model recipe."""
-    return DiffusionModel(
-        recipe,
-        latent_format=FLUX_LATENT,
-        compute_dtype=component_dtype(store, "unet"),
-        device=str(store.device),
-        in_channels=FLUX_LATENT.channels,
-        flow=FLOW_OF_FAMILY[recipe.family],
-    )
 
 
 class UNETLoader(Node):
@@ -64,7 +44,7 @@ class UNETLoader(Node):
         recipe = ComponentRecipe(
             str(path), family, "unet", variant=Variant.DIFFUSION_FILE, weight_dtype=inputs.weight_dtype
         )
-        handle = diffusion_model_handle(ctx.models, recipe)
+        handle = dit_model_handle(ctx.models, recipe)
         handle.load(ctx.models)
         return self.Outputs(MODEL=handle)
 

@@ -25,6 +25,7 @@ from nodes.diffusion.checkpoint_io import CheckpointFormatError
 
 CONFIG_PATH = Path(__file__).parent / "configs" / "flux-transformer.json"
 PREFIXES = ("model.diffusion_model.", "")
+FAMILIES = ("flux-dev", "flux-schnell")
 HEAD_DIM = 128
 PATCH = 2
 # What ComfyUI's FLUX model assumes when a conditioning carries no guidance value.

@@ -136,3 +136,19 @@ def test_flux_autoencoder_file_decodes_16_channel_latents(tiny_files):
     assert vae.config.latent_channels == 16
     image = decode(vae, torch.randn(1, 16, 4, 4))
     assert image.shape[1:3] == (32, 32)
+
+
+def test_flux_all_in_one_checkpoint_gives_model_and_vae(tiny_files, tmp_path, model_store):
+    from safetensors.torch import load_file
+
+    from nodes.defs.loaders import checkpoint_outputs
+
+    parts = {f"model.diffusion_model.{k}": v for k, v in load_file(str(tiny_files["flux1-dev"])).items()}
+    parts.update({f"vae.{k}": v for k, v in load_file(str(tiny_files["flux-ae"])).items()})
+    path = tmp_path / "flux1-dev-all-in-one.safetensors"
+    save_file(parts, str(path))
+    model, clip, vae = checkpoint_outputs(model_store, path)
+    assert model.family == "flux-dev" and model.flow is not None and model.flow.kind == "flux"
+    assert vae.latent_format.channels == 16
+    assert isinstance(model.load(model_store), flux.FluxModel)
+    assert vae.autoencoder(model_store).config.latent_channels == 16
