@@ -147,8 +147,8 @@ def bfl_to_diffusers(sd: dict[str, torch.Tensor], prefix: str, hidden: int) -> d
 def _double(out: dict[str, torch.Tensor], stem: str, rest: str, tensor: torch.Tensor) -> None:
     module, _, leaf = rest.rpartition(".")
     if module in _DOUBLE_QKV:
-        for name, part in zip(_DOUBLE_QKV[module], tensor.chunk(3, dim=0), strict=True):
-            out[f"{stem}{name}.{leaf}"] = part
+        for target, part in zip(_DOUBLE_QKV[module], tensor.chunk(3, dim=0), strict=True):
+            out[f"{stem}{target}.{leaf}"] = part
         return
     name = _rename(rest, _DOUBLE)
     if name is None:
@@ -161,8 +161,8 @@ def _single(out: dict[str, torch.Tensor], stem: str, rest: str, tensor: torch.Te
     if module == "linear1":
         mlp = tensor.shape[0] - 3 * hidden
         parts = torch.split(tensor, [hidden, hidden, hidden, mlp], dim=0)
-        for name, part in zip(("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"), parts, strict=True):
-            out[f"{stem}{name}.{leaf}"] = part
+        for target, part in zip(("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"), parts, strict=True):
+            out[f"{stem}{target}.{leaf}"] = part
         return
     name = _rename(rest, _SINGLE)
     if name is None:
@@ -181,7 +181,7 @@ class UpcastLinear(torch.nn.Linear):
 
 def keep_linear_weights(model: torch.nn.Module, compute: torch.dtype) -> None:
     """Make every Linear upcast per call and convert all other floating tensors to `compute`."""
-    linear_params = set()
+    linear_params: set[int] = set()
     for module in model.modules():
         if type(module) is torch.nn.Linear:
             module.__class__ = UpcastLinear
@@ -196,7 +196,9 @@ class FluxModel(torch.nn.Module):
 
     def __init__(self, transformer: FluxTransformer2DModel, family: str, compute: torch.dtype):
         super().__init__()
-        self.transformer, self.family, self.compute = transformer, family, compute
+        # diffusers' model classes are untyped for mypy (config, __call__): held as Any.
+        self.transformer: Any = transformer
+        self.family, self.compute = family, compute
 
     @property
     def has_guidance(self) -> bool:
