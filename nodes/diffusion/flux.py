@@ -227,25 +227,41 @@ class FluxModel(torch.nn.Module):
         if pooled is None:
             pooled = torch.zeros((batch, self.transformer.config.pooled_projection_dim), device=x.device)
         kwargs: dict[str, Any] = {}
-        if self.has_guidance:
-            if guidance is None:
-                raise ValueError(
-                    "FLUX dev needs a guidance value; FluxDisableGuidance is not supported for it"
-                )
+        embedder = self.transformer.time_text_embed
+        if self.has_guidance and guidance is not None:
             kwargs["guidance"] = guidance.to(x.device, dt)
-        out = self.transformer(
-            hidden_states=tokens,
-            encoder_hidden_states=context.to(x.device, dt),
-            pooled_projections=pooled.to(x.device, dt),
-            timestep=timesteps.to(x.device, dt),
-            img_ids=img_ids.reshape(-1, 3),
-            txt_ids=txt_ids,
-            return_dict=False,
-            **kwargs,
-        )[0]
+        elif self.has_guidance:
+            # FluxDisableGuidance: the guidance embedding is left out of the model's vector entirely.
+            self.transformer.time_text_embed = _WithoutGuidance(embedder)
+        try:
+            out = self.transformer(
+                hidden_states=tokens,
+                encoder_hidden_states=context.to(x.device, dt),
+                pooled_projections=pooled.to(x.device, dt),
+                timestep=timesteps.to(x.device, dt),
+                img_ids=img_ids.reshape(-1, 3),
+                txt_ids=txt_ids,
+                return_dict=False,
+                **kwargs,
+            )[0]
+        finally:
+            self.transformer.time_text_embed = embedder
         out = out.reshape(batch, h_len, w_len, channels, PATCH, PATCH).permute(0, 3, 1, 4, 2, 5)
         out = out.reshape(batch, channels, h_len * PATCH, w_len * PATCH)
         return out[:, :, :height, :width].float()
+
+
+class _WithoutGuidance(torch.nn.Module):
+    """A guidance model's time/text embedder called without guidance: timestep + pooled text only."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner: Any = inner
+
+    def forward(self, timestep: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """The time embedding plus the pooled-text embedding, added in the same order as with guidance."""
+        proj = self.inner.time_proj(timestep)
+        return self.inner.timestep_embedder(proj.to(dtype=pooled.dtype)) + self.inner.text_embedder(pooled)
 
 
 def _pad_to_patch(x: torch.Tensor) -> torch.Tensor:

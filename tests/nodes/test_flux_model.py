@@ -152,3 +152,29 @@ def test_flux_all_in_one_checkpoint_gives_model_and_vae(tiny_files, tmp_path, mo
     assert vae.latent_format.channels == 16
     assert isinstance(model.load(model_store), flux.FluxModel)
     assert vae.autoencoder(model_store).config.latent_channels == 16
+
+
+def test_flux_fp8_weights_upcast_with_exact_subnormals():
+    layer = torch.nn.Linear(4, 2, bias=False)
+    # 2^-9 is e4m3fn's smallest subnormal, 3 * 2^-9 another subnormal, 0.5 a normal value.
+    values = torch.tensor([[2.0**-9, 3 * 2.0**-9, 0.5, -(2.0**-8)], [0.0, -(2.0**-9), 1.0, 2.0**-7]])
+    layer.weight.data = values.to(torch.float8_e4m3fn)
+    flux.keep_linear_weights(layer, torch.float32)
+    x = torch.eye(4)
+    torch.testing.assert_close(layer(x), x @ values.T, rtol=0, atol=0)
+
+
+def test_flux_disabled_guidance_drops_the_guidance_embedding(tiny_files):
+    model = load_diffusion_model(_recipe(tiny_files["flux1-dev"], "flux-dev"), torch.float32)
+    x = torch.randn(1, 16, 4, 4)
+    context, pooled = torch.randn(1, 8, 128), torch.randn(1, 64)
+    with torch.inference_mode():
+        off = model(x, torch.tensor([0.7]), context, pooled, None)
+        on = model(x, torch.tensor([0.7]), context, pooled, torch.tensor([3.5]))
+        # Zeroing the guidance embedder's output layer is the same as leaving it out.
+        out_layer = model.transformer.time_text_embed.guidance_embedder.linear_2
+        out_layer.weight.zero_()
+        out_layer.bias.zero_()
+        zeroed = model(x, torch.tensor([0.7]), context, pooled, torch.tensor([3.5]))
+    assert not torch.allclose(off, on)
+    torch.testing.assert_close(off, zeroed)
