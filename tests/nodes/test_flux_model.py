@@ -178,3 +178,13 @@ def test_flux_disabled_guidance_drops_the_guidance_embedding(tiny_files):
         zeroed = model(x, torch.tensor([0.7]), context, pooled, torch.tensor([3.5]))
     assert not torch.allclose(off, on)
     torch.testing.assert_close(off, zeroed)
+
+
+def test_flux_diffusers_folder_is_listed_as_one_model(tiny_files, tmp_path):
+    from engine import ModelPaths
+
+    folder = tmp_path / "diffusion_models" / "flux-schnell-diffusers"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    assert ModelPaths(tmp_path).list("diffusion_models") == ["flux-schnell-diffusers"]
