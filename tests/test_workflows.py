@@ -25,6 +25,7 @@ from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.formats.media_metadata import read_embedded_workflow
 from engine.validation import validate_prompt
+from tests.nodes.flux_files import write_tiny_flux_models
 from tests.shared_reference import CASES, needs_reference
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
@@ -50,6 +51,8 @@ def models_dir(tmp_path_factory, tiny_checkpoint_paths) -> Path:
     (root / "checkpoints").mkdir()
     for name, arch in CHECKPOINTS.items():
         shutil.copyfile(tiny_checkpoint_paths[arch], root / "checkpoints" / name)
+    # The FLUX workflows' separate files (diffusion model, text encoders, autoencoder).
+    write_tiny_flux_models(root)
     return root
 
 
@@ -103,7 +106,7 @@ def shrink(prompt: dict) -> dict:
     small = copy.deepcopy(prompt)
     fx = fy = 1.0
     for node in small.values():
-        if node["class_type"] == "EmptyLatentImage":
+        if node["class_type"] in ("EmptyLatentImage", "EmptySD3LatentImage"):
             fx, fy = TEST_SIZE / node["inputs"]["width"], TEST_SIZE / node["inputs"]["height"]
             node["inputs"].update(width=TEST_SIZE, height=TEST_SIZE)
     for node in small.values():
@@ -139,6 +142,8 @@ def test_workflows_directory_has_the_promised_files():
         "inpaint_sd15",
         "outpaint_sd15",
         "area_composition_sd15",
+        "txt2img_flux_dev",
+        "txt2img_flux_schnell",
     } <= names
     for path in API_FILES:
         prompt = load_api(path)

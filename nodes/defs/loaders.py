@@ -15,8 +15,8 @@ from nodes.types import FlowSampling
 
 def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: int = 4) -> DiffusionModel:
     """The MODEL handle for a UNet recipe, with its family's latent format and ADM kind."""
-    if recipe.family == sd3.FAMILY:
-        return sd3_model_handle(store, recipe)
+    if recipe.family in families.DIT_FAMILIES:
+        return dit_model_handle(store, recipe)
     spec = families.family_spec(recipe.family)
     return DiffusionModel(
         recipe,
@@ -29,8 +29,18 @@ def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: i
     )
 
 
-def sd3_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
-    """The MODEL handle of an SD3-family MMDiT: 16-channel latents, discrete-flow sampling."""
+# FLUX dev samples on FLUX's schedule at its default shift; schnell on the plain flow schedule
+# (ComfyUI's model types FLUX and FLOW with shift 1, multiplier 1).
+FLOW_OF_FAMILY = {
+    "flux-dev": FlowSampling("flux", 1.15),
+    "flux-schnell": FlowSampling("discrete_flow", 1.0, 1.0),
+    # ComfyUI's default for SD3 files: discrete flow, shift 3, timesteps sigma * 1000.
+    sd3.FAMILY: FlowSampling("discrete_flow", sd3.DEFAULT_SHIFT, sd3.TIMESTEP_MULTIPLIER),
+}
+
+
+def dit_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
+    """The MODEL handle of a transformer family (SD3, FLUX): 16-channel latents, no UNet ADM inputs."""
     fmt = families.latent_format(recipe.family)
     return DiffusionModel(
         recipe,
@@ -38,8 +48,7 @@ def sd3_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
         compute_dtype=component_dtype(store, "unet"),
         device=str(store.device),
         in_channels=fmt.channels,
-        # ComfyUI's default for SD3 files: discrete flow, shift 3, timesteps sigma * 1000.
-        flow=FlowSampling("discrete_flow", sd3.DEFAULT_SHIFT, sd3.TIMESTEP_MULTIPLIER),
+        flow=FLOW_OF_FAMILY.get(recipe.family),
     )
 
 

@@ -1,4 +1,4 @@
-"""UNETLoader: a standalone diffusion model (FLUX.1, SD3/SD3.5) from models/diffusion_models or models/unet."""
+"""UNETLoader: a standalone diffusion model (FLUX.1 today) from models/diffusion_models or models/unet."""
 
 from __future__ import annotations
 
@@ -6,34 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
-from nodes.diffusion import sd3
-from nodes.diffusion.loader import component_dtype
+from nodes.defs.loaders import dit_model_handle
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.diffusion.recipe import ComponentRecipe, Variant
 from nodes.diffusion.unet_file import inspect_diffusion_model
-from nodes.types import FLUX_LATENT, SD3_LATENT, FlowSampling
-
-# FLUX dev samples on FLUX's schedule at its default shift; schnell on the plain flow schedule
-# (ComfyUI's model types FLUX and FLOW with shift 1, multiplier 1).
-FLOW_OF_FAMILY = {
-    "flux-dev": FlowSampling("flux", 1.15),
-    "flux-schnell": FlowSampling("discrete_flow", 1.0, 1.0),
-    sd3.FAMILY: FlowSampling("discrete_flow", sd3.DEFAULT_SHIFT, sd3.TIMESTEP_MULTIPLIER),
-}
-LATENT_OF_FAMILY = {sd3.FAMILY: SD3_LATENT}
-
-
-def diffusion_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
-    """The MODEL handle for a standalone diffusion model recipe."""
-    latent_format = LATENT_OF_FAMILY.get(recipe.family, FLUX_LATENT)
-    return DiffusionModel(
-        recipe,
-        latent_format=latent_format,
-        compute_dtype=component_dtype(store, "unet"),
-        device=str(store.device),
-        in_channels=latent_format.channels,
-        flow=FLOW_OF_FAMILY[recipe.family],
-    )
 
 
 class UNETLoader(Node):
@@ -68,7 +44,7 @@ class UNETLoader(Node):
         recipe = ComponentRecipe(
             str(path), family, "unet", variant=Variant.DIFFUSION_FILE, weight_dtype=inputs.weight_dtype
         )
-        handle = diffusion_model_handle(ctx.models, recipe)
+        handle = dit_model_handle(ctx.models, recipe)
         handle.load(ctx.models)
         return self.Outputs(MODEL=handle)
 

@@ -25,6 +25,7 @@ from nodes.diffusion.checkpoint_io import CheckpointFormatError
 
 CONFIG_PATH = Path(__file__).parent / "configs" / "flux-transformer.json"
 PREFIXES = ("model.diffusion_model.", "")
+FAMILIES = ("flux-dev", "flux-schnell")
 HEAD_DIM = 128
 PATCH = 2
 # What ComfyUI's FLUX model assumes when a conditioning carries no guidance value.
@@ -146,8 +147,8 @@ def bfl_to_diffusers(sd: dict[str, torch.Tensor], prefix: str, hidden: int) -> d
 def _double(out: dict[str, torch.Tensor], stem: str, rest: str, tensor: torch.Tensor) -> None:
     module, _, leaf = rest.rpartition(".")
     if module in _DOUBLE_QKV:
-        for name, part in zip(_DOUBLE_QKV[module], tensor.chunk(3, dim=0), strict=True):
-            out[f"{stem}{name}.{leaf}"] = part
+        for target, part in zip(_DOUBLE_QKV[module], tensor.chunk(3, dim=0), strict=True):
+            out[f"{stem}{target}.{leaf}"] = part
         return
     name = _rename(rest, _DOUBLE)
     if name is None:
@@ -160,8 +161,8 @@ def _single(out: dict[str, torch.Tensor], stem: str, rest: str, tensor: torch.Te
     if module == "linear1":
         mlp = tensor.shape[0] - 3 * hidden
         parts = torch.split(tensor, [hidden, hidden, hidden, mlp], dim=0)
-        for name, part in zip(("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"), parts, strict=True):
-            out[f"{stem}{name}.{leaf}"] = part
+        for target, part in zip(("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"), parts, strict=True):
+            out[f"{stem}{target}.{leaf}"] = part
         return
     name = _rename(rest, _SINGLE)
     if name is None:
@@ -180,7 +181,7 @@ class UpcastLinear(torch.nn.Linear):
 
 def keep_linear_weights(model: torch.nn.Module, compute: torch.dtype) -> None:
     """Make every Linear upcast per call and convert all other floating tensors to `compute`."""
-    linear_params = set()
+    linear_params: set[int] = set()
     for module in model.modules():
         if type(module) is torch.nn.Linear:
             module.__class__ = UpcastLinear
@@ -195,7 +196,9 @@ class FluxModel(torch.nn.Module):
 
     def __init__(self, transformer: FluxTransformer2DModel, family: str, compute: torch.dtype):
         super().__init__()
-        self.transformer, self.family, self.compute = transformer, family, compute
+        # diffusers' model classes are untyped for mypy (config, __call__): held as Any.
+        self.transformer: Any = transformer
+        self.family, self.compute = family, compute
 
     @property
     def has_guidance(self) -> bool:
@@ -224,25 +227,41 @@ class FluxModel(torch.nn.Module):
         if pooled is None:
             pooled = torch.zeros((batch, self.transformer.config.pooled_projection_dim), device=x.device)
         kwargs: dict[str, Any] = {}
-        if self.has_guidance:
-            if guidance is None:
-                raise ValueError(
-                    "FLUX dev needs a guidance value; FluxDisableGuidance is not supported for it"
-                )
+        embedder = self.transformer.time_text_embed
+        if self.has_guidance and guidance is not None:
             kwargs["guidance"] = guidance.to(x.device, dt)
-        out = self.transformer(
-            hidden_states=tokens,
-            encoder_hidden_states=context.to(x.device, dt),
-            pooled_projections=pooled.to(x.device, dt),
-            timestep=timesteps.to(x.device, dt),
-            img_ids=img_ids.reshape(-1, 3),
-            txt_ids=txt_ids,
-            return_dict=False,
-            **kwargs,
-        )[0]
+        elif self.has_guidance:
+            # FluxDisableGuidance: the guidance embedding is left out of the model's vector entirely.
+            self.transformer.time_text_embed = _WithoutGuidance(embedder)
+        try:
+            out = self.transformer(
+                hidden_states=tokens,
+                encoder_hidden_states=context.to(x.device, dt),
+                pooled_projections=pooled.to(x.device, dt),
+                timestep=timesteps.to(x.device, dt),
+                img_ids=img_ids.reshape(-1, 3),
+                txt_ids=txt_ids,
+                return_dict=False,
+                **kwargs,
+            )[0]
+        finally:
+            self.transformer.time_text_embed = embedder
         out = out.reshape(batch, h_len, w_len, channels, PATCH, PATCH).permute(0, 3, 1, 4, 2, 5)
         out = out.reshape(batch, channels, h_len * PATCH, w_len * PATCH)
         return out[:, :, :height, :width].float()
+
+
+class _WithoutGuidance(torch.nn.Module):
+    """A guidance model's time/text embedder called without guidance: timestep + pooled text only."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner: Any = inner
+
+    def forward(self, timestep: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """The time embedding plus the pooled-text embedding, added in the same order as with guidance."""
+        proj = self.inner.time_proj(timestep)
+        return self.inner.timestep_embedder(proj.to(dtype=pooled.dtype)) + self.inner.text_embedder(pooled)
 
 
 def _pad_to_patch(x: torch.Tensor) -> torch.Tensor:

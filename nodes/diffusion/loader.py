@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders import single_file_utils as sfu
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from nodes.diffusion import diffusers_folder, families, sd3, unet_file
+from nodes.diffusion import diffusers_folder, families, flux, sd3, unet_file
 from nodes.diffusion.checkpoint_io import (
     CheckpointFormatError,
     read_header,
@@ -32,6 +32,8 @@ from nodes.diffusion.text_encode import ClipStack
 
 log = logging.getLogger(__name__)
 FLUX_VAE_CHANNELS = 16
+# Where ComfyUI's all-in-one FLUX files keep each part.
+FLUX_CHECKPOINT_PREFIXES = {"unet": "model.diffusion_model.", "vae": "vae.", "clip": "text_encoders."}
 
 
 @dataclass
@@ -181,6 +183,8 @@ def _prefixes(family: str) -> dict[str, tuple[str, ...]]:
     """Component -> the key prefixes of its tensors in the single-file layout."""
     if family == sd3.FAMILY:
         return {"unet": (sd3.MMDIT_PREFIX,), "vae": (sd3.VAE_PREFIX,), "clip": (sd3.TEXT_PREFIX,)}
+    if family in flux.FAMILIES:
+        return {c: (p,) for c, p in FLUX_CHECKPOINT_PREFIXES.items()}
     texts = tuple(s.ldm_prefix for s in families.family_spec(family).text_encoders)
     return {"unet": (families.UNET_PREFIX,), "vae": (families.VAE_PREFIX,), "clip": texts}
 
@@ -216,6 +220,8 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
         conv_in = None if weight is None else list(weight.shape)
     if sd3.is_mmdit(keys):
         return _sd3_info(path, keys)
+    if flux.flux_prefix(keys) == FLUX_CHECKPOINT_PREFIXES["unet"]:
+        return _flux_info(path, keys)
     found = families.detect(keys)
     if found.unsupported:
         raise CheckpointFormatError(
@@ -273,6 +279,8 @@ def build_component(component: str, family: str, sd: dict[str, torch.Tensor], dt
     """Build one component from an already-read state dict; returns (module, reports)."""
     if family == sd3.FAMILY:
         return _build_sd3_component(component, sd, dtype)
+    if family in flux.FAMILIES:
+        return _build_flux_component(component, family, sd, dtype)
     if component == "unet":
         model, report = build_unet(family, sd, dtype)
         return model, [report]
@@ -295,6 +303,27 @@ def _build_sd3_component(component: str, sd: dict[str, torch.Tensor], dtype: tor
     return build_sd3_text(sd, "SD3 checkpoint"), []
 
 
+def _flux_info(path: Path, keys: list[str]) -> CheckpointInfo:
+    """An all-in-one FLUX file: the BFL model under 'model.diffusion_model.', 'vae.', 'text_encoders.'."""
+    prefix = FLUX_CHECKPOINT_PREFIXES["unet"]
+    family = flux.flux_family(keys, prefix)
+    present = {c: any(k.startswith(p) for k in keys) for c, p in FLUX_CHECKPOINT_PREFIXES.items()}
+    comps = tuple(c for c in ("unet", "clip", "vae") if present[c])
+    return CheckpointInfo(str(path), family, "flow", comps, FLUX_VAE_CHANNELS)
+
+
+def _build_flux_component(component: str, family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype):
+    """One part of an all-in-one FLUX file; its text encoders load through DualCLIPLoader instead."""
+    if component == "unet":
+        return flux.build_flux(sd, FLUX_CHECKPOINT_PREFIXES["unet"], family, dtype), []
+    if component == "vae":
+        model, report = build_vae("flux", sd, dtype, FLUX_CHECKPOINT_PREFIXES["vae"])
+        return model, [report]
+    raise CheckpointFormatError(
+        "text encoders inside FLUX checkpoints are not supported yet; load clip_l and t5xxl with DualCLIPLoader"
+    )
+
+
 def _vae_prefix(keys) -> str:
     return families.VAE_PREFIX if any(k.startswith(families.VAE_PREFIX) for k in keys) else ""
 
@@ -303,8 +332,8 @@ def inspect_vae_file(path: Path) -> str:
     """The family label of a standalone VAE file, checked from its tensors (never from its name).
 
     A 16-channel autoencoder without quant convs is FLUX's ("flux"). SD1.x, SD2.x and SDXL VAEs are
-    4-channel AutoencoderKLs with identical tensor names and shapes, so no weight tells them apart: safetensors `modelspec.architecture` metadata naming SDXL gives "sdxl",
-    anything else "sd15". The label only picks the config template (its scaling factor is unused:
+    4-channel AutoencoderKLs with identical tensor names and shapes, so no weight tells them apart:
+    safetensors `modelspec.architecture` metadata naming SDXL gives "sdxl", anything else "sd15". The label only picks the config template (its scaling factor is unused:
     VAE nodes take raw latents), so decoding gives the same result either way.
     """
     if path.suffix.lower() in (".safetensors", ".sft"):

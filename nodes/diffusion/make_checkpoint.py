@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from nodes.diffusion.flux_layout import FLUX_ARCHS, make_flux_file
 from nodes.diffusion.ldm_layout import (
     Layout,
     TextArch,
@@ -186,12 +187,14 @@ def make_sd3_checkpoint(
 def main(argv: list[str] | None = None) -> int:
     """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=(*ARCH_NAMES, *TEXT_ENCODER_ARCHS, *SD3_ARCHS), required=True)
+    ap.add_argument(
+        "--arch", choices=(*ARCH_NAMES, *TEXT_ENCODER_ARCHS, *SD3_ARCHS, *FLUX_ARCHS), required=True
+    )
     ap.add_argument(
         "--size",
         choices=SD3_SIZES,
         default="tiny",
-        help="reduced (depth 2, full width) is for SD3 archs only",
+        help="reduced (depth 2, full width) is for the SD3 and FLUX archs only",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=tuple(FILE_DTYPES), default="fp16", help="fp8 only for text encoders")
@@ -204,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.arch in TEXT_ENCODER_ARCHS:
         path = make_text_encoder(args.arch, args.size, args.seed, args.out, args.dtype)
+    elif args.arch in FLUX_ARCHS:
+        path = make_flux_file(
+            args.arch, args.size, args.seed, args.out, None if args.dtype == "fp16" else args.dtype
+        )
     elif args.arch in SD3_ARCHS:
         if args.dtype not in _TORCH_DTYPES:
             ap.error(f"SD3 files are written as {', '.join(_TORCH_DTYPES)}")

@@ -48,7 +48,14 @@ class ComponentRecipe:
     @property
     def store_key(self) -> tuple[Any, ...]:
         """The model store key: identical recipes share one loaded module."""
-        key = ("diffgraph", self.component, self.path, self.family, self.variant, self.patches)
+        key: tuple[Any, ...] = (
+            "diffgraph",
+            self.component,
+            self.path,
+            self.family,
+            self.variant,
+            self.patches,
+        )
         if self.paths:
             key = (*key, self.paths)
         return key if self.weight_dtype == "default" else (*key, self.weight_dtype)

@@ -19,9 +19,8 @@ import comfy.options  # noqa: E402
 comfy.options.enable_args_parsing()
 import comfy.sd  # noqa: E402
 import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
 from cases import CASES, summary  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
 models, out = sys.argv[2], sys.argv[3]
 te = os.path.join(models, "text_encoders")
