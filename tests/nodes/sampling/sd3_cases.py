@@ -58,3 +58,20 @@ def conditioning() -> dict[str, torch.Tensor]:
         "negative": torch.randn(1, TOKENS, 4096, generator=g),
         "negative_pooled": torch.randn(1, 2048, generator=g),
     }
+
+
+# A whole txt2img with the reference text encoders (make_comfyui_sd3_text.py, test_sd3_sampling.py).
+TEXT_CASE = {
+    "ckpt": "sd3.5m-random-d2.safetensors",
+    "clip_files": ("clip_l-random.safetensors", "clip_g-random.safetensors", "t5xxl-random_fp8_e4m3fn.safetensors"),
+    "positive": "a lighthouse on a cliff at dawn, (dramatic clouds:1.2), oil painting",
+    "negative": "blurry, low quality",
+    "width": 256,
+    "height": 256,
+    "seed": 11,
+    "steps": 4,
+    "cfg": 4.5,
+    "sampler": "euler",
+    "scheduler": "simple",
+    "shift": 3.0,
+}
