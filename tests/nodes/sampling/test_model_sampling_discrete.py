@@ -62,3 +62,55 @@ def test_model_sampling_zsnr_makes_the_last_step_pure_noise():
     plain, zsnr = DiscreteModelSampling.create("v"), DiscreteModelSampling.create("v", zsnr=True)
     # alpha_bar at the top of the table is pinned near zero: sigma ~ 4519 instead of ~14.6.
     assert plain.sigma_max < 15 and zsnr.sigma_max > 4000
+
+
+def test_model_sampling_discrete_lcm_feeds_the_unet_the_distilled_timesteps(
+    tiny_models_dir, tiny_sd15_name, model_store, tmp_path, monkeypatch
+):
+    from nodes.defs.loaders import CheckpointLoaderSimple
+    from nodes.defs.model_sampling import ModelSamplingDiscrete
+    from nodes.defs.sampler import KSampler
+    from nodes.defs.text import CLIPTextEncode
+    from nodes.diffusion.model_handle import DiffusionModel
+    from nodes.types import Latent
+    from tests.nodes.helpers_models import make_ctx
+
+    ctx = make_ctx(tiny_models_dir, model_store, tmp_path)
+    loaded = CheckpointLoaderSimple().run(ctx, CheckpointLoaderSimple.Inputs(ckpt_name=tiny_sd15_name))
+    cond = CLIPTextEncode().run(ctx, CLIPTextEncode.Inputs(clip=loaded.CLIP, text="a cat")).CONDITIONING
+    seen: list[float] = []
+    forward = DiffusionModel.forward
+
+    def spy(self, store, x_in, timesteps, *args, **kwargs):
+        seen.extend(timesteps.tolist())
+        return forward(self, store, x_in, timesteps, *args, **kwargs)
+
+    monkeypatch.setattr(DiffusionModel, "forward", spy)
+
+    def run(sampling: str) -> torch.Tensor:
+        seen.clear()
+        model = (
+            ModelSamplingDiscrete()
+            .run(ctx, ModelSamplingDiscrete.Inputs(model=loaded.MODEL, sampling=sampling))
+            .MODEL
+        )
+        inputs = KSampler.Inputs(
+            model=model,
+            seed=3,
+            steps=4,
+            cfg=1.0,
+            sampler_name="lcm",
+            scheduler="sgm_uniform",
+            positive=cond,
+            negative=cond,
+            latent_image=Latent(samples=torch.zeros(1, 4, 8, 8)),
+            denoise=1.0,
+        )
+        return KSampler().run(ctx, inputs).LATENT.samples
+
+    lcm = run("lcm")
+    # LCM models were distilled on every 20th step ending at 999: 999, 979, ..., 19.
+    assert len(seen) == 4 and seen[0] == 999 and all(t % 20 == 19 for t in seen)
+    eps = run("eps")
+    assert seen[0] == 999 and not all(t % 20 == 19 for t in seen)
+    assert not torch.allclose(lcm, eps)
