@@ -249,3 +249,30 @@ def test_sd3_scaled_fp8_checkpoint_is_refused_by_name(tiny_sd3_path, tmp_path):
     save_file(sd, path)
     with pytest.raises(CheckpointFormatError, match="scaled fp8"):
         loader.inspect_checkpoint(path)
+
+
+@pytest.mark.slow
+def test_sd3_official_sd35_template_runs_on_a_tiny_all_in_one_checkpoint(tmp_path):
+    from bench.template_coverage import installed_templates
+    from diffgraph.api import Session
+
+    _, folder = installed_templates()
+    models = tmp_path / "models"
+    # The template's own file name; the published file is scaled fp8 (refused), this one fp16.
+    make_sd3_checkpoint(
+        "sd3.5-large",
+        "tiny",
+        2,
+        models / "checkpoints" / "sd3.5_large_fp8_scaled.safetensors",
+        text_encoders=True,
+    )
+    session = Session(models_dir=models, input_dir=tmp_path / "input", output_dir=tmp_path / "out")
+    workflow = session.load(folder / "sd3.5_simple_example.json")
+    for node in workflow.prompt.values():
+        if node["class_type"] == "EmptySD3LatentImage":
+            node["inputs"].update(width=128, height=128)
+        if node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = 2
+    result = session.run(workflow)
+    (image,) = [f for files in result.files.values() for f in files]
+    assert image.suffix == ".png" and image.is_file()
