@@ -14,6 +14,12 @@ Contract for samplers (`DiffusionModel.forward`):
              ComfyUI's defaults (width/height = latent size * 8, crops 0, target = width/height,
              aesthetic_score 6.0, or 2.5 when prompt_type == "negative").
   returns    float32 [B, 4, h, w], the raw UNet output (eps or v, see `prediction`).
+
+FLUX models (`flow` set) take x [B, 16, h, w] unscaled, timesteps = sigmas in [0, 1], embeds the T5
+tokens [B, L, 4096], pooled the CLIP-L pooled output [B, 768] and `extras[i]["guidance"]` (FLUX dev's
+distilled guidance, 3.5 when absent); they return the velocity [B, 16, h, w].
+SD3-family MMDiTs take the same call with 16-channel x_in, timesteps = sigma * 1000, embeds [B, L, 4096]
+(CLIP-L/G padded to 4096 then T5 tokens) and pooled [B, 2048], and return the velocity.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
+from nodes.diffusion import sd3
+from nodes.diffusion.flux import FluxModel, guidance_vector
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
-from nodes.types import SD15_LATENT, LatentFormat, Prediction
+from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction, SkipLayerGuidance
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
 SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "aesthetic_score")
@@ -55,6 +63,10 @@ class DiffusionModel(_Handle):
 
     io_type: ClassVar[str] = "MODEL"
     prediction: Prediction = "eps"
+    # Zero-terminal-SNR sigma table (ModelSamplingDiscrete's zsnr switch).
+    zsnr: bool = False
+    # Skip Layer Guidance passes applied after CFG, in order (SkipLayerGuidanceSD3).
+    skip_guidance: tuple[SkipLayerGuidance, ...] = ()
     latent_format: LatentFormat = SD15_LATENT
 
     def autoencoder(self, store: Any) -> AutoencoderKL:
@@ -70,6 +82,8 @@ class DiffusionModel(_Handle):
     adm: Literal["none", "sdxl", "refiner"] = "none"
     # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels.
     in_channels: int = 4
+    # Flow-matching schedule (FLUX, SD3); None for the discrete eps/v models.
+    flow: FlowSampling | None = None
 
     @property
     def is_inpaint(self) -> bool:
@@ -84,9 +98,25 @@ class DiffusionModel(_Handle):
         embeds: torch.Tensor,
         pooled: torch.Tensor | None = None,
         extras: Sequence[dict[str, Any]] | None = None,
+        skip_layers: tuple[int, ...] = (),
     ) -> torch.Tensor:
-        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape."""
+        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape.
+
+        `skip_layers` (transformer families only) names blocks to pass over (Skip Layer Guidance).
+        """
         unet = self.load(store)
+        if isinstance(unet, FluxModel):
+            if skip_layers:
+                raise ValueError("skipping layers is not supported for FLUX models")
+            guidance = guidance_vector(extras, x_in.shape[0])
+            return unet(x_in, timesteps, embeds, pooled, guidance)
+        if self.family == sd3.FAMILY:
+            dev = torch.device(self.device)
+            return sd3.mmdit_forward(
+                unet, x_in, timesteps, embeds, pooled, dev, self.compute_dtype, skip_layers
+            )
+        if skip_layers:
+            raise ValueError(f"skipping layers needs a transformer model; {self.family} is a UNet")
         dev, dt = torch.device(self.device), self.compute_dtype
         kwargs: dict[str, Any] = {}
         if self.adm != "none":

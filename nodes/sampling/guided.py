@@ -12,14 +12,17 @@ from typing import Any
 
 import torch
 
-from engine import RunContext
+from engine import RunContext, UserFacingError
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.media.previews import run_previewer
+from nodes.sampling.cfg import CfgDenoiser
+from nodes.sampling.common import Denoiser
 from nodes.sampling.conds import InpaintSource
+from nodes.sampling.flow import model_sampling_for
 from nodes.sampling.guiders import guider_denoiser
-from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import prepare_noise
 from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, prepare_mask, sample
+from nodes.sampling.skip_layers import SkipLayerDenoiser
 from nodes.types import Guider, Latent, LatentFormat, LatentSequence, Noise, SamplerSpec
 
 
@@ -73,6 +76,22 @@ def inpaint_source(model: DiffusionModel, latent: Latent) -> InpaintSource:
     return InpaintSource(samples, mask, model.latent_format)
 
 
+def with_skip_layer_guidance(ctx: RunContext, model: DiffusionModel, denoiser: Denoiser) -> SkipLayerDenoiser:
+    """The guider's denoiser with the model's Skip Layer Guidance passes after it (CFG guidance only)."""
+    if not isinstance(denoiser, CfgDenoiser):
+        raise UserFacingError(
+            "Skip Layer Guidance works with CFG guidance (KSampler, CFGGuider, BasicGuider)"
+        )
+
+    def skipping_unet(layers: tuple[int, ...]):
+        def unet(x_in, timesteps, embeds, pooled, extras):
+            return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras, skip_layers=layers)
+
+        return unet
+
+    return SkipLayerDenoiser(denoiser, model.skip_guidance, skipping_unet)
+
+
 @dataclass
 class SamplingResult:
     """A run's new latent, the x0 prediction of its last step, and its steps when they were recorded."""
@@ -93,14 +112,16 @@ def sample_guided(
 ) -> SamplingResult:
     """Denoise `latent` along `sigmas` with the guider's model and guidance and the given sampler."""
     model = guider.model
-    ms = DiscreteModelSampling.create(model.prediction)
+    ms = model_sampling_for(model)
     recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
 
     def unet(x_in, timesteps, embeds, pooled, extras):
         return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras)
 
     inpaint = inpaint_source(model, latent) if model.is_inpaint else None
-    denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint)
+    denoiser: Denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint)
+    if model.skip_guidance:
+        denoiser = with_skip_layer_guidance(ctx, model, denoiser)
     req = SampleRequest(
         latent.samples,
         initial_noise(noise, latent),
