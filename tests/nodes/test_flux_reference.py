@@ -120,3 +120,27 @@ def test_flux_dev_d2s2_forward_matches_comfyui():
     theirs = load_file(str(FORWARD))["velocity"]
     rel = float((ours - theirs).norm() / theirs.norm())
     assert rel <= 1e-5, f"relative L2 {rel:.3g} vs ComfyUI's FLUX forward"
+
+
+@pytest.mark.slow
+@needs_reference
+def test_flux_autoencoder_decodes_comfyui_latent_to_its_image():
+    """VAEDecode of ComfyUI's final latent equals its saved image.png up to 8-bit rounding."""
+    import numpy as np
+    from PIL import Image
+
+    from nodes.diffusion.loader import inspect_vae_file, load_component
+    from nodes.diffusion.recipe import ComponentRecipe, Variant
+    from nodes.diffusion.vae import decode
+
+    ae = ("vae", "flux-ae-random.safetensors")
+    path = _models_dir((ae,)) / ae[0] / ae[1]
+    vae = load_component(
+        ComponentRecipe(str(path), inspect_vae_file(path), "vae", variant=Variant.VAE_FILE), torch.float32
+    )
+    torch.set_num_threads(os.cpu_count() or 1)
+    image = decode(vae, load_file(str(CASE / "latent.safetensors"))["latent"])[0]
+    ours = (image.numpy() * 255.0).round().astype(np.int16)
+    theirs = np.asarray(Image.open(CASE / "image.png").convert("RGB")).astype(np.int16)
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() <= 1
