@@ -40,9 +40,11 @@ FILES = {
     ),
 }
 MAX_REL_L2 = 1e-4
+FORWARD = Path(__file__).parent / "data" / "flux_forward" / "comfyui_flux_dev_d2s2_forward.safetensors"
+FLUX_DEV = ("diffusion_models", "flux1-dev-random-d2s2.safetensors")
 
 
-def _models_dir() -> Path:
+def _models_dir(only: tuple[tuple[str, str], ...] | None = None) -> Path:
     """A models folder holding the reference files (given, or built once into the test cache)."""
     given = os.environ.get("DIFFGRAPH_FLOW_MODELS")
     if given:
@@ -52,6 +54,8 @@ def _models_dir() -> Path:
         pytest.skip("set DIFFGRAPH_FLOW_MODELS or DIFFGRAPH_TEST_CACHE for the 7.7 GB FLUX reference files")
     root = Path(cache) / "flow"
     for (folder, name), (how, size) in FILES.items():
+        if only is not None and (folder, name) not in only:
+            continue
         path = root / folder / name
         if path.is_file() and path.stat().st_size == size:
             continue
@@ -90,3 +94,53 @@ def test_flux_dev_basic_matches_comfyui_latent(tmp_path, model_store):
     assert ours.shape == theirs.shape == (1, 16, 32, 32)
     rel = float((ours - theirs).norm() / theirs.norm())
     assert rel <= MAX_REL_L2, f"relative L2 {rel:.3g} vs ComfyUI's latent"
+
+
+def forward_inputs():
+    """Latent [1, 16, 32, 32], sigma 0.7, T5 tokens [1, 256, 4096], CLIP-L pooled [1, 768], guidance 3.5."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 16, 32, 32, generator=g)
+    context = torch.randn(1, 256, 4096, generator=g) * 0.2
+    pooled = torch.randn(1, 768, generator=g)
+    return x, torch.tensor([0.7]), context, pooled, torch.tensor([3.5])
+
+
+@pytest.mark.slow
+def test_flux_dev_d2s2_forward_matches_comfyui():
+    """One model call on the reference FLUX dev file against ComfyUI's (data/flux_forward/, see its script)."""
+    from nodes.diffusion.recipe import ComponentRecipe, Variant
+    from nodes.diffusion.unet_file import load_diffusion_model
+
+    path = _models_dir((FLUX_DEV,)) / FLUX_DEV[0] / FLUX_DEV[1]
+    recipe = ComponentRecipe(str(path), "flux-dev", "unet", variant=Variant.DIFFUSION_FILE)
+    model = load_diffusion_model(recipe, torch.float32)
+    torch.set_num_threads(os.cpu_count() or 1)
+    with torch.inference_mode():
+        ours = model(*forward_inputs())
+    theirs = load_file(str(FORWARD))["velocity"]
+    rel = float((ours - theirs).norm() / theirs.norm())
+    assert rel <= 1e-5, f"relative L2 {rel:.3g} vs ComfyUI's FLUX forward"
+
+
+@pytest.mark.slow
+@needs_reference
+def test_flux_autoencoder_decodes_comfyui_latent_to_its_image():
+    """VAEDecode of ComfyUI's final latent equals its saved image.png up to 8-bit rounding."""
+    import numpy as np
+    from PIL import Image
+
+    from nodes.diffusion.loader import inspect_vae_file, load_component
+    from nodes.diffusion.recipe import ComponentRecipe, Variant
+    from nodes.diffusion.vae import decode
+
+    ae = ("vae", "flux-ae-random.safetensors")
+    path = _models_dir((ae,)) / ae[0] / ae[1]
+    vae = load_component(
+        ComponentRecipe(str(path), inspect_vae_file(path), "vae", variant=Variant.VAE_FILE), torch.float32
+    )
+    torch.set_num_threads(os.cpu_count() or 1)
+    image = decode(vae, load_file(str(CASE / "latent.safetensors"))["latent"])[0]
+    ours = (image.numpy() * 255.0).round().astype(np.int16)
+    theirs = np.asarray(Image.open(CASE / "image.png").convert("RGB")).astype(np.int16)
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() <= 1
