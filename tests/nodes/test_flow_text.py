@@ -10,6 +10,7 @@ models folder whose text_encoders/ holds them (`diffgraph make-checkpoint --arch
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -27,10 +28,11 @@ from nodes.defs.flow_text import CLIPTextEncodeFlux, CLIPTextEncodeSD3, FlowClip
 from nodes.defs.text import CLIPTextEncode
 from nodes.diffusion.checkpoint_io import read_weights
 from nodes.diffusion.flow_text import CLIP_G_RULE, CLIP_L_RULE, T5_FLUX_RULE, T5_SD3_RULE, tokenize
-from nodes.diffusion.make_text_encoder import make_text_encoder
+from nodes.diffusion.make_text_encoder import make_text_encoder, text_encoder_shapes
 from nodes.diffusion.t5 import build_t5, t5_config, t5_encode_words
 from nodes.diffusion.text_encoders import ClipTypeError, TextEncoderFileError, detect_kind
 from tests.nodes.helpers_models import make_ctx
+from tests.shared_reference import SHARED_REFERENCE
 
 DATA = Path(__file__).parent / "data" / "flow_text"
 _spec = importlib.util.spec_from_file_location("flow_text_cases", DATA / "cases.py")
@@ -253,3 +255,32 @@ def test_conditioning_matches_comfyui(tmp_path):
             assert got[key].tolist() == ref.tolist(), key
         else:
             torch.testing.assert_close(got[key], ref, rtol=0, atol=1e-5, msg=key)
+
+
+# ---- published layouts and reference files --------------------------------------------------------
+
+LAYOUTS = SHARED_REFERENCE / "flow" / "layouts"
+needs_layouts = pytest.mark.skipif(not LAYOUTS.is_dir(), reason=f"no published layouts at {LAYOUTS}")
+# sha256 of the published reduced random files (shared reference README), rebuilt with seed 1234.
+CLIP_L_SHA256 = "bd445bae45603d4f6dfefe5a029081c0d8468322a5ee8d5735b04472139f61a2"
+
+
+@needs_layouts
+@pytest.mark.parametrize(("arch", "dtype"), [("clip_l", "F16"), ("clip_g", "F16"), ("t5xxl", "F8_E4M3")])
+def test_full_size_layout_is_the_published_one(arch, dtype):
+    published = json.loads((LAYOUTS / f"{arch}.json").read_text())
+    published.pop("__metadata__", None)
+    ours = text_encoder_shapes(arch, "full")
+    assert sorted(ours) == list(published)  # files store keys sorted
+    assert {k: list(v) for k, v in ours.items()} == {k: v["shape"] for k, v in published.items()}
+    assert {v["dtype"] for v in published.values()} == {dtype}
+
+
+@pytest.mark.slow
+def test_full_size_clip_l_is_the_published_file_byte_for_byte(tmp_path):
+    path = make_text_encoder("clip_l", "full", 1234, tmp_path / "clip_l.safetensors", "fp16")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    assert digest.hexdigest() == CLIP_L_SHA256
