@@ -12,7 +12,7 @@ exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -34,15 +34,19 @@ def storage_dtype(file_dtype: torch.dtype, fallback: torch.dtype = torch.float16
 class _Widen:
     """Forward hooks that widen one module's floating parameters for the duration of its forward."""
 
-    def __init__(self, module: torch.nn.Module, dtype: torch.dtype):
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype, scales: Mapping[int, torch.Tensor]):
         self.params = [p for p in module.parameters() if p.is_floating_point()]
         self.dtype = dtype
+        self.scales = {id(p): scales[id(p)] for p in self.params if id(p) in scales}
         self.stored: list[torch.Tensor] = []
 
     def before(self, _module: torch.nn.Module, _args: Any) -> None:
         self.stored = [p.data for p in self.params]
         for p in self.params:
-            if p.dtype != self.dtype:
+            scale = self.scales.get(id(p))
+            if scale is not None:
+                p.data = p.data.to(self.dtype) * scale.to(p.device, self.dtype)
+            elif p.dtype != self.dtype:
                 p.data = p.data.to(self.dtype)
 
     def after(self, _module: torch.nn.Module, _args: Any, _out: Any) -> None:
@@ -51,10 +55,16 @@ class _Widen:
         self.stored = []
 
 
-def widen_while_running(modules: Iterable[torch.nn.Module], dtype: torch.dtype) -> None:
-    """Make each module run with its parameters widened to `dtype`, keeping the stored tensors otherwise."""
+def widen_while_running(
+    modules: Iterable[torch.nn.Module], dtype: torch.dtype, scales: Mapping[int, torch.Tensor] | None = None
+) -> None:
+    """Make each module run with its parameters widened to `dtype`, keeping the stored tensors otherwise.
+
+    `scales` (id of a parameter -> scalar) multiplies a widened weight: "scaled fp8" files store
+    weight / scale in fp8 with the scale beside it.
+    """
     for module in modules:
-        widen = _Widen(module, dtype)
+        widen = _Widen(module, dtype, scales or {})
         module.register_forward_pre_hook(widen.before)
         module.register_forward_hook(widen.after, always_call=True)
 

@@ -133,6 +133,33 @@ def test_t5_fp8_weights_stay_fp8_and_match_a_float32_model(te_dir):
     assert ours.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float8_e4m3fn
 
 
+def test_scaled_fp8_t5_applies_each_weights_scale(te_dir, tmp_path):
+    sd = read_weights(te_dir / "text_encoders" / TINY["t5xxl"])
+    scaled: dict[str, torch.Tensor] = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
+    expected: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if (
+            value.ndim == 2
+            and (".SelfAttention." in key or ".DenseReluDense." in key)
+            and "relative" not in key
+        ):
+            scale = value.float().abs().max() / 448
+            scaled[key] = (value.float() / scale).to(torch.float8_e4m3fn)
+            scaled[key[: -len(".weight")] + ".scale_weight"] = scale.reshape(())
+            expected[key] = scaled[key].float() * scale
+        else:
+            scaled[key] = value
+            expected[key] = value.float()
+    ours = build_t5(scaled)
+    ref = T5EncoderModel(T5Config(**t5_config({k: list(v.shape) for k, v in sd.items()}))).eval()
+    ref.load_state_dict(expected, strict=False)
+    ids = torch.tensor([[3, 9, 1202, 13, 1, 0]])
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            ours(input_ids=ids).last_hidden_state, ref(input_ids=ids).last_hidden_state, rtol=1e-5, atol=1e-6
+        )
+
+
 def test_sd3_triple_clip_concat_and_padding(te_dir, model_store, tmp_path):
     ctx = _ctx(te_dir, model_store, tmp_path)
     inputs = TripleCLIPLoader.Inputs(
