@@ -21,7 +21,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import T5Config, T5EncoderModel
 
+from engine import ModelPaths
 from engine.devices import DevicePolicy
+from engine.model_paths import ModelPathError
 from engine.model_store import ModelStore
 from nodes.defs.clip_loaders import CLIPLoader, DualCLIPLoader, TripleCLIPLoader
 from nodes.defs.flow_text import CLIPTextEncodeFlux, CLIPTextEncodeSD3, FlowClipError
@@ -77,6 +79,14 @@ def test_detect_kind_of_every_tiny_file(te_dir):
         "clip_g-openclip": ("clip_g", "open_clip"),
         "t5xxl": ("t5xxl", "t5"),
     }
+
+
+def test_text_encoder_folder_also_lists_and_resolves_models_clip(te_dir):
+    paths = ModelPaths(te_dir)
+    assert paths.list("text_encoders") == sorted([*TINY.values(), "tiny-t5xxl-fp8.safetensors"])
+    assert paths.resolve("text_encoders", "tiny-t5xxl-fp8.safetensors").parent.name == "clip"
+    with pytest.raises(ModelPathError, match="not found in .*text_encoders or .*clip"):
+        paths.resolve("text_encoders", "missing.safetensors")
 
 
 def test_unknown_file_error_names_file_and_expectation(tmp_path):
