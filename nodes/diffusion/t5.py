@@ -100,12 +100,13 @@ def run_t5(model: T5EncoderModel, ids: torch.Tensor, layer: int | None = None) -
     """
     n_blocks = len(model.encoder.block)
     wanted = None if layer is None or abs(layer) > n_blocks or layer == -1 else n_blocks + layer
+    ids = ids.to(model.shared.weight.device)
     with torch.inference_mode():
         embeds = model.shared(ids)
         if model.shared.weight.dtype.itemsize == 1:
             embeds = torch.nan_to_num(embeds)  # fp8 files may hold NaN codes; ComfyUI zeroes them here
         out = model(inputs_embeds=embeds, output_hidden_states=wanted is not None)
         if wanted is None:
-            return out.last_hidden_state.float()
+            return out.last_hidden_state.float().cpu()
         hidden = out.hidden_states[wanted + 1]
-        return model.encoder.final_layer_norm(hidden).float()
+        return model.encoder.final_layer_norm(hidden).float().cpu()
