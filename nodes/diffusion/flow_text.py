@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from engine import UserFacingError
 from nodes.diffusion import families
 from nodes.diffusion.families import TextEncoderSpec
 from nodes.diffusion.t5 import T5_END, T5_PAD, run_t5, t5_encode_words
@@ -55,8 +56,10 @@ T5_SD3_RULE = replace(T5_FLUX_RULE, min_length=77)
 _EMBEDDING = re.compile(r"(^|[ \n])embedding:")
 
 
-class FlowPromptError(ValueError):
+class FlowPromptError(UserFacingError):
     """A prompt feature these encoders do not provide."""
+
+    code = "prompt_feature_unsupported"
 
 
 def tokenize(text: str, rule: TokenRule) -> Pairs:
@@ -135,18 +138,19 @@ def clip_runner(model: torch.nn.Module, spec: TextEncoderSpec, layer: int | None
     wanted = spec.default_layer if layer is None else layer
 
     def run(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = ids.to(next(model.parameters()).device)
         with torch.inference_mode():
             out = model(input_ids=ids, output_hidden_states=True)
         pooled = out.text_embeds if spec.with_projection else out.pooler_output
         n_layers = len(out.hidden_states) - 1
         if wanted == 0 or abs(wanted) > n_layers or (wanted == -1 and spec.layer_norm_hidden_state):
-            return out.last_hidden_state.float(), pooled.float()
+            return out.last_hidden_state.float().cpu(), pooled.float().cpu()
         hidden = out.hidden_states[n_layers + wanted + 1]
         if spec.layer_norm_hidden_state:
             owner = model if hasattr(model, "final_layer_norm") else model.get_submodule("text_model")
             with torch.inference_mode():
                 hidden = owner.get_submodule("final_layer_norm")(hidden)
-        return hidden.float(), pooled.float()
+        return hidden.float().cpu(), pooled.float().cpu()
 
     return run
 

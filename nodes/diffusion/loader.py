@@ -423,6 +423,12 @@ def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
     if recipe.patches:
         base = load_component_into(store, recipe.base())
         return store.get(recipe.store_key, lambda: patched_module(base, recipe))
+    if recipe.variant is Variant.TEXT_ENCODERS:
+        from nodes.diffusion.text_encoders import load_text_stack  # heavy (T5); only when used
+
+        # Encoders come from the store one file at a time, so two CLIPs sharing a file share its module.
+        paths = [Path(p) for p in recipe.paths]
+        return store.get(recipe.store_key, lambda: load_text_stack(recipe.family, paths, store))
     dtype = component_dtype(store, recipe.component)
     return store.get(recipe.store_key, lambda: load_component(recipe, dtype))
 

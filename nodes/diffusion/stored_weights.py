@@ -12,7 +12,7 @@ exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -32,29 +32,45 @@ def storage_dtype(file_dtype: torch.dtype, fallback: torch.dtype = torch.float16
 
 
 class _Widen:
-    """Forward hooks that widen one module's floating parameters for the duration of its forward."""
+    """Forward hooks that widen one module's floating parameters for the duration of its forward.
 
-    def __init__(self, module: torch.nn.Module, dtype: torch.dtype):
-        self.params = [p for p in module.parameters() if p.is_floating_point()]
+    Parameters are looked up at each call, so a copy whose weights were replaced (a LoRA-patched
+    clone) widens its own tensors.
+    """
+
+    def __init__(self, dtype: torch.dtype, scales: Mapping[int, torch.Tensor]):
         self.dtype = dtype
-        self.stored: list[torch.Tensor] = []
+        self.scales = scales
+        self.swapped: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
 
-    def before(self, _module: torch.nn.Module, _args: Any) -> None:
-        self.stored = [p.data for p in self.params]
-        for p in self.params:
-            if p.dtype != self.dtype:
-                p.data = p.data.to(self.dtype)
+    def before(self, module: torch.nn.Module, _args: Any) -> None:
+        self.swapped = []
+        for p in module.parameters():
+            if not p.is_floating_point():
+                continue
+            scale = self.scales.get(id(p))
+            if scale is None and p.dtype == self.dtype:
+                continue
+            self.swapped.append((p, p.data))
+            wide = p.data.to(self.dtype)
+            p.data = wide if scale is None else wide * scale.to(p.device, self.dtype)
 
     def after(self, _module: torch.nn.Module, _args: Any, _out: Any) -> None:
-        for p, data in zip(self.params, self.stored, strict=True):
+        for p, data in self.swapped:
             p.data = data
-        self.stored = []
+        self.swapped = []
 
 
-def widen_while_running(modules: Iterable[torch.nn.Module], dtype: torch.dtype) -> None:
-    """Make each module run with its parameters widened to `dtype`, keeping the stored tensors otherwise."""
+def widen_while_running(
+    modules: Iterable[torch.nn.Module], dtype: torch.dtype, scales: Mapping[int, torch.Tensor] | None = None
+) -> None:
+    """Make each module run with its parameters widened to `dtype`, keeping the stored tensors otherwise.
+
+    `scales` (id of a parameter -> scalar) multiplies a widened weight: "scaled fp8" files store
+    weight / scale in fp8 with the scale beside it.
+    """
     for module in modules:
-        widen = _Widen(module, dtype)
+        widen = _Widen(dtype, dict(scales or {}))
         module.register_forward_pre_hook(widen.before)
         module.register_forward_hook(widen.after, always_call=True)
 

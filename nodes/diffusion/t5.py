@@ -63,6 +63,13 @@ def t5_config(shapes: dict[str, list[int]]) -> dict[str, Any]:
 
 def build_t5(sd: dict[str, torch.Tensor], compute_dtype: torch.dtype = torch.float32) -> T5EncoderModel:
     """A T5EncoderModel holding the file's tensors in their storage dtype, widened block by block."""
+    # "Scaled fp8" files (ComfyUI's t5xxl_fp8_e4m3fn_scaled) keep one float32 scale per linear weight.
+    scale_of = {
+        k[: -len(".scale_weight")] + ".weight": v for k, v in sd.items() if k.endswith(".scale_weight")
+    }
+    sd = {
+        k: v for k, v in sd.items() if not k.endswith((".scale_weight", ".scale_input")) and k != "scaled_fp8"
+    }
     cfg = T5Config(**t5_config({k: list(v.shape) for k, v in sd.items()}))
     with torch.device("meta"):
         model = T5EncoderModel(cfg)
@@ -76,7 +83,12 @@ def build_t5(sd: dict[str, torch.Tensor], compute_dtype: torch.dtype = torch.flo
             f"T5 tensors do not fit T5EncoderModel: missing {leftover[:3]}, unexpected {result.unexpected_keys[:3]}"
         )
     model.encoder.embed_tokens = model.shared
-    widen_while_running([model.shared, *model.encoder.block, model.encoder.final_layer_norm], compute_dtype)
+    params = dict(model.named_parameters())
+    scales = {id(params[k]): v.float().reshape(()) for k, v in scale_of.items() if k in params}
+    if len(scales) != len(scale_of):
+        raise ValueError(f"T5 scales without a weight: {sorted(set(scale_of) - set(params))[:3]}")
+    modules = [model.shared, *model.encoder.block, model.encoder.final_layer_norm]
+    widen_while_running(modules, compute_dtype, scales)
     return model.eval().requires_grad_(False)
 
 
@@ -88,12 +100,13 @@ def run_t5(model: T5EncoderModel, ids: torch.Tensor, layer: int | None = None) -
     """
     n_blocks = len(model.encoder.block)
     wanted = None if layer is None or abs(layer) > n_blocks or layer == -1 else n_blocks + layer
+    ids = ids.to(model.shared.weight.device)
     with torch.inference_mode():
         embeds = model.shared(ids)
         if model.shared.weight.dtype.itemsize == 1:
             embeds = torch.nan_to_num(embeds)  # fp8 files may hold NaN codes; ComfyUI zeroes them here
         out = model(inputs_embeds=embeds, output_hidden_states=wanted is not None)
         if wanted is None:
-            return out.last_hidden_state.float()
+            return out.last_hidden_state.float().cpu()
         hidden = out.hidden_states[wanted + 1]
-        return model.encoder.final_layer_norm(hidden).float()
+        return model.encoder.final_layer_norm(hidden).float().cpu()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from diffusers.loaders import single_file_utils as sfu
@@ -166,14 +166,23 @@ def encoder_spec(family: str, kind: TextEncoderKind, layout: str) -> TextEncoder
     return clip_spec(kind, layout, base)
 
 
-def load_text_stack(family: str, paths: list[Path]) -> ClipStack:
-    """The text encoders of a CLIP built from standalone files (kinds checked by `plan_text_stack`)."""
+def load_text_stack(family: str, paths: list[Path], store: Any = None) -> ClipStack:
+    """The text encoders of a CLIP built from standalone files (kinds checked by `family_for`).
+
+    With a model store, each file's encoder is kept there under its own key (the module depends only
+    on the file), so a FLUX and an SD3 CLIP naming the same T5 file hold one copy of it.
+    """
     encoders: dict[str, torch.nn.Module] = {}
     specs: list[TextEncoderSpec] = []
     for path in paths:
         kind, layout = detect_kind(path)
         spec = encoder_spec(family, kind, layout)
-        encoders[kind] = load_encoder(path, kind, spec)
+        if store is None:
+            encoders[kind] = load_encoder(path, kind, spec)
+        else:
+            stat = path.stat()
+            key = ("diffgraph", "text_encoder", str(path), stat.st_mtime_ns, stat.st_size, kind, layout)
+            encoders[kind] = store.get(key, lambda p=path, k=kind, s=spec: load_encoder(p, k, s))
         if spec is not None:
             specs.append(spec)
     if family in FLOW_FAMILIES:

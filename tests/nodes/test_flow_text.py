@@ -10,6 +10,7 @@ models folder whose text_encoders/ holds them (`diffgraph make-checkpoint --arch
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -20,17 +21,20 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import T5Config, T5EncoderModel
 
+from engine import ModelPaths
 from engine.devices import DevicePolicy
+from engine.model_paths import ModelPathError
 from engine.model_store import ModelStore
 from nodes.defs.clip_loaders import CLIPLoader, DualCLIPLoader, TripleCLIPLoader
 from nodes.defs.flow_text import CLIPTextEncodeFlux, CLIPTextEncodeSD3, FlowClipError
 from nodes.defs.text import CLIPTextEncode
 from nodes.diffusion.checkpoint_io import read_weights
 from nodes.diffusion.flow_text import CLIP_G_RULE, CLIP_L_RULE, T5_FLUX_RULE, T5_SD3_RULE, tokenize
-from nodes.diffusion.make_text_encoder import make_text_encoder
+from nodes.diffusion.make_text_encoder import make_text_encoder, text_encoder_shapes
 from nodes.diffusion.t5 import build_t5, t5_config, t5_encode_words
 from nodes.diffusion.text_encoders import ClipTypeError, TextEncoderFileError, detect_kind
 from tests.nodes.helpers_models import make_ctx
+from tests.shared_reference import SHARED_REFERENCE
 
 DATA = Path(__file__).parent / "data" / "flow_text"
 _spec = importlib.util.spec_from_file_location("flow_text_cases", DATA / "cases.py")
@@ -75,6 +79,14 @@ def test_detect_kind_of_every_tiny_file(te_dir):
         "clip_g-openclip": ("clip_g", "open_clip"),
         "t5xxl": ("t5xxl", "t5"),
     }
+
+
+def test_text_encoder_folder_also_lists_and_resolves_models_clip(te_dir):
+    paths = ModelPaths(te_dir)
+    assert paths.list("text_encoders") == sorted([*TINY.values(), "tiny-t5xxl-fp8.safetensors"])
+    assert paths.resolve("text_encoders", "tiny-t5xxl-fp8.safetensors").parent.name == "clip"
+    with pytest.raises(ModelPathError, match="not found in .*text_encoders or .*clip"):
+        paths.resolve("text_encoders", "missing.safetensors")
 
 
 def test_unknown_file_error_names_file_and_expectation(tmp_path):
@@ -129,6 +141,33 @@ def test_t5_fp8_weights_stay_fp8_and_match_a_float32_model(te_dir):
         got = ours(input_ids=ids).last_hidden_state
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     assert ours.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float8_e4m3fn
+
+
+def test_scaled_fp8_t5_applies_each_weights_scale(te_dir, tmp_path):
+    sd = read_weights(te_dir / "text_encoders" / TINY["t5xxl"])
+    scaled: dict[str, torch.Tensor] = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
+    expected: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if (
+            value.ndim == 2
+            and (".SelfAttention." in key or ".DenseReluDense." in key)
+            and "relative" not in key
+        ):
+            scale = value.float().abs().max() / 448
+            scaled[key] = (value.float() / scale).to(torch.float8_e4m3fn)
+            scaled[key[: -len(".weight")] + ".scale_weight"] = scale.reshape(())
+            expected[key] = scaled[key].float() * scale
+        else:
+            scaled[key] = value
+            expected[key] = value.float()
+    ours = build_t5(scaled)
+    ref = T5EncoderModel(T5Config(**t5_config({k: list(v.shape) for k, v in sd.items()}))).eval()
+    ref.load_state_dict(expected, strict=False)
+    ids = torch.tensor([[3, 9, 1202, 13, 1, 0]])
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            ours(input_ids=ids).last_hidden_state, ref(input_ids=ids).last_hidden_state, rtol=1e-5, atol=1e-6
+        )
 
 
 def test_sd3_triple_clip_concat_and_padding(te_dir, model_store, tmp_path):
@@ -252,4 +291,33 @@ def test_conditioning_matches_comfyui(tmp_path):
         if key.endswith(".shape"):
             assert got[key].tolist() == ref.tolist(), key
         else:
-            torch.testing.assert_close(got[key], ref, rtol=0, atol=1e-5, msg=key)
+            torch.testing.assert_close(got[key], ref, rtol=1e-5, atol=1e-5, msg=key)
+
+
+# ---- published layouts and reference files --------------------------------------------------------
+
+LAYOUTS = SHARED_REFERENCE / "flow" / "layouts"
+needs_layouts = pytest.mark.skipif(not LAYOUTS.is_dir(), reason=f"no published layouts at {LAYOUTS}")
+# sha256 of the published reduced random files (shared reference README), rebuilt with seed 1234.
+CLIP_L_SHA256 = "bd445bae45603d4f6dfefe5a029081c0d8468322a5ee8d5735b04472139f61a2"
+
+
+@needs_layouts
+@pytest.mark.parametrize(("arch", "dtype"), [("clip_l", "F16"), ("clip_g", "F16"), ("t5xxl", "F8_E4M3")])
+def test_full_size_layout_is_the_published_one(arch, dtype):
+    published = json.loads((LAYOUTS / f"{arch}.json").read_text())
+    published.pop("__metadata__", None)
+    ours = text_encoder_shapes(arch, "full")
+    assert sorted(ours) == list(published)  # files store keys sorted
+    assert {k: list(v) for k, v in ours.items()} == {k: v["shape"] for k, v in published.items()}
+    assert {v["dtype"] for v in published.values()} == {dtype}
+
+
+@pytest.mark.slow
+def test_full_size_clip_l_is_the_published_file_byte_for_byte(tmp_path):
+    path = make_text_encoder("clip_l", "full", 1234, tmp_path / "clip_l.safetensors", "fp16")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    assert digest.hexdigest() == CLIP_L_SHA256

@@ -29,6 +29,8 @@ EXTRA_MODULES = (
     "comfy_extras.nodes_string",
     "comfy_extras.nodes_rebatch",
     "comfy_extras.nodes_compositing",
+    "comfy_extras.nodes_flux",
+    "comfy_extras.nodes_sd3",
 )
 KEPT_OPTIONS = ("default", "min", "max", "step", "multiline", "control_after_generate", "image_upload")
 
@@ -88,7 +90,8 @@ def facts(info: dict[str, Any], dynamic: bool) -> dict[str, Any]:
             if isinstance(kind, list) or kind == "COMBO":
                 row["type"] = "COMBO"
                 values = kind if isinstance(kind, list) else options.get("options", [])
-                if not (dynamic and options.get("image_upload")):
+                # Upload lists and model file lists (empty in a bare checkout) depend on the install.
+                if not (dynamic and (options.get("image_upload") or not values)):
                     row["options"] = list(values)
             else:
                 row["type"] = kind
