@@ -26,6 +26,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
+from nodes.diffusion.controlnet import Residuals
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
@@ -84,19 +85,20 @@ class DiffusionModel(_Handle):
         embeds: torch.Tensor,
         pooled: torch.Tensor | None = None,
         extras: Sequence[dict[str, Any]] | None = None,
+        control: Residuals | None = None,
     ) -> torch.Tensor:
-        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape."""
+        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape.
+
+        `control` holds ControlNet residuals added to the encoder's skip connections and the middle block.
+        """
         unet = self.load(store)
         dev, dt = torch.device(self.device), self.compute_dtype
         kwargs: dict[str, Any] = {}
-        if self.adm != "none":
-            if pooled is None:
-                raise ValueError(f"{self.family} needs pooled text embeddings (SDXL conditioning)")
-            time_ids = size_time_ids(self.adm, x_in.shape, extras)
-            kwargs["added_cond_kwargs"] = {
-                "text_embeds": pooled.to(dev, dt),
-                "time_ids": time_ids.to(dev, dt),
-            }
+        added = self.added_cond(pooled, x_in.shape, extras)
+        if added is not None:
+            kwargs["added_cond_kwargs"] = added
+        if control is not None:
+            kwargs.update(control_kwargs(control, unet, x_in, dev, dt))
         out = unet(
             x_in.to(dev, dt),
             timesteps.to(dev, torch.float32),
@@ -105,6 +107,49 @@ class DiffusionModel(_Handle):
             **kwargs,
         )[0]
         return out.float()
+
+    def added_cond(
+        self, pooled: torch.Tensor | None, x_shape: torch.Size, extras: Sequence[dict[str, Any]] | None
+    ) -> dict[str, torch.Tensor] | None:
+        """SDXL's pooled text and size ids for the UNet (and its ControlNets); None for other families."""
+        if self.adm == "none":
+            return None
+        if pooled is None:
+            raise ValueError(f"{self.family} needs pooled text embeddings (SDXL conditioning)")
+        dev, dt = torch.device(self.device), self.compute_dtype
+        time_ids = size_time_ids(self.adm, x_shape, extras)
+        return {"text_embeds": pooled.to(dev, dt), "time_ids": time_ids.to(dev, dt)}
+
+
+def control_kwargs(
+    control: Residuals, unet: torch.nn.Module, x_in: torch.Tensor, dev: torch.device, dt: torch.dtype
+) -> dict[str, Any]:
+    """diffusers' residual arguments; a skip no control reached gets zeros of the UNet's shape there."""
+    down = [None if t is None else t.to(dev, dt) for t in control.down]
+    if any(t is None for t in down):
+        shapes = skip_shapes(unet, x_in.shape)
+        down = [
+            torch.zeros(s, device=dev, dtype=dt) if t is None else t
+            for t, s in zip(down, shapes, strict=True)
+        ]
+    out: dict[str, Any] = {"down_block_additional_residuals": tuple(down)}
+    if control.mid is not None:
+        out["mid_block_additional_residual"] = control.mid.to(dev, dt)
+    return out
+
+
+def skip_shapes(unet: torch.nn.Module, x_shape: torch.Size) -> list[tuple[int, ...]]:
+    """Shapes of a diffusers UNet's encoder skip connections for a latent of `x_shape`."""
+    batch, _, h, w = x_shape
+    cfg: Any = unet.config
+    chans = list(cfg.block_out_channels)
+    shapes: list[tuple[int, ...]] = [(batch, chans[0], h, w)]
+    for level, ch in enumerate(chans):
+        shapes += [(batch, ch, h, w)] * cfg.layers_per_block
+        if level < len(chans) - 1:
+            h, w = (h + 1) // 2, (w + 1) // 2
+            shapes.append((batch, ch, h, w))
+    return shapes
 
 
 def size_time_ids(adm: str, x_shape: torch.Size, extras: Sequence[dict[str, Any]] | None) -> torch.Tensor:

@@ -13,14 +13,17 @@ from typing import Any
 import torch
 
 from engine import RunContext
+from nodes.diffusion.controlnet import Residuals, load_control_model, run_control_model
+from nodes.diffusion.loader import component_dtype
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.media.previews import run_previewer
 from nodes.sampling.conds import InpaintSource
+from nodes.sampling.control import ControlRequest, chain_residuals
 from nodes.sampling.guiders import guider_denoiser
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import prepare_noise
 from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, prepare_mask, sample
-from nodes.types import Guider, Latent, LatentFormat, LatentSequence, Noise, SamplerSpec
+from nodes.types import ControlApplication, Guider, Latent, LatentFormat, LatentSequence, Noise, SamplerSpec
 
 
 class StepRecorder:
@@ -73,6 +76,37 @@ def inpaint_source(model: DiffusionModel, latent: Latent) -> InpaintSource:
     return InpaintSource(samples, mask, model.latent_format)
 
 
+def control_residuals(
+    store: Any,
+    model: DiffusionModel,
+    ms: DiscreteModelSampling,
+    request: ControlRequest,
+    x_in: torch.Tensor,
+    timesteps: torch.Tensor,
+    embeds: torch.Tensor,
+    pooled: torch.Tensor | None,
+    extras: Any,
+) -> Residuals | None:
+    """The summed residuals of a call's ControlNet chain (the UNet's own latent channels only)."""
+    x_ctrl = x_in[:, : model.latent_format.channels]
+    added = model.added_cond(pooled, x_ctrl.shape, extras)
+    dtype = component_dtype(store, "unet")
+
+    def run(control: ControlApplication, hint: torch.Tensor) -> Residuals:
+        module = load_control_model(store, control.net, dtype)
+        return run_control_model(
+            module,
+            x_ctrl,
+            timesteps,
+            embeds,
+            hint.to(x_ctrl.device),
+            added,
+            control.net.global_average_pooling,
+        )
+
+    return chain_residuals(request, x_ctrl.shape, ms, run)
+
+
 @dataclass
 class SamplingResult:
     """A run's new latent, the x0 prediction of its last step, and its steps when they were recorded."""
@@ -96,8 +130,13 @@ def sample_guided(
     ms = DiscreteModelSampling.create(model.prediction)
     recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
 
-    def unet(x_in, timesteps, embeds, pooled, extras):
-        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras)
+    def unet(x_in, timesteps, embeds, pooled, extras, control: ControlRequest | None = None):
+        residuals = None
+        if control is not None:
+            residuals = control_residuals(
+                ctx.models, model, ms, control, x_in, timesteps, embeds, pooled, extras
+            )
+        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras, control=residuals)
 
     inpaint = inpaint_source(model, latent) if model.is_inpaint else None
     denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint)
