@@ -29,6 +29,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.rebatch",
     "nodes.defs.image_ops",
     "nodes.defs.image_filters",
+    "nodes.defs.preprocessors",
     "nodes.defs.image_transform",
     "nodes.defs.mask_ops",
     "nodes.defs.primitives",

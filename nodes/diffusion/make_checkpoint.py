@@ -124,9 +124,15 @@ def _header(layout: Layout, dtype_name: str, elem: int) -> tuple[bytes, list[str
 
 def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype: str = "fp16") -> Path:
     """Write a random-weight single-file checkpoint, streaming one tensor at a time; returns the path."""
+    return write_layout(checkpoint_layout(arch, size), seed, out_path, dtype, arch)
+
+
+def write_layout(
+    layout: Layout, seed: int, out_path: str | Path, dtype: str = "fp16", arch: str = ""
+) -> Path:
+    """Write every tensor of a layout by the per-key seeded rule, keys sorted, as safetensors saves them."""
     torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     dtype_name = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}[dtype]
-    layout = checkpoint_layout(arch, size)
     header, keys = _header(layout, dtype_name, torch.empty((), dtype=torch_dtype).element_size())
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -142,15 +148,40 @@ def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype
     return out
 
 
+def random_layout_tensors(
+    layout: Layout, seed: int, dtype: torch.dtype = torch.float16
+) -> dict[str, torch.Tensor]:
+    """The same per-key values `write_layout` writes, in memory (for files converted before saving)."""
+    return {k: _random_tensor(k, shape, layout, seed, "").to(dtype) for k, shape in layout.items()}
+
+
+KINDS = ("checkpoint", "controlnet", "controlnet-diffusers")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
+    """CLI: `make-checkpoint --arch A --size tiny|full --seed N [--kind K] OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=ARCH_NAMES, required=True)
     ap.add_argument("--size", choices=("tiny", "full"), default="tiny")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
+    ap.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="checkpoint",
+        help="a whole checkpoint, or a ControlNet for the family (original or diffusers layout, fp16)",
+    )
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
-    path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
-    print(f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size}, seed {args.seed})")
+    if args.kind == "checkpoint":
+        path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
+    else:
+        # Imported here: the ControlNet writer builds on this module.
+        from nodes.diffusion.controlnet_files import make_controlnet
+
+        layout = "diffusers" if args.kind == "controlnet-diffusers" else "ldm"
+        path = make_controlnet(args.arch, args.size, args.seed, args.out, layout)
+    print(
+        f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size} {args.kind}, seed {args.seed})"
+    )
     return 0
