@@ -16,7 +16,12 @@ import pytest
 from engine import Registry, object_info
 from nodes.pack import register
 
-FACTS = json.loads((Path(__file__).parent / "data" / "comfyui_node_facts.json").read_text())["nodes"]
+# One file per node family (comfyui_node_facts*.json), each written by make_node_facts.py --out.
+FACTS = {
+    node_id: entry
+    for path in sorted((Path(__file__).parent / "data").glob("comfyui_node_facts*.json"))
+    for node_id, entry in json.loads(path.read_text())["nodes"].items()
+}
 
 
 @pytest.fixture(scope="module")
