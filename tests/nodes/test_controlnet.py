@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -93,8 +94,8 @@ def test_controlnet_file_is_recognised_from_its_tensors(control_files, arch, lay
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
 def test_controlnet_both_layouts_give_the_same_residuals(control_files, arch):
     torch.manual_seed(0)
-    a = build_controlnet(control_files[f"{arch}-ldm"], "ldm", arch, torch.float32)
-    b = build_controlnet(control_files[f"{arch}-diffusers"], "diffusers", arch, torch.float32)
+    a: Any = build_controlnet(control_files[f"{arch}-ldm"], "ldm", arch, torch.float32)
+    b: Any = build_controlnet(control_files[f"{arch}-diffusers"], "diffusers", arch, torch.float32)
     ctx = 64 if arch == "sd15" else 128
     x, hint = torch.randn(1, 4, 8, 8), torch.rand(1, 3, 64, 64)
     kwargs = {"encoder_hidden_states": torch.randn(1, 77, ctx), "controlnet_cond": hint, "return_dict": False}
