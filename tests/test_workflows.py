@@ -25,6 +25,7 @@ from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.formats.media_metadata import read_embedded_workflow
 from engine.validation import validate_prompt
+from nodes.diffusion.controlnet_files import make_controlnet
 from tests.shared_reference import CASES, needs_reference
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
@@ -37,6 +38,8 @@ CHECKPOINTS = {
     "sd_xl_refiner_1.0.safetensors": "sdxl-refiner",
     "sd15-random.safetensors": "sd15",  # the ComfyUI reference cases' checkpoint name
 }
+# Tiny SD1.5 ControlNets under the names the workflows and the reference cases use.
+CONTROLNETS = ("control_v11p_sd15_canny_fp16.safetensors", "sd15-controlnet-random.safetensors")
 
 
 def load_api(path: Path) -> dict:
@@ -50,6 +53,8 @@ def models_dir(tmp_path_factory, tiny_checkpoint_paths) -> Path:
     (root / "checkpoints").mkdir()
     for name, arch in CHECKPOINTS.items():
         shutil.copyfile(tiny_checkpoint_paths[arch], root / "checkpoints" / name)
+    for name in CONTROLNETS:
+        make_controlnet("sd15", "tiny", 0, root / "controlnet" / name)
     return root
 
 
@@ -139,6 +144,7 @@ def test_workflows_directory_has_the_promised_files():
         "inpaint_sd15",
         "outpaint_sd15",
         "area_composition_sd15",
+        "controlnet_canny_sd15",
     } <= names
     for path in API_FILES:
         prompt = load_api(path)
@@ -282,10 +288,7 @@ def test_server_reads_the_workflow_from_a_png_and_video_diffgraph_wrote(compare_
 
 
 # Reference cases whose graphs need node families not built yet; any other missing node fails the tests.
-NOT_YET = {
-    "ControlNetLoader": "issue 19 (guidance models)",
-    "ControlNetApplyAdvanced": "issue 19 (guidance models)",
-}
+NOT_YET: dict[str, str] = {}
 CASE_NAMES = sorted(p.name for p in CASES.iterdir()) if CASES.is_dir() else []
 
 
