@@ -19,7 +19,7 @@ import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import ControlNetModel
@@ -28,6 +28,9 @@ from diffusers.loaders import single_file_utils as sfu
 from nodes.diffusion import families
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_header, read_weights
 from nodes.types import ControlKind, ControlNet
+
+if TYPE_CHECKING:
+    from nodes.diffusion.model_handle import DiffusionModel
 
 LDM_PREFIX = "control_model."
 LORA_MARKER = "lora_controlnet"
@@ -120,13 +123,54 @@ def controlnet_config(family: str, ldm_state: dict[str, torch.Tensor]) -> dict[s
 
 def ldm_to_diffusers(state: dict[str, torch.Tensor], cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Original ControlNet tensors (no prefix) renamed to diffusers' ControlNetModel names."""
-    converted = sfu.convert_controlnet_checkpoint(state, cfg)
+    # Prefixed, so diffusers' converter takes files lacking a time embedding (control-lora parts) too.
+    converted = sfu.convert_controlnet_checkpoint({LDM_PREFIX + k: v for k, v in state.items()}, cfg)
     for i, part in ((0, "linear_1"), (2, "linear_2")):
         for suffix in ("weight", "bias"):
             key = f"label_emb.0.{i}.{suffix}"
             if key in state:
                 converted[f"add_embedding.{part}.{suffix}"] = state[key]
     return {k: v for k, v in converted.items() if v is not None}
+
+
+def _renamed_parts(
+    tensors: dict[str, torch.Tensor], suffix: str, cfg: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """Control-lora `up`/`down` tensors under diffusers layer names (without the suffix)."""
+    as_weights = {k[: -len(suffix)] + ".weight": v for k, v in tensors.items() if k.endswith(suffix)}
+    return {k.removesuffix(".weight"): v for k, v in ldm_to_diffusers(as_weights, cfg).items()}
+
+
+def build_control_lora(path: Path, base_unet: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A ControlNetModel from a control-lora file over the sampler's UNet (ComfyUI's ControlLora rules).
+
+    Every encoder weight starts as the base UNet's; the file's full tensors (hint blocks, zero convs,
+    norms, biases) replace theirs; each LoRA pair adds up @ down (flattened, reshaped to the weight).
+    """
+    raw = read_weights(path, cast=lambda _key: torch.float32)
+    tensors = {k: v for k, v in raw.items() if k != LORA_MARKER and "__" not in k}
+    full = {k: v for k, v in tensors.items() if k.endswith((".weight", ".bias"))}
+    base_cfg: Any = base_unet.config
+    accepted = set(inspect.signature(ControlNetModel.__init__).parameters) - {"self"}
+    cfg = {k: v for k, v in dict(base_cfg).items() if k in accepted}
+    cfg["conditioning_channels"], cfg["conditioning_embedding_out_channels"] = _hint_channels(full)
+    own = ldm_to_diffusers(full, cfg)
+    ups, downs = _renamed_parts(tensors, ".up", cfg), _renamed_parts(tensors, ".down", cfg)
+    base = base_unet.state_dict()
+    with torch.device("meta"):
+        wanted = list(ControlNetModel.from_config(cfg).state_dict())
+    state: dict[str, torch.Tensor] = {}
+    for key in wanted:
+        value = own.get(key, base.get(key))
+        if value is None:
+            raise CheckpointFormatError(f"{path.name}: control-lora and base model both lack {key}")
+        value = value.float()
+        layer = key.removesuffix(".weight")
+        if key.endswith(".weight") and layer in ups:
+            delta = torch.mm(ups[layer].flatten(start_dim=1), downs[layer].flatten(start_dim=1))
+            value = value + delta.reshape(value.shape)
+        state[key] = value
+    return _assign(cfg, state, dtype, path.name)
 
 
 def diffusers_to_ldm_shapes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -164,9 +208,7 @@ def diffusers_to_ldm_shapes(state: dict[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
-def _assign(
-    cfg: dict[str, Any], state: dict[str, torch.Tensor], dtype: torch.dtype, name: str
-) -> ControlNetModel:
+def _assign(cfg: dict[str, Any], state: dict[str, torch.Tensor], dtype: torch.dtype, name: str) -> Any:
     """A meta-built ControlNetModel receiving the converted tensors; refuses missing or extra tensors."""
     with torch.device("meta"):
         model = ControlNetModel.from_config(cfg)
@@ -182,7 +224,7 @@ def _assign(
 
 def build_controlnet(
     path: Path, layout: str, family: str, dtype: torch.dtype, base_unet: torch.nn.Module | None = None
-) -> ControlNetModel:
+) -> Any:
     """A ControlNetModel from an ldm- or diffusers-layout file (a difference file needs `base_unet`)."""
     raw = read_weights(path, cast=lambda _key: torch.float32)
     if layout == "diffusers":
@@ -238,20 +280,28 @@ def _add(earlier: torch.Tensor | None, later: torch.Tensor | None) -> torch.Tens
     return earlier + later
 
 
-def control_store_key(net: ControlNet, dtype: torch.dtype) -> tuple[Any, ...]:
-    """The model store key of a loaded control model (a difference file also names its base UNet)."""
-    base = net.base_model.recipe.store_key if net.base_model is not None else None
-    return ("diffgraph", "controlnet", net.path, net.layout, net.family, str(dtype), base)
+def control_store_key(net: ControlNet, dtype: torch.dtype, model: DiffusionModel) -> tuple[Any, ...]:
+    """The model store key of a loaded control model (one built on a UNet also names that UNet)."""
+    base = net.base_model if net.base_model is not None else model if net.kind == "control_lora" else None
+    base_key = base.recipe.store_key if base is not None else None
+    return ("diffgraph", "controlnet", net.path, net.layout, net.family, str(dtype), base_key)
 
 
-def load_control_model(store: Any, net: ControlNet, dtype: torch.dtype) -> torch.nn.Module:
-    """The control model on the compute device, loaded through the store on first use."""
+def load_control_model(
+    store: Any, net: ControlNet, dtype: torch.dtype, model: DiffusionModel
+) -> torch.nn.Module:
+    """The control model on the compute device, loaded through the store on first use.
 
-    def build() -> ControlNetModel:
+    `model` is the UNet being sampled: a control-lora is built on top of it.
+    """
+
+    def build() -> torch.nn.Module:
+        if net.kind == "control_lora":
+            return build_control_lora(Path(net.path), model.load(store), dtype)
         base = net.base_model.load(store) if net.base_model is not None else None
         return build_controlnet(Path(net.path), net.layout, net.family, dtype, base)
 
-    return store.get(control_store_key(net, dtype), build)
+    return store.get(control_store_key(net, dtype, model), build)
 
 
 def run_control_model(

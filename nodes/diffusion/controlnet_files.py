@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from nodes.diffusion.controlnet import LDM_PREFIX, controlnet_config, ldm_to_diffusers
+from nodes.diffusion.controlnet import LDM_PREFIX, LORA_MARKER, controlnet_config, ldm_to_diffusers
 from nodes.diffusion.ldm_layout import Layout, unet_layout
 from nodes.diffusion.make_checkpoint import arch_spec, random_layout_tensors, write_layout
 
@@ -81,6 +81,29 @@ def make_controlnet(arch: str, size: str, seed: int, out_path: str | Path, layou
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out), metadata={"format": "pt"})
     return out
+
+
+def control_lora_layout(arch: str, size: str, rank: int) -> Layout:
+    """A control-lora's tensors: LoRA pairs for the encoder's matrices and kernels, the rest in full.
+
+    Conv kernels get `up` [out, rank, 1, 1] and `down` [rank, in, k, k]; linear layers [out, rank] and
+    [rank, in]; norms and biases of the encoder, the hint blocks and the zero convs are full tensors.
+    """
+    out: Layout = {LORA_MARKER: (1,)}
+    for key, shape in controlnet_layout(arch, size).items():
+        name = key[len(LDM_PREFIX) :]
+        if name.startswith(_ENCODER_PARTS) and name.endswith(".weight") and len(shape) >= 2:
+            base = name.removesuffix(".weight")
+            out[base + ".up"] = (shape[0], rank, *([1] * (len(shape) - 2)))
+            out[base + ".down"] = (rank, *shape[1:])
+        else:
+            out[name] = shape
+    return out
+
+
+def make_control_lora(arch: str, size: str, seed: int, out_path: str | Path, rank: int = 4) -> Path:
+    """Write a random-weight control-lora (fp16) for a family's UNet."""
+    return write_layout(control_lora_layout(arch, size, rank), seed, out_path, "fp16")
 
 
 def controlnet_values(arch: str, size: str, seed: int) -> dict[str, torch.Tensor]:

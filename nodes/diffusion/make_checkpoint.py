@@ -155,7 +155,7 @@ def random_layout_tensors(
     return {k: _random_tensor(k, shape, layout, seed, "").to(dtype) for k, shape in layout.items()}
 
 
-KINDS = ("checkpoint", "controlnet", "controlnet-diffusers")
+KINDS = ("checkpoint", "controlnet", "controlnet-diffusers", "control-lora")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kind",
         choices=KINDS,
         default="checkpoint",
-        help="a whole checkpoint, or a ControlNet for the family (original or diffusers layout, fp16)",
+        help="a whole checkpoint, or a ControlNet for the family (original or diffusers layout, or a control-lora; fp16)",
     )
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
@@ -177,8 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
     else:
         # Imported here: the ControlNet writer builds on this module.
-        from nodes.diffusion.controlnet_files import make_controlnet
+        from nodes.diffusion.controlnet_files import make_control_lora, make_controlnet
 
+        if args.kind == "control-lora":
+            path = make_control_lora(args.arch, args.size, args.seed, args.out)
+            print(
+                f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size} {args.kind}, seed {args.seed})"
+            )
+            return 0
         layout = "diffusers" if args.kind == "controlnet-diffusers" else "ldm"
         path = make_controlnet(args.arch, args.size, args.seed, args.out, layout)
     print(

@@ -93,7 +93,7 @@ def control_residuals(
     dtype = component_dtype(store, "unet")
 
     def run(control: ControlApplication, hint: torch.Tensor) -> Residuals:
-        module = load_control_model(store, control.net, dtype)
+        module = load_control_model(store, control.net, dtype, model)
         return run_control_model(
             module,
             x_ctrl,

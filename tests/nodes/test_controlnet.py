@@ -18,8 +18,13 @@ from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.validation import validate_prompt
 from nodes.diffusion.checkpoint_io import CheckpointFormatError
-from nodes.diffusion.controlnet import build_controlnet, detect_layout, inspect_control_file
-from nodes.diffusion.controlnet_files import controlnet_layout, make_controlnet
+from nodes.diffusion.controlnet import (
+    build_control_lora,
+    build_controlnet,
+    detect_layout,
+    inspect_control_file,
+)
+from nodes.diffusion.controlnet_files import controlnet_layout, make_control_lora, make_controlnet
 from nodes.sampling.control import broadcast_hint, share_with_uncond
 from nodes.types import CondArea, CondEntry, ControlApplication, ControlNet
 
@@ -220,6 +225,7 @@ def workspace(tmp_path_factory, tiny_models_dir, control_files):
     shutil.copyfile(control_files["sd15-ldm"], root / "controlnet" / "cn-ldm.safetensors")
     shutil.copyfile(control_files["sd15-diffusers"], root / "controlnet" / "cn-diffusers.safetensors")
     make_controlnet("sd15", "tiny", 8, root / "controlnet" / "cn-other.safetensors")
+    make_control_lora("sdxl", "tiny", 9, root / "controlnet" / "control-lora-xl.safetensors")
     input_dir = tmp_path_factory.mktemp("cn_input")
     picture = np.zeros((80, 80, 3), dtype=np.uint8)
     picture[20:60, 10:50] = (250, 200, 30)
@@ -316,3 +322,39 @@ def test_controlnet_chain_sums_both_and_the_old_apply_node_runs(run):
 def test_controlnet_loader_refuses_a_checkpoint_with_the_file_name(tiny_sd15_path):
     with pytest.raises(CheckpointFormatError, match=f"{tiny_sd15_path.name} is not a ControlNet"):
         inspect_control_file(tiny_sd15_path)
+
+
+def test_control_lora_adds_its_pairs_to_the_base_unet_and_keeps_its_own_tensors(tmp_path, tiny_sdxl_path):
+    from safetensors.torch import load_file
+
+    from nodes.diffusion.checkpoint_io import read_weights
+    from nodes.diffusion.loader import build_unet
+
+    path = make_control_lora("sdxl", "tiny", 3, tmp_path / "cl.safetensors")
+    assert inspect_control_file(path) == ("control_lora", "control_lora", "")
+    sd = read_weights(
+        tiny_sdxl_path, lambda k: k.startswith("model.diffusion_model."), lambda _k: torch.float32
+    )
+    unet, _ = build_unet("sdxl", sd, torch.float32)
+    ours = build_control_lora(path, unet, torch.float32).state_dict()
+    raw = {k: v.float() for k, v in load_file(str(path)).items()}
+    base = unet.state_dict()
+    # input_blocks.4 is the first resnet of the second level (diffusers down_blocks.1.resnets.0).
+    up, down = raw["input_blocks.4.0.in_layers.2.up"], raw["input_blocks.4.0.in_layers.2.down"]
+    conv1 = base["down_blocks.1.resnets.0.conv1.weight"]
+    expected = conv1 + (up.flatten(1) @ down.flatten(1)).reshape(conv1.shape)
+    assert torch.equal(ours["down_blocks.1.resnets.0.conv1.weight"], expected)
+    assert torch.equal(
+        ours["down_blocks.1.resnets.0.norm1.weight"], raw["input_blocks.4.0.in_layers.0.weight"]
+    )
+    assert torch.equal(ours["controlnet_cond_embedding.conv_in.weight"], raw["input_hint_block.0.weight"])
+    assert torch.equal(ours["controlnet_down_blocks.0.weight"], raw["zero_convs.0.0.weight"])
+
+
+@pytest.mark.slow
+def test_control_lora_steers_an_sdxl_workflow(run):
+    prompt = json.loads(json.dumps(PROMPT))
+    prompt["4"]["inputs"]["ckpt_name"] = "tiny-sdxl.safetensors"
+    plain = _latent(run(prompt))
+    steered = _latent(run(_with_control(prompt, "control-lora-xl.safetensors")))
+    assert torch.isfinite(steered).all() and not torch.allclose(plain, steered)
