@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from diffusers.loaders import single_file_utils as sfu
 
 from nodes.diffusion import families
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_header, read_weights
+from nodes.diffusion.t2i_adapter import build_t2i_adapter
 from nodes.types import ControlKind, ControlNet
 
 if TYPE_CHECKING:
@@ -76,9 +77,12 @@ def detect_layout(shapes: dict[str, list[int]], name: str) -> tuple[ControlKind,
         bare = {k[len(prefix) :]: s for k, s in shapes.items() if k.startswith(prefix)}
         layout = "ldm_difference" if "difference" in keys else "ldm"
         return "controlnet", layout, _context_family(bare, name)
-    for key in ("body.0.in_conv.weight", "conv_in.weight", "adapter.body.0.resnets.0.block1.weight"):
-        if key in keys or "adapter." + key in keys:
-            raise CheckpointFormatError(f"{name} is a T2I-Adapter; diffgraph does not run T2I-Adapters yet")
+    if "body.0.in_conv.weight" in keys:
+        raise CheckpointFormatError(
+            f"{name} is a light T2I-Adapter; diffgraph runs the full T2I-Adapters only"
+        )
+    if "adapter.conv_in.weight" in keys or ("conv_in.weight" in keys and "body.0.block1.weight" in keys):
+        return "t2i_adapter", "t2i_diffusers" if "adapter.conv_in.weight" in keys else "t2i", ""
     for prefix, what in _OTHER_FAMILIES:
         if any(k.startswith(prefix) for k in keys):
             raise CheckpointFormatError(f"{name} is {what}; diffgraph runs SD1.x/SD2.x/SDXL ControlNets")
@@ -247,16 +251,20 @@ def build_controlnet(
 
 @dataclass
 class Residuals:
-    """What the UNet adds: one tensor per encoder skip connection (input-block order) and the middle's."""
+    """What the UNet adds: one tensor per encoder skip connection (input-block order), the middle's,
+    and T2I-Adapter features added inside the encoder (one per down block, then the middle's for SDXL).
+    """
 
     down: list[torch.Tensor | None]
     mid: torch.Tensor | None
+    adapter: list[torch.Tensor | None] = field(default_factory=list)
 
     def scaled(self, strength: float) -> Residuals:
         """Every residual times a control's strength."""
         return Residuals(
             [None if t is None else t * strength for t in self.down],
             None if self.mid is None else self.mid * strength,
+            [None if t is None else t * strength for t in self.adapter],
         )
 
     def plus(self, other: Residuals | None) -> Residuals:
@@ -265,7 +273,9 @@ class Residuals:
             return self
         n = max(len(self.down), len(other.down))
         down = [_add(_at(other.down, i), _at(self.down, i)) for i in range(n)]
-        return Residuals(down, _add(other.mid, self.mid))
+        m = max(len(self.adapter), len(other.adapter))
+        adapter = [_add(_at(other.adapter, i), _at(self.adapter, i)) for i in range(m)]
+        return Residuals(down, _add(other.mid, self.mid), adapter)
 
 
 def _at(items: list[torch.Tensor | None], i: int) -> torch.Tensor | None:
@@ -298,6 +308,8 @@ def load_control_model(
     def build() -> torch.nn.Module:
         if net.kind == "control_lora":
             return build_control_lora(Path(net.path), model.load(store), dtype)
+        if net.kind == "t2i_adapter":
+            return build_t2i_adapter(Path(net.path), net.layout, dtype)
         base = net.base_model.load(store) if net.base_model is not None else None
         return build_controlnet(Path(net.path), net.layout, net.family, dtype, base)
 

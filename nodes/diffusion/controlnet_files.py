@@ -11,6 +11,8 @@ The diffusers layout holds the same values under diffusers' ControlNetModel name
 
 from __future__ import annotations
 
+import math
+import zlib
 from pathlib import Path
 
 import torch
@@ -24,6 +26,25 @@ CONTROLNET_ARCHS = ("sd15", "sd2", "sdxl")
 CONTROLNET_LAYOUTS = ("ldm", "diffusers")
 HINT_WIDTHS = {"full": (16, 32, 96, 256), "tiny": (8, 8, 16, 16)}
 _ENCODER_PARTS = ("time_embed.", "label_emb.", "input_blocks.", "middle_block.")
+
+
+def control_tensor(key: str, shape: tuple[int, ...], layout: Layout, seed: int) -> torch.Tensor:
+    """The control files' value rule: per-key generator, u in [-1, 1) times a bound (not divided by it).
+
+    Matrices and kernels: bound 1/sqrt(fan-in); 1-d weights (norm gains): 1 + u * 0.1; biases take their
+    weight's bound (0.1 beside a 1-d weight); any other tensor (LoRA halves, markers) is treated as a
+    weight. Multiplying by the bound rounds differently from dividing by sqrt(fan-in), which is why the
+    reference ControlNet needs this rule rather than the checkpoints' one.
+    """
+    g = torch.Generator().manual_seed((seed * 1000003 + zlib.crc32(key.encode())) % 2**63)
+    u = torch.rand(shape, generator=g, dtype=torch.float32) * 2 - 1
+    if key.endswith(".bias"):
+        ref = layout.get(key[: -len(".bias")] + ".weight", shape)
+        bound = 1.0 / math.sqrt(math.prod(ref[1:])) if len(ref) >= 2 else 0.1
+        return u * bound
+    if len(shape) >= 2:
+        return u * (1.0 / math.sqrt(math.prod(shape[1:])))
+    return 1.0 + u * 0.1
 
 
 def _conv(out: Layout, name: str, n_out: int, n_in: int, k: int) -> None:
@@ -70,10 +91,10 @@ def make_controlnet(arch: str, size: str, seed: int, out_path: str | Path, layou
     """Write a random-weight ControlNet (fp16) in the original or the diffusers layout."""
     shapes = controlnet_layout(arch, size)
     if layout == "ldm":
-        return write_layout(shapes, seed, out_path, "fp16")
+        return write_layout(shapes, seed, out_path, "fp16", rule=control_tensor)
     if layout != "diffusers":
         raise ValueError(f"unknown ControlNet layout {layout!r}; one of {CONTROLNET_LAYOUTS}")
-    tensors = random_layout_tensors(shapes, seed)
+    tensors = random_layout_tensors(shapes, seed, rule=control_tensor)
     bare = {k[len(LDM_PREFIX) :]: v for k, v in tensors.items()}
     family = "sd15" if arch == "sd15" else arch
     state = ldm_to_diffusers(bare, controlnet_config(family, bare))
@@ -103,9 +124,34 @@ def control_lora_layout(arch: str, size: str, rank: int) -> Layout:
 
 def make_control_lora(arch: str, size: str, seed: int, out_path: str | Path, rank: int = 4) -> Path:
     """Write a random-weight control-lora (fp16) for a family's UNet."""
-    return write_layout(control_lora_layout(arch, size, rank), seed, out_path, "fp16")
+    return write_layout(control_lora_layout(arch, size, rank), seed, out_path, "fp16", rule=control_tensor)
+
+
+def t2i_adapter_layout(arch: str, size: str, hint_channels: int = 1) -> Layout:
+    """An original-layout (TencentARC) full T2I-Adapter: conv_in, then 4 levels of 2 residual blocks.
+
+    SD1.x adapters pixel-unshuffle by 8, SDXL ones by 16; a level changing width starts with a 1x1
+    `in_conv`; each residual block is a 3x3 `block1` and a 1x1 `block2`.
+    """
+    width = 32 if size == "tiny" else 320
+    channels = [width, width * 2, width * 4, width * 4]
+    factor = 16 if arch == "sdxl" else 8
+    out: Layout = {}
+    _conv(out, "conv_in", width, hint_channels * factor * factor, 3)
+    for level, ch in enumerate(channels):
+        if level and channels[level - 1] != ch:
+            _conv(out, f"body.{level * 2}.in_conv", ch, channels[level - 1], 1)
+        for block in range(2):
+            _conv(out, f"body.{level * 2 + block}.block1", ch, ch, 3)
+            _conv(out, f"body.{level * 2 + block}.block2", ch, ch, 1)
+    return out
+
+
+def make_t2i_adapter(arch: str, size: str, seed: int, out_path: str | Path) -> Path:
+    """Write a random-weight full T2I-Adapter (fp16, original layout, one-channel hint)."""
+    return write_layout(t2i_adapter_layout(arch, size), seed, out_path, "fp16", rule=control_tensor)
 
 
 def controlnet_values(arch: str, size: str, seed: int) -> dict[str, torch.Tensor]:
     """The original-layout tensors `make_controlnet` writes, in memory."""
-    return random_layout_tensors(controlnet_layout(arch, size), seed)
+    return random_layout_tensors(controlnet_layout(arch, size), seed, rule=control_tensor)

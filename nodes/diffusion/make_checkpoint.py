@@ -15,6 +15,7 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -127,10 +128,22 @@ def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype
     return write_layout(checkpoint_layout(arch, size), seed, out_path, dtype, arch)
 
 
+# (key, shape, layout, seed) -> float32 values of one tensor.
+ValueRule = Callable[[str, tuple[int, ...], Layout, int], torch.Tensor]
+
+
 def write_layout(
-    layout: Layout, seed: int, out_path: str | Path, dtype: str = "fp16", arch: str = ""
+    layout: Layout,
+    seed: int,
+    out_path: str | Path,
+    dtype: str = "fp16",
+    arch: str = "",
+    rule: ValueRule | None = None,
 ) -> Path:
-    """Write every tensor of a layout by the per-key seeded rule, keys sorted, as safetensors saves them."""
+    """Write every tensor of a layout by the per-key seeded rule, keys sorted, as safetensors saves them.
+
+    `rule` replaces this module's value rule (the ControlNet files follow their own).
+    """
     torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     dtype_name = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}[dtype]
     header, keys = _header(layout, dtype_name, torch.empty((), dtype=torch_dtype).element_size())
@@ -140,7 +153,10 @@ def write_layout(
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(header)) + header)
         for key in keys:
-            t = _random_tensor(key, layout[key], layout, seed, arch)
+            if rule is not None:
+                t = rule(key, layout[key], layout, seed)
+            else:
+                t = _random_tensor(key, layout[key], layout, seed, arch)
             if t.is_floating_point():
                 t = t.to(torch_dtype)
             f.write(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -149,13 +165,15 @@ def write_layout(
 
 
 def random_layout_tensors(
-    layout: Layout, seed: int, dtype: torch.dtype = torch.float16
+    layout: Layout, seed: int, dtype: torch.dtype = torch.float16, rule: ValueRule | None = None
 ) -> dict[str, torch.Tensor]:
     """The same per-key values `write_layout` writes, in memory (for files converted before saving)."""
-    return {k: _random_tensor(k, shape, layout, seed, "").to(dtype) for k, shape in layout.items()}
+    if rule is None:
+        return {k: _random_tensor(k, shape, layout, seed, "").to(dtype) for k, shape in layout.items()}
+    return {k: rule(k, shape, layout, seed).to(dtype) for k, shape in layout.items()}
 
 
-KINDS = ("checkpoint", "controlnet", "controlnet-diffusers", "control-lora")
+KINDS = ("checkpoint", "controlnet", "controlnet-diffusers", "control-lora", "t2i-adapter")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         "--kind",
         choices=KINDS,
         default="checkpoint",
-        help="a whole checkpoint, or a ControlNet for the family (original or diffusers layout, or a control-lora; fp16)",
+        help="a whole checkpoint, or for the family a ControlNet (original or diffusers layout), a "
+        "control-lora or a T2I-Adapter (fp16)",
     )
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
@@ -177,16 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
     else:
         # Imported here: the ControlNet writer builds on this module.
-        from nodes.diffusion.controlnet_files import make_control_lora, make_controlnet
+        from nodes.diffusion.controlnet_files import make_control_lora, make_controlnet, make_t2i_adapter
 
         if args.kind == "control-lora":
             path = make_control_lora(args.arch, args.size, args.seed, args.out)
-            print(
-                f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size} {args.kind}, seed {args.seed})"
-            )
-            return 0
-        layout = "diffusers" if args.kind == "controlnet-diffusers" else "ldm"
-        path = make_controlnet(args.arch, args.size, args.seed, args.out, layout)
+        elif args.kind == "t2i-adapter":
+            path = make_t2i_adapter(args.arch, args.size, args.seed, args.out)
+        else:
+            layout = "diffusers" if args.kind == "controlnet-diffusers" else "ldm"
+            path = make_controlnet(args.arch, args.size, args.seed, args.out, layout)
     print(
         f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size} {args.kind}, seed {args.seed})"
     )

@@ -125,16 +125,22 @@ def control_kwargs(
     control: Residuals, unet: torch.nn.Module, x_in: torch.Tensor, dev: torch.device, dt: torch.dtype
 ) -> dict[str, Any]:
     """diffusers' residual arguments; a skip no control reached gets zeros of the UNet's shape there."""
-    down = [None if t is None else t.to(dev, dt) for t in control.down]
-    if any(t is None for t in down):
+    out: dict[str, Any] = {}
+    if control.down or control.mid is not None:
+        down = [None if t is None else t.to(dev, dt) for t in control.down]
         shapes = skip_shapes(unet, x_in.shape)
-        down = [
+        down += [None] * (len(shapes) - len(down))
+        out["down_block_additional_residuals"] = tuple(
             torch.zeros(s, device=dev, dtype=dt) if t is None else t
             for t, s in zip(down, shapes, strict=True)
+        )
+        if control.mid is not None:
+            out["mid_block_additional_residual"] = control.mid.to(dev, dt)
+    if control.adapter:
+        # diffusers pops from this list while it runs, so it gets its own copy.
+        out["down_intrablock_additional_residuals"] = [
+            t.to(dev, dt) for t in control.adapter if t is not None
         ]
-    out: dict[str, Any] = {"down_block_additional_residuals": tuple(down)}
-    if control.mid is not None:
-        out["mid_block_additional_residual"] = control.mid.to(dev, dt)
     return out
 
 

@@ -9,6 +9,7 @@ do; the chain's residuals are added up per UNet skip connection and for the midd
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
@@ -25,8 +26,8 @@ COMPRESSION = 8
 HINT_RESIZE: Final = "nearest-exact"
 
 
-# (application, hint at the latent's pixel size) -> that control model's unscaled residuals for this call.
-ControlRunner = Callable[[ControlApplication, torch.Tensor], Residuals]
+# application -> that control model's unscaled residuals for this call (it prepares its own hint).
+ControlRunner = Callable[[ControlApplication], Residuals]
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,9 +39,13 @@ class ControlRequest:
     batched: int
 
 
-def prepare_hint(hint: torch.Tensor, x_shape: torch.Size, batched: int) -> torch.Tensor:
-    """The hint at the latent's pixel size, repeated over a batch of `batched` entries when it has several images."""
-    height, width = x_shape[-2] * COMPRESSION, x_shape[-1] * COMPRESSION
+def prepare_hint(hint: torch.Tensor, x_shape: torch.Size, batched: int, multiple: int = 1) -> torch.Tensor:
+    """The hint at the latent's pixel size (rounded up to `multiple`), repeated over `batched` entries.
+
+    T2I-Adapters pixel-unshuffle their input, so their hint size is rounded up to the unshuffle factor.
+    """
+    height = math.ceil(x_shape[-2] * COMPRESSION / multiple) * multiple
+    width = math.ceil(x_shape[-1] * COMPRESSION / multiple) * multiple
     out = common_upscale(hint.float(), width, height, HINT_RESIZE, "center")
     return broadcast_hint(out, x_shape[0], batched)
 
@@ -66,7 +71,7 @@ def in_range(control: ControlApplication, sigma: float, ms: DiscreteModelSamplin
 
 
 def chain_residuals(
-    request: ControlRequest, x_shape: torch.Size, ms: DiscreteModelSampling, run: ControlRunner
+    request: ControlRequest, ms: DiscreteModelSampling, run: ControlRunner
 ) -> Residuals | None:
     """The summed, strength-scaled residuals of every control in the chain active at this sigma."""
     sigma = float(request.sigma[0])
@@ -74,8 +79,7 @@ def chain_residuals(
     for control in request.control.chain():
         if not in_range(control, sigma, ms):
             continue
-        hint = prepare_hint(control.hint, x_shape, request.batched)
-        total = run(control, hint).scaled(control.strength).plus(total)
+        total = run(control).scaled(control.strength).plus(total)
     return total
 
 

@@ -16,9 +16,10 @@ from engine import RunContext
 from nodes.diffusion.controlnet import Residuals, load_control_model, run_control_model
 from nodes.diffusion.loader import component_dtype
 from nodes.diffusion.model_handle import DiffusionModel
+from nodes.diffusion.t2i_adapter import adapter_hint
 from nodes.media.previews import run_previewer
 from nodes.sampling.conds import InpaintSource
-from nodes.sampling.control import ControlRequest, chain_residuals
+from nodes.sampling.control import ControlRequest, chain_residuals, prepare_hint
 from nodes.sampling.guiders import guider_denoiser
 from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import prepare_noise
@@ -92,19 +93,19 @@ def control_residuals(
     added = model.added_cond(pooled, x_ctrl.shape, extras)
     dtype = component_dtype(store, "unet")
 
-    def run(control: ControlApplication, hint: torch.Tensor) -> Residuals:
-        module = load_control_model(store, control.net, dtype, model)
+    def run(control: ControlApplication) -> Residuals:
+        module: Any = load_control_model(store, control.net, dtype, model)
+        if control.net.kind == "t2i_adapter":
+            cfg = module.config
+            hint = prepare_hint(control.hint, x_ctrl.shape, request.batched, cfg.downscale_factor)
+            features = module(adapter_hint(hint, cfg.in_channels).to(x_ctrl.device, dtype))
+            return Residuals([], None, list(features))
+        hint = prepare_hint(control.hint, x_ctrl.shape, request.batched).to(x_ctrl.device)
         return run_control_model(
-            module,
-            x_ctrl,
-            timesteps,
-            embeds,
-            hint.to(x_ctrl.device),
-            added,
-            control.net.global_average_pooling,
+            module, x_ctrl, timesteps, embeds, hint, added, control.net.global_average_pooling
         )
 
-    return chain_residuals(request, x_ctrl.shape, ms, run)
+    return chain_residuals(request, ms, run)
 
 
 @dataclass
