@@ -11,6 +11,7 @@ The diffusers layout holds the same values under diffusers' ControlNetModel name
 
 from __future__ import annotations
 
+import argparse
 import math
 import zlib
 from pathlib import Path
@@ -155,3 +156,28 @@ def make_t2i_adapter(arch: str, size: str, seed: int, out_path: str | Path) -> P
 def controlnet_values(arch: str, size: str, seed: int) -> dict[str, torch.Tensor]:
     """The original-layout tensors `make_controlnet` writes, in memory."""
     return random_layout_tensors(controlnet_layout(arch, size), seed, rule=control_tensor)
+
+
+CONTROL_KINDS = ("controlnet", "controlnet-diffusers", "control-lora", "t2i-adapter")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: `make-checkpoint --kind K --arch A --size tiny|full --seed N OUT.safetensors` for control files."""
+    ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
+    ap.add_argument("--kind", choices=CONTROL_KINDS, required=True)
+    ap.add_argument("--arch", choices=CONTROLNET_ARCHS, required=True)
+    ap.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("out", help="output .safetensors path")
+    args = ap.parse_args(argv)
+    if args.kind == "control-lora":
+        path = make_control_lora(args.arch, args.size, args.seed, args.out)
+    elif args.kind == "t2i-adapter":
+        path = make_t2i_adapter(args.arch, args.size, args.seed, args.out)
+    else:
+        layout = "diffusers" if args.kind == "controlnet-diffusers" else "ldm"
+        path = make_controlnet(args.arch, args.size, args.seed, args.out, layout)
+    print(
+        f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size} {args.kind}, seed {args.seed})"
+    )
+    return 0

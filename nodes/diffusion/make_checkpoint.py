@@ -173,39 +173,18 @@ def random_layout_tensors(
     return {k: rule(k, shape, layout, seed).to(dtype) for k, shape in layout.items()}
 
 
-KINDS = ("checkpoint", "controlnet", "controlnet-diffusers", "control-lora", "t2i-adapter")
-
-
 def main(argv: list[str] | None = None) -> int:
-    """CLI: `make-checkpoint --arch A --size tiny|full --seed N [--kind K] OUT.safetensors`."""
+    """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=ARCH_NAMES, required=True)
     ap.add_argument("--size", choices=("tiny", "full"), default="tiny")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
     ap.add_argument(
-        "--kind",
-        choices=KINDS,
-        default="checkpoint",
-        help="a whole checkpoint, or for the family a ControlNet (original or diffusers layout), a "
-        "control-lora or a T2I-Adapter (fp16)",
+        "--kind", choices=("checkpoint",), default="checkpoint", help="see also the control kinds"
     )
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
-    if args.kind == "checkpoint":
-        path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
-    else:
-        # Imported here: the ControlNet writer builds on this module.
-        from nodes.diffusion.controlnet_files import make_control_lora, make_controlnet, make_t2i_adapter
-
-        if args.kind == "control-lora":
-            path = make_control_lora(args.arch, args.size, args.seed, args.out)
-        elif args.kind == "t2i-adapter":
-            path = make_t2i_adapter(args.arch, args.size, args.seed, args.out)
-        else:
-            layout = "diffusers" if args.kind == "controlnet-diffusers" else "ldm"
-            path = make_controlnet(args.arch, args.size, args.seed, args.out, layout)
-    print(
-        f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size} {args.kind}, seed {args.seed})"
-    )
+    path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
+    print(f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size}, seed {args.seed})")
     return 0

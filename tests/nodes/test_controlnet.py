@@ -427,3 +427,20 @@ def test_t2i_adapter_steers_a_workflow(run, ckpt):
     plain = _latent(run(prompt))
     steered = _latent(run(_with_control(prompt, name, end=0.5)))
     assert torch.isfinite(steered).all() and not torch.allclose(plain, steered)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("controlnet", ("controlnet", "ldm", "sd15")),
+        ("controlnet-diffusers", ("controlnet", "diffusers", "sd15")),
+        ("control-lora", ("control_lora", "control_lora", "")),
+        ("t2i-adapter", ("t2i_adapter", "t2i", "")),
+    ],
+)
+def test_make_checkpoint_cli_writes_each_control_kind(tmp_path, kind, expected):
+    from diffgraph.cli import main
+
+    out = tmp_path / f"{kind}.safetensors"
+    assert main(["make-checkpoint", "--kind", kind, "--arch", "sd15", "--seed", "1", str(out)]) == 0
+    assert inspect_control_file(out) == expected
