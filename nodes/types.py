@@ -222,6 +222,63 @@ class CondEntry:
     end_percent: float = 1.0
     concat_latent: torch.Tensor | None = None
     concat_mask: torch.Tensor | None = None
+    # The ControlNets/T2I-Adapters steering this entry (the last applied, linked to the earlier ones).
+    control: ControlApplication | None = None
+
+
+ControlKind = Literal["controlnet", "t2i_adapter", "control_lora"]
+
+
+@dataclass(frozen=True, eq=False)
+class ControlNet(EdgeType):
+    """CONTROL_NET: a ControlNet, control-lora or T2I-Adapter file, loaded on demand by the sampler.
+
+    `layout` names the key layout the file was recognised by (see nodes.diffusion.controlnet);
+    `family` the base model family it steers ("" for a control-lora, which takes the sampler's model).
+    `control_type` is a union ControlNet's task list (SetUnionControlNetType; empty = auto).
+    `base_model` is the UNet a "difference" ControlNet file is added onto (DiffControlNetLoader).
+    """
+
+    io_type: ClassVar[str] = "CONTROL_NET"
+    path: str
+    kind: ControlKind
+    layout: str
+    family: str
+    control_type: tuple[int, ...] = ()
+    base_model: DiffusionModel | None = None
+    global_average_pooling: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class ControlApplication:
+    """One ControlNet applied to conditioning: hint pixels [B, 3, H, W] in 0..1, strength and range.
+
+    `previous` is the control applied before this one on the same entry: the residuals of the whole
+    chain are summed. Identity matters: entries sharing one application run the control model in one
+    batch, as ComfyUI batches entries whose control object is the same.
+    """
+
+    net: ControlNet
+    hint: torch.Tensor
+    strength: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    previous: ControlApplication | None = None
+    # Set by the older ControlNetApply node: the sampler hands the control to the negative side too.
+    apply_to_uncond: bool = False
+
+    def chain(self) -> list[ControlApplication]:
+        """Every application of the chain, earliest first."""
+        out: list[ControlApplication] = []
+        node: ControlApplication | None = self
+        while node is not None:
+            out.append(node)
+            node = node.previous
+        return out[::-1]
+
+    def nbytes(self) -> int:
+        """Bytes of the hint images along the chain."""
+        return sum(tensor_nbytes(a.hint) for a in self.chain())
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,7 +291,9 @@ class Conditioning(EdgeType):
     def nbytes(self) -> int:
         """Bytes of all embedding, mask and inpainting tensors."""
         return sum(
-            tensor_nbytes(e.embeds, e.pooled, e.mask, e.concat_latent, e.concat_mask) for e in self.entries
+            tensor_nbytes(e.embeds, e.pooled, e.mask, e.concat_latent, e.concat_mask)
+            + (e.control.nbytes() if e.control is not None else 0)
+            for e in self.entries
         )
 
 

@@ -25,6 +25,7 @@ from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.formats.media_metadata import read_embedded_workflow
 from engine.validation import validate_prompt
+from nodes.diffusion.controlnet_files import make_controlnet
 from nodes.diffusion.make_checkpoint import make_sd3_checkpoint
 from nodes.diffusion.make_text_encoder import make_text_encoder
 from tests.nodes.flux_files import write_tiny_flux_models
@@ -40,6 +41,8 @@ CHECKPOINTS = {
     "sd_xl_refiner_1.0.safetensors": "sdxl-refiner",
     "sd15-random.safetensors": "sd15",  # the ComfyUI reference cases' checkpoint name
 }
+# Tiny SD1.5 ControlNets under the names the workflows and the reference cases use.
+CONTROLNETS = ("control_v11p_sd15_canny_fp16.safetensors", "sd15-controlnet-random.safetensors")
 
 
 def load_api(path: Path) -> dict:
@@ -58,6 +61,8 @@ def models_dir(tmp_path_factory, tiny_checkpoint_paths) -> Path:
     # The SD3.5 workflow's checkpoint (MMDiT + VAE) and CLIP-G (its CLIP-L and T5 are the FLUX ones).
     make_sd3_checkpoint("sd3.5-medium", "tiny", 0, root / "checkpoints" / "sd3.5_medium.safetensors")
     make_text_encoder("clip_g", "tiny", 0, root / "text_encoders" / "clip_g.safetensors")
+    for name in CONTROLNETS:
+        make_controlnet("sd15", "tiny", 0, root / "controlnet" / name)
     return root
 
 
@@ -150,6 +155,7 @@ def test_workflows_directory_has_the_promised_files():
         "txt2img_flux_dev",
         "txt2img_flux_schnell",
         "txt2img_sd35",
+        "controlnet_canny_sd15",
     } <= names
     for path in API_FILES:
         prompt = load_api(path)
@@ -293,10 +299,7 @@ def test_server_reads_the_workflow_from_a_png_and_video_diffgraph_wrote(compare_
 
 
 # Reference cases whose graphs need node families not built yet; any other missing node fails the tests.
-NOT_YET = {
-    "ControlNetLoader": "issue 19 (guidance models)",
-    "ControlNetApplyAdvanced": "issue 19 (guidance models)",
-}
+NOT_YET: dict[str, str] = {}
 CASE_NAMES = sorted(p.name for p in CASES.iterdir()) if CASES.is_dir() else []
 
 

@@ -174,7 +174,8 @@ def unet_config(family: str, sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     cfg["block_out_channels"] = chans
     cfg["layers_per_block"] = levels[0]["res"]
     cfg["in_channels"] = w["input_blocks.0.0.weight"].shape[1]
-    cfg["out_channels"] = w["out.2.weight"].shape[0]
+    if "out.2.weight" in w:  # a ControlNet's encoder-only copy of the UNet has no output layer
+        cfg["out_channels"] = w["out.2.weight"].shape[0]
     cfg["down_block_types"] = ["CrossAttnDownBlock2D" if lv["depth"] else "DownBlock2D" for lv in levels]
     cfg["up_block_types"] = ["CrossAttnUpBlock2D" if lv["depth"] else "UpBlock2D" for lv in reversed(levels)]
     cfg["transformer_layers_per_block"] = [lv["depth"] or mid_depth for lv in levels]

@@ -15,6 +15,7 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -134,9 +135,27 @@ def _header(layout: Layout, dtype_name: str, elem: int) -> tuple[bytes, list[str
 
 def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype: str = "fp16") -> Path:
     """Write a random-weight single-file checkpoint, streaming one tensor at a time; returns the path."""
+    return write_layout(checkpoint_layout(arch, size), seed, out_path, dtype, arch)
+
+
+# (key, shape, layout, seed) -> float32 values of one tensor.
+ValueRule = Callable[[str, tuple[int, ...], Layout, int], torch.Tensor]
+
+
+def write_layout(
+    layout: Layout,
+    seed: int,
+    out_path: str | Path,
+    dtype: str = "fp16",
+    arch: str = "",
+    rule: ValueRule | None = None,
+) -> Path:
+    """Write every tensor of a layout by the per-key seeded rule, keys sorted, as safetensors saves them.
+
+    `rule` replaces this module's value rule (the ControlNet files follow their own).
+    """
     torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     dtype_name = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}[dtype]
-    layout = checkpoint_layout(arch, size)
     header, keys = _header(layout, dtype_name, torch.empty((), dtype=torch_dtype).element_size())
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +163,10 @@ def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(header)) + header)
         for key in keys:
-            t = _random_tensor(key, layout[key], layout, seed, arch)
+            if rule is not None:
+                t = rule(key, layout[key], layout, seed)
+            else:
+                t = _random_tensor(key, layout[key], layout, seed, arch)
             if t.is_floating_point():
                 t = t.to(torch_dtype)
             f.write(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -184,6 +206,15 @@ def make_sd3_checkpoint(
     return out
 
 
+def random_layout_tensors(
+    layout: Layout, seed: int, dtype: torch.dtype = torch.float16, rule: ValueRule | None = None
+) -> dict[str, torch.Tensor]:
+    """The same per-key values `write_layout` writes, in memory (for files converted before saving)."""
+    if rule is None:
+        return {k: _random_tensor(k, shape, layout, seed, "").to(dtype) for k, shape in layout.items()}
+    return {k: rule(k, shape, layout, seed).to(dtype) for k, shape in layout.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
@@ -202,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         "--text-encoders",
         action="store_true",
         help="SD3 archs: add CLIP-L, CLIP-G and T5-XXL (all-in-one file)",
+    )
+    ap.add_argument(
+        "--kind", choices=("checkpoint",), default="checkpoint", help="see also the control kinds"
     )
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)

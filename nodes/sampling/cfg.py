@@ -10,21 +10,35 @@ inputs have the same shapes run in one UNet call, uncond before cond (the order 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from nodes.sampling.conds import InpaintSource, SamplingCond, prepare_groups, repeat_to_batch
+from nodes.sampling.control import ControlRequest, share_with_uncond
 from nodes.sampling.flow import ModelSampling
 from nodes.types import CondEntry
 
-# (x_in, timesteps, embeds, pooled, extras) -> raw UNet output (eps or v), the model handle's contract.
-UnetForward = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, Sequence[dict[str, Any]] | None],
-    torch.Tensor,
-]
+
+class UnetForward(Protocol):
+    """(x_in, timesteps, embeds, pooled, extras[, control]) -> raw UNet output (eps or v).
+
+    `control` is passed only when the batched entries carry ControlNets (see nodes.sampling.control).
+    """
+
+    def __call__(
+        self,
+        x_in: torch.Tensor,
+        timesteps: torch.Tensor,
+        embeds: torch.Tensor,
+        pooled: torch.Tensor | None,
+        extras: Sequence[dict[str, Any]] | None,
+        /,
+        control: ControlRequest | None = None,
+    ) -> torch.Tensor: ...
+
 
 AREA_FUZZ = 8
 # Summed weights start here, not at 0, so latent pixels no entry covers divide to 0 instead of NaN.
@@ -100,7 +114,7 @@ def area_and_mult(c: SamplingCond, x: torch.Tensor, sigma: torch.Tensor, side: i
 
 def _can_batch(a: _Slot, b: _Slot) -> bool:
     """Whether two slots can share one UNet call (ComfyUI's can_concat_cond)."""
-    if a.input_x.shape != b.input_x.shape:
+    if a.input_x.shape != b.input_x.shape or a.cond.control is not b.cond.control:
         return False
     if (a.cond.pooled is None) != (b.cond.pooled is None) or (a.cond.concat is None) != (
         b.cond.concat is None
@@ -138,7 +152,8 @@ class CfgDenoiser:
         inpaint: InpaintSource | None = None,
     ):
         self.unet, self.ms, self.cfg = unet, model_sampling, cfg
-        self.positive, self.negative = list(positive), list(negative)
+        self.positive = list(positive)
+        self.negative = share_with_uncond(self.positive, negative)
         self.max_batch, self.uncond_at_cfg_1, self.inpaint = max_batch, uncond_at_cfg_1, inpaint
         self.uncond_denoised: torch.Tensor | None = None
         self.cond_denoised: torch.Tensor | None = None
@@ -228,7 +243,12 @@ class CfgDenoiser:
             concat = [_crop(s.cond.concat, s.cond.area) for s in slots]  # type: ignore[arg-type]
             x_in = torch.cat([x_in, torch.cat([repeat_to_batch(c, batch) for c in concat]).to(x_in)], dim=1)
         timesteps = self.ms.timestep(sigma_all).float()
-        out = unet(x_in, timesteps, torch.cat(embeds), pooled, extras)
+        control = slots[0].cond.control
+        if control is not None:
+            request = ControlRequest(control, sigma_all, n)
+            out = unet(x_in, timesteps, torch.cat(embeds), pooled, extras, control=request)
+        else:
+            out = unet(x_in, timesteps, torch.cat(embeds), pooled, extras)
         denoised = self.ms.calculate_denoised(sigma_all, out.to(x_all.dtype), x_all)
         return list(denoised.chunk(n))
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.sampling.flow import ModelSampling
-from nodes.types import CondEntry, LatentFormat
+from nodes.types import CondEntry, ControlApplication, LatentFormat
 
 # What a 4-channel SD latent of an all-black image holds: the masked-image input of an inpainting
 # UNet when no image is given (ComfyUI's blank_inpaint_image_like values).
@@ -46,6 +46,7 @@ class SamplingCond:
     mask_strength: float
     sigma_start: float
     sigma_end: float
+    control: ControlApplication | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,6 +189,7 @@ def resolve_side(
                 mask_strength=e.mask_strength,
                 sigma_start=ms.percent_to_sigma(e.start_percent),
                 sigma_end=ms.percent_to_sigma(e.end_percent),
+                control=e.control,
             )
         )
     return out
