@@ -48,6 +48,13 @@ class ModelPathError(DiffgraphError):
     code = "model_not_found"
 
 
+def _is_model_folder(path: Path) -> bool:
+    """A diffusers pipeline folder (model_index.json) or single-model folder (config.json + weights)."""
+    if (path / "model_index.json").is_file():
+        return True
+    return (path / "config.json").is_file() and any(path.glob("diffusion_pytorch_model*.safetensors"))
+
+
 class ModelPaths:
     """Resolves model names under one models directory (`<root>/<folder>/<name>`)."""
 
@@ -76,12 +83,10 @@ class ModelPaths:
         names = []
         for path in base.rglob("*"):
             if path.is_file() and path.suffix.lower() in MODEL_EXTENSIONS:
-                if any(
-                    parent.joinpath("model_index.json").is_file() for parent in path.parents if parent != base
-                ):
+                if any(_is_model_folder(parent) for parent in path.parents if parent != base):
                     continue
                 names.append(path.relative_to(base).as_posix())
-            elif path.is_dir() and (path / "model_index.json").is_file():
+            elif path.is_dir() and _is_model_folder(path):
                 names.append(path.relative_to(base).as_posix())
         return sorted(names)
 

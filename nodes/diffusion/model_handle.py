@@ -14,6 +14,12 @@ Contract for samplers (`DiffusionModel.forward`):
              ComfyUI's defaults (width/height = latent size * 8, crops 0, target = width/height,
              aesthetic_score 6.0, or 2.5 when prompt_type == "negative").
   returns    float32 [B, 4, h, w], the raw UNet output (eps or v, see `prediction`).
+
+FLUX models (`flow` set) take x [B, 16, h, w] unscaled, timesteps = sigmas in [0, 1], embeds the T5
+tokens [B, L, 4096], pooled the CLIP-L pooled output [B, 768] and `extras[i]["guidance"]` (FLUX dev's
+distilled guidance, 3.5 when absent); they return the velocity [B, 16, h, w].
+SD3-family MMDiTs take the same call with 16-channel x_in, timesteps = sigma * 1000, embeds [B, L, 4096]
+(CLIP-L/G padded to 4096 then T5 tokens) and pooled [B, 2048], and return the velocity.
 """
 
 from __future__ import annotations
@@ -26,10 +32,13 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
+from nodes.diffusion import sd3
+from nodes.diffusion.controlnet import Residuals
+from nodes.diffusion.flux import FluxModel, guidance_vector
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
-from nodes.types import SD15_LATENT, LatentFormat, Prediction
+from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction, SkipLayerGuidance
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
 SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "aesthetic_score")
@@ -55,6 +64,10 @@ class DiffusionModel(_Handle):
 
     io_type: ClassVar[str] = "MODEL"
     prediction: Prediction = "eps"
+    # Zero-terminal-SNR sigma table (ModelSamplingDiscrete's zsnr switch).
+    zsnr: bool = False
+    # Skip Layer Guidance passes applied after CFG, in order (SkipLayerGuidanceSD3).
+    skip_guidance: tuple[SkipLayerGuidance, ...] = ()
     latent_format: LatentFormat = SD15_LATENT
 
     def autoencoder(self, store: Any) -> AutoencoderKL:
@@ -70,6 +83,8 @@ class DiffusionModel(_Handle):
     adm: Literal["none", "sdxl", "refiner"] = "none"
     # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels.
     in_channels: int = 4
+    # Flow-matching schedule (FLUX, SD3); None for the discrete eps/v models.
+    flow: FlowSampling | None = None
 
     @property
     def is_inpaint(self) -> bool:
@@ -84,19 +99,36 @@ class DiffusionModel(_Handle):
         embeds: torch.Tensor,
         pooled: torch.Tensor | None = None,
         extras: Sequence[dict[str, Any]] | None = None,
+        skip_layers: tuple[int, ...] = (),
+        control: Residuals | None = None,
     ) -> torch.Tensor:
-        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape."""
+        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape.
+
+        `skip_layers` (transformer families only) names blocks to pass over (Skip Layer Guidance).
+        `control` holds ControlNet residuals added to the encoder's skip connections and the middle block.
+        """
         unet = self.load(store)
+        if control is not None and (isinstance(unet, FluxModel) or self.family == sd3.FAMILY):
+            raise ValueError(f"ControlNets for {self.family} models are not supported yet")
+        if isinstance(unet, FluxModel):
+            if skip_layers:
+                raise ValueError("skipping layers is not supported for FLUX models")
+            guidance = guidance_vector(extras, x_in.shape[0])
+            return unet(x_in, timesteps, embeds, pooled, guidance)
+        if self.family == sd3.FAMILY:
+            dev = torch.device(self.device)
+            return sd3.mmdit_forward(
+                unet, x_in, timesteps, embeds, pooled, dev, self.compute_dtype, skip_layers
+            )
+        if skip_layers:
+            raise ValueError(f"skipping layers needs a transformer model; {self.family} is a UNet")
         dev, dt = torch.device(self.device), self.compute_dtype
         kwargs: dict[str, Any] = {}
-        if self.adm != "none":
-            if pooled is None:
-                raise ValueError(f"{self.family} needs pooled text embeddings (SDXL conditioning)")
-            time_ids = size_time_ids(self.adm, x_in.shape, extras)
-            kwargs["added_cond_kwargs"] = {
-                "text_embeds": pooled.to(dev, dt),
-                "time_ids": time_ids.to(dev, dt),
-            }
+        added = self.added_cond(pooled, x_in.shape, extras)
+        if added is not None:
+            kwargs["added_cond_kwargs"] = added
+        if control is not None:
+            kwargs.update(control_kwargs(control, unet, x_in, dev, dt))
         out = unet(
             x_in.to(dev, dt),
             timesteps.to(dev, torch.float32),
@@ -105,6 +137,55 @@ class DiffusionModel(_Handle):
             **kwargs,
         )[0]
         return out.float()
+
+    def added_cond(
+        self, pooled: torch.Tensor | None, x_shape: torch.Size, extras: Sequence[dict[str, Any]] | None
+    ) -> dict[str, torch.Tensor] | None:
+        """SDXL's pooled text and size ids for the UNet (and its ControlNets); None for other families."""
+        if self.adm == "none":
+            return None
+        if pooled is None:
+            raise ValueError(f"{self.family} needs pooled text embeddings (SDXL conditioning)")
+        dev, dt = torch.device(self.device), self.compute_dtype
+        time_ids = size_time_ids(self.adm, x_shape, extras)
+        return {"text_embeds": pooled.to(dev, dt), "time_ids": time_ids.to(dev, dt)}
+
+
+def control_kwargs(
+    control: Residuals, unet: torch.nn.Module, x_in: torch.Tensor, dev: torch.device, dt: torch.dtype
+) -> dict[str, Any]:
+    """diffusers' residual arguments; a skip no control reached gets zeros of the UNet's shape there."""
+    out: dict[str, Any] = {}
+    if control.down or control.mid is not None:
+        down = [None if t is None else t.to(dev, dt) for t in control.down]
+        shapes = skip_shapes(unet, x_in.shape)
+        down += [None] * (len(shapes) - len(down))
+        out["down_block_additional_residuals"] = tuple(
+            torch.zeros(s, device=dev, dtype=dt) if t is None else t
+            for t, s in zip(down, shapes, strict=True)
+        )
+        if control.mid is not None:
+            out["mid_block_additional_residual"] = control.mid.to(dev, dt)
+    if control.adapter:
+        # diffusers pops from this list while it runs, so it gets its own copy.
+        out["down_intrablock_additional_residuals"] = [
+            t.to(dev, dt) for t in control.adapter if t is not None
+        ]
+    return out
+
+
+def skip_shapes(unet: torch.nn.Module, x_shape: torch.Size) -> list[tuple[int, ...]]:
+    """Shapes of a diffusers UNet's encoder skip connections for a latent of `x_shape`."""
+    batch, _, h, w = x_shape
+    cfg: Any = unet.config
+    chans = list(cfg.block_out_channels)
+    shapes: list[tuple[int, ...]] = [(batch, chans[0], h, w)]
+    for level, ch in enumerate(chans):
+        shapes += [(batch, ch, h, w)] * cfg.layers_per_block
+        if level < len(chans) - 1:
+            h, w = (h + 1) // 2, (w + 1) // 2
+            shapes.append((batch, ch, h, w))
+    return shapes
 
 
 def size_time_ids(adm: str, x_shape: torch.Size, extras: Sequence[dict[str, Any]] | None) -> torch.Tensor:

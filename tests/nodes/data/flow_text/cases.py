@@ -7,7 +7,8 @@ import torch
 
 _LONG = (
     "(masterpiece:1.3), a ((detailed)) illustration of (a castle:0.8) on a hill, "
-    + "with tall towers, fluttering flags, mossy stone walls, a winding road, dark pine trees and a river, " * 14
+    + "with tall towers, fluttering flags, mossy stone walls, a winding road, dark pine trees and a river, "
+    * 14
     + "(evening light:1.1)"
 )
 # Tokenization checks: empty, emphasis and escapes, long text, one long word, many short words,
@@ -24,9 +25,17 @@ PROMPTS = [
     "ünïcode café 東京 1234567 3.14",
 ]
 CASES = {
-    "flux_plain": {"family": "flux", "node": "CLIPTextEncode", "text": "a photograph of a red fox in fresh snow"},
+    "flux_plain": {
+        "family": "flux",
+        "node": "CLIPTextEncode",
+        "text": "a photograph of a red fox in fresh snow",
+    },
     "flux_weighted_long": {"family": "flux", "node": "CLIPTextEncode", "text": _LONG},
-    "sd3_plain": {"family": "sd3", "node": "CLIPTextEncode", "text": "a photograph of a red fox in fresh snow"},
+    "sd3_plain": {
+        "family": "sd3",
+        "node": "CLIPTextEncode",
+        "text": "a photograph of a red fox in fresh snow",
+    },
     "sd3_weighted_long": {"family": "sd3", "node": "CLIPTextEncode", "text": _LONG},
     "sd3_node_no_padding": {
         "family": "sd3",

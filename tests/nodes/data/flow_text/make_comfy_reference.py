@@ -21,9 +21,8 @@ import comfy.options  # noqa: E402
 comfy.options.enable_args_parsing()
 import comfy.sd  # noqa: E402
 import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
 from cases import CASES, summary  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
 models, out, t5_file = ARGS[0], ARGS[1], ARGS[2]
 options = {"t5xxl_model_config": {"num_layers": int(ARGS[3])}} if len(ARGS) > 3 else {}
@@ -42,7 +41,9 @@ def encode(clip, case):
         from comfy_extras.nodes_sd3 import CLIPTextEncodeSD3
 
         args = case["sd3"]
-        res = CLIPTextEncodeSD3.execute(clip, args["clip_l"], args["clip_g"], args["t5xxl"], args["empty_padding"])
+        res = CLIPTextEncodeSD3.execute(
+            clip, args["clip_l"], args["clip_g"], args["t5xxl"], args["empty_padding"]
+        )
         cond = res.result[0] if hasattr(res, "result") else res[0]
         return cond[0][0], cond[0][1]["pooled_output"]
     cond = clip.encode_from_tokens_scheduled(tokens)

@@ -15,10 +15,9 @@ sys.path.insert(0, os.environ["COMFYUI"])
 import comfy.options  # noqa: E402
 
 comfy.options.enable_args_parsing()
+from cases import PROMPTS  # noqa: E402
 from comfy import sd1_clip, sdxl_clip  # noqa: E402
 from comfy.text_encoders import flux, sd3_clip  # noqa: E402
-
-from cases import PROMPTS  # noqa: E402
 
 toks = {
     "clip_l": sd1_clip.SDTokenizer(),
