@@ -52,7 +52,9 @@ def encode(clip, case):
 
 tensors = {}
 for family, (names, clip_type) in FILES.items():
-    clip = comfy.sd.load_clip([os.path.join(te, n) for n in names], clip_type=clip_type, model_options=options)
+    clip = comfy.sd.load_clip(
+        [os.path.join(te, n) for n in names], clip_type=clip_type, model_options=options
+    )
     for name, case in CASES.items():
         if case["family"] != family:
             continue
