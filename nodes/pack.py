@@ -27,6 +27,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.latent_batch",
     "nodes.defs.rebatch",
     "nodes.defs.image_ops",
+    "nodes.defs.upscale_model",
     "nodes.defs.image_filters",
     "nodes.defs.image_transform",
     "nodes.defs.mask_ops",

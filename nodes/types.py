@@ -243,3 +243,21 @@ class Guider(EdgeType):
     def nbytes(self) -> int:
         """Bytes of the conditioning tensors (the model lives in the model store)."""
         return sum(c.nbytes() for c in self.conds.values())
+
+
+@dataclass(frozen=True, eq=False)
+class UpscaleModel(EdgeType):
+    """UPSCALE_MODEL: a spandrel image model by file; weights live in the model store under `store_key`.
+
+    `architecture` is spandrel's name for it (ESRGAN, SwinIR, ...) and `scale` its enlargement factor.
+    """
+
+    io_type: ClassVar[str] = "UPSCALE_MODEL"
+    path: str
+    architecture: str
+    scale: int
+
+    @property
+    def store_key(self) -> tuple[str, str]:
+        """The model store key: one loaded network per file."""
+        return ("upscale_model", self.path)
