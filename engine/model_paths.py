@@ -23,6 +23,9 @@ FOLDERS = (
     "unet",
     "upscale_models",
     "controlnet",
+    "clip_vision",
+    "style_models",
+    "gligen",
 )
 
 

@@ -15,6 +15,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.loaders",
     "nodes.defs.text",
     "nodes.defs.conditioning",
+    "nodes.defs.clip_vision",
     "nodes.defs.latent",
     "nodes.defs.vae",
     "nodes.defs.inpaint",

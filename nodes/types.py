@@ -261,3 +261,37 @@ class UpscaleModel(EdgeType):
     def store_key(self) -> tuple[str, str]:
         """The model store key: one loaded network per file."""
         return ("upscale_model", self.path)
+
+
+@dataclass(frozen=True, eq=False)
+class ClipVision(EdgeType):
+    """CLIP_VISION: a CLIP image tower by file (and key prefix inside it); weights live in the model store."""
+
+    io_type: ClassVar[str] = "CLIP_VISION"
+    path: str
+    # Key prefix of the tower inside the file ("" for a standalone file, the embedder inside unCLIP files).
+    prefix: str = ""
+    name: str = ""
+
+    @property
+    def store_key(self) -> tuple[str, str, str]:
+        """The model store key: one loaded tower per file and prefix."""
+        return ("clip_vision", self.path, self.prefix)
+
+
+@dataclass(frozen=True, eq=False)
+class ClipVisionOutput(EdgeType):
+    """CLIP_VISION_OUTPUT: one image batch through a CLIP tower, float32 on CPU.
+
+    `last_hidden_state` [B, T, D] (the last layer, before the final norm), `penultimate_hidden_states`
+    [B, T, D] (the layer before it) and `image_embeds` [B, P] (pooled token through the projection).
+    """
+
+    io_type: ClassVar[str] = "CLIP_VISION_OUTPUT"
+    last_hidden_state: torch.Tensor
+    penultimate_hidden_states: torch.Tensor
+    image_embeds: torch.Tensor
+
+    def nbytes(self) -> int:
+        """Bytes of the three tensors."""
+        return tensor_nbytes(self.last_hidden_state, self.penultimate_hidden_states, self.image_embeds)

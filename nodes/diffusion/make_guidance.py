@@ -12,10 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
-from nodes.diffusion.random_weights import write_random_file
+from nodes.diffusion.random_weights import random_tensor, tensor_seed, write_random_file
 
 Shapes = dict[str, tuple[Sequence[int], torch.dtype]]
+# CLIP vision towers: (width, layers, mlp, projection) of the published ViT-L/14, ViT-H/14, ViT-bigG/14.
+CLIP_VISION_SIZES = {
+    "vit_l": (1024, 24, 4096, 768),
+    "vit_h": (1280, 32, 5120, 1024),
+    "vit_bigg": (1664, 48, 8192, 1280),
+    "tiny": (64, 3, 128, 32),
+}
 
 
 def esrgan_layout(
@@ -64,3 +72,90 @@ def make_esrgan(path: Path, style: str, size: str, seed: int, scale: int = 4) ->
     dtype = torch.float32 if size == "tiny" else torch.float16
     layout = esrgan_layout(style, scale=scale, dtype=dtype, **dims)
     return write_random_file(path, seed, "esrgan", layout)
+
+
+def clip_vision_layout(style: str, size: str, dtype: torch.dtype, prefix: str = "") -> Shapes:
+    """A CLIP vision tower in the transformers (`hf`) or OpenCLIP (`open_clip`, keys under `visual.`) layout."""
+    width, layers, mlp, proj = CLIP_VISION_SIZES[size]
+    positions = 257  # 224 px images in 14 px patches, plus the class token
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def linear(name: str, out_f: int, in_f: int) -> None:
+        shapes[name + ".weight"] = (out_f, in_f)
+        shapes[name + ".bias"] = (out_f,)
+
+    def norm(name: str) -> None:
+        shapes[name + ".weight"] = (width,)
+        shapes[name + ".bias"] = (width,)
+
+    if style == "hf":
+        v = "vision_model."
+        shapes[v + "embeddings.class_embedding"] = (width,)
+        shapes[v + "embeddings.patch_embedding.weight"] = (width, 3, 14, 14)
+        shapes[v + "embeddings.position_embedding.weight"] = (positions, width)
+        norm(v + "pre_layrnorm")
+        for i in range(layers):
+            p = f"{v}encoder.layers.{i}."
+            for n in ("k_proj", "v_proj", "q_proj", "out_proj"):
+                linear(p + "self_attn." + n, width, width)
+            norm(p + "layer_norm1")
+            linear(p + "mlp.fc1", mlp, width)
+            linear(p + "mlp.fc2", width, mlp)
+            norm(p + "layer_norm2")
+        norm(v + "post_layernorm")
+        shapes["visual_projection.weight"] = (proj, width)
+    elif style == "open_clip":
+        v = "visual."
+        shapes[v + "class_embedding"] = (width,)
+        shapes[v + "positional_embedding"] = (positions, width)
+        shapes[v + "proj"] = (width, proj)
+        shapes[v + "conv1.weight"] = (width, 3, 14, 14)
+        norm(v + "ln_pre")
+        for i in range(layers):
+            p = f"{v}transformer.resblocks.{i}."
+            norm(p + "ln_1")
+            shapes[p + "attn.in_proj_weight"] = (3 * width, width)
+            shapes[p + "attn.in_proj_bias"] = (3 * width,)
+            linear(p + "attn.out_proj", width, width)
+            norm(p + "ln_2")
+            linear(p + "mlp.c_fc", mlp, width)
+            linear(p + "mlp.c_proj", width, mlp)
+        norm(v + "ln_post")
+    else:
+        raise ValueError(f"CLIP vision layout style is 'hf' or 'open_clip', not {style!r}")
+    return {prefix + k: (v_, dtype) for k, v_ in shapes.items()}
+
+
+def random_tensors(seed: int, component: str, layout: Shapes) -> dict[str, torch.Tensor]:
+    """Every tensor of a layout: the shared value rule, and for embeddings and fused or bare matrices
+    (OpenCLIP's `in_proj_weight`, `proj`, `class_embedding`...) a fan-in bounded uniform draw."""
+    shapes = {k: shape for k, (shape, _) in layout.items()}
+    out = {}
+    for key, (shape, dtype) in layout.items():
+        if key.endswith((".weight", ".bias", ".scale")) and (
+            not key.endswith(".bias") or key[: -len("bias")] + "weight" in shapes
+        ):
+            value = random_tensor(seed, component, key, shape, shapes)
+        else:
+            gen = torch.Generator().manual_seed(tensor_seed(seed, component, key))
+            fan_in = shape[-1] if key.endswith(("_weight", "proj")) and len(shape) == 2 else 1
+            bound = 1.0 / fan_in**0.5 if fan_in > 1 else 0.1
+            if key.endswith("proj") and len(shape) == 2:
+                bound = 1.0 / shape[0] ** 0.5  # OpenCLIP's proj is [in, out]
+            value = (torch.rand(tuple(shape), generator=gen) * 2 - 1) * bound
+        out[key] = value.to(dtype)
+    return out
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    """Save tensors the way `safetensors.torch.save_file` lays them out."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return path
+
+
+def make_clip_vision(path: Path, style: str, size: str, seed: int) -> Path:
+    """Write a random CLIP vision tower (`style` hf or open_clip; `size` tiny, vit_l, vit_h, vit_bigg)."""
+    dtype = torch.float32 if size == "tiny" else torch.float16
+    layout = clip_vision_layout(style, size, dtype)
+    return write_tensors(path, random_tensors(seed, "clip_vision", layout))
