@@ -156,7 +156,9 @@ def encode_images(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(last_hidden_state, penultimate hidden state, image_embeds) for [B, H, W, C] pixels, float32 CPU."""
     param = next(iter(tower.parameters()))
-    values = preprocess(pixels.float(), int(tower.config.image_size), crop)  # type: ignore[arg-type].to(param.device, param.dtype)
+    size = tower.config.image_size
+    assert isinstance(size, int)
+    values = preprocess(pixels.float(), size, crop).to(param.device, param.dtype)
     with torch.inference_mode():
         out = tower(pixel_values=values, output_hidden_states=True)
     assert out.hidden_states is not None and out.last_hidden_state is not None
