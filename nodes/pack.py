@@ -16,6 +16,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.text",
     "nodes.defs.conditioning",
     "nodes.defs.clip_vision",
+    "nodes.defs.unclip",
     "nodes.defs.latent",
     "nodes.defs.vae",
     "nodes.defs.inpaint",

@@ -3,7 +3,8 @@
 Tiny files keep every family's structure (levels, residual blocks, transformer placement, text encoder
 key layout, vocabulary, 77 positions) with small channel counts, so detection and conversion take the
 same path as real files while unit tests run in seconds. Full-size files have the published shapes.
-For sd2-v the last output block's first `norm1.bias` is drawn wider (std ~0.17), which is what the
+sd2-unclip adds the OpenCLIP ViT-H/14 image tower under `embedder.model.visual.` and a `label_emb`
+for the image embedding. For sd2-v and sd2-unclip the last output block's first `norm1.bias` is drawn wider (std ~0.17), which is what the
 v-prediction heuristic (std > 0.09, as ComfyUI uses) looks at; every other norm bias has std ~0.058.
 """
 
@@ -28,8 +29,9 @@ from nodes.diffusion.ldm_layout import (
     unet_layout,
     vae_layout,
 )
+from nodes.diffusion.make_guidance import CLIP_VISION_SIZES, clip_vision_layout
 
-ARCH_NAMES = ("sd15", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
+ARCH_NAMES = ("sd15", "sd2", "sd2-v", "sd2-unclip", "sdxl", "sdxl-refiner")
 V_PRED_KEY = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
 
 _FULL_VAE = VaeArch(128, (1, 2, 4, 4), 2)
@@ -57,10 +59,12 @@ def arch_spec(arch: str, size: str) -> tuple[UnetArch, VaeArch, list[TextArch]]:
         texts = [_text("cond_stage_model.transformer.", "clip_l", tiny, False)]
         ctx = texts[0].width
         return UnetArch(mc, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, ctx, False), vae, texts
-    if arch in ("sd2", "sd2-v"):
+    if arch in ("sd2", "sd2-v", "sd2-unclip"):
         texts = [_text("cond_stage_model.model.", "clip_h", tiny, True)]
         ctx = texts[0].width
-        return UnetArch(mc, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, ctx, True), vae, texts
+        # unCLIP adds the image embedding and its noise-level embedding (each the tower's projection width).
+        adm = 2 * CLIP_VISION_SIZES["tiny" if tiny else "vit_h"][3] if arch == "sd2-unclip" else 0
+        return UnetArch(mc, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, ctx, True, adm), vae, texts
     if arch == "sdxl":
         texts = [
             _text("conditioner.embedders.0.transformer.", "clip_l", tiny, False),
@@ -83,6 +87,11 @@ def checkpoint_layout(arch: str, size: str) -> Layout:
     layout = {**unet_layout(unet), **vae_layout(vae)}
     for text in texts:
         layout.update(text_layout(text))
+    if arch == "sd2-unclip":
+        vision = clip_vision_layout(
+            "open_clip", size if size == "tiny" else "vit_h", torch.float16, "embedder.model."
+        )
+        layout.update({key: tuple(shape) for key, (shape, _) in vision.items()})
     return layout
 
 
@@ -100,7 +109,7 @@ def _random_tensor(key: str, shape: tuple[int, ...], layout: Layout, seed: int, 
         return u / math.sqrt(math.prod(ref[1:]))
     if key.endswith("weight") and len(shape) == 1:
         return 1.0 + u * 0.1
-    scale = 0.3 if (arch == "sd2-v" and key == V_PRED_KEY) else 0.1
+    scale = 0.3 if (arch in ("sd2-v", "sd2-unclip") and key == V_PRED_KEY) else 0.1
     return u * scale
 
 

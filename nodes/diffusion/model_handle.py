@@ -10,7 +10,8 @@ Contract for samplers (`DiffusionModel.forward`):
   timesteps  float [B] holding integer values 0..999;
   embeds     float [B, L, D] (L a multiple of 77; D 768 SD1, 1024 SD2, 2048 SDXL, 1280 refiner);
   pooled     float [B, 1280] (SDXL base and refiner only);
-  extras     per-batch-item dicts with SDXL size conditioning keys (see SIZE_KEYS); missing keys take
+  extras     per-batch-item dicts with SDXL size conditioning keys (see SIZE_KEYS) and, for unCLIP
+             models, "unclip": the UnclipImage applications of that item; missing size keys take
              ComfyUI's defaults (width/height = latent size * 8, crops 0, target = width/height,
              aesthetic_score 6.0, or 2.5 when prompt_type == "negative").
   returns    float32 [B, 4, h, w], the raw UNet output (eps or v, see `prediction`).
@@ -29,6 +30,7 @@ from engine import EdgeType
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
+from nodes.diffusion.unclip import batch_adm
 from nodes.types import SD15_LATENT, LatentFormat, Prediction
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
@@ -66,8 +68,9 @@ class DiffusionModel(_Handle):
 
     compute_dtype: torch.dtype = torch.float32
     device: str = "cpu"
-    # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), and refiner's layout.
-    adm: Literal["none", "sdxl", "refiner"] = "none"
+    # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), refiner's layout, or
+    # unCLIP's noise-augmented image embedding (extras["unclip"], see nodes.diffusion.unclip).
+    adm: Literal["none", "sdxl", "refiner", "unclip"] = "none"
     # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels.
     in_channels: int = 4
 
@@ -84,12 +87,24 @@ class DiffusionModel(_Handle):
         embeds: torch.Tensor,
         pooled: torch.Tensor | None = None,
         extras: Sequence[dict[str, Any]] | None = None,
+        seed: int = 0,
     ) -> torch.Tensor:
-        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape."""
+        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape.
+
+        `seed` is the sampling seed; unCLIP models draw their image-embedding noise from it.
+        """
         unet = self.load(store)
         dev, dt = torch.device(self.device), self.compute_dtype
         kwargs: dict[str, Any] = {}
-        if self.adm != "none":
+        if self.adm == "unclip":
+            items = list(extras) if extras else [{}] * x_in.shape[0]
+            config: Any = unet.config
+            dim = int(config.projection_class_embeddings_input_dim) // 2
+            adm = batch_adm((e.get("unclip", ()) for e in items), seed, dim)
+            kwargs["class_labels"] = adm.to(dev, dt)
+        elif self.adm != "none":
+            if extras and any(e.get("unclip") for e in extras):
+                raise ValueError("unCLIP image conditioning on SDXL (revision) is not supported")
             if pooled is None:
                 raise ValueError(f"{self.family} needs pooled text embeddings (SDXL conditioning)")
             time_ids = size_time_ids(self.adm, x_in.shape, extras)

@@ -97,7 +97,7 @@ def sample_guided(
     recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
 
     def unet(x_in, timesteps, embeds, pooled, extras):
-        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras)
+        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras, seed=noise.seed)
 
     inpaint = inpaint_source(model, latent) if model.is_inpaint else None
     denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint)
