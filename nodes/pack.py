@@ -17,6 +17,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.conditioning",
     "nodes.defs.clip_vision",
     "nodes.defs.unclip",
+    "nodes.defs.style_model",
     "nodes.defs.latent",
     "nodes.defs.vae",
     "nodes.defs.inpaint",

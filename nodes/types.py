@@ -295,3 +295,16 @@ class ClipVisionOutput(EdgeType):
     def nbytes(self) -> int:
         """Bytes of the three tensors."""
         return tensor_nbytes(self.last_hidden_state, self.penultimate_hidden_states, self.image_embeds)
+
+
+@dataclass(frozen=True, eq=False)
+class StyleModel(EdgeType):
+    """STYLE_MODEL: a style adapter by file; weights live in the model store under `store_key`."""
+
+    io_type: ClassVar[str] = "STYLE_MODEL"
+    path: str
+
+    @property
+    def store_key(self) -> tuple[str, str]:
+        """The model store key: one loaded adapter per file."""
+        return ("style_model", self.path)

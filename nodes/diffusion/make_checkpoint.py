@@ -131,11 +131,36 @@ def _header(layout: Layout, dtype_name: str, elem: int) -> tuple[bytes, list[str
     return raw + b" " * ((8 - len(raw) % 8) % 8), keys
 
 
+def reduced_unclip_layout() -> Layout:
+    """An SD2.1 unCLIP-L file ComfyUI still recognises, small enough for CPU reference runs.
+
+    The UNet keeps what ComfyUI's detection looks at (320 channels, 1024 context, linear transformers,
+    a 1536-wide label embedding) with one residual block per level and 320 channels throughout; the
+    text encoder (OpenCLIP ViT-H/14 text), the image tower (ViT-L/14, OpenCLIP layout under
+    `embedder.model.visual.`) and the VAE are full size, since ComfyUI builds those from fixed configs.
+    """
+    unet, vae, texts = arch_spec("sd2", "full")
+    unet = UnetArch(320, (1, 1, 1, 1), 1, (1, 1, 1, 0), 1, unet.context_dim, True, 2 * 768)
+    layout = {**unet_layout(unet), **vae_layout(vae), **text_layout(texts[0])}
+    vision = clip_vision_layout("open_clip", "vit_l", torch.float16, "embedder.model.")
+    layout.update({key: tuple(shape) for key, (shape, _) in vision.items()})
+    return layout
+
+
 def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype: str = "fp16") -> Path:
-    """Write a random-weight single-file checkpoint, streaming one tensor at a time; returns the path."""
+    """Write a random-weight single-file checkpoint, streaming one tensor at a time; returns the path.
+
+    `size` is tiny or full; sd2-unclip also takes `reduced` (see reduced_unclip_layout).
+    """
+    if size == "reduced" and arch == "sd2-unclip":
+        return write_layout(reduced_unclip_layout(), arch, seed, out_path, dtype)
+    return write_layout(checkpoint_layout(arch, size), arch, seed, out_path, dtype)
+
+
+def write_layout(layout: Layout, arch: str, seed: int, out_path: str | Path, dtype: str = "fp16") -> Path:
+    """Write every tensor of a layout with the random rule of `arch`, one tensor at a time."""
     torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     dtype_name = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}[dtype]
-    layout = checkpoint_layout(arch, size)
     header, keys = _header(layout, dtype_name, torch.empty((), dtype=torch_dtype).element_size())
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -155,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=ARCH_NAMES, required=True)
-    ap.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    ap.add_argument("--size", choices=("tiny", "full", "reduced"), default="tiny")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
     ap.add_argument("out", help="output .safetensors path")

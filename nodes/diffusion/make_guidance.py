@@ -138,7 +138,7 @@ def random_tensors(seed: int, component: str, layout: Shapes) -> dict[str, torch
             value = random_tensor(seed, component, key, shape, shapes)
         else:
             gen = torch.Generator().manual_seed(tensor_seed(seed, component, key))
-            fan_in = shape[-1] if key.endswith(("_weight", "proj")) and len(shape) == 2 else 1
+            fan_in = shape[-1] if key.endswith(("_weight", "proj", "embedding")) and len(shape) >= 2 else 1
             bound = 1.0 / fan_in**0.5 if fan_in > 1 else 0.1
             if key.endswith("proj") and len(shape) == 2:
                 bound = 1.0 / shape[0] ** 0.5  # OpenCLIP's proj is [in, out]
@@ -159,3 +159,36 @@ def make_clip_vision(path: Path, style: str, size: str, seed: int) -> Path:
     dtype = torch.float32 if size == "tiny" else torch.float16
     layout = clip_vision_layout(style, size, dtype)
     return write_tensors(path, random_tensors(seed, "clip_vision", layout))
+
+
+def style_adapter_layout(size: str, dtype: torch.dtype) -> Shapes:
+    """The T2I-Adapter style model: full is the published 1024 wide, 3 blocks, 8 tokens, 768 out."""
+    width, layers, tokens, context = (1024, 3, 8, 768) if size == "full" else (64, 1, 4, 32)
+    shapes: dict[str, tuple[int, ...]] = {
+        "style_embedding": (1, tokens, width),
+        "ln_pre.weight": (width,),
+        "ln_pre.bias": (width,),
+        "ln_post.weight": (width,),
+        "ln_post.bias": (width,),
+        "proj": (width, context),
+    }
+    for i in range(layers):
+        p = f"transformer_layes.{i}."
+        shapes[p + "attn.in_proj_weight"] = (3 * width, width)
+        shapes[p + "attn.in_proj_bias"] = (3 * width,)
+        shapes[p + "attn.out_proj.weight"] = (width, width)
+        shapes[p + "attn.out_proj.bias"] = (width,)
+        for norm in ("ln_1", "ln_2"):
+            shapes[p + norm + ".weight"] = (width,)
+            shapes[p + norm + ".bias"] = (width,)
+        shapes[p + "mlp.c_fc.weight"] = (4 * width, width)
+        shapes[p + "mlp.c_fc.bias"] = (4 * width,)
+        shapes[p + "mlp.c_proj.weight"] = (width, 4 * width)
+        shapes[p + "mlp.c_proj.bias"] = (width,)
+    return {k: (v, dtype) for k, v in shapes.items()}
+
+
+def make_style_model(path: Path, size: str, seed: int) -> Path:
+    """Write a random T2I-Adapter style model (`size` tiny or full)."""
+    dtype = torch.float32 if size == "tiny" else torch.float16
+    return write_tensors(path, random_tensors(seed, "style_model", style_adapter_layout(size, dtype)))
