@@ -24,6 +24,7 @@ comfy.cli_args.args.cpu = True  # before comfy.model_management is imported: no 
 torch.set_num_threads(2)
 
 import folder_paths  # noqa: E402
+
 import nodes  # noqa: E402
 
 CKPT = "sd21-unclip-l-reduced.safetensors"
