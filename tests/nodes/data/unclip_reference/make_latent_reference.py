@@ -40,9 +40,14 @@ def main(models: str, out_dir: str) -> None:
     negative = nodes.CLIPTextEncode().encode(clip, "blurry, low quality")[0]
     positive = nodes.unCLIPConditioning().apply_adm(positive, encoded, 1.0, 0.1)[0]
     latent = nodes.EmptyLatentImage().generate(256, 256, 1)[0]
-    out = nodes.common_ksampler(model, 42, 4, 7.0, "euler", "normal", positive, negative, latent, denoise=1.0)[0]
+    out = nodes.common_ksampler(
+        model, 42, 4, 7.0, "euler", "normal", positive, negative, latent, denoise=1.0
+    )[0]
     save_file({"latent": out["samples"].float().contiguous()}, os.path.join(out_dir, "latent.safetensors"))
-    save_file({"image_embeds": encoded.image_embeds.float().contiguous()}, os.path.join(out_dir, "image_embeds.safetensors"))
+    save_file(
+        {"image_embeds": encoded.image_embeds.float().contiguous()},
+        os.path.join(out_dir, "image_embeds.safetensors"),
+    )
 
 
 if __name__ == "__main__":
