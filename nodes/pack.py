@@ -18,6 +18,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.clip_vision",
     "nodes.defs.unclip",
     "nodes.defs.style_model",
+    "nodes.defs.gligen",
     "nodes.defs.latent",
     "nodes.defs.vae",
     "nodes.defs.inpaint",

@@ -308,3 +308,11 @@ class StyleModel(EdgeType):
     def store_key(self) -> tuple[str, str]:
         """The model store key: one loaded adapter per file."""
         return ("style_model", self.path)
+
+
+@dataclass(frozen=True, eq=False)
+class Gligen(EdgeType):
+    """GLIGEN: a GLIGEN text-box file by path; its gated layers join a UNet copy when sampling."""
+
+    io_type: ClassVar[str] = "GLIGEN"
+    path: str

@@ -192,3 +192,44 @@ def make_style_model(path: Path, size: str, seed: int) -> Path:
     """Write a random T2I-Adapter style model (`size` tiny or full)."""
     dtype = torch.float32 if size == "tiny" else torch.float16
     return write_tensors(path, random_tensors(seed, "style_model", style_adapter_layout(size, dtype)))
+
+
+def gligen_layout(size: str, dtype: torch.dtype) -> Shapes:
+    """A GLIGEN text-box file for SD1.x (gligen_sd14_textbox_pruned layout): a gated self-attention
+    `fuser` per transformer block and the `position_net`; tiny matches the tiny SD1.5 UNet."""
+    channels, text_width = (320, 768) if size == "full" else (32, 64)
+    # Transformer blocks of an SD1.x UNet and the width of each (channel multipliers 1, 2, 4).
+    places = [("input_blocks", i, m) for i, m in ((1, 1), (2, 1), (4, 2), (5, 2), (7, 4), (8, 4))]
+    places += [("middle_block", 1, 4)]
+    places += [
+        ("output_blocks", i, m)
+        for i, m in ((3, 4), (4, 4), (5, 4), (6, 2), (7, 2), (8, 2), (9, 1), (10, 1), (11, 1))
+    ]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for part, index, mult in places:
+        q = channels * mult
+        # The transformer is module 1 of its block: input_blocks.1.1..., middle_block.1..., output_blocks.3.1...
+        block = f"{part}.{index}" if part == "middle_block" else f"{part}.{index}.1"
+        f = f"{block}.transformer_blocks.0.fuser."
+        shapes.update({f + "alpha_attn": (), f + "alpha_dense": ()})
+        shapes.update({f + "linear.weight": (q, text_width), f + "linear.bias": (q,)})
+        for n in ("to_q", "to_k", "to_v"):
+            shapes[f + f"attn.{n}.weight"] = (q, q)
+        shapes.update({f + "attn.to_out.0.weight": (q, q), f + "attn.to_out.0.bias": (q,)})
+        shapes.update({f + "ff.net.0.proj.weight": (8 * q, q), f + "ff.net.0.proj.bias": (8 * q,)})
+        shapes.update({f + "ff.net.2.weight": (q, 4 * q), f + "ff.net.2.bias": (q,)})
+        for norm in ("norm1", "norm2"):
+            shapes.update({f + norm + ".weight": (q,), f + norm + ".bias": (q,)})
+    fourier = 8 * 2 * 4  # 8 frequencies, sin and cos, 4 box corners
+    p = "position_net."
+    shapes.update({p + "null_positive_feature": (text_width,), p + "null_position_feature": (fourier,)})
+    shapes.update({p + "linears.0.weight": (512, text_width + fourier), p + "linears.0.bias": (512,)})
+    shapes.update({p + "linears.2.weight": (512, 512), p + "linears.2.bias": (512,)})
+    shapes.update({p + "linears.4.weight": (text_width, 512), p + "linears.4.bias": (text_width,)})
+    return {k: (v, dtype) for k, v in shapes.items()}
+
+
+def make_gligen(path: Path, size: str, seed: int) -> Path:
+    """Write a random GLIGEN text-box file (`size` tiny or full)."""
+    dtype = torch.float32 if size == "tiny" else torch.float16
+    return write_tensors(path, random_tensors(seed, "gligen", gligen_layout(size, dtype)))

@@ -11,7 +11,8 @@ Contract for samplers (`DiffusionModel.forward`):
   embeds     float [B, L, D] (L a multiple of 77; D 768 SD1, 1024 SD2, 2048 SDXL, 1280 refiner);
   pooled     float [B, 1280] (SDXL base and refiner only);
   extras     per-batch-item dicts with SDXL size conditioning keys (see SIZE_KEYS) and, for unCLIP
-             models, "unclip": the UnclipImage applications of that item; missing size keys take
+             models, "unclip": the UnclipImage applications of that item; "gligen": (GLIGEN file,
+             GligenBox tuple) for text boxes (those rows run a gated copy of the UNet); missing size keys take
              ComfyUI's defaults (width/height = latent size * 8, crops 0, target = width/height,
              aesthetic_score 6.0, or 2.5 when prompt_type == "negative").
   returns    float32 [B, 4, h, w], the raw UNet output (eps or v, see `prediction`).
@@ -21,12 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
+from nodes.diffusion.checkpoint_io import read_weights
+from nodes.diffusion.gligen import box_inputs, gated_unet
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
@@ -112,14 +116,56 @@ class DiffusionModel(_Handle):
                 "text_embeds": pooled.to(dev, dt),
                 "time_ids": time_ids.to(dev, dt),
             }
-        out = unet(
-            x_in.to(dev, dt),
-            timesteps.to(dev, torch.float32),
-            encoder_hidden_states=embeds.to(dev, dt),
-            return_dict=False,
-            **kwargs,
-        )[0]
-        return out.float()
+        args = (x_in.to(dev, dt), timesteps.to(dev, torch.float32), embeds.to(dev, dt))
+        groups = gligen_groups(extras, x_in.shape[0])
+        if groups is None:
+            return _call(unet, args, kwargs).float()
+        out = torch.empty(x_in.shape, dtype=torch.float32, device=dev)
+        for rows, boxes in groups:
+            sub_args, sub_kwargs = _take(args, rows), _take(kwargs, rows)
+            model = unet
+            if boxes is not None:
+                path, items = boxes
+                model = store.get((*self.recipe.store_key, "gligen", path), lambda p=path: _gated(unet, p))
+                h, w = x_in.shape[2], x_in.shape[3]
+                gligen = {k: v.to(dev, dt) for k, v in box_inputs(items, h, w, len(rows)).items()}
+                sub_kwargs["cross_attention_kwargs"] = {"gligen": gligen}
+            out[rows] = _call(model, sub_args, sub_kwargs).float()
+        return out
+
+
+def _call(unet: Any, args: tuple[torch.Tensor, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    """One UNet call: (x, timesteps, text embeddings) plus the family's extra inputs."""
+    x, timesteps, embeds = args
+    return unet(x, timesteps, encoder_hidden_states=embeds, return_dict=False, **kwargs)[0]
+
+
+def _take(value: Any, rows: list[int]) -> Any:
+    """The given batch rows of every tensor in a (nested) tuple/dict of tensors."""
+    if isinstance(value, torch.Tensor):
+        return value[rows]
+    if isinstance(value, dict):
+        return {k: _take(v, rows) for k, v in value.items()}
+    return tuple(_take(v, rows) for v in value)
+
+
+def _gated(unet: torch.nn.Module, path: str) -> torch.nn.Module:
+    """The base UNet copied with a GLIGEN file's gated layers (see nodes.diffusion.gligen)."""
+    return gated_unet(unet, read_weights(Path(path)), Path(path).name)
+
+
+def gligen_groups(extras: Sequence[dict[str, Any]] | None, batch: int) -> list[tuple[list[int], Any]] | None:
+    """Batch rows grouped by their GLIGEN boxes (None when no row has any); rows without boxes share a group."""
+    if not extras or not any(e.get("gligen") for e in extras):
+        return None
+    groups: dict[Any, tuple[list[int], Any]] = {}
+    for i, e in enumerate(extras):
+        boxes = e.get("gligen")
+        key = None if not boxes else (boxes[0], tuple(id(b) for b in boxes[1]))
+        groups.setdefault(key, ([], boxes or None))[0].append(i)
+    if sum(len(rows) for rows, _ in groups.values()) != batch:
+        raise ValueError(f"extras has {len(extras)} entries for a batch of {batch}")
+    return list(groups.values())
 
 
 def size_time_ids(adm: str, x_shape: torch.Size, extras: Sequence[dict[str, Any]] | None) -> torch.Tensor:
