@@ -29,7 +29,7 @@ from nodes.diffusion.ldm_layout import (
     unet_layout,
     vae_layout,
 )
-from nodes.diffusion.make_guidance import CLIP_VISION_SIZES, clip_vision_layout
+from nodes.diffusion.make_guidance import AUX_ARCHES, CLIP_VISION_SIZES, clip_vision_layout, make_aux
 
 ARCH_NAMES = ("sd15", "sd2", "sd2-v", "sd2-unclip", "sdxl", "sdxl-refiner")
 V_PRED_KEY = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
@@ -179,12 +179,15 @@ def write_layout(layout: Layout, arch: str, seed: int, out_path: str | Path, dty
 def main(argv: list[str] | None = None) -> int:
     """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=ARCH_NAMES, required=True)
+    ap.add_argument("--arch", choices=(*ARCH_NAMES, *AUX_ARCHES), required=True)
     ap.add_argument("--size", choices=("tiny", "full", "reduced"), default="tiny")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
-    path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
+    if args.arch in AUX_ARCHES:
+        path = make_aux(args.arch, args.size, args.seed, Path(args.out))
+    else:
+        path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
     print(f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size}, seed {args.seed})")
     return 0

@@ -233,3 +233,30 @@ def make_gligen(path: Path, size: str, seed: int) -> Path:
     """Write a random GLIGEN text-box file (`size` tiny or full)."""
     dtype = torch.float32 if size == "tiny" else torch.float16
     return write_tensors(path, random_tensors(seed, "gligen", gligen_layout(size, dtype)))
+
+
+# `diffgraph make-checkpoint --arch NAME`: the auxiliary files and how each size is read.
+AUX_ARCHES = {
+    "esrgan": "ESRGAN x4, original layout (model.0, model.1.sub.N.RDBk...)",
+    "esrgan-basicsr": "ESRGAN x4, BasicSR / Real-ESRGAN layout (conv_first, body.N.rdbk...)",
+    "clip-vision": "CLIP vision tower, transformers layout (full = ViT-H/14)",
+    "clip-vision-openclip": "CLIP vision tower, OpenCLIP layout under visual. (full = ViT-H/14)",
+    "t2i-style": "T2I-Adapter style model",
+    "gligen": "GLIGEN text-box model for SD1.x",
+}
+
+
+def make_aux(arch: str, size: str, seed: int, path: Path) -> Path:
+    """Write one auxiliary random file (`size` tiny or full)."""
+    if size not in ("tiny", "full"):
+        raise ValueError(f"{arch} comes in sizes tiny and full, not {size!r}")
+    if arch in ("esrgan", "esrgan-basicsr"):
+        return make_esrgan(path, "old" if arch == "esrgan" else "new", size, seed, 4)
+    if arch in ("clip-vision", "clip-vision-openclip"):
+        style = "hf" if arch == "clip-vision" else "open_clip"
+        return make_clip_vision(path, style, "tiny" if size == "tiny" else "vit_h", seed)
+    if arch == "t2i-style":
+        return make_style_model(path, size, seed)
+    if arch == "gligen":
+        return make_gligen(path, size, seed)
+    raise ValueError(f"unknown auxiliary arch {arch!r}; one of {', '.join(AUX_ARCHES)}")
