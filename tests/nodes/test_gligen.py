@@ -143,3 +143,37 @@ def test_gligen_loader_refuses_a_file_without_gated_layers(gligen_models: Path, 
     ctx = make_ctx(gligen_models, ModelStore(), tmp_path)
     with pytest.raises(UserFacingError, match="not a GLIGEN"):
         GLIGENLoader().run(ctx, GLIGENLoader.Inputs(gligen_name="not-gligen.safetensors"))
+
+
+REFERENCE = Path(__file__).parent / "data" / "gligen_reference" / "gligen_reference.safetensors"
+
+
+@pytest.mark.slow
+def test_gligen_gated_layers_match_comfyui(tiny_checkpoint_paths, tmp_path: Path):
+    """Full-size random GLIGEN file: position net, box placement and three gated layers vs ComfyUI."""
+    from safetensors.torch import load_file
+
+    from nodes.diffusion import loader
+    from nodes.diffusion.gligen import transformer_blocks
+
+    path = make_gligen(tmp_path / "gligen-full.safetensors", "full", 9)
+    base, _ = loader.build_component(
+        "unet", "sd15", read_weights(tiny_checkpoint_paths["sd15"]), torch.float32
+    )
+    gated = gated_unet(base, read_weights(path), path.name)
+    boxes = [
+        GligenBox(torch.randn(1, 768, generator=torch.Generator().manual_seed(seed)), h, w, y, x)
+        for seed, h, w, y, x in ((1, 8, 12, 2, 4), (2, 4, 6, 10, 16))
+    ]
+    ref = load_file(str(REFERENCE))
+    blocks = transformer_blocks(gated)
+    with torch.inference_mode():
+        objs = gated.position_net(**box_inputs(boxes, 16, 24, 1))
+        for index, width in {0: 320, 6: 1280, 15: 320}.items():
+            x = torch.randn(1, 16 * 24, width, generator=torch.Generator().manual_seed(10 + index))
+            out = blocks[index].fuser(x, objs)
+            expected = ref[f"block_{index}"]
+            assert float((out[:, :16] - expected).norm() / expected.norm()) <= 1e-5
+            torch.testing.assert_close(
+                torch.stack([out.sum(), out.norm()]), ref[f"block_{index}_stats"], rtol=1e-4, atol=1e-2
+            )
