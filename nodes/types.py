@@ -72,6 +72,60 @@ SDXL_LATENT = LatentFormat(
     rgb_bias=(0.1084, -0.0175, -0.0011),
     taesd_decoder="taesdxl_decoder",
 )
+# SD3 / SD3.5: 16 channels with a shift (ComfyUI latent_formats.SD3 facts).
+SD3_LATENT = LatentFormat(
+    name="sd3",
+    channels=16,
+    scale_factor=1.5305,
+    shift=0.0609,
+    rgb_factors=(
+        (-0.0922, -0.0175, 0.0749),
+        (0.0311, 0.0633, 0.0954),
+        (0.1994, 0.0927, 0.0458),
+        (0.0856, 0.0339, 0.0902),
+        (0.0587, 0.0272, -0.0496),
+        (-0.0006, 0.1104, 0.0309),
+        (0.0978, 0.0306, 0.0427),
+        (-0.0042, 0.1038, 0.1358),
+        (-0.0194, 0.0020, 0.0669),
+        (-0.0488, 0.0130, -0.0268),
+        (0.0922, 0.0988, 0.0951),
+        (-0.0278, 0.0524, -0.0542),
+        (0.0332, 0.0456, 0.0895),
+        (-0.0069, -0.0030, -0.0810),
+        (-0.0596, -0.0465, -0.0293),
+        (-0.1448, -0.1463, -0.1189),
+    ),
+    rgb_bias=(0.2394, 0.2135, 0.1925),
+    taesd_decoder="taesd3_decoder",
+)
+# FLUX's 16-channel VAE (ComfyUI latent_formats.Flux facts: scale 0.3611, shift 0.1159, RGB rows).
+FLUX_LATENT = LatentFormat(
+    name="flux",
+    channels=16,
+    scale_factor=0.3611,
+    shift=0.1159,
+    rgb_factors=(
+        (-0.0346, 0.0244, 0.0681),
+        (0.0034, 0.0210, 0.0687),
+        (0.0275, -0.0668, -0.0433),
+        (-0.0174, 0.0160, 0.0617),
+        (0.0859, 0.0721, 0.0329),
+        (0.0004, 0.0383, 0.0115),
+        (0.0405, 0.0861, 0.0915),
+        (-0.0236, -0.0185, -0.0259),
+        (-0.0245, 0.0250, 0.1180),
+        (0.1008, 0.0755, -0.0421),
+        (-0.0515, 0.0201, 0.0011),
+        (0.0428, -0.0012, -0.0036),
+        (0.0817, 0.0765, 0.0749),
+        (-0.1264, -0.0522, -0.1103),
+        (-0.0280, -0.0881, -0.0499),
+        (-0.1262, -0.0982, -0.0778),
+    ),
+    rgb_bias=(-0.0329, -0.0718, -0.0851),
+    taesd_decoder="taef1_decoder",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,6 +222,63 @@ class CondEntry:
     end_percent: float = 1.0
     concat_latent: torch.Tensor | None = None
     concat_mask: torch.Tensor | None = None
+    # The ControlNets/T2I-Adapters steering this entry (the last applied, linked to the earlier ones).
+    control: ControlApplication | None = None
+
+
+ControlKind = Literal["controlnet", "t2i_adapter", "control_lora"]
+
+
+@dataclass(frozen=True, eq=False)
+class ControlNet(EdgeType):
+    """CONTROL_NET: a ControlNet, control-lora or T2I-Adapter file, loaded on demand by the sampler.
+
+    `layout` names the key layout the file was recognised by (see nodes.diffusion.controlnet);
+    `family` the base model family it steers ("" for a control-lora, which takes the sampler's model).
+    `control_type` is a union ControlNet's task list (SetUnionControlNetType; empty = auto).
+    `base_model` is the UNet a "difference" ControlNet file is added onto (DiffControlNetLoader).
+    """
+
+    io_type: ClassVar[str] = "CONTROL_NET"
+    path: str
+    kind: ControlKind
+    layout: str
+    family: str
+    control_type: tuple[int, ...] = ()
+    base_model: DiffusionModel | None = None
+    global_average_pooling: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class ControlApplication:
+    """One ControlNet applied to conditioning: hint pixels [B, 3, H, W] in 0..1, strength and range.
+
+    `previous` is the control applied before this one on the same entry: the residuals of the whole
+    chain are summed. Identity matters: entries sharing one application run the control model in one
+    batch, as ComfyUI batches entries whose control object is the same.
+    """
+
+    net: ControlNet
+    hint: torch.Tensor
+    strength: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    previous: ControlApplication | None = None
+    # Set by the older ControlNetApply node: the sampler hands the control to the negative side too.
+    apply_to_uncond: bool = False
+
+    def chain(self) -> list[ControlApplication]:
+        """Every application of the chain, earliest first."""
+        out: list[ControlApplication] = []
+        node: ControlApplication | None = self
+        while node is not None:
+            out.append(node)
+            node = node.previous
+        return out[::-1]
+
+    def nbytes(self) -> int:
+        """Bytes of the hint images along the chain."""
+        return sum(tensor_nbytes(a.hint) for a in self.chain())
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,11 +291,28 @@ class Conditioning(EdgeType):
     def nbytes(self) -> int:
         """Bytes of all embedding, mask and inpainting tensors."""
         return sum(
-            tensor_nbytes(e.embeds, e.pooled, e.mask, e.concat_latent, e.concat_mask) for e in self.entries
+            tensor_nbytes(e.embeds, e.pooled, e.mask, e.concat_latent, e.concat_mask)
+            + (e.control.nbytes() if e.control is not None else 0)
+            for e in self.entries
         )
 
 
-Prediction = Literal["eps", "v"]
+# What a discrete-time model outputs (see nodes.sampling.model_sampling); checkpoints are eps or v.
+Prediction = Literal["eps", "v", "x0", "img_to_img", "lcm"]
+
+
+@dataclass(frozen=True)
+class FlowSampling:
+    """A flow-matching model's sigma schedule (ComfyUI's CONST prediction).
+
+    `kind` "flux": FLUX's resolution shift `shift` (mu; 1.15 for FLUX dev), the model fed sigma itself;
+    "discrete_flow": SD3/AuraFlow's shift with the model fed sigma * `multiplier` (FLUX schnell: shift 1,
+    multiplier 1).
+    """
+
+    kind: Literal["flux", "discrete_flow"]
+    shift: float
+    multiplier: float = 1000.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -243,6 +371,20 @@ class Guider(EdgeType):
     def nbytes(self) -> int:
         """Bytes of the conditioning tensors (the model lives in the model store)."""
         return sum(c.nbytes() for c in self.conds.values())
+
+
+@dataclass(frozen=True)
+class SkipLayerGuidance:
+    """Skip Layer Guidance set on a MODEL: after CFG, x0 += (cond x0 - cond x0 with `layers` skipped) * scale.
+
+    Applied while sigma_end <= sigma <= sigma_start (the first item's sigma); the window was turned
+    from percents into sigmas with the model's sampling when the node ran, as ComfyUI does.
+    """
+
+    layers: tuple[int, ...]
+    scale: float
+    sigma_start: float
+    sigma_end: float
 
 
 @dataclass(frozen=True, eq=False)

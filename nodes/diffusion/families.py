@@ -6,7 +6,8 @@ Detection (works for full-size and tiny files alike, since tiny files keep the k
     `conditioner.embedders.1.model.*` -> sdxl; `conditioner.embedders.0.model.*` alone -> sdxl-refiner;
   * sd2 v-prediction: a `v_pred` key, safetensors metadata `modelspec.prediction_type` = v, or else
     ComfyUI's heuristic: std of `output_blocks.11.1.transformer_blocks.0.norm1.bias` > 0.09;
-  * known unsupported layouts (SD3, Flux, video UNets) are named in the error.
+  * known unsupported layouts (Flux, video UNets) are named in the error; SD3-family MMDiT files are
+    detected and configured by nodes.diffusion.sd3.
 Channel counts, depths and context widths come from the tensor shapes, so one family config serves
 every size; the JSON in configs/ supplies the rest (activation, heads rule, scaling factor...).
 """
@@ -24,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 
-from nodes.types import SD15_LATENT, SDXL_LATENT, LatentFormat
+from nodes.types import FLUX_LATENT, SD3_LATENT, SD15_LATENT, SDXL_LATENT, LatentFormat
 
 FAMILIES = ("sd15", "sd2", "sd2-v", "sd2-unclip", "sdxl", "sdxl-refiner")
 UNET_PREFIX = "model.diffusion_model."
@@ -32,9 +33,10 @@ VAE_PREFIX = "first_stage_model."
 # The CLIP image tower inside SD2.1 unCLIP checkpoints (OpenCLIP layout).
 UNCLIP_VISION_PREFIX = "embedder.model.visual."
 V_PRED_KEY = UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
-LATENT_FORMATS = {"sd15": SD15_LATENT, "sdxl": SDXL_LATENT}
+LATENT_FORMATS = {"sd15": SD15_LATENT, "sdxl": SDXL_LATENT, "flux": FLUX_LATENT}
+# Families loaded by their own module rather than a configs/<name>.json UNet spec.
+DIT_FAMILIES = {"sd3": SD3_LATENT, "flux-dev": FLUX_LATENT, "flux-schnell": FLUX_LATENT}
 _UNSUPPORTED = (
-    ("model.diffusion_model.joint_blocks.", "Stable Diffusion 3"),
     ("model.diffusion_model.double_blocks.", "Flux"),
     ("double_blocks.", "Flux"),
     ("model.diffusion_model.time_stack.", "Stable Video Diffusion"),
@@ -97,6 +99,8 @@ def family_spec(family: str) -> FamilySpec:
 
 def latent_format(family: str) -> LatentFormat:
     """The latent format (scale factor, preview colours) of a family."""
+    if family in DIT_FAMILIES:
+        return DIT_FAMILIES[family]
     return LATENT_FORMATS[family_spec(family).latent_format]
 
 
@@ -175,7 +179,8 @@ def unet_config(family: str, sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     cfg["block_out_channels"] = chans
     cfg["layers_per_block"] = levels[0]["res"]
     cfg["in_channels"] = w["input_blocks.0.0.weight"].shape[1]
-    cfg["out_channels"] = w["out.2.weight"].shape[0]
+    if "out.2.weight" in w:  # a ControlNet's encoder-only copy of the UNet has no output layer
+        cfg["out_channels"] = w["out.2.weight"].shape[0]
     cfg["down_block_types"] = ["CrossAttnDownBlock2D" if lv["depth"] else "DownBlock2D" for lv in levels]
     cfg["up_block_types"] = ["CrossAttnUpBlock2D" if lv["depth"] else "UpBlock2D" for lv in reversed(levels)]
     cfg["transformer_layers_per_block"] = [lv["depth"] or mid_depth for lv in levels]
@@ -218,7 +223,12 @@ def vae_config(
     cfg["down_block_types"] = ["DownEncoderBlock2D"] * n_levels
     cfg["up_block_types"] = ["UpDecoderBlock2D"] * n_levels
     cfg["layers_per_block"] = _count(keys, blocks)
-    cfg["latent_channels"] = w["post_quant_conv.weight"].shape[0]
+    # FLUX's autoencoder has no quant convs: its latent width is the decoder's input.
+    has_quant = "post_quant_conv.weight" in w
+    cfg["use_quant_conv"] = cfg["use_post_quant_conv"] = has_quant
+    cfg["latent_channels"] = w["post_quant_conv.weight" if has_quant else "decoder.conv_in.weight"].shape[
+        0 if has_quant else 1
+    ]
     return cfg
 
 

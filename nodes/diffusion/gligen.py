@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers.models.attention import BasicTransformerBlock, GatedSelfAttentionDense
 from diffusers.models.embeddings import GLIGENTextBoundingboxProjection
 
 from engine import UserFacingError
+from nodes.diffusion.checkpoint_io import read_weights
 
 MAX_OBJECTS = 30
 _BLOCK = re.compile(r"(?:^|\.)(input_blocks|middle_block|output_blocks)\.(\d+)\.(.*)\.fuser\.(.+)$")
@@ -118,3 +121,57 @@ def box_inputs(boxes: Sequence[GligenBox], height: int, width: int, batch: int) 
         "masks": masks.expand(batch, -1),
         "positive_embeddings": phrases.expand(batch, -1, -1),
     }
+
+
+def gligen_groups(extras: Sequence[dict[str, Any]] | None, batch: int) -> list[tuple[list[int], Any]] | None:
+    """Batch rows grouped by their GLIGEN boxes (None when no row has any); rows without boxes share a group."""
+    if not extras or not any(e.get("gligen") for e in extras):
+        return None
+    if len(extras) != batch:
+        raise ValueError(f"extras has {len(extras)} entries for a batch of {batch}")
+    groups: dict[Any, tuple[list[int], Any]] = {}
+    for i, e in enumerate(extras):
+        boxes = e.get("gligen")
+        key = None if not boxes else (boxes[0], tuple(id(b) for b in boxes[1]))
+        groups.setdefault(key, ([], boxes or None))[0].append(i)
+    return list(groups.values())
+
+
+def take_rows(value: Any, rows: list[int]) -> Any:
+    """The given batch rows of every tensor in nested tuples, lists and dicts (None stays None)."""
+    if isinstance(value, torch.Tensor):
+        return value[rows]
+    if isinstance(value, dict):
+        return {k: take_rows(v, rows) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(take_rows(v, rows) for v in value)
+    return value
+
+
+def run_groups(
+    store: Any,
+    base_key: tuple[Any, ...],
+    unet: torch.nn.Module,
+    call: Callable[[Any, tuple[torch.Tensor, ...], dict[str, Any]], torch.Tensor],
+    groups: list[tuple[list[int], Any]],
+    args: tuple[torch.Tensor, ...],
+    kwargs: dict[str, Any],
+) -> torch.Tensor:
+    """One UNet call per group of rows: boxed rows through the gated copy (kept in the store), the rest plain."""
+    x = args[0]
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    for rows, boxes in groups:
+        sub_args, sub_kwargs = take_rows(args, rows), take_rows(kwargs, rows)
+        model = unet
+        if boxes is not None:
+            path, items = boxes
+            name = Path(path).name
+            model = store.get(
+                (*base_key, "gligen", path), lambda p=path, n=name: gated_unet(unet, read_weights(Path(p)), n)
+            )
+            inputs = box_inputs(items, x.shape[2], x.shape[3], len(rows))
+            sub_kwargs["cross_attention_kwargs"] = {
+                "gligen": {k: v.to(x.device, x.dtype) for k, v in inputs.items()}
+            }
+        out[rows] = call(model, sub_args, sub_kwargs).float()
+    return out

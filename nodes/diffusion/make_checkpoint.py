@@ -16,10 +16,13 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
+from nodes.diffusion.flux_layout import FLUX_ARCHS, make_flux_file
 from nodes.diffusion.ldm_layout import (
     Layout,
     TextArch,
@@ -30,6 +33,14 @@ from nodes.diffusion.ldm_layout import (
     vae_layout,
 )
 from nodes.diffusion.make_guidance import AUX_ARCHES, CLIP_VISION_SIZES, clip_vision_layout, make_aux
+from nodes.diffusion.make_text_encoder import (
+    FILE_DTYPES,
+    TEXT_ENCODER_ARCHS,
+    make_text_encoder,
+    text_encoder_shapes,
+)
+from nodes.diffusion.mmdit_layout import SD3_ARCHS, SD3_SIZES, sd3_checkpoint_layout
+from nodes.diffusion.random_weights import random_state_dict, write_random_file
 
 ARCH_NAMES = ("sd15", "sd2", "sd2-v", "sd2-unclip", "sdxl", "sdxl-refiner")
 V_PRED_KEY = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
@@ -153,12 +164,26 @@ def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype
     `size` is tiny or full; sd2-unclip also takes `reduced` (see reduced_unclip_layout).
     """
     if size == "reduced" and arch == "sd2-unclip":
-        return write_layout(reduced_unclip_layout(), arch, seed, out_path, dtype)
-    return write_layout(checkpoint_layout(arch, size), arch, seed, out_path, dtype)
+        return write_layout(reduced_unclip_layout(), seed, out_path, dtype, arch)
+    return write_layout(checkpoint_layout(arch, size), seed, out_path, dtype, arch)
 
 
-def write_layout(layout: Layout, arch: str, seed: int, out_path: str | Path, dtype: str = "fp16") -> Path:
-    """Write every tensor of a layout with the random rule of `arch`, one tensor at a time."""
+# (key, shape, layout, seed) -> float32 values of one tensor.
+ValueRule = Callable[[str, tuple[int, ...], Layout, int], torch.Tensor]
+
+
+def write_layout(
+    layout: Layout,
+    seed: int,
+    out_path: str | Path,
+    dtype: str = "fp16",
+    arch: str = "",
+    rule: ValueRule | None = None,
+) -> Path:
+    """Write every tensor of a layout by the per-key seeded rule, keys sorted, as safetensors saves them.
+
+    `rule` replaces this module's value rule (the ControlNet files follow their own).
+    """
     torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     dtype_name = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}[dtype]
     header, keys = _header(layout, dtype_name, torch.empty((), dtype=torch_dtype).element_size())
@@ -168,7 +193,10 @@ def write_layout(layout: Layout, arch: str, seed: int, out_path: str | Path, dty
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(header)) + header)
         for key in keys:
-            t = _random_tensor(key, layout[key], layout, seed, arch)
+            if rule is not None:
+                t = rule(key, layout[key], layout, seed)
+            else:
+                t = _random_tensor(key, layout[key], layout, seed, arch)
             if t.is_floating_point():
                 t = t.to(torch_dtype)
             f.write(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -176,17 +204,87 @@ def write_layout(layout: Layout, arch: str, seed: int, out_path: str | Path, dty
     return out
 
 
+_TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def make_sd3_checkpoint(
+    arch: str, size: str, seed: int, out_path: str | Path, dtype: str = "fp16", text_encoders: bool = False
+) -> Path:
+    """Write a random-weight SD3/3.5 single file (MMDiT + VAE) by the per-tensor value rule.
+
+    The rule (nodes.diffusion.random_weights) makes `sd3.5-medium` `reduced` with seed 1234 the shared
+    reference's d2 file byte for byte. With `text_encoders`, CLIP-L, CLIP-G and T5-XXL are added under
+    `text_encoders.<kind>.transformer.` with the values their standalone files (make_text_encoder, same
+    seed and size; tiny for tiny, full otherwise) hold, as ComfyUI saves all-in-one SD3 checkpoints.
+    """
+    component = SD3_ARCHS[arch][1]
+    layout = {k: (shape, _TORCH_DTYPES[dtype]) for k, shape in sd3_checkpoint_layout(arch, size).items()}
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if not text_encoders:
+        write_random_file(tmp, seed, component, layout)
+    else:
+        tensors = random_state_dict(seed, component, layout)
+        text_size = "tiny" if size == "tiny" else "full"
+        for kind in ("clip_l", "clip_g", "t5xxl"):
+            shapes = text_encoder_shapes(kind, text_size)
+            part = random_state_dict(seed, kind, {k: (v, _TORCH_DTYPES[dtype]) for k, v in shapes.items()})
+            tensors.update({f"text_encoders.{kind}.transformer.{k}": v for k, v in part.items()})
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out)
+    return out
+
+
+def random_layout_tensors(
+    layout: Layout, seed: int, dtype: torch.dtype = torch.float16, rule: ValueRule | None = None
+) -> dict[str, torch.Tensor]:
+    """The same per-key values `write_layout` writes, in memory (for files converted before saving)."""
+    if rule is None:
+        return {k: _random_tensor(k, shape, layout, seed, "").to(dtype) for k, shape in layout.items()}
+    return {k: rule(k, shape, layout, seed).to(dtype) for k, shape in layout.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=(*ARCH_NAMES, *AUX_ARCHES), required=True)
-    ap.add_argument("--size", choices=("tiny", "full", "reduced"), default="tiny")
+    ap.add_argument(
+        "--arch",
+        choices=(*ARCH_NAMES, *TEXT_ENCODER_ARCHS, *SD3_ARCHS, *FLUX_ARCHS, *AUX_ARCHES),
+        required=True,
+    )
+    ap.add_argument(
+        "--size",
+        choices=SD3_SIZES,
+        default="tiny",
+        help="reduced (depth 2, full width) is for the SD3 and FLUX archs; for sd2-unclip see reduced_unclip_layout",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
+    ap.add_argument("--dtype", choices=tuple(FILE_DTYPES), default="fp16", help="fp8 only for text encoders")
+    ap.add_argument(
+        "--text-encoders",
+        action="store_true",
+        help="SD3 archs: add CLIP-L, CLIP-G and T5-XXL (all-in-one file)",
+    )
+    ap.add_argument(
+        "--kind", choices=("checkpoint",), default="checkpoint", help="see also the control kinds"
+    )
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
     if args.arch in AUX_ARCHES:
         path = make_aux(args.arch, args.size, args.seed, Path(args.out))
+    elif args.arch in TEXT_ENCODER_ARCHS:
+        path = make_text_encoder(args.arch, args.size, args.seed, args.out, args.dtype)
+    elif args.arch in FLUX_ARCHS:
+        path = make_flux_file(
+            args.arch, args.size, args.seed, args.out, None if args.dtype == "fp16" else args.dtype
+        )
+    elif args.arch in SD3_ARCHS:
+        if args.dtype not in _TORCH_DTYPES:
+            ap.error(f"SD3 files are written as {', '.join(_TORCH_DTYPES)}")
+        path = make_sd3_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype, args.text_encoders)
+    elif args.size == "reduced" and args.arch != "sd2-unclip":
+        ap.error(f"--size reduced is for the SD3 archs ({', '.join(SD3_ARCHS)})")
     else:
         path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
     print(f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size}, seed {args.seed})")

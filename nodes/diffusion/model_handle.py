@@ -16,26 +16,33 @@ Contract for samplers (`DiffusionModel.forward`):
              ComfyUI's defaults (width/height = latent size * 8, crops 0, target = width/height,
              aesthetic_score 6.0, or 2.5 when prompt_type == "negative").
   returns    float32 [B, 4, h, w], the raw UNet output (eps or v, see `prediction`).
+
+FLUX models (`flow` set) take x [B, 16, h, w] unscaled, timesteps = sigmas in [0, 1], embeds the T5
+tokens [B, L, 4096], pooled the CLIP-L pooled output [B, 768] and `extras[i]["guidance"]` (FLUX dev's
+distilled guidance, 3.5 when absent); they return the velocity [B, 16, h, w].
+SD3-family MMDiTs take the same call with 16-channel x_in, timesteps = sigma * 1000, embeds [B, L, 4096]
+(CLIP-L/G padded to 4096 then T5 tokens) and pooled [B, 2048], and return the velocity.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
-from nodes.diffusion.checkpoint_io import read_weights
-from nodes.diffusion.gligen import box_inputs, gated_unet
+from nodes.diffusion import sd3
+from nodes.diffusion.controlnet import Residuals
+from nodes.diffusion.flux import FluxModel, guidance_vector
+from nodes.diffusion.gligen import gligen_groups, run_groups
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
 from nodes.diffusion.unclip import batch_adm
-from nodes.types import SD15_LATENT, LatentFormat, Prediction
+from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction, SkipLayerGuidance
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
 SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "aesthetic_score")
@@ -61,6 +68,10 @@ class DiffusionModel(_Handle):
 
     io_type: ClassVar[str] = "MODEL"
     prediction: Prediction = "eps"
+    # Zero-terminal-SNR sigma table (ModelSamplingDiscrete's zsnr switch).
+    zsnr: bool = False
+    # Skip Layer Guidance passes applied after CFG, in order (SkipLayerGuidanceSD3).
+    skip_guidance: tuple[SkipLayerGuidance, ...] = ()
     latent_format: LatentFormat = SD15_LATENT
 
     def autoencoder(self, store: Any) -> AutoencoderKL:
@@ -77,6 +88,8 @@ class DiffusionModel(_Handle):
     adm: Literal["none", "sdxl", "refiner", "unclip"] = "none"
     # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels.
     in_channels: int = 4
+    # Flow-matching schedule (FLUX, SD3); None for the discrete eps/v models.
+    flow: FlowSampling | None = None
 
     @property
     def is_inpaint(self) -> bool:
@@ -91,47 +104,63 @@ class DiffusionModel(_Handle):
         embeds: torch.Tensor,
         pooled: torch.Tensor | None = None,
         extras: Sequence[dict[str, Any]] | None = None,
+        skip_layers: tuple[int, ...] = (),
+        control: Residuals | None = None,
         seed: int = 0,
     ) -> torch.Tensor:
         """Run the UNet once; returns its float32 output (eps or v) with x_in's shape.
 
         `seed` is the sampling seed; unCLIP models draw their image-embedding noise from it.
+
+        `skip_layers` (transformer families only) names blocks to pass over (Skip Layer Guidance).
+        `control` holds ControlNet residuals added to the encoder's skip connections and the middle block.
         """
         unet = self.load(store)
+        if control is not None and (isinstance(unet, FluxModel) or self.family == sd3.FAMILY):
+            raise ValueError(f"ControlNets for {self.family} models are not supported yet")
+        if isinstance(unet, FluxModel):
+            if skip_layers:
+                raise ValueError("skipping layers is not supported for FLUX models")
+            guidance = guidance_vector(extras, x_in.shape[0])
+            return unet(x_in, timesteps, embeds, pooled, guidance)
+        if self.family == sd3.FAMILY:
+            dev = torch.device(self.device)
+            return sd3.mmdit_forward(
+                unet, x_in, timesteps, embeds, pooled, dev, self.compute_dtype, skip_layers
+            )
+        if skip_layers:
+            raise ValueError(f"skipping layers needs a transformer model; {self.family} is a UNet")
         dev, dt = torch.device(self.device), self.compute_dtype
         kwargs: dict[str, Any] = {}
+        added = self.added_cond(pooled, x_in.shape, extras)
+        if added is not None:
+            kwargs["added_cond_kwargs"] = added
         if self.adm == "unclip":
-            items = list(extras) if extras else [{}] * x_in.shape[0]
             config: Any = unet.config
             dim = int(config.projection_class_embeddings_input_dim) // 2
-            adm = batch_adm((e.get("unclip", ()) for e in items), seed, dim)
-            kwargs["class_labels"] = adm.to(dev, dt)
-        elif self.adm != "none":
-            if extras and any(e.get("unclip") for e in extras):
-                raise ValueError("unCLIP image conditioning on SDXL (revision) is not supported")
-            if pooled is None:
-                raise ValueError(f"{self.family} needs pooled text embeddings (SDXL conditioning)")
-            time_ids = size_time_ids(self.adm, x_in.shape, extras)
-            kwargs["added_cond_kwargs"] = {
-                "text_embeds": pooled.to(dev, dt),
-                "time_ids": time_ids.to(dev, dt),
-            }
+            items = list(extras) if extras else [{}] * x_in.shape[0]
+            kwargs["class_labels"] = batch_adm((e.get("unclip", ()) for e in items), seed, dim).to(dev, dt)
+        elif extras and any(e.get("unclip") for e in extras) and self.adm != "none":
+            raise ValueError("unCLIP image conditioning on SDXL (revision) is not supported")
+        if control is not None:
+            kwargs.update(control_kwargs(control, unet, x_in, dev, dt))
         args = (x_in.to(dev, dt), timesteps.to(dev, torch.float32), embeds.to(dev, dt))
         groups = gligen_groups(extras, x_in.shape[0])
         if groups is None:
             return _call(unet, args, kwargs).float()
-        out = torch.empty(x_in.shape, dtype=torch.float32, device=dev)
-        for rows, boxes in groups:
-            sub_args, sub_kwargs = _take(args, rows), _take(kwargs, rows)
-            model = unet
-            if boxes is not None:
-                path, items = boxes
-                model = store.get((*self.recipe.store_key, "gligen", path), lambda p=path: _gated(unet, p))
-                h, w = x_in.shape[2], x_in.shape[3]
-                gligen = {k: v.to(dev, dt) for k, v in box_inputs(items, h, w, len(rows)).items()}
-                sub_kwargs["cross_attention_kwargs"] = {"gligen": gligen}
-            out[rows] = _call(model, sub_args, sub_kwargs).float()
-        return out
+        return run_groups(store, self.recipe.store_key, unet, _call, groups, args, kwargs)
+
+    def added_cond(
+        self, pooled: torch.Tensor | None, x_shape: torch.Size, extras: Sequence[dict[str, Any]] | None
+    ) -> dict[str, torch.Tensor] | None:
+        """SDXL's pooled text and size ids for the UNet (and its ControlNets); None for other families."""
+        if self.adm in ("none", "unclip"):
+            return None
+        if pooled is None:
+            raise ValueError(f"{self.family} needs pooled text embeddings (SDXL conditioning)")
+        dev, dt = torch.device(self.device), self.compute_dtype
+        time_ids = size_time_ids(self.adm, x_shape, extras)
+        return {"text_embeds": pooled.to(dev, dt), "time_ids": time_ids.to(dev, dt)}
 
 
 def _call(unet: Any, args: tuple[torch.Tensor, ...], kwargs: dict[str, Any]) -> torch.Tensor:
@@ -140,32 +169,41 @@ def _call(unet: Any, args: tuple[torch.Tensor, ...], kwargs: dict[str, Any]) -> 
     return unet(x, timesteps, encoder_hidden_states=embeds, return_dict=False, **kwargs)[0]
 
 
-def _take(value: Any, rows: list[int]) -> Any:
-    """The given batch rows of every tensor in a (nested) tuple/dict of tensors."""
-    if isinstance(value, torch.Tensor):
-        return value[rows]
-    if isinstance(value, dict):
-        return {k: _take(v, rows) for k, v in value.items()}
-    return tuple(_take(v, rows) for v in value)
+def control_kwargs(
+    control: Residuals, unet: torch.nn.Module, x_in: torch.Tensor, dev: torch.device, dt: torch.dtype
+) -> dict[str, Any]:
+    """diffusers' residual arguments; a skip no control reached gets zeros of the UNet's shape there."""
+    out: dict[str, Any] = {}
+    if control.down or control.mid is not None:
+        down = [None if t is None else t.to(dev, dt) for t in control.down]
+        shapes = skip_shapes(unet, x_in.shape)
+        down += [None] * (len(shapes) - len(down))
+        out["down_block_additional_residuals"] = tuple(
+            torch.zeros(s, device=dev, dtype=dt) if t is None else t
+            for t, s in zip(down, shapes, strict=True)
+        )
+        if control.mid is not None:
+            out["mid_block_additional_residual"] = control.mid.to(dev, dt)
+    if control.adapter:
+        # diffusers pops from this list while it runs, so it gets its own copy.
+        out["down_intrablock_additional_residuals"] = [
+            t.to(dev, dt) for t in control.adapter if t is not None
+        ]
+    return out
 
 
-def _gated(unet: torch.nn.Module, path: str) -> torch.nn.Module:
-    """The base UNet copied with a GLIGEN file's gated layers (see nodes.diffusion.gligen)."""
-    return gated_unet(unet, read_weights(Path(path)), Path(path).name)
-
-
-def gligen_groups(extras: Sequence[dict[str, Any]] | None, batch: int) -> list[tuple[list[int], Any]] | None:
-    """Batch rows grouped by their GLIGEN boxes (None when no row has any); rows without boxes share a group."""
-    if not extras or not any(e.get("gligen") for e in extras):
-        return None
-    groups: dict[Any, tuple[list[int], Any]] = {}
-    for i, e in enumerate(extras):
-        boxes = e.get("gligen")
-        key = None if not boxes else (boxes[0], tuple(id(b) for b in boxes[1]))
-        groups.setdefault(key, ([], boxes or None))[0].append(i)
-    if sum(len(rows) for rows, _ in groups.values()) != batch:
-        raise ValueError(f"extras has {len(extras)} entries for a batch of {batch}")
-    return list(groups.values())
+def skip_shapes(unet: torch.nn.Module, x_shape: torch.Size) -> list[tuple[int, ...]]:
+    """Shapes of a diffusers UNet's encoder skip connections for a latent of `x_shape`."""
+    batch, _, h, w = x_shape
+    cfg: Any = unet.config
+    chans = list(cfg.block_out_channels)
+    shapes: list[tuple[int, ...]] = [(batch, chans[0], h, w)]
+    for level, ch in enumerate(chans):
+        shapes += [(batch, ch, h, w)] * cfg.layers_per_block
+        if level < len(chans) - 1:
+            h, w = (h + 1) // 2, (w + 1) // 2
+            shapes.append((batch, ch, h, w))
+    return shapes
 
 
 def size_time_ids(adm: str, x_shape: torch.Size, extras: Sequence[dict[str, Any]] | None) -> torch.Tensor:

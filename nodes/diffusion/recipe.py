@@ -19,6 +19,8 @@ class Variant(Enum):
     CHECKPOINT = "checkpoint"  # one single-file checkpoint (original LDM layout) holding every part
     DIFFUSERS = "diffusers"  # a diffusers folder: one subfolder per part
     VAE_FILE = "vae_file"  # a standalone VAE file (LDM or diffusers key names)
+    DIFFUSION_FILE = "diffusion_file"  # a standalone diffusion model (models/diffusion_models, unet)
+    TEXT_ENCODERS = "text_encoders"  # one to three standalone text encoder files (`paths`)
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,25 @@ class ComponentRecipe:
     component: Component
     variant: Variant = Variant.CHECKPOINT
     patches: tuple[LoraPatch, ...] = ()
+    # How a standalone diffusion model's weights are stored in memory (UNETLoader's weight_dtype).
+    weight_dtype: str = "default"
+    # Every file of a TEXT_ENCODERS recipe in the loader's order (`path` is the first).
+    paths: tuple[str, ...] = ()
 
     @property
     def store_key(self) -> tuple[Any, ...]:
         """The model store key: identical recipes share one loaded module."""
-        return ("diffgraph", self.component, self.path, self.family, self.variant, self.patches)
+        key: tuple[Any, ...] = (
+            "diffgraph",
+            self.component,
+            self.path,
+            self.family,
+            self.variant,
+            self.patches,
+        )
+        if self.paths:
+            key = (*key, self.paths)
+        return key if self.weight_dtype == "default" else (*key, self.weight_dtype)
 
     def base(self) -> ComponentRecipe:
         """The same recipe without LoRA patches (the cached base model)."""

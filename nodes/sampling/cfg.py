@@ -10,21 +10,35 @@ inputs have the same shapes run in one UNet call, uncond before cond (the order 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from nodes.sampling.conds import InpaintSource, SamplingCond, prepare_groups, repeat_to_batch
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.control import ControlRequest, share_with_uncond
+from nodes.sampling.flow import ModelSampling
 from nodes.types import CondEntry
 
-# (x_in, timesteps, embeds, pooled, extras) -> raw UNet output (eps or v), the model handle's contract.
-UnetForward = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, Sequence[dict[str, Any]] | None],
-    torch.Tensor,
-]
+
+class UnetForward(Protocol):
+    """(x_in, timesteps, embeds, pooled, extras[, control]) -> raw UNet output (eps or v).
+
+    `control` is passed only when the batched entries carry ControlNets (see nodes.sampling.control).
+    """
+
+    def __call__(
+        self,
+        x_in: torch.Tensor,
+        timesteps: torch.Tensor,
+        embeds: torch.Tensor,
+        pooled: torch.Tensor | None,
+        extras: Sequence[dict[str, Any]] | None,
+        /,
+        control: ControlRequest | None = None,
+    ) -> torch.Tensor: ...
+
 
 AREA_FUZZ = 8
 # Summed weights start here, not at 0, so latent pixels no entry covers divide to 0 instead of NaN.
@@ -100,7 +114,7 @@ def area_and_mult(c: SamplingCond, x: torch.Tensor, sigma: torch.Tensor, side: i
 
 def _can_batch(a: _Slot, b: _Slot) -> bool:
     """Whether two slots can share one UNet call (ComfyUI's can_concat_cond)."""
-    if a.input_x.shape != b.input_x.shape:
+    if a.input_x.shape != b.input_x.shape or a.cond.control is not b.cond.control:
         return False
     if (a.cond.pooled is None) != (b.cond.pooled is None) or (a.cond.concat is None) != (
         b.cond.concat is None
@@ -129,7 +143,7 @@ class CfgDenoiser:
     def __init__(
         self,
         unet: UnetForward,
-        model_sampling: DiscreteModelSampling,
+        model_sampling: ModelSampling,
         positive: Sequence[CondEntry],
         negative: Sequence[CondEntry],
         cfg: float,
@@ -138,9 +152,11 @@ class CfgDenoiser:
         inpaint: InpaintSource | None = None,
     ):
         self.unet, self.ms, self.cfg = unet, model_sampling, cfg
-        self.positive, self.negative = list(positive), list(negative)
+        self.positive = list(positive)
+        self.negative = share_with_uncond(self.positive, negative)
         self.max_batch, self.uncond_at_cfg_1, self.inpaint = max_batch, uncond_at_cfg_1, inpaint
         self.uncond_denoised: torch.Tensor | None = None
+        self.cond_denoised: torch.Tensor | None = None
         self._resolved: tuple[Hashable, list[list[SamplingCond]]] | None = None
 
     def resolve(
@@ -161,7 +177,7 @@ class CfgDenoiser:
         # Both sides are resolved even when the negative is skipped: its areas still mirror (as ComfyUI).
         pos, neg = self.resolve([self.positive, self.negative], x.shape, ("positive", "negative"))
         cond, uncond = self.calc_cond_batch([pos, [] if skip_uncond else neg], x, sigma)
-        self.uncond_denoised = uncond
+        self.cond_denoised, self.uncond_denoised = cond, uncond
         if skip_uncond:
             return cond
         return uncond + (cond - uncond) * self.cfg
@@ -173,9 +189,13 @@ class CfgDenoiser:
         return self.calc_cond_batch(self.resolve(groups, x.shape), x, sigma)
 
     def calc_cond_batch(
-        self, sides: list[list[SamplingCond]], x: torch.Tensor, sigma: torch.Tensor
+        self,
+        sides: list[list[SamplingCond]],
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        unet: UnetForward | None = None,
     ) -> list[torch.Tensor]:
-        """Each side's weighted x0 prediction over every entry active at this sigma."""
+        """Each side's weighted x0 prediction over every entry active at this sigma (`unet` overrides the model)."""
         sums = [torch.zeros_like(x) for _ in sides]
         weights = [torch.ones_like(x) * EMPTY_WEIGHT for _ in sides]
         to_run = [
@@ -188,7 +208,7 @@ class CfgDenoiser:
             fits = [i for i, s in enumerate(to_run) if _can_batch(s, to_run[0])]
             fits.reverse()
             batch = [to_run.pop(i) for i in self._batch_slice(fits, x.shape[0])]
-            for slot, pred in zip(batch, self._run(batch, sigma), strict=True):
+            for slot, pred in zip(batch, self._run(batch, sigma, unet or self.unet), strict=True):
                 out, wsum = sums[slot.side], weights[slot.side]
                 a = slot.cond.area
                 if a is not None:
@@ -208,7 +228,7 @@ class CfgDenoiser:
                 return part
         return fits[:1]
 
-    def _run(self, slots: list[_Slot], sigma: torch.Tensor) -> list[torch.Tensor]:
+    def _run(self, slots: list[_Slot], sigma: torch.Tensor, unet: UnetForward) -> list[torch.Tensor]:
         """One UNet call over the slots' crops; returns one x0 prediction per slot."""
         n, batch = len(slots), slots[0].input_x.shape[0]
         x_all = torch.cat([s.input_x for s in slots])
@@ -223,7 +243,12 @@ class CfgDenoiser:
             concat = [_crop(s.cond.concat, s.cond.area) for s in slots]  # type: ignore[arg-type]
             x_in = torch.cat([x_in, torch.cat([repeat_to_batch(c, batch) for c in concat]).to(x_in)], dim=1)
         timesteps = self.ms.timestep(sigma_all).float()
-        out = self.unet(x_in, timesteps, torch.cat(embeds), pooled, extras)
+        control = slots[0].cond.control
+        if control is not None:
+            request = ControlRequest(control, sigma_all, n)
+            out = unet(x_in, timesteps, torch.cat(embeds), pooled, extras, control=request)
+        else:
+            out = unet(x_in, timesteps, torch.cat(embeds), pooled, extras)
         denoised = self.ms.calculate_denoised(sigma_all, out.to(x_all.dtype), x_all)
         return list(denoised.chunk(n))
 

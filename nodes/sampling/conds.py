@@ -17,8 +17,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nodes.sampling.model_sampling import DiscreteModelSampling
-from nodes.types import CondEntry, LatentFormat
+from nodes.sampling.flow import ModelSampling
+from nodes.types import CondEntry, ControlApplication, LatentFormat
 
 # What a 4-channel SD latent of an all-black image holds: the masked-image input of an inpainting
 # UNet when no image is given (ComfyUI's blank_inpaint_image_like values).
@@ -46,6 +46,7 @@ class SamplingCond:
     mask_strength: float
     sigma_start: float
     sigma_end: float
+    control: ControlApplication | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,7 +162,7 @@ def inpaint_concat(entry: CondEntry, src: InpaintSource, shape: torch.Size) -> t
 def resolve_side(
     entries: Sequence[CondEntry],
     shape: torch.Size,
-    ms: DiscreteModelSampling,
+    ms: ModelSampling,
     prompt_type: str,
     inpaint: InpaintSource | None = None,
 ) -> list[SamplingCond]:
@@ -188,6 +189,7 @@ def resolve_side(
                 mask_strength=e.mask_strength,
                 sigma_start=ms.percent_to_sigma(e.start_percent),
                 sigma_end=ms.percent_to_sigma(e.end_percent),
+                control=e.control,
             )
         )
     return out
@@ -227,7 +229,7 @@ def _add_same_area(others: list[SamplingCond], c: SamplingCond) -> None:
 def prepare_groups(
     groups: Sequence[Sequence[CondEntry]],
     shape: torch.Size,
-    ms: DiscreteModelSampling,
+    ms: ModelSampling,
     inpaint: InpaintSource | None = None,
     prompt_types: Sequence[str] | None = None,
 ) -> list[list[SamplingCond]]:
@@ -246,7 +248,7 @@ def prepare_conds(
     positive: Sequence[CondEntry],
     negative: Sequence[CondEntry],
     shape: torch.Size,
-    ms: DiscreteModelSampling,
+    ms: ModelSampling,
     inpaint: InpaintSource | None = None,
 ) -> tuple[list[SamplingCond], list[SamplingCond]]:
     """Both sides resolved for a latent of `shape`, each area mirrored on the other side."""

@@ -12,15 +12,22 @@ from typing import Any
 
 import torch
 
-from engine import RunContext
+from engine import RunContext, UserFacingError
+from nodes.diffusion.controlnet import Residuals, load_control_model, run_control_model
+from nodes.diffusion.loader import component_dtype
 from nodes.diffusion.model_handle import DiffusionModel
+from nodes.diffusion.t2i_adapter import adapter_hint
 from nodes.media.previews import run_previewer
+from nodes.sampling.cfg import CfgDenoiser
+from nodes.sampling.common import Denoiser
 from nodes.sampling.conds import InpaintSource
+from nodes.sampling.control import ControlRequest, chain_residuals, prepare_hint
+from nodes.sampling.flow import ModelSampling, model_sampling_for
 from nodes.sampling.guiders import guider_denoiser
-from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import prepare_noise
 from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, prepare_mask, sample
-from nodes.types import Guider, Latent, LatentFormat, LatentSequence, Noise, SamplerSpec
+from nodes.sampling.skip_layers import SkipLayerDenoiser
+from nodes.types import ControlApplication, Guider, Latent, LatentFormat, LatentSequence, Noise, SamplerSpec
 
 
 class StepRecorder:
@@ -73,6 +80,55 @@ def inpaint_source(model: DiffusionModel, latent: Latent) -> InpaintSource:
     return InpaintSource(samples, mask, model.latent_format)
 
 
+def with_skip_layer_guidance(ctx: RunContext, model: DiffusionModel, denoiser: Denoiser) -> SkipLayerDenoiser:
+    """The guider's denoiser with the model's Skip Layer Guidance passes after it (CFG guidance only)."""
+    if not isinstance(denoiser, CfgDenoiser):
+        raise UserFacingError(
+            "Skip Layer Guidance works with CFG guidance (KSampler, CFGGuider, BasicGuider)"
+        )
+
+    def skipping_unet(layers: tuple[int, ...]):
+        def unet(x_in, timesteps, embeds, pooled, extras, control=None):
+            if control is not None:
+                raise UserFacingError("Skip Layer Guidance cannot be combined with ControlNets yet")
+            return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras, skip_layers=layers)
+
+        return unet
+
+    return SkipLayerDenoiser(denoiser, model.skip_guidance, skipping_unet)
+
+
+def control_residuals(
+    store: Any,
+    model: DiffusionModel,
+    ms: ModelSampling,
+    request: ControlRequest,
+    x_in: torch.Tensor,
+    timesteps: torch.Tensor,
+    embeds: torch.Tensor,
+    pooled: torch.Tensor | None,
+    extras: Any,
+) -> Residuals | None:
+    """The summed residuals of a call's ControlNet chain (the UNet's own latent channels only)."""
+    x_ctrl = x_in[:, : model.latent_format.channels]
+    added = model.added_cond(pooled, x_ctrl.shape, extras)
+    dtype = component_dtype(store, "unet")
+
+    def run(control: ControlApplication) -> Residuals:
+        module: Any = load_control_model(store, control.net, dtype, model)
+        if control.net.kind == "t2i_adapter":
+            cfg = module.config
+            hint = prepare_hint(control.hint, x_ctrl.shape, request.batched, cfg.downscale_factor)
+            features = module(adapter_hint(hint, cfg.in_channels).to(x_ctrl.device, dtype))
+            return Residuals([], None, list(features))
+        hint = prepare_hint(control.hint, x_ctrl.shape, request.batched).to(x_ctrl.device)
+        return run_control_model(
+            module, x_ctrl, timesteps, embeds, hint, added, control.net.global_average_pooling
+        )
+
+    return chain_residuals(request, ms, run)
+
+
 @dataclass
 class SamplingResult:
     """A run's new latent, the x0 prediction of its last step, and its steps when they were recorded."""
@@ -93,14 +149,23 @@ def sample_guided(
 ) -> SamplingResult:
     """Denoise `latent` along `sigmas` with the guider's model and guidance and the given sampler."""
     model = guider.model
-    ms = DiscreteModelSampling.create(model.prediction)
+    ms = model_sampling_for(model)
     recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
 
-    def unet(x_in, timesteps, embeds, pooled, extras):
-        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras, seed=noise.seed)
+    def unet(x_in, timesteps, embeds, pooled, extras, control: ControlRequest | None = None):
+        residuals = None
+        if control is not None:
+            residuals = control_residuals(
+                ctx.models, model, ms, control, x_in, timesteps, embeds, pooled, extras
+            )
+        return model.forward(
+            ctx.models, x_in, timesteps, embeds, pooled, extras, control=residuals, seed=noise.seed
+        )
 
     inpaint = inpaint_source(model, latent) if model.is_inpaint else None
-    denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint)
+    denoiser: Denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint)
+    if model.skip_guidance:
+        denoiser = with_skip_layer_guidance(ctx, model, denoiser)
     req = SampleRequest(
         latent.samples,
         initial_noise(noise, latent),

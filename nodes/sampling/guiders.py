@@ -8,7 +8,7 @@ import torch
 
 from nodes.sampling.cfg import CfgDenoiser, UnetForward
 from nodes.sampling.conds import InpaintSource
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.flow import ModelSampling
 from nodes.types import Guider
 
 
@@ -49,7 +49,7 @@ class DualCfgDenoiser:
 def guider_denoiser(
     guider: Guider,
     unet: UnetForward,
-    ms: DiscreteModelSampling,
+    ms: ModelSampling,
     uncond_at_cfg_1: bool,
     inpaint: InpaintSource | None = None,
 ) -> CfgDenoiser | DualCfgDenoiser:

@@ -16,7 +16,12 @@ import pytest
 from engine import Registry, object_info
 from nodes.pack import register
 
-FACTS = json.loads((Path(__file__).parent / "data" / "comfyui_node_facts.json").read_text())["nodes"]
+# comfyui_node_facts.json plus per-family files (comfyui_node_facts_<family>.json) in the same format.
+FACTS = {
+    node_id: fact
+    for path in sorted((Path(__file__).parent / "data").glob("comfyui_node_facts*.json"))
+    for node_id, fact in json.loads(path.read_text())["nodes"].items()
+}
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,12 @@ EXTRA_MODULES = (
     "comfy_extras.nodes_string",
     "comfy_extras.nodes_rebatch",
     "comfy_extras.nodes_compositing",
+    "comfy_extras.nodes_flux",
+    "comfy_extras.nodes_sd3",
+    "comfy_extras.nodes_controlnet",
+    "comfy_extras.nodes_canny",
 )
+MODEL_FILE_INPUTS = ("control_net_name",)
 KEPT_OPTIONS = ("default", "min", "max", "step", "multiline", "control_after_generate", "image_upload")
 
 
@@ -88,7 +93,8 @@ def facts(info: dict[str, Any], dynamic: bool) -> dict[str, Any]:
             if isinstance(kind, list) or kind == "COMBO":
                 row["type"] = "COMBO"
                 values = kind if isinstance(kind, list) else options.get("options", [])
-                if not (dynamic and options.get("image_upload")):
+                # Upload lists and model file lists depend on the install, not on the node.
+                if not (dynamic and (options.get("image_upload") or not values or name in MODEL_FILE_INPUTS)):
                     row["options"] = list(values)
             else:
                 row["type"] = kind
@@ -107,6 +113,7 @@ def main() -> None:
     """Write the facts for the named nodes."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--comfyui", required=True, type=Path)
+    parser.add_argument("--out", default="comfyui_node_facts.json", help="file name beside this script")
     parser.add_argument("nodes", nargs="+")
     args = parser.parse_args()
     sys.path.insert(0, str(args.comfyui))
@@ -117,7 +124,7 @@ def main() -> None:
     for node_id in args.nodes:
         info = node_info(node_id, mappings[node_id], display_names)
         out[node_id] = facts(info, dynamic=True)
-    target = HERE / "comfyui_node_facts.json"
+    target = HERE / args.out
     target.write_text(json.dumps({"comfyui": "0.3.64", "nodes": out}, indent=1) + "\n")
     print(f"{len(out)} nodes written to {target}")
 

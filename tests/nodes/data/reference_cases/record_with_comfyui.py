@@ -3,8 +3,9 @@
     python record_with_comfyui.py URL COMFY_OUTPUT_DIR CASE [CASE ...]
 
 URL is a running ComfyUI 0.3.64 started with `--cpu` whose models folder holds
-`checkpoints/sd15-random.safetensors` (the shared full-size random SD1.5 file) and this folder's
-`embeddings/`, and whose input folder holds this folder's `input/` files. Each case's
+`checkpoints/sd15-random.safetensors` (the shared full-size random SD1.5 file), this folder's
+`embeddings/` and (for the ControlNet cases) the shared reference's two random SD1.5 ControlNets in
+`controlnet/`, and whose input folder holds this folder's `input/` files. Each case's
 `workflow_api.json` is queued, and the latent its SaveLatent node wrote is copied, tensor unchanged,
 to `CASE/latent.safetensors` under the key `latent`.
 """
