@@ -26,6 +26,9 @@ FOLDERS = (
     "diffusion_models",
     "upscale_models",
     "controlnet",
+    "clip_vision",
+    "style_models",
+    "gligen",
 )
 
 

@@ -385,3 +385,76 @@ class SkipLayerGuidance:
     scale: float
     sigma_start: float
     sigma_end: float
+
+
+@dataclass(frozen=True, eq=False)
+class UpscaleModel(EdgeType):
+    """UPSCALE_MODEL: a spandrel image model by file; weights live in the model store under `store_key`.
+
+    `architecture` is spandrel's name for it (ESRGAN, SwinIR, ...) and `scale` its enlargement factor.
+    """
+
+    io_type: ClassVar[str] = "UPSCALE_MODEL"
+    path: str
+    architecture: str
+    scale: int
+
+    @property
+    def store_key(self) -> tuple[str, str]:
+        """The model store key: one loaded network per file."""
+        return ("upscale_model", self.path)
+
+
+@dataclass(frozen=True, eq=False)
+class ClipVision(EdgeType):
+    """CLIP_VISION: a CLIP image tower by file (and key prefix inside it); weights live in the model store."""
+
+    io_type: ClassVar[str] = "CLIP_VISION"
+    path: str
+    # Key prefix of the tower inside the file ("" for a standalone file, the embedder inside unCLIP files).
+    prefix: str = ""
+    name: str = ""
+
+    @property
+    def store_key(self) -> tuple[str, str, str]:
+        """The model store key: one loaded tower per file and prefix."""
+        return ("clip_vision", self.path, self.prefix)
+
+
+@dataclass(frozen=True, eq=False)
+class ClipVisionOutput(EdgeType):
+    """CLIP_VISION_OUTPUT: one image batch through a CLIP tower, float32 on CPU.
+
+    `last_hidden_state` [B, T, D] (the last layer, before the final norm), `penultimate_hidden_states`
+    [B, T, D] (the layer before it) and `image_embeds` [B, P] (pooled token through the projection).
+    """
+
+    io_type: ClassVar[str] = "CLIP_VISION_OUTPUT"
+    last_hidden_state: torch.Tensor
+    penultimate_hidden_states: torch.Tensor
+    image_embeds: torch.Tensor
+
+    def nbytes(self) -> int:
+        """Bytes of the three tensors."""
+        return tensor_nbytes(self.last_hidden_state, self.penultimate_hidden_states, self.image_embeds)
+
+
+@dataclass(frozen=True, eq=False)
+class StyleModel(EdgeType):
+    """STYLE_MODEL: a style adapter by file; weights live in the model store under `store_key`."""
+
+    io_type: ClassVar[str] = "STYLE_MODEL"
+    path: str
+
+    @property
+    def store_key(self) -> tuple[str, str]:
+        """The model store key: one loaded adapter per file."""
+        return ("style_model", self.path)
+
+
+@dataclass(frozen=True, eq=False)
+class Gligen(EdgeType):
+    """GLIGEN: a GLIGEN text-box file by path; its gated layers join a UNet copy when sampling."""
+
+    io_type: ClassVar[str] = "GLIGEN"
+    path: str

@@ -40,9 +40,11 @@ CHECKPOINTS = {
     "sd_xl_base_1.0.safetensors": "sdxl",
     "sd_xl_refiner_1.0.safetensors": "sdxl-refiner",
     "sd15-random.safetensors": "sd15",  # the ComfyUI reference cases' checkpoint name
+    "sd21-unclip-h.safetensors": "sd2-unclip",
 }
 # Tiny SD1.5 ControlNets under the names the workflows and the reference cases use.
 CONTROLNETS = ("control_v11p_sd15_canny_fp16.safetensors", "sd15-controlnet-random.safetensors")
+UPSCALE_MODEL = "RealESRGAN_x4plus.safetensors"
 
 
 def load_api(path: Path) -> dict:
@@ -63,6 +65,9 @@ def models_dir(tmp_path_factory, tiny_checkpoint_paths) -> Path:
     make_text_encoder("clip_g", "tiny", 0, root / "text_encoders" / "clip_g.safetensors")
     for name in CONTROLNETS:
         make_controlnet("sd15", "tiny", 0, root / "controlnet" / name)
+    from nodes.diffusion.make_guidance import make_esrgan
+
+    make_esrgan(root / "upscale_models" / UPSCALE_MODEL, "new", "tiny", 0, 4)
     return root
 
 
@@ -156,6 +161,8 @@ def test_workflows_directory_has_the_promised_files():
         "txt2img_flux_schnell",
         "txt2img_sd35",
         "controlnet_canny_sd15",
+        "hires_fix_upscale_model_sd15",
+        "unclip_image_variation_sd21",
     } <= names
     for path in API_FILES:
         prompt = load_api(path)
@@ -172,7 +179,11 @@ def test_workflow_runs_headless_on_tiny_checkpoints(runner, path):
     assert pngs, "every shipped workflow saves at least one image"
     sizes = {PILImage.open(png).size for png in pngs}
     # Hires fix upscales its latent by 1.5 and outpaint pads the picture: other sizes are expected there.
-    expected = {"hires_fix_sd15": (96, 96), "outpaint_sd15": (TEST_SIZE + 128, TEST_SIZE)}
+    expected = {
+        "hires_fix_sd15": (96, 96),
+        "hires_fix_upscale_model_sd15": (96, 96),
+        "outpaint_sd15": (TEST_SIZE + 128, TEST_SIZE),
+    }
     assert sizes == {expected.get(path.stem, (TEST_SIZE, TEST_SIZE))}
 
 

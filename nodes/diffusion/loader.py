@@ -242,6 +242,9 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
         family = "sd2-v"
     comps = tuple(c for c, ok in (("unet", True), ("clip", True), ("vae", found.has_vae)) if ok)
     prediction = families.family_spec(family).prediction
+    if family == "sd2-unclip":
+        # ComfyUI decides unCLIP's prediction type by the same rule as plain SD2's.
+        prediction = "v" if families.is_v_prediction(probe, metadata) else "eps"
     return CheckpointInfo(str(path), family, prediction, comps, channels)
 
 

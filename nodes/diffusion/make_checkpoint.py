@@ -3,7 +3,8 @@
 Tiny files keep every family's structure (levels, residual blocks, transformer placement, text encoder
 key layout, vocabulary, 77 positions) with small channel counts, so detection and conversion take the
 same path as real files while unit tests run in seconds. Full-size files have the published shapes.
-For sd2-v the last output block's first `norm1.bias` is drawn wider (std ~0.17), which is what the
+sd2-unclip adds the OpenCLIP ViT-H/14 image tower under `embedder.model.visual.` and a `label_emb`
+for the image embedding. For sd2-v and sd2-unclip the last output block's first `norm1.bias` is drawn wider (std ~0.17), which is what the
 v-prediction heuristic (std > 0.09, as ComfyUI uses) looks at; every other norm bias has std ~0.058.
 """
 
@@ -31,6 +32,7 @@ from nodes.diffusion.ldm_layout import (
     unet_layout,
     vae_layout,
 )
+from nodes.diffusion.make_guidance import AUX_ARCHES, CLIP_VISION_SIZES, clip_vision_layout, make_aux
 from nodes.diffusion.make_text_encoder import (
     FILE_DTYPES,
     TEXT_ENCODER_ARCHS,
@@ -40,7 +42,7 @@ from nodes.diffusion.make_text_encoder import (
 from nodes.diffusion.mmdit_layout import SD3_ARCHS, SD3_SIZES, sd3_checkpoint_layout
 from nodes.diffusion.random_weights import random_state_dict, write_random_file
 
-ARCH_NAMES = ("sd15", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
+ARCH_NAMES = ("sd15", "sd2", "sd2-v", "sd2-unclip", "sdxl", "sdxl-refiner")
 V_PRED_KEY = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
 
 _FULL_VAE = VaeArch(128, (1, 2, 4, 4), 2)
@@ -68,10 +70,12 @@ def arch_spec(arch: str, size: str) -> tuple[UnetArch, VaeArch, list[TextArch]]:
         texts = [_text("cond_stage_model.transformer.", "clip_l", tiny, False)]
         ctx = texts[0].width
         return UnetArch(mc, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, ctx, False), vae, texts
-    if arch in ("sd2", "sd2-v"):
+    if arch in ("sd2", "sd2-v", "sd2-unclip"):
         texts = [_text("cond_stage_model.model.", "clip_h", tiny, True)]
         ctx = texts[0].width
-        return UnetArch(mc, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, ctx, True), vae, texts
+        # unCLIP adds the image embedding and its noise-level embedding (each the tower's projection width).
+        adm = 2 * CLIP_VISION_SIZES["tiny" if tiny else "vit_h"][3] if arch == "sd2-unclip" else 0
+        return UnetArch(mc, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, ctx, True, adm), vae, texts
     if arch == "sdxl":
         texts = [
             _text("conditioner.embedders.0.transformer.", "clip_l", tiny, False),
@@ -94,6 +98,11 @@ def checkpoint_layout(arch: str, size: str) -> Layout:
     layout = {**unet_layout(unet), **vae_layout(vae)}
     for text in texts:
         layout.update(text_layout(text))
+    if arch == "sd2-unclip":
+        vision = clip_vision_layout(
+            "open_clip", size if size == "tiny" else "vit_h", torch.float16, "embedder.model."
+        )
+        layout.update({key: tuple(shape) for key, (shape, _) in vision.items()})
     return layout
 
 
@@ -111,7 +120,7 @@ def _random_tensor(key: str, shape: tuple[int, ...], layout: Layout, seed: int, 
         return u / math.sqrt(math.prod(ref[1:]))
     if key.endswith("weight") and len(shape) == 1:
         return 1.0 + u * 0.1
-    scale = 0.3 if (arch == "sd2-v" and key == V_PRED_KEY) else 0.1
+    scale = 0.3 if (arch in ("sd2-v", "sd2-unclip") and key == V_PRED_KEY) else 0.1
     return u * scale
 
 
@@ -133,8 +142,29 @@ def _header(layout: Layout, dtype_name: str, elem: int) -> tuple[bytes, list[str
     return raw + b" " * ((8 - len(raw) % 8) % 8), keys
 
 
+def reduced_unclip_layout() -> Layout:
+    """An SD2.1 unCLIP-L file ComfyUI still recognises, small enough for CPU reference runs.
+
+    The UNet keeps what ComfyUI's detection looks at (320 channels, 1024 context, linear transformers,
+    a 1536-wide label embedding) with one residual block per level and 320 channels throughout; the
+    text encoder (OpenCLIP ViT-H/14 text), the image tower (ViT-L/14, OpenCLIP layout under
+    `embedder.model.visual.`) and the VAE are full size, since ComfyUI builds those from fixed configs.
+    """
+    unet, vae, texts = arch_spec("sd2", "full")
+    unet = UnetArch(320, (1, 1, 1, 1), 1, (1, 1, 1, 0), 1, unet.context_dim, True, 2 * 768)
+    layout = {**unet_layout(unet), **vae_layout(vae), **text_layout(texts[0])}
+    vision = clip_vision_layout("open_clip", "vit_l", torch.float16, "embedder.model.")
+    layout.update({key: tuple(shape) for key, (shape, _) in vision.items()})
+    return layout
+
+
 def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype: str = "fp16") -> Path:
-    """Write a random-weight single-file checkpoint, streaming one tensor at a time; returns the path."""
+    """Write a random-weight single-file checkpoint, streaming one tensor at a time; returns the path.
+
+    `size` is tiny or full; sd2-unclip also takes `reduced` (see reduced_unclip_layout).
+    """
+    if size == "reduced" and arch == "sd2-unclip":
+        return write_layout(reduced_unclip_layout(), seed, out_path, dtype, arch)
     return write_layout(checkpoint_layout(arch, size), seed, out_path, dtype, arch)
 
 
@@ -219,13 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
     ap.add_argument(
-        "--arch", choices=(*ARCH_NAMES, *TEXT_ENCODER_ARCHS, *SD3_ARCHS, *FLUX_ARCHS), required=True
+        "--arch",
+        choices=(*ARCH_NAMES, *TEXT_ENCODER_ARCHS, *SD3_ARCHS, *FLUX_ARCHS, *AUX_ARCHES),
+        required=True,
     )
     ap.add_argument(
         "--size",
         choices=SD3_SIZES,
         default="tiny",
-        help="reduced (depth 2, full width) is for the SD3 and FLUX archs only",
+        help="reduced (depth 2, full width) is for the SD3 and FLUX archs; for sd2-unclip see reduced_unclip_layout",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=tuple(FILE_DTYPES), default="fp16", help="fp8 only for text encoders")
@@ -239,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
-    if args.arch in TEXT_ENCODER_ARCHS:
+    if args.arch in AUX_ARCHES:
+        path = make_aux(args.arch, args.size, args.seed, Path(args.out))
+    elif args.arch in TEXT_ENCODER_ARCHS:
         path = make_text_encoder(args.arch, args.size, args.seed, args.out, args.dtype)
     elif args.arch in FLUX_ARCHS:
         path = make_flux_file(
@@ -249,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dtype not in _TORCH_DTYPES:
             ap.error(f"SD3 files are written as {', '.join(_TORCH_DTYPES)}")
         path = make_sd3_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype, args.text_encoders)
-    elif args.size == "reduced":
+    elif args.size == "reduced" and args.arch != "sd2-unclip":
         ap.error(f"--size reduced is for the SD3 archs ({', '.join(SD3_ARCHS)})")
     else:
         path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)

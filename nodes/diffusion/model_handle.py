@@ -10,7 +10,9 @@ Contract for samplers (`DiffusionModel.forward`):
   timesteps  float [B] holding integer values 0..999;
   embeds     float [B, L, D] (L a multiple of 77; D 768 SD1, 1024 SD2, 2048 SDXL, 1280 refiner);
   pooled     float [B, 1280] (SDXL base and refiner only);
-  extras     per-batch-item dicts with SDXL size conditioning keys (see SIZE_KEYS); missing keys take
+  extras     per-batch-item dicts with SDXL size conditioning keys (see SIZE_KEYS) and, for unCLIP
+             models, "unclip": the UnclipImage applications of that item; "gligen": (GLIGEN file,
+             GligenBox tuple) for text boxes (those rows run a gated copy of the UNet); missing size keys take
              ComfyUI's defaults (width/height = latent size * 8, crops 0, target = width/height,
              aesthetic_score 6.0, or 2.5 when prompt_type == "negative").
   returns    float32 [B, 4, h, w], the raw UNet output (eps or v, see `prediction`).
@@ -35,9 +37,11 @@ from engine import EdgeType
 from nodes.diffusion import sd3
 from nodes.diffusion.controlnet import Residuals
 from nodes.diffusion.flux import FluxModel, guidance_vector
+from nodes.diffusion.gligen import gligen_groups, run_groups
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
+from nodes.diffusion.unclip import batch_adm
 from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction, SkipLayerGuidance
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
@@ -79,8 +83,9 @@ class DiffusionModel(_Handle):
 
     compute_dtype: torch.dtype = torch.float32
     device: str = "cpu"
-    # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), and refiner's layout.
-    adm: Literal["none", "sdxl", "refiner"] = "none"
+    # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), refiner's layout, or
+    # unCLIP's noise-augmented image embedding (extras["unclip"], see nodes.diffusion.unclip).
+    adm: Literal["none", "sdxl", "refiner", "unclip"] = "none"
     # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels.
     in_channels: int = 4
     # Flow-matching schedule (FLUX, SD3); None for the discrete eps/v models.
@@ -101,8 +106,11 @@ class DiffusionModel(_Handle):
         extras: Sequence[dict[str, Any]] | None = None,
         skip_layers: tuple[int, ...] = (),
         control: Residuals | None = None,
+        seed: int = 0,
     ) -> torch.Tensor:
         """Run the UNet once; returns its float32 output (eps or v) with x_in's shape.
+
+        `seed` is the sampling seed; unCLIP models draw their image-embedding noise from it.
 
         `skip_layers` (transformer families only) names blocks to pass over (Skip Layer Guidance).
         `control` holds ControlNet residuals added to the encoder's skip connections and the middle block.
@@ -127,28 +135,38 @@ class DiffusionModel(_Handle):
         added = self.added_cond(pooled, x_in.shape, extras)
         if added is not None:
             kwargs["added_cond_kwargs"] = added
+        if self.adm == "unclip":
+            config: Any = unet.config
+            dim = int(config.projection_class_embeddings_input_dim) // 2
+            items = list(extras) if extras else [{}] * x_in.shape[0]
+            kwargs["class_labels"] = batch_adm((e.get("unclip", ()) for e in items), seed, dim).to(dev, dt)
+        elif extras and any(e.get("unclip") for e in extras) and self.adm != "none":
+            raise ValueError("unCLIP image conditioning on SDXL (revision) is not supported")
         if control is not None:
             kwargs.update(control_kwargs(control, unet, x_in, dev, dt))
-        out = unet(
-            x_in.to(dev, dt),
-            timesteps.to(dev, torch.float32),
-            encoder_hidden_states=embeds.to(dev, dt),
-            return_dict=False,
-            **kwargs,
-        )[0]
-        return out.float()
+        args = (x_in.to(dev, dt), timesteps.to(dev, torch.float32), embeds.to(dev, dt))
+        groups = gligen_groups(extras, x_in.shape[0])
+        if groups is None:
+            return _call(unet, args, kwargs).float()
+        return run_groups(store, self.recipe.store_key, unet, _call, groups, args, kwargs)
 
     def added_cond(
         self, pooled: torch.Tensor | None, x_shape: torch.Size, extras: Sequence[dict[str, Any]] | None
     ) -> dict[str, torch.Tensor] | None:
         """SDXL's pooled text and size ids for the UNet (and its ControlNets); None for other families."""
-        if self.adm == "none":
+        if self.adm in ("none", "unclip"):
             return None
         if pooled is None:
             raise ValueError(f"{self.family} needs pooled text embeddings (SDXL conditioning)")
         dev, dt = torch.device(self.device), self.compute_dtype
         time_ids = size_time_ids(self.adm, x_shape, extras)
         return {"text_embeds": pooled.to(dev, dt), "time_ids": time_ids.to(dev, dt)}
+
+
+def _call(unet: Any, args: tuple[torch.Tensor, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    """One UNet call: (x, timesteps, text embeddings) plus the family's extra inputs."""
+    x, timesteps, embeds = args
+    return unet(x, timesteps, encoder_hidden_states=embeds, return_dict=False, **kwargs)[0]
 
 
 def control_kwargs(

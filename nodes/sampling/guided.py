@@ -158,7 +158,9 @@ def sample_guided(
             residuals = control_residuals(
                 ctx.models, model, ms, control, x_in, timesteps, embeds, pooled, extras
             )
-        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras, control=residuals)
+        return model.forward(
+            ctx.models, x_in, timesteps, embeds, pooled, extras, control=residuals, seed=noise.seed
+        )
 
     inpaint = inpaint_source(model, latent) if model.is_inpaint else None
     denoiser: Denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint)
