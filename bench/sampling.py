@@ -1,7 +1,13 @@
 """Bench: per-step sampling time, diffgraph's KSampler path vs diffusers' StableDiffusionPipeline (Euler).
 
     python bench/sampling.py --out bench/results/sampling.json [--ckpt PATH] [--device cpu|cuda]
-                             [--size 256] [--steps 4] [--rounds 2]
+                             [--size 256] [--steps 4] [--rounds 2] [--precision exact|fast] [--compile]
+
+    python bench/sampling.py --vs-comfyui http://127.0.0.1:8188 --models-dir DIR --ckpt-name FILE
+                             --out bench/results/vs_comfyui.json [--steps 8] [--rounds 3] [--precision fast]
+
+The second form compares whole server runs against a ComfyUI server the person running the benchmark
+started (see bench/vs_comfyui.py); DIR/checkpoints/FILE must be the file ComfyUI loads too.
 
 Both sides use the same UNet module (loaded once by diffgraph's loader from the same checkpoint), the same
 prompt embeddings, cfg 7, batch 1, fp32 on CPU (fp16 on CUDA), and run alternately. Timed: the sampling
@@ -51,9 +57,9 @@ NEGATIVE = "blurry, low quality"
 CFG = 7.0
 
 
-def load_handles(ckpt: Path, device: str, work: Path):
+def load_handles(ckpt: Path, device: str, work: Path, precision: str | None = None):
     """MODEL handle, positive/negative CONDITIONING and the store, through the real nodes."""
-    store = ModelStore(DevicePolicy.from_env(device=device))
+    store = ModelStore(DevicePolicy.from_env(device=device, precision=precision))
     registry = build_registry(ModelPaths(ckpt.parent.parent), work)
     env = Environment(
         work / "out", work / "tmp", work, models=store, model_paths=ModelPaths(ckpt.parent.parent)
@@ -194,12 +200,39 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ckpt", type=Path, default=None)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=None, help="default 4 (8 with --vs-comfyui)")
+    ap.add_argument("--rounds", type=int, default=None, help="default 2 (3 with --vs-comfyui)")
+    ap.add_argument("--precision", choices=("exact", "fast"), default="exact", help="diffgraph's precision")
+    ap.add_argument("--compile", action="store_true", help="torch.compile diffgraph's denoiser")
+    ap.add_argument("--vs-comfyui", metavar="URL", help="compare whole runs with this running ComfyUI server")
+    ap.add_argument(
+        "--diffgraph-url", help="with --vs-comfyui: a running diffgraph server instead of one started here"
+    )
+    ap.add_argument(
+        "--diffgraph-port", type=int, default=8299, help="with --vs-comfyui: port for the started server"
+    )
+    ap.add_argument("--models-dir", type=Path, help="with --vs-comfyui: models folder for the started server")
+    ap.add_argument(
+        "--ckpt-name", default="sd15-random.safetensors", help="with --vs-comfyui: checkpoint name"
+    )
     args = ap.parse_args(argv)
+    args.steps_given = args.steps is not None
+    args.steps = args.steps or 4
+    if args.compile:
+        os.environ["DIFFGRAPH_COMPILE"] = "1"
+    if args.vs_comfyui:
+        from bench.vs_comfyui import compare
+
+        if args.diffgraph_url is None and args.models_dir is None:
+            ap.error("--vs-comfyui needs --models-dir (or --diffgraph-url)")
+        args.rounds = args.rounds or 3
+        args.steps = args.steps if args.steps_given else 8
+        write(args.out, compare(args))
+        return
+    args.rounds = args.rounds or 2
     ckpt = args.ckpt or reference_checkpoint()
     with tempfile.TemporaryDirectory() as work:
-        model, positive, negative, store = load_handles(ckpt, args.device, Path(work))
+        model, positive, negative, store = load_handles(ckpt, args.device, Path(work), args.precision)
     pipe = diffusers_pipeline(model, store)
     dtype = model.compute_dtype
     ours, theirs, with_previews, memory = [], [], [], {}
@@ -248,15 +281,26 @@ def main(argv: list[str] | None = None) -> None:
         "rounds": args.rounds,
         "cfg": CFG,
         "dtype": str(dtype),
+        "precision": args.precision,
+        "compile": bool(args.compile),
         "samples": {"diffgraph": ours, "diffusers": theirs, "diffgraph_previews": with_previews},
         **memory,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
+    write(args.out, result)
+
+
+def write(out: Path, result: dict) -> None:
+    """Write the JSON result and print it without the raw samples."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    shown = {k: v for k, v in result.items() if k != "samples"}
+    for side in ("comfyui", "diffgraph"):
+        if isinstance(shown.get(side), dict):
+            shown[side] = {k: v for k, v in shown[side].items() if not k.endswith("_samples")}
+    print(json.dumps(shown, indent=2))
 
 
 if __name__ == "__main__":

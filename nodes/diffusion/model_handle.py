@@ -26,6 +26,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
+from nodes.diffusion.denoiser_runtime import input_layout, prepared_denoiser
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
@@ -86,7 +87,7 @@ class DiffusionModel(_Handle):
         extras: Sequence[dict[str, Any]] | None = None,
     ) -> torch.Tensor:
         """Run the UNet once; returns its float32 output (eps or v) with x_in's shape."""
-        unet = self.load(store)
+        unet = prepared_denoiser(self.load(store))
         dev, dt = torch.device(self.device), self.compute_dtype
         kwargs: dict[str, Any] = {}
         if self.adm != "none":
@@ -98,7 +99,7 @@ class DiffusionModel(_Handle):
                 "time_ids": time_ids.to(dev, dt),
             }
         out = unet(
-            x_in.to(dev, dt),
+            input_layout(x_in.to(dev, dt)),
             timesteps.to(dev, torch.float32),
             encoder_hidden_states=embeds.to(dev, dt),
             return_dict=False,
