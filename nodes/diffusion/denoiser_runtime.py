@@ -60,7 +60,8 @@ def compile_cache_dir() -> Path:
 
 def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
     """Convert the module's 4-d weights to channels-last in place (other tensors are unaffected)."""
-    return module.to(memory_format=torch.channels_last)
+    # Module.to accepts memory_format at run time; torch's type stubs omit it.
+    return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def input_layout(x: torch.Tensor) -> torch.Tensor:
