@@ -8,7 +8,7 @@ import torch
 from nodes.diffusion.denoiser_runtime import compile_mode, input_layout, prepared_denoiser
 
 
-def _convnet() -> torch.nn.Module:
+def _convnet() -> torch.nn.Sequential:
     torch.manual_seed(0)
     return torch.nn.Sequential(
         torch.nn.Conv2d(4, 32, 3, padding=1),
