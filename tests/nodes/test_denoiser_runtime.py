@@ -18,13 +18,19 @@ def _convnet() -> torch.nn.Sequential:
     )
 
 
+def _first_weight(net: torch.nn.Sequential) -> torch.Tensor:
+    conv = net[0]
+    assert isinstance(conv, torch.nn.Conv2d)
+    return conv.weight
+
+
 def test_prepared_denoiser_runs_channels_last_with_the_same_result(monkeypatch):
     monkeypatch.delenv("DIFFGRAPH_CHANNELS_LAST", raising=False)
     monkeypatch.delenv("DIFFGRAPH_COMPILE", raising=False)
     net, x = _convnet(), torch.randn(2, 4, 16, 16)
     expected = net(x)
     fn = prepared_denoiser(net)
-    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert _first_weight(net).is_contiguous(memory_format=torch.channels_last)
     got = fn(input_layout(x))
     assert float((got - expected).norm() / expected.norm()) < 1e-5
     assert prepared_denoiser(net) is fn  # prepared once per module
@@ -35,7 +41,7 @@ def test_channels_last_can_be_switched_off(monkeypatch):
     monkeypatch.delenv("DIFFGRAPH_COMPILE", raising=False)
     net = _convnet()
     prepared_denoiser(net)
-    assert net[0].weight.is_contiguous()
+    assert _first_weight(net).is_contiguous()
     assert input_layout(torch.randn(1, 4, 8, 8)).is_contiguous()
 
 
