@@ -3,6 +3,9 @@
     python bench/sampling.py --out bench/results/sampling.json [--ckpt PATH] [--device cpu|cuda]
                              [--size 256] [--steps 4] [--rounds 2] [--precision exact|fast] [--compile]
 
+    python bench/sampling.py --vs-diffusers --device cuda --ckpt SD15.safetensors --sdxl-ckpt SDXL.safetensors
+                             --out bench/results/gpu_vs_diffusers.json [--steps 20] [--precision fast] [--compile]
+
     python bench/sampling.py --vs-comfyui http://127.0.0.1:8188 --models-dir DIR --ckpt-name FILE
                              --out bench/results/vs_comfyui.json [--steps 8] [--rounds 3] [--precision fast]
 
@@ -96,17 +99,31 @@ def run_diffgraph(model, positive, negative, store, size: int, steps: int, previ
     start = time.perf_counter()
     with torch.inference_mode():
         sample(denoiser, ms, model.latent_format, req, model.device, on_step)
+    if model.device.startswith("cuda"):
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
 def diffusers_pipeline(model, store):
-    """A StableDiffusionPipeline sharing diffgraph's loaded UNet, with an Euler scheduler."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    """A diffusers pipeline (SD or SDXL, by the model's family) sharing diffgraph's loaded UNet, Euler scheduler."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     scheduler = EulerDiscreteScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
     )
     unet = model.load(store)
+    if model.adm == "sdxl":
+        return StableDiffusionXLPipeline(
+            vae=None,
+            text_encoder=None,
+            text_encoder_2=None,
+            tokenizer=None,
+            tokenizer_2=None,
+            unet=unet,
+            scheduler=scheduler,
+            force_zeros_for_empty_prompt=False,
+            add_watermarker=False,
+        )
     return StableDiffusionPipeline(
         vae=None,
         text_encoder=None,
@@ -123,18 +140,28 @@ def run_diffusers(pipe, positive, negative, size: int, steps: int, device: str, 
     """Seconds for one diffusers Euler run (latent output, embeddings given)."""
     gen = torch.Generator().manual_seed(42)
     latents = torch.randn(1, 4, size // 8, size // 8, generator=gen).to(device, dtype)
+    pos, neg = positive.entries[0], negative.entries[0]
+    kwargs = {}
+    if pos.pooled is not None:  # SDXL: pooled text embeddings; diffusers derives the size ids itself
+        kwargs = {
+            "pooled_prompt_embeds": pos.pooled.to(device, dtype),
+            "negative_pooled_prompt_embeds": neg.pooled.to(device, dtype),
+        }
     start = time.perf_counter()
     with torch.inference_mode():
         pipe(
-            prompt_embeds=positive.entries[0].embeds.to(device, dtype),
-            negative_prompt_embeds=negative.entries[0].embeds.to(device, dtype),
+            prompt_embeds=pos.embeds.to(device, dtype),
+            negative_prompt_embeds=neg.embeds.to(device, dtype),
             height=size,
             width=size,
             num_inference_steps=steps,
             guidance_scale=CFG,
             latents=latents,
             output_type="latent",
+            **kwargs,
         )
+    if device == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -204,6 +231,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=None, help="default 2 (3 with --vs-comfyui)")
     ap.add_argument("--precision", choices=("exact", "fast"), default="exact", help="diffgraph's precision")
     ap.add_argument("--compile", action="store_true", help="torch.compile diffgraph's denoiser")
+    ap.add_argument(
+        "--vs-diffusers",
+        action="store_true",
+        help="SD1.5 at 512 (--ckpt) and SDXL at 1024 (--sdxl-ckpt) it/s against diffusers (use --device cuda)",
+    )
+    ap.add_argument("--sdxl-ckpt", type=Path, help="with --vs-diffusers: the SDXL checkpoint")
     ap.add_argument("--vs-comfyui", metavar="URL", help="compare whole runs with this running ComfyUI server")
     ap.add_argument(
         "--diffgraph-url", help="with --vs-comfyui: a running diffgraph server instead of one started here"
@@ -230,7 +263,24 @@ def main(argv: list[str] | None = None) -> None:
         write(args.out, compare(args))
         return
     args.rounds = args.rounds or 2
-    ckpt = args.ckpt or reference_checkpoint()
+    if args.vs_diffusers:
+        # The GPU comparison: SD1.5 at 512 and SDXL at 1024, each against diffusers on the same weights.
+        runs = {}
+        for name, ckpt, size in (("sd15_512", args.ckpt, 512), ("sdxl_1024", args.sdxl_ckpt, 1024)):
+            if ckpt is None:
+                ap.error(f"--vs-diffusers needs --{'ckpt' if name.startswith('sd15') else 'sdxl-ckpt'}")
+            result = compare_with_diffusers(args, ckpt, size)
+            result["diffgraph_it_per_s"] = 1.0 / result["diffgraph_s_per_step"]
+            result["diffusers_it_per_s"] = 1.0 / result["diffusers_s_per_step"]
+            runs[name] = result
+        gpu = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
+        write(args.out, {"device_name": gpu, **runs})
+        return
+    write(args.out, compare_with_diffusers(args, args.ckpt or reference_checkpoint(), args.size))
+
+
+def compare_with_diffusers(args: argparse.Namespace, ckpt: Path, size: int) -> dict:
+    """Alternating diffgraph / diffusers sampling runs on one checkpoint and size; the JSON-ready result."""
     with tempfile.TemporaryDirectory() as work:
         model, positive, negative, store = load_handles(ckpt, args.device, Path(work), args.precision)
     pipe = diffusers_pipeline(model, store)
@@ -239,8 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     clock = UnetClock(pipe.unet)
     outside: dict[str, list[float]] = {"ours": [], "theirs": []}
     # Warm-up of both paths (allocator, kernels) before timing.
-    run_diffgraph(model, positive, negative, store, args.size, 1, False)
-    run_diffusers(pipe, positive, negative, args.size, 1, args.device, dtype)
+    run_diffgraph(model, positive, negative, store, size, 1, False)
+    run_diffusers(pipe, positive, negative, size, 1, args.device, dtype)
     for round_index in range(args.rounds):
         # Who goes first alternates, so drift in machine load does not favour one side.
         order = ("ours", "theirs") if round_index % 2 == 0 else ("theirs", "ours")
@@ -248,10 +298,10 @@ def main(argv: list[str] | None = None) -> None:
             base = reset_peak(args.device)
             clock.reset()
             if side == "ours":
-                total = run_diffgraph(model, positive, negative, store, args.size, args.steps, False)
+                total = run_diffgraph(model, positive, negative, store, size, args.steps, False)
                 ours.append(total / args.steps)
             else:
-                total = run_diffusers(pipe, positive, negative, args.size, args.steps, args.device, dtype)
+                total = run_diffusers(pipe, positive, negative, size, args.steps, args.device, dtype)
                 theirs.append(total / args.steps)
             outside[side].append((total - clock.seconds) / args.steps)
             name = "diffgraph" if side == "ours" else "diffusers"
@@ -260,10 +310,10 @@ def main(argv: list[str] | None = None) -> None:
             memory[f"{name}_peak_mb"] = max(memory.get(f"{name}_peak_mb", 0.0), peak)
             memory[f"{name}_working_mb"] = max(memory.get(f"{name}_working_mb", 0.0), peak - base)
         with_previews.append(
-            run_diffgraph(model, positive, negative, store, args.size, args.steps, True) / args.steps
+            run_diffgraph(model, positive, negative, store, size, args.steps, True) / args.steps
         )
     ours_s, theirs_s, prev_s = min(ours), min(theirs), min(with_previews)
-    preview_s = preview_seconds(model, args.size)
+    preview_s = preview_seconds(model, size)
     result = {
         "diffgraph_s_per_step": ours_s,
         "diffusers_s_per_step": theirs_s,
@@ -276,7 +326,8 @@ def main(argv: list[str] | None = None) -> None:
         "diffusers_outside_unet_ms_per_step": 1000.0 * min(outside["theirs"]),
         "method": "per-step seconds = fastest of `rounds` alternating runs of `steps` steps each",
         "device": args.device,
-        "size": args.size,
+        "size": size,
+        "checkpoint": ckpt.name,
         "steps": args.steps,
         "rounds": args.rounds,
         "cfg": CFG,
@@ -289,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
-    write(args.out, result)
+    return result
 
 
 def write(out: Path, result: dict) -> None:
