@@ -55,3 +55,32 @@ def test_cuda_graph_mode_is_refused_on_cpu(monkeypatch):
     monkeypatch.setenv("DIFFGRAPH_COMPILE", "cudagraphs")
     with pytest.raises(ValueError, match="needs a CUDA device"):
         prepared_denoiser(_convnet())
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_prepared_denoiser_on_cuda_in_half_precision_matches_cpu(monkeypatch):
+    monkeypatch.delenv("DIFFGRAPH_COMPILE", raising=False)
+    net, x = _convnet(), torch.randn(2, 4, 32, 32)
+    expected = net(x)
+    gpu = net.to("cuda", torch.float16)
+    got = prepared_denoiser(gpu)(input_layout(x.to("cuda", torch.float16))).float().cpu()
+    assert _first_weight(gpu).is_contiguous(memory_format=torch.channels_last)
+    assert float((got - expected).norm() / expected.norm()) < 1e-2
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_graph_mode_replays_the_same_result(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFGRAPH_COMPILE", "cudagraphs")
+    monkeypatch.setenv("DIFFGRAPH_COMPILE_CACHE", str(tmp_path))
+    net, x = _convnet().to("cuda"), torch.randn(2, 4, 32, 32, device="cuda")
+    expected = net(x)
+    fn = prepared_denoiser(net)
+    with torch.inference_mode():
+        first, second = fn(input_layout(x)).clone(), fn(input_layout(x)).clone()
+    assert torch.allclose(first, second)
+    assert float((first - expected).norm() / expected.norm()) < 1e-3

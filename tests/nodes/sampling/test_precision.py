@@ -51,3 +51,17 @@ def test_exact_precision_is_repeatable_bit_for_bit(tiny_models_dir, tiny_sd15_na
 def test_precision_from_the_environment_reaches_the_store(precision, monkeypatch):
     monkeypatch.setenv("DIFFGRAPH_PRECISION", precision)
     assert ModelStore().policy.precision == precision
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_half_precision_sampling_stays_near_cpu_exact(tiny_models_dir, tiny_sd15_name, tmp_path):
+    exact, _ = _run(tiny_models_dir, tmp_path, "exact", tiny_sd15_name)
+    store = ModelStore(DevicePolicy.from_env(device="cuda"))
+    work = tmp_path / "cuda"
+    work.mkdir()
+    result = PromptRunner(tiny_models_dir, store, work).run(_txt2img(tiny_sd15_name))
+    assert result.status == "success", result.error and result.error.data()
+    assert result.node_outputs["4"].MODEL.compute_dtype in (torch.float16, torch.bfloat16)
+    got = result.node_outputs["3"].LATENT.samples.cpu()
+    assert float((got - exact).norm() / exact.norm()) < 5e-2
