@@ -33,6 +33,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.primitives",
     "nodes.defs.utilities",
     "nodes.defs.logic",
+    "nodes.defs.math_expression",
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")

@@ -18,6 +18,8 @@ SHARED_REFERENCE = Path(
 )
 # ComfyUI's outputs per case: workflow_api.json, image.png, latents.
 CASES = SHARED_REFERENCE / "cases"
+# FLUX.1 / SD3.5 reference: published layouts, the random-weight rule's sha256 table, ComfyUI cases.
+FLOW = SHARED_REFERENCE / "flow"
 # Regenerates the full-size random SD1.5 checkpoint ComfyUI produced the cases from.
 MAKE_CHECKPOINT_SCRIPT = SHARED_REFERENCE / "make_random_checkpoint.py"
 MISSING_REASON = (
