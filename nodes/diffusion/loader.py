@@ -417,8 +417,10 @@ def build_diffusers_vae(
 
 
 def component_dtype(store: Any, component: str) -> torch.dtype:
-    """The compute dtype the store's device policy gives a component (VAE is the precise role)."""
-    return store.policy.compute_dtype("precise" if component == "vae" else "compute")
+    """The compute dtype the store's device policy gives a component (VAE precise, UNet the denoiser)."""
+    if component == "vae":
+        return store.policy.compute_dtype("precise")
+    return store.policy.compute_dtype("denoiser" if component == "unet" else "compute")
 
 
 def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:

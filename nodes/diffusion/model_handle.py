@@ -36,6 +36,7 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from engine import EdgeType
 from nodes.diffusion import sd3
 from nodes.diffusion.controlnet import Residuals
+from nodes.diffusion.denoiser_runtime import input_layout, prepared_denoiser
 from nodes.diffusion.flux import FluxModel, guidance_vector
 from nodes.diffusion.gligen import gligen_groups, run_groups
 from nodes.diffusion.loader import load_component_into
@@ -144,10 +145,11 @@ class DiffusionModel(_Handle):
             raise ValueError("unCLIP image conditioning on SDXL (revision) is not supported")
         if control is not None:
             kwargs.update(control_kwargs(control, unet, x_in, dev, dt))
-        args = (x_in.to(dev, dt), timesteps.to(dev, torch.float32), embeds.to(dev, dt))
+        args = (input_layout(x_in.to(dev, dt)), timesteps.to(dev, torch.float32), embeds.to(dev, dt))
         groups = gligen_groups(extras, x_in.shape[0])
         if groups is None:
-            return _call(unet, args, kwargs).float()
+            # The prepared runner (channels-last, optionally compiled); GLIGEN hooks the module itself.
+            return _call(prepared_denoiser(unet), args, kwargs).float()
         return run_groups(store, self.recipe.store_key, unet, _call, groups, args, kwargs)
 
     def added_cond(
