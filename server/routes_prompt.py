@@ -23,6 +23,8 @@ SENSITIVE_EXTRA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 MAX_ID_LENGTH = 256
 # Bodies up to this size are parsed, validated and queued on the event loop (see post_prompt).
 INLINE_PROMPT_SIZE = 256 * 1024
+# GET /queue is answered on the event loop up to this many queued prompts, in a thread beyond.
+INLINE_QUEUE_ITEMS = 1000
 
 
 async def json_body(request: Request) -> Any:
@@ -173,9 +175,13 @@ def _unreadable_prompt(state: ServerState, prompt: Any, error: dict[str, Any]) -
 
 
 @router.get("/queue")
-def get_queue(request: Request) -> Response:
+async def get_queue(request: Request) -> Response:
     """Running and pending prompts as ComfyUI's queue items."""
-    return Response(server_state(request).store.queue_json(), media_type="application/json")
+    state = server_state(request)
+    if state.hub.queue_remaining <= INLINE_QUEUE_ITEMS:
+        # Kept between queue changes and cheap to rebuild: cheaper here than a thread hand-over.
+        return Response(state.store.queue_json(), media_type="application/json")
+    return Response(await run_in_threadpool(state.store.queue_json), media_type="application/json")
 
 
 def _ids(value: Any) -> list[str]:
