@@ -13,6 +13,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.video",
     "nodes.defs.animation",
     "nodes.defs.loaders",
+    "nodes.defs.model_patches",
     "nodes.defs.text",
     "nodes.defs.conditioning",
     "nodes.defs.latent",

@@ -14,12 +14,16 @@ Contract for samplers (`DiffusionModel.forward`):
              ComfyUI's defaults (width/height = latent size * 8, crops 0, target = width/height,
              aesthetic_score 6.0, or 2.5 when prompt_type == "negative").
   returns    float32 [B, 4, h, w], the raw UNet output (eps or v, see `prediction`).
+
+A MODEL also carries `patches` (see unet_patches): they are values on the handle, so a patched model
+is a new handle and the loaded UNet stays as it is; a sampling run compiles them into a hook table
+(`patch_options`) and calls `forward` with that table through a run-private `UnetView`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -29,6 +33,8 @@ from engine import EdgeType
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
+from nodes.diffusion.unet_patches import ModelInfo, ModelOptions, ModelPatch, compile_patches
+from nodes.diffusion.unet_view import UnetView
 from nodes.types import SD15_LATENT, LatentFormat, Prediction
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
@@ -70,6 +76,23 @@ class DiffusionModel(_Handle):
     adm: Literal["none", "sdxl", "refiner"] = "none"
     # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels.
     in_channels: int = 4
+    # Model patches in the order they were added (ComfyUI's stacking order); part of the handle's value.
+    patches: tuple[ModelPatch, ...] = ()
+
+    def with_model_patch(self, patch: ModelPatch) -> DiffusionModel:
+        """A new handle with one more patch on top (this one is unchanged)."""
+        return replace(self, patches=(*self.patches, patch))
+
+    def patch_options(self, store: Any) -> ModelOptions | None:
+        """This run's hook table compiled from `patches`, or None for an unpatched model."""
+        if not self.patches:
+            return None
+        config: Any = self.load(store).config
+        return compile_patches(self.patches, ModelInfo(model_channels=int(config.block_out_channels[0])))
+
+    def unet_view(self, store: Any) -> UnetView:
+        """A run-private view of the UNet (tensors shared) that calls patch functions at its hook points."""
+        return UnetView(self.load(store))
 
     @property
     def is_inpaint(self) -> bool:
@@ -84,9 +107,15 @@ class DiffusionModel(_Handle):
         embeds: torch.Tensor,
         pooled: torch.Tensor | None = None,
         extras: Sequence[dict[str, Any]] | None = None,
+        transformer_options: dict[str, Any] | None = None,
+        view: UnetView | None = None,
     ) -> torch.Tensor:
-        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape."""
-        unet = self.load(store)
+        """Run the UNet once; returns its float32 output (eps or v) with x_in's shape.
+
+        With `transformer_options` (the call's `model_options`, `cond_or_uncond` and `sigmas`) it runs
+        through `view`, whose hook points call the options' patch functions.
+        """
+        unet: Any = self.load(store)
         dev, dt = torch.device(self.device), self.compute_dtype
         kwargs: dict[str, Any] = {}
         if self.adm != "none":
@@ -97,6 +126,11 @@ class DiffusionModel(_Handle):
                 "text_embeds": pooled.to(dev, dt),
                 "time_ids": time_ids.to(dev, dt),
             }
+        if transformer_options is not None:
+            if view is None:
+                raise ValueError("patched UNet calls need the run's UnetView")
+            kwargs["transformer_options"] = transformer_options
+            unet = view
         out = unet(
             x_in.to(dev, dt),
             timesteps.to(dev, torch.float32),

@@ -96,11 +96,15 @@ def sample_guided(
     ms = DiscreteModelSampling.create(model.prediction)
     recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
 
-    def unet(x_in, timesteps, embeds, pooled, extras):
-        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras)
+    # Patched models run through a view built for this run only: the stored UNet is never changed.
+    options = model.patch_options(ctx.models)
+    view = model.unet_view(ctx.models) if options is not None else None
+
+    def unet(x_in, timesteps, embeds, pooled, extras, transformer_options=None):
+        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras, transformer_options, view)
 
     inpaint = inpaint_source(model, latent) if model.is_inpaint else None
-    denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint)
+    denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint, options)
     req = SampleRequest(
         latent.samples,
         initial_noise(noise, latent),
