@@ -318,7 +318,10 @@ def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
     """The recipe's module from the store, loading it (and LoRA-patching a base copy) on demand."""
     if recipe.patches:
         base = load_component_into(store, recipe.base())
-        return store.get(recipe.store_key, lambda: patched_module(base, recipe))
+        return store.get(
+            recipe.store_key,
+            lambda: patched_module(base, recipe, lambda other: load_component_into(store, other)),
+        )
     dtype = component_dtype(store, recipe.component)
     return store.get(recipe.store_key, lambda: load_component(recipe, dtype))
 

@@ -84,7 +84,9 @@ def test_rescale_cfg_at_multiplier_zero_is_plain_cfg(runner):
 
 def _stored_unets(store) -> list:
     return [
-        m for key in list(store.keys()) if hasattr(m := store.get(key, lambda: None, to_device=False), "up_blocks")
+        m
+        for key in list(store.keys())
+        if hasattr(m := store.get(key, lambda: None, to_device=False), "up_blocks")
     ]
 
 
