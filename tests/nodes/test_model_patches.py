@@ -139,3 +139,91 @@ def test_two_different_patches_give_different_cache_keys(runner):
     b = _latent(runner, second, force=False)
     assert SAMPLER not in _cached_nodes(runner)
     assert not torch.allclose(a, b)
+
+
+def test_patch_options_stack_in_comfyui_order():
+    from nodes.diffusion.unet_patches import ModelOptions
+
+    opts = ModelOptions()
+    opts.add_patch("output_block_patch", "a")
+    opts.add_patch("output_block_patch", "b")
+    opts.set_replace("attn1", "first", "middle", 0)
+    opts.set_replace("attn1", "second", "middle", 0)
+    opts.set_replace("attn1", "exact", "middle", 0, 1)
+    opts.set_cfg_function("cfg1")
+    opts.set_cfg_function("cfg2")
+    opts.add_post_cfg_function("p1")
+    opts.add_post_cfg_function("p2", disable_cfg1_optimization=True)
+    assert opts.patches["output_block_patch"] == ["a", "b"]
+    assert opts.find_replace("attn1", ("middle", 0), 0) == "second"
+    assert opts.find_replace("attn1", ("middle", 0), 1) == "exact"
+    assert opts.find_replace("attn1", ("input", 1), 0) is None
+    assert opts.sampler_cfg_function == "cfg2"
+    assert opts.sampler_post_cfg_function == ["p1", "p2"] and opts.disable_cfg1_optimization
+    extra = opts.with_replace("attn2", "x", "output", 3)
+    assert "attn2" in extra.replace and "attn2" not in opts.replace
+
+
+@pytest.fixture(scope="module")
+def tiny_unet(tiny_sd15_path):
+    from engine.devices import DevicePolicy
+    from engine.model_store import ModelStore
+    from nodes.defs.loaders import checkpoint_outputs
+
+    store = ModelStore(DevicePolicy.from_env(device="cpu"))
+    model, _, _ = checkpoint_outputs(store, tiny_sd15_path)
+    return model.load(store)
+
+
+def _unet_inputs(unet):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 16, 16, generator=g)
+    t = torch.tensor([500.0, 500.0])
+    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, generator=g)
+    return x, t, ctx
+
+
+def _call(view, x, t, ctx, options):
+    opts = {"model_options": options, "cond_or_uncond": [1, 0], "sigmas": torch.ones(2)}
+    with torch.no_grad():
+        return view(x, t, ctx, opts, return_dict=False)[0]
+
+
+def test_unet_view_without_active_hooks_equals_the_plain_unet(tiny_unet):
+    from nodes.diffusion.unet_patches import ModelOptions
+    from nodes.diffusion.unet_view import UnetView, multihead_attention
+
+    x, t, ctx = _unet_inputs(tiny_unet)
+    with torch.no_grad():
+        plain = tiny_unet(x, t, encoder_hidden_states=ctx, return_dict=False)[0]
+    view = UnetView(tiny_unet)
+    torch.testing.assert_close(_call(view, x, t, ctx, ModelOptions()), plain, rtol=0, atol=0)
+    seen: list = []
+    opts = ModelOptions()
+    opts.add_patch("output_block_patch", lambda h, hsp, extra: (seen.append(extra["block"]) or h, hsp))
+    opts.add_patch("input_block_patch", lambda h, extra: seen.append(extra["block"]) or h)
+    opts.set_replace(
+        "attn1", lambda q, k, v, extra: multihead_attention(q, k, v, extra["n_heads"]), "middle", 0
+    )
+    torch.testing.assert_close(_call(view, x, t, ctx, opts), plain, rtol=1e-5, atol=1e-5)
+    # ComfyUI's SD1.5 block numbering: 12 input blocks, 12 output blocks.
+    assert [b for b in seen if b[0] == "input"] == [("input", i) for i in range(12)]
+    assert [b for b in seen if b[0] == "output"] == [("output", i) for i in range(12)]
+
+
+def test_unet_view_output_block_patch_sees_comfyui_channel_split(tiny_unet):
+    from nodes.diffusion.unet_patches import ModelOptions
+    from nodes.diffusion.unet_view import UnetView
+
+    x, t, ctx = _unet_inputs(tiny_unet)
+    shapes: list = []
+    opts = ModelOptions()
+    opts.add_patch(
+        "output_block_patch", lambda h, hsp, extra: (shapes.append((h.shape[1], hsp.shape[1])) or h, hsp)
+    )
+    _call(UnetView(tiny_unet), x, t, ctx, opts)
+    mc = tiny_unet.config.block_out_channels[0]
+    # (flowing, skip) channels per output block of an SD1.5 layout with channel mults 1, 2, 4, 4.
+    expected = [(4 * mc, 4 * mc)] * 3 + [(4 * mc, 4 * mc)] * 2 + [(4 * mc, 2 * mc)]
+    expected += [(4 * mc, 2 * mc), (2 * mc, 2 * mc), (2 * mc, mc), (2 * mc, mc), (mc, mc), (mc, mc)]
+    assert shapes == expected
