@@ -118,7 +118,9 @@ def _cached_nodes(runner: PromptRunner) -> set[str]:
 
 def test_adding_a_patch_reruns_only_its_dependants(runner):
     prompt = _prompt("freeu_v2")
-    prompt[SAMPLER]["inputs"]["seed"] = 9001  # a graph no other test has run on this runner
+    # Settings and seed no other test uses on this runner, so nothing downstream of the loader is cached.
+    prompt[SAMPLER]["inputs"]["seed"] = 9001
+    prompt[PATCH_NODE]["inputs"]["b1"] = 1.37
     runner.run(_unpatched(prompt), force=False)
     result = runner.run(prompt, force=False)
     assert result.status == "success"
