@@ -229,3 +229,21 @@ def test_unet_view_output_block_patch_sees_comfyui_channel_split(tiny_unet):
     expected = [(4 * mc, 4 * mc)] * 3 + [(4 * mc, 4 * mc)] * 2 + [(4 * mc, 2 * mc)]
     expected += [(4 * mc, 2 * mc), (2 * mc, 2 * mc), (2 * mc, mc), (2 * mc, mc), (mc, mc), (mc, mc)]
     assert shapes == expected
+
+
+def test_dual_cfg_guider_refuses_guidance_patches():
+    from engine import UserFacingError
+    from nodes.diffusion.model_handle import DiffusionModel
+    from nodes.diffusion.model_patches import RescaleCfgPatch
+    from nodes.diffusion.recipe import ComponentRecipe
+    from nodes.diffusion.unet_patches import ModelInfo, compile_patches
+    from nodes.sampling.guiders import guider_denoiser
+    from nodes.sampling.model_sampling import DiscreteModelSampling
+    from nodes.types import Conditioning, Guider
+
+    model = DiffusionModel(ComponentRecipe("x.safetensors", "sd15", "unet"))
+    empty = Conditioning(entries=())
+    guider = Guider(model, "dual_cfg", {"positive": empty, "middle": empty, "negative": empty}, 5.0, 2.0)
+    options = compile_patches((RescaleCfgPatch(0.7),), ModelInfo(model_channels=320))
+    with pytest.raises(UserFacingError, match="guidance patches"):
+        guider_denoiser(guider, lambda *a: a[0], DiscreteModelSampling.create("eps"), False, None, options)
