@@ -90,6 +90,9 @@ class ModelPaths:
                     continue
                 names.append(path.relative_to(base).as_posix())
             elif path.is_dir() and _is_model_folder(path):
+                # A pipeline's component subfolders (unet/, vae/...) are parts of it, not models.
+                if any(_is_model_folder(parent) for parent in path.parents if parent != base):
+                    continue
                 names.append(path.relative_to(base).as_posix())
         return sorted(names)
 

@@ -13,6 +13,8 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.video",
     "nodes.defs.animation",
     "nodes.defs.loaders",
+    "nodes.defs.model_patches",
+    "nodes.defs.model_merging",
     "nodes.defs.text",
     "nodes.defs.clip_loaders",
     "nodes.defs.flow_text",

@@ -417,15 +417,20 @@ def build_diffusers_vae(
 
 
 def component_dtype(store: Any, component: str) -> torch.dtype:
-    """The compute dtype the store's device policy gives a component (VAE is the precise role)."""
-    return store.policy.compute_dtype("precise" if component == "vae" else "compute")
+    """The compute dtype the store's device policy gives a component (VAE precise, UNet the denoiser)."""
+    if component == "vae":
+        return store.policy.compute_dtype("precise")
+    return store.policy.compute_dtype("denoiser" if component == "unet" else "compute")
 
 
 def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
     """The recipe's module from the store, loading it (and LoRA-patching a base copy) on demand."""
     if recipe.patches:
         base = load_component_into(store, recipe.base())
-        return store.get(recipe.store_key, lambda: patched_module(base, recipe))
+        return store.get(
+            recipe.store_key,
+            lambda: patched_module(base, recipe, lambda other: load_component_into(store, other)),
+        )
     if recipe.variant is Variant.TEXT_ENCODERS:
         from nodes.diffusion.text_encoders import load_text_stack  # heavy (T5); only when used
 

@@ -47,9 +47,10 @@ def clip_shapes(kind: str, size: str, layout: str = "hf") -> dict[str, tuple[int
     return shapes
 
 
-def t5_shapes(size: str) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of a T5-XXL encoder file."""
-    d, inner, ff, heads, blocks = (128, 128, 256, 4, 2) if size == "tiny" else (4096, 4096, 10240, 64, 24)
+def t5_shapes(size: str, blocks: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a T5-XXL encoder file (`blocks` overrides the depth: reduced full-width files)."""
+    d, inner, ff, heads, depth = (128, 128, 256, 4, 2) if size == "tiny" else (4096, 4096, 10240, 64, 24)
+    blocks = depth if blocks is None else blocks
     out: dict[str, tuple[int, ...]] = {"shared.weight": (32128, d)}
     for i in range(blocks):
         p = f"encoder.block.{i}.layer."
@@ -67,20 +68,26 @@ def t5_shapes(size: str) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def text_encoder_shapes(arch: str, size: str) -> dict[str, tuple[int, ...]]:
-    """Key -> shape for one of TEXT_ENCODER_ARCHS at tiny or full size."""
+def text_encoder_shapes(arch: str, size: str, blocks: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Key -> shape for one of TEXT_ENCODER_ARCHS at tiny or full size (`blocks`: T5 depth)."""
     if arch == "t5xxl":
-        return t5_shapes(size)
+        return t5_shapes(size, blocks)
     if arch == "clip_g-openclip":
         return clip_shapes("clip_g", size, "open_clip")
     return clip_shapes(arch, size)
 
 
-def make_text_encoder(arch: str, size: str, seed: int, out: str | Path, dtype: str = "fp16") -> Path:
-    """Write a random-weight text encoder file; returns its path."""
+def make_text_encoder(
+    arch: str, size: str, seed: int, out: str | Path, dtype: str = "fp16", blocks: int | None = None
+) -> Path:
+    """Write a random-weight text encoder file; returns its path.
+
+    `blocks` cuts T5 to its first blocks: the tensors are those of the full file (one generator per
+    key), so a 2-block full-width T5 is a strict subset of the published one.
+    """
     if arch not in TEXT_ENCODER_ARCHS or size not in ("tiny", "full"):
         raise ValueError(f"unknown text encoder {arch!r}/{size!r}; one of {TEXT_ENCODER_ARCHS}, tiny|full")
-    shapes = text_encoder_shapes(arch, size)
+    shapes = text_encoder_shapes(arch, size, blocks)
     component = "clip_g" if arch == "clip_g-openclip" else arch
     torch_dtype = FILE_DTYPES[dtype]
     if arch != "clip_g-openclip":

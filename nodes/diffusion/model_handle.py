@@ -22,12 +22,16 @@ tokens [B, L, 4096], pooled the CLIP-L pooled output [B, 768] and `extras[i]["gu
 distilled guidance, 3.5 when absent); they return the velocity [B, 16, h, w].
 SD3-family MMDiTs take the same call with 16-channel x_in, timesteps = sigma * 1000, embeds [B, L, 4096]
 (CLIP-L/G padded to 4096 then T5 tokens) and pooled [B, 2048], and return the velocity.
+
+A MODEL also carries `patches` (see unet_patches): they are values on the handle, so a patched model
+is a new handle and the loaded UNet stays as it is; a sampling run compiles them into a hook table
+(`patch_options`) and calls `forward` with that table through a run-private `UnetView`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -36,12 +40,15 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from engine import EdgeType
 from nodes.diffusion import sd3
 from nodes.diffusion.controlnet import Residuals
+from nodes.diffusion.denoiser_runtime import input_layout, prepared_denoiser
 from nodes.diffusion.flux import FluxModel, guidance_vector
 from nodes.diffusion.gligen import gligen_groups, run_groups
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
 from nodes.diffusion.unclip import batch_adm
+from nodes.diffusion.unet_patches import ModelInfo, ModelOptions, ModelPatch, compile_patches
+from nodes.diffusion.unet_view import UnetView
 from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction, SkipLayerGuidance
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
@@ -90,6 +97,23 @@ class DiffusionModel(_Handle):
     in_channels: int = 4
     # Flow-matching schedule (FLUX, SD3); None for the discrete eps/v models.
     flow: FlowSampling | None = None
+    # Model patches in the order they were added (ComfyUI's stacking order); part of the handle's value.
+    patches: tuple[ModelPatch, ...] = ()
+
+    def with_model_patch(self, patch: ModelPatch) -> DiffusionModel:
+        """A new handle with one more patch on top (this one is unchanged)."""
+        return replace(self, patches=(*self.patches, patch))
+
+    def patch_options(self, store: Any) -> ModelOptions | None:
+        """This run's hook table compiled from `patches`, or None for an unpatched model."""
+        if not self.patches:
+            return None
+        config: Any = self.load(store).config
+        return compile_patches(self.patches, ModelInfo(model_channels=int(config.block_out_channels[0])))
+
+    def unet_view(self, store: Any) -> UnetView:
+        """A run-private view of the UNet (tensors shared) that calls patch functions at its hook points."""
+        return UnetView(self.load(store))
 
     @property
     def is_inpaint(self) -> bool:
@@ -107,6 +131,8 @@ class DiffusionModel(_Handle):
         skip_layers: tuple[int, ...] = (),
         control: Residuals | None = None,
         seed: int = 0,
+        transformer_options: dict[str, Any] | None = None,
+        view: UnetView | None = None,
     ) -> torch.Tensor:
         """Run the UNet once; returns its float32 output (eps or v) with x_in's shape.
 
@@ -114,8 +140,14 @@ class DiffusionModel(_Handle):
 
         `skip_layers` (transformer families only) names blocks to pass over (Skip Layer Guidance).
         `control` holds ControlNet residuals added to the encoder's skip connections and the middle block.
+        With `transformer_options` (the call's `model_options`, `cond_or_uncond` and `sigmas`) a UNet runs
+        through `view`, whose hook points call the options' patch functions.
         """
         unet = self.load(store)
+        if transformer_options is not None and (isinstance(unet, FluxModel) or self.family == sd3.FAMILY):
+            raise ValueError(
+                f"model patches (FreeU, PAG, SAG...) for {self.family} models are not supported yet"
+            )
         if control is not None and (isinstance(unet, FluxModel) or self.family == sd3.FAMILY):
             raise ValueError(f"ControlNets for {self.family} models are not supported yet")
         if isinstance(unet, FluxModel):
@@ -144,10 +176,17 @@ class DiffusionModel(_Handle):
             raise ValueError("unCLIP image conditioning on SDXL (revision) is not supported")
         if control is not None:
             kwargs.update(control_kwargs(control, unet, x_in, dev, dt))
-        args = (x_in.to(dev, dt), timesteps.to(dev, torch.float32), embeds.to(dev, dt))
+        args = (input_layout(x_in.to(dev, dt)), timesteps.to(dev, torch.float32), embeds.to(dev, dt))
         groups = gligen_groups(extras, x_in.shape[0])
+        if transformer_options is not None:
+            if view is None:
+                raise ValueError("patched UNet calls need the run's UnetView")
+            if groups is not None:
+                raise ValueError("GLIGEN boxes on a patched model (FreeU, PAG, SAG...) are not supported yet")
+            return _call(view, args, {**kwargs, "transformer_options": transformer_options}).float()
         if groups is None:
-            return _call(unet, args, kwargs).float()
+            # The prepared runner (channels-last, optionally compiled); GLIGEN hooks the module itself.
+            return _call(prepared_denoiser(unet), args, kwargs).float()
         return run_groups(store, self.recipe.store_key, unet, _call, groups, args, kwargs)
 
     def added_cond(

@@ -88,9 +88,11 @@ def with_skip_layer_guidance(ctx: RunContext, model: DiffusionModel, denoiser: D
         )
 
     def skipping_unet(layers: tuple[int, ...]):
-        def unet(x_in, timesteps, embeds, pooled, extras, control=None):
-            if control is not None:
-                raise UserFacingError("Skip Layer Guidance cannot be combined with ControlNets yet")
+        def unet(x_in, timesteps, embeds, pooled, extras, control=None, transformer_options=None):
+            if control is not None or transformer_options is not None:
+                raise UserFacingError(
+                    "Skip Layer Guidance cannot be combined with ControlNets or model patches yet"
+                )
             return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras, skip_layers=layers)
 
         return unet
@@ -152,18 +154,31 @@ def sample_guided(
     ms = model_sampling_for(model)
     recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
 
-    def unet(x_in, timesteps, embeds, pooled, extras, control: ControlRequest | None = None):
+    # Patched models run through a view built for this run only: the stored UNet is never changed.
+    options = model.patch_options(ctx.models)
+    view = model.unet_view(ctx.models) if options is not None else None
+
+    def unet(x_in, timesteps, embeds, pooled, extras, control=None, transformer_options=None):
         residuals = None
         if control is not None:
             residuals = control_residuals(
                 ctx.models, model, ms, control, x_in, timesteps, embeds, pooled, extras
             )
         return model.forward(
-            ctx.models, x_in, timesteps, embeds, pooled, extras, control=residuals, seed=noise.seed
+            ctx.models,
+            x_in,
+            timesteps,
+            embeds,
+            pooled,
+            extras,
+            control=residuals,
+            seed=noise.seed,
+            transformer_options=transformer_options,
+            view=view,
         )
 
     inpaint = inpaint_source(model, latent) if model.is_inpaint else None
-    denoiser: Denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint)
+    denoiser: Denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint, options)
     if model.skip_guidance:
         denoiser = with_skip_layer_guidance(ctx, model, denoiser)
     req = SampleRequest(

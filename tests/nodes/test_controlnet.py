@@ -444,3 +444,32 @@ def test_make_checkpoint_cli_writes_each_control_kind(tmp_path, kind, expected):
     out = tmp_path / f"{kind}.safetensors"
     assert main(["make-checkpoint", "--kind", kind, "--arch", "sd15", "--seed", "1", str(out)]) == 0
     assert inspect_control_file(out) == expected
+
+
+def test_diff_controlnet_adds_the_base_unet_back(tmp_path, tiny_sd15_path):
+    from safetensors.torch import save_file
+
+    from nodes.diffusion.checkpoint_io import read_weights
+    from nodes.diffusion.controlnet_files import controlnet_values
+    from nodes.diffusion.loader import build_unet
+
+    values = {k: v.float() for k, v in controlnet_values("sd15", "tiny", 5).items()}
+    full = tmp_path / "full.safetensors"
+    save_file(values, str(full))
+    ckpt = read_weights(
+        tiny_sd15_path, lambda k: k.startswith("model.diffusion_model."), lambda _k: torch.float32
+    )
+    unet, _ = build_unet("sd15", ckpt, torch.float32)
+    diff = {"difference": torch.zeros(1)}
+    for key, value in values.items():
+        base = ckpt.get("model.diffusion_model." + key.removeprefix("control_model."))
+        diff[key] = value - base if base is not None else value
+    diff_path = tmp_path / "diff.safetensors"
+    save_file(diff, str(diff_path))
+    assert inspect_control_file(diff_path) == ("controlnet", "ldm_difference", "sd15")
+    with pytest.raises(CheckpointFormatError, match="DiffControlNetLoader"):
+        build_controlnet(diff_path, "ldm_difference", "sd15", torch.float32)
+    restored = build_controlnet(diff_path, "ldm_difference", "sd15", torch.float32, unet).state_dict()
+    expected = build_controlnet(full, "ldm", "sd15", torch.float32).state_dict()
+    assert restored.keys() == expected.keys()
+    assert all(torch.allclose(restored[k], expected[k], atol=1e-6) for k in expected)
