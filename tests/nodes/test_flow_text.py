@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from nodes.defs.text import CLIPTextEncode
 from nodes.diffusion.checkpoint_io import read_weights
 from nodes.diffusion.flow_text import CLIP_G_RULE, CLIP_L_RULE, T5_FLUX_RULE, T5_SD3_RULE, tokenize
 from nodes.diffusion.make_text_encoder import make_text_encoder, text_encoder_shapes
+from nodes.diffusion.recipe import LoraPatch
 from nodes.diffusion.t5 import build_t5, t5_config, t5_encode_words
 from nodes.diffusion.text_encoders import ClipTypeError, TextEncoderFileError, detect_kind
 from tests.nodes.helpers_models import make_ctx
@@ -361,3 +363,32 @@ def test_full_size_clip_l_is_the_published_file_byte_for_byte(tmp_path):
         for block in iter(lambda: f.read(1 << 24), b""):
             digest.update(block)
     assert digest.hexdigest() == CLIP_L_SHA256
+
+
+def test_lora_on_a_flux_clip_patches_clip_l_by_comfyui_names(te_dir, model_store, tmp_path):
+    (te_dir / "loras").mkdir(exist_ok=True)
+    stem = "lora_te1_text_model_encoder_layers_0_self_attn_q_proj"
+    save_file(
+        {
+            f"{stem}.lora_down.weight": torch.ones(1, 64) * 0.5,
+            f"{stem}.lora_up.weight": torch.ones(64, 1) * 0.5,
+        },
+        te_dir / "loras" / "te1.safetensors",
+    )
+    ctx = _ctx(te_dir, model_store, tmp_path)
+    inputs = DualCLIPLoader.Inputs(clip_name1=TINY["clip_l"], clip_name2=TINY["t5xxl"], type="flux")
+    clip = DualCLIPLoader().run(ctx, inputs).CLIP
+    # What LoraLoader hands on for the CLIP side: the same handle with the LoRA in its recipe.
+    patched = replace(
+        clip, recipe=clip.recipe.with_patch(LoraPatch(str(te_dir / "loras" / "te1.safetensors"), 1.0))
+    )
+
+    def pooled(c):
+        return (
+            CLIPTextEncode()
+            .run(ctx, CLIPTextEncode.Inputs(text="a fox", clip=c))
+            .CONDITIONING.entries[0]
+            .pooled
+        )
+
+    assert not torch.allclose(pooled(patched), pooled(clip))
