@@ -6,7 +6,14 @@ from dataclasses import replace
 from typing import Literal
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
-from nodes.diffusion.flow_text import FlowTextStack, encode_tokens, sd3_tokens, tokenize_all
+from nodes.defs.text import _EmbeddingChecks, embedding_library
+from nodes.diffusion.flow_text import (
+    FlowTextStack,
+    embedding_lookups,
+    encode_tokens,
+    sd3_tokens,
+    tokenize_all,
+)
 from nodes.diffusion.model_handle import ClipHandle
 from nodes.types import Conditioning
 
@@ -33,10 +40,11 @@ class _CondOut(NodeOutputs):
     )
 
 
-class CLIPTextEncodeFlux(Node):
+class CLIPTextEncodeFlux(_EmbeddingChecks, Node):
     """FLUX text encode with separate CLIP-L and T5 prompts and the distilled guidance value."""
 
     class_type = "CLIPTextEncodeFlux"
+    prompt_inputs = ("clip_l", "t5xxl")
     category = "advanced/conditioning/flux"
     description = "Encodes a CLIP-L prompt (pooled vector) and a T5 prompt (tokens) for FLUX, with guidance."
 
@@ -66,17 +74,19 @@ class CLIPTextEncodeFlux(Node):
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Tokenize each prompt for its encoder and encode both."""
         stack = flow_stack(ctx, inputs.clip, "flux", self.class_type)
-        tokens = tokenize_all("flux", inputs.clip_l)
-        tokens["t5xxl"] = tokenize_all("flux", inputs.t5xxl)["t5xxl"]
+        lookups = embedding_lookups(stack, embedding_library(ctx))
+        tokens = tokenize_all("flux", inputs.clip_l, lookups)
+        tokens["t5xxl"] = tokenize_all("flux", inputs.t5xxl, lookups)["t5xxl"]
         entry = encode_tokens(stack, tokens, inputs.clip.layer)
         entry = replace(entry, extras={**entry.extras, "guidance": inputs.guidance})
         return self.Outputs(CONDITIONING=Conditioning(entries=(entry,)))
 
 
-class CLIPTextEncodeSD3(Node):
+class CLIPTextEncodeSD3(_EmbeddingChecks, Node):
     """SD3 text encode with separate CLIP-L, CLIP-G and T5 prompts."""
 
     class_type = "CLIPTextEncodeSD3"
+    prompt_inputs = ("clip_l", "clip_g", "t5xxl")
     category = "advanced/conditioning"
     description = "Encodes three prompts for SD3's CLIP-L, CLIP-G and T5-XXL encoders."
 

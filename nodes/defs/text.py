@@ -63,7 +63,7 @@ def encode(ctx: RunContext, clip: ClipHandle, text: str) -> CondEntry:
     """Encode one prompt with the handle's encoders and layer choice."""
     stack = clip.stack(ctx.models)
     if isinstance(stack, FlowTextStack):
-        return encode_flow_prompt(stack, text, clip.layer)
+        return encode_flow_prompt(stack, text, clip.layer, embedding_library(ctx))
     device, dtype = torch.device(clip.device), clip.compute_dtype
     return encode_prompt(stack, text, clip.layer, device, dtype, embedding_library(ctx))
 

@@ -6,6 +6,9 @@ fit is moved to a new window, or split when it is 8 tokens or longer. CLIP windo
 (start, 75, end, padding: the end token for CLIP-L, 0 for CLIP-G). T5 has one window of any length,
 no start token, `</s>` then padding with 0 up to 256 tokens (FLUX) or 77 (SD3).
 
+Embeddings: `embedding:name` (after a space or newline, or at the start of a segment) inserts the
+file's vectors for that encoder (keys clip_l, clip_g, t5xxl), one position each.
+
 Weighting: a token of weight w becomes (z - z_empty) * w + z_empty, z_empty being the encoding of an
 empty prompt of the same length. An encoder given no tokens at all encodes just its start/end tokens.
 
@@ -18,13 +21,16 @@ then T5's tokens appended along the sequence; pooled is CLIP-L's and CLIP-G's pr
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
-from engine import UserFacingError
 from nodes.diffusion import families
+from nodes.diffusion.embeddings import PREFIX as EMBEDDING_PREFIX
+from nodes.diffusion.embeddings import EmbeddingLibrary, EmbeddingLookup, EmbeddingNotFoundError
 from nodes.diffusion.families import TextEncoderSpec
 from nodes.diffusion.t5 import T5_END, T5_PAD, run_t5, t5_encode_words
 from nodes.diffusion.text_encode import ClipStack, _escape, _unescape, parse_weights
@@ -33,7 +39,8 @@ from nodes.types import CondEntry
 
 FLOW_FAMILIES = ("flux", "sd3")
 MAX_WORD_TOKENS = 8
-Pairs = list[list[tuple[int, float]]]
+Token = int | torch.Tensor
+Pairs = list[list[tuple[Token, float]]]
 
 
 @dataclass(frozen=True)
@@ -53,26 +60,38 @@ CLIP_L_RULE = TokenRule(START_TOKEN, END_TOKEN, END_TOKEN, 77, True, None, encod
 CLIP_G_RULE = replace(CLIP_L_RULE, pad=0)
 T5_FLUX_RULE = TokenRule(None, T5_END, T5_PAD, 99999999, False, 256, t5_encode_words)
 T5_SD3_RULE = replace(T5_FLUX_RULE, min_length=77)
-_EMBEDDING = re.compile(r"(^|[ \n])embedding:")
+_EMBEDDING_SPLIT = re.compile(r" embedding:|\nembedding:")
 
 
-class FlowPromptError(UserFacingError):
-    """A prompt feature these encoders do not provide."""
+def _embedding(name: str, lookup: EmbeddingLookup) -> tuple[torch.Tensor, str]:
+    """An `embedding:` word's vectors and the text after its name (ComfyUI: first word is the name;
+    a trailing comma is tried without it and then kept as text)."""
+    first, *rest = name.split() or [""]
+    leftover = " ".join(rest)
+    vectors = lookup(first)
+    stripped = first.strip(",")
+    if vectors is None and len(stripped) < len(first):
+        vectors, leftover = lookup(stripped), f"{first[len(stripped) :]} {leftover}"
+    if vectors is None:
+        raise EmbeddingNotFoundError(f"embedding {first!r} not found in models/embeddings")
+    return vectors, leftover
 
-    code = "prompt_feature_unsupported"
 
-
-def tokenize(text: str, rule: TokenRule) -> Pairs:
-    """(token, weight) windows of a prompt for one encoder."""
-    if _EMBEDDING.search(text):
-        raise FlowPromptError("textual-inversion embeddings are not supported in FLUX/SD3 prompts yet")
-    groups = []
+def tokenize(text: str, rule: TokenRule, lookup: EmbeddingLookup | None = None) -> Pairs:
+    """(token, weight) windows of a prompt for one encoder; a token is an id or an embedding vector."""
+    groups: list[list[tuple[Token, float]]] = []
     for segment, weight in parse_weights(_escape(text)):
-        piece = _unescape(segment)
-        if piece:
-            groups.append([(t, weight) for t in rule.words(piece)])
+        parts = _EMBEDDING_SPLIT.split(_unescape(segment))
+        words = [parts[0], *(EMBEDDING_PREFIX + p for p in parts[1:])]
+        for word in (w for w in words if w):
+            if word.startswith(EMBEDDING_PREFIX) and lookup is not None:
+                vectors, word = _embedding(word[len(EMBEDDING_PREFIX) :].strip("\n"), lookup)
+                groups.append([(v, weight) for v in vectors])
+                if not word:
+                    continue
+            groups.append([(t, weight) for t in rule.words(word)])
     has_end = 1
-    batch: list[tuple[int, float]] = [] if rule.start is None else [(rule.start, 1.0)]
+    batch: list[tuple[Token, float]] = [] if rule.start is None else [(rule.start, 1.0)]
     batches = [batch]
     for group in groups:
         is_large = len(group) >= MAX_WORD_TOKENS
@@ -105,17 +124,27 @@ def _empty_tokens(rule: TokenRule, length: int) -> list[int]:
     return out + [rule.pad] * (length - len(out))
 
 
-Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+# Embedding vectors to write over the token embeddings: (row, position, vector).
+Spots = list[tuple[int, int, torch.Tensor]]
+Runner = Callable[[torch.Tensor, Spots], tuple[torch.Tensor, torch.Tensor | None]]
+# Stands in the token ids where an embedding vector goes (never an end token, so pooling ignores it).
+PLACEHOLDER = 0
 
 
 def encode_pairs(pairs: Pairs, rule: TokenRule, run: Runner) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Encode windows with emphasis: hidden states [1, sum of window lengths, D] and first pooled [1, P]."""
-    rows = [[t for t, _ in win] for win in pairs]
+    rows = [[t if isinstance(t, int) else PLACEHOLDER for t, _ in win] for win in pairs]
+    spots = [
+        (r, p, t)
+        for r, win in enumerate(pairs)
+        for p, (t, _) in enumerate(win)
+        if isinstance(t, torch.Tensor)
+    ]
     longest = max((len(r) for r in rows), default=0)
     weighted = any(w != 1.0 for win in pairs for _, w in win)
     if weighted or not rows:
         rows.append(_empty_tokens(rule, longest))
-    hidden, pooled = run(torch.tensor(rows, dtype=torch.long))
+    hidden, pooled = run(torch.tensor(rows, dtype=torch.long), spots)
     first_pooled = None if pooled is None else pooled[0:1]
     if not pairs:
         return hidden[-1:], first_pooled
@@ -137,9 +166,9 @@ def clip_runner(model: torch.nn.Module, spec: TextEncoderSpec, layer: int | None
     """
     wanted = spec.default_layer if layer is None else layer
 
-    def run(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(ids: torch.Tensor, spots: Spots) -> tuple[torch.Tensor, torch.Tensor]:
         ids = ids.to(next(model.parameters()).device)
-        with torch.inference_mode():
+        with torch.inference_mode(), _written(model, spots):
             out = model(input_ids=ids, output_hidden_states=True)
         pooled = out.text_embeds if spec.with_projection else out.pooler_output
         n_layers = len(out.hidden_states) - 1
@@ -153,6 +182,26 @@ def clip_runner(model: torch.nn.Module, spec: TextEncoderSpec, layer: int | None
         return hidden.float().cpu(), pooled.float().cpu()
 
     return run
+
+
+@contextmanager
+def _written(model: torch.nn.Module, spots: Spots) -> Iterator[None]:
+    """The token embedding's output with the embedding vectors written at their spots while encoding."""
+    if not spots:
+        yield
+        return
+
+    def write(_module: torch.nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        for r, p, vec in spots:
+            out[r, p] = vec.to(out.device, out.dtype)
+        return out
+
+    handle = model.get_input_embeddings().register_forward_hook(write)  # type: ignore[operator]
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def flow_specs() -> dict[str, dict[str, TextEncoderSpec]]:
@@ -169,7 +218,7 @@ class FlowTextStack(ClipStack):
 def _run_encoder(stack: FlowTextStack, name: str, layer: int | None) -> Runner:
     model = stack.encoders[name]
     if name == "t5xxl":
-        return lambda ids: (run_t5(model, ids, layer), None)  # type: ignore[arg-type]
+        return lambda ids, spots: (run_t5(model, ids, layer, spots), None)  # type: ignore[arg-type]
     spec = next(s for s in stack.specs if s.name == name)
     return clip_runner(model, spec, layer)
 
@@ -179,11 +228,29 @@ def _rules(family: str) -> dict[str, TokenRule]:
     return {"clip_l": CLIP_L_RULE, "clip_g": CLIP_G_RULE, "t5xxl": t5}
 
 
-def tokenize_all(family: str, text: str) -> dict[str, Pairs]:
+Lookups = Mapping[str, EmbeddingLookup]
+_DEFAULT_WIDTHS = {"clip_l": 768, "clip_g": 1280, "t5xxl": 4096}
+
+
+def embedding_lookups(stack: FlowTextStack, library: EmbeddingLibrary | None) -> Lookups:
+    """Per encoder kind, the embedding lookup (file key = the kind; width = the loaded encoder's, or
+    the published width for a kind this SD3 CLIP lacks, whose tokens are made all the same)."""
+    if library is None:
+        return {}
+    out = {}
+    for kind, width in _DEFAULT_WIDTHS.items():
+        if kind in stack.encoders:
+            table: torch.nn.Embedding = stack.encoders[kind].get_input_embeddings()  # type: ignore[operator]
+            width = table.embedding_dim
+        out[kind] = library.lookup(kind, width)
+    return out
+
+
+def tokenize_all(family: str, text: str, lookups: Lookups | None = None) -> dict[str, Pairs]:
     """The family's tokens of one prompt for every encoder kind (missing encoders included, as ComfyUI)."""
     names = ("clip_l", "t5xxl") if family == "flux" else ("clip_l", "clip_g", "t5xxl")
-    rules = _rules(family)
-    return {n: tokenize(text, rules[n]) for n in names}
+    rules, found = _rules(family), lookups or {}
+    return {n: tokenize(text, rules[n], found.get(n)) for n in names}
 
 
 def encode_tokens(stack: FlowTextStack, tokens: dict[str, Pairs], layer: int | None) -> CondEntry:
@@ -237,18 +304,23 @@ def _encode_sd3(stack: FlowTextStack, tokens: dict[str, Pairs], enc) -> CondEntr
     return CondEntry(embeds=out, pooled=pooled)
 
 
-def encode_flow_prompt(stack: FlowTextStack, text: str, layer: int | None) -> CondEntry:
+def encode_flow_prompt(
+    stack: FlowTextStack, text: str, layer: int | None, embeddings: EmbeddingLibrary | None = None
+) -> CondEntry:
     """CLIPTextEncode on a FLUX/SD3 CLIP: the same prompt for every encoder."""
-    return encode_tokens(stack, tokenize_all(stack.family, text), layer)
+    return encode_tokens(stack, tokenize_all(stack.family, text, embedding_lookups(stack, embeddings)), layer)
 
 
-def sd3_tokens(clip_l: str, clip_g: str, t5xxl: str, empty_padding: bool) -> dict[str, Pairs]:
+def sd3_tokens(
+    clip_l: str, clip_g: str, t5xxl: str, empty_padding: bool, lookups: Lookups | None = None
+) -> dict[str, Pairs]:
     """CLIPTextEncodeSD3's tokens: empty prompts give no tokens unless `empty_padding`, and the CLIP-L
     and CLIP-G windows are evened out with empty-prompt windows."""
+    found = lookups or {}
     tokens = {
-        "clip_g": tokenize(clip_g, CLIP_G_RULE),
-        "clip_l": tokenize(clip_l, CLIP_L_RULE),
-        "t5xxl": tokenize(t5xxl, T5_SD3_RULE),
+        "clip_g": tokenize(clip_g, CLIP_G_RULE, found.get("clip_g")),
+        "clip_l": tokenize(clip_l, CLIP_L_RULE, found.get("clip_l")),
+        "t5xxl": tokenize(t5xxl, T5_SD3_RULE, found.get("t5xxl")),
     }
     for name, text in (("clip_g", clip_g), ("clip_l", clip_l), ("t5xxl", t5xxl)):
         if not text and not empty_padding:

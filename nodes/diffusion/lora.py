@@ -77,6 +77,11 @@ def _targets(model: torch.nn.Module, recipe: ComponentRecipe) -> dict[str, str]:
     peft = ["text_encoder."] if len(names) == 1 else ["text_encoder.", "text_encoder_2."]
     if recipe.family == "sdxl-refiner":
         kohya, peft = ["lora_te2_"], ["text_encoder_2."]
+    if recipe.family in ("flux", "sd3"):
+        # ComfyUI's names for standalone encoders: CLIP-L is te1; CLIP-G te2 beside a CLIP-L, else te.
+        second = ("lora_te2_", "text_encoder_2.") if "clip_l" in names else ("lora_te_", "text_encoder.")
+        prefixes = {"clip_l": ("lora_te1_", "text_encoder."), "clip_g": second}
+        kohya, peft = [prefixes[n][0] for n in names], [prefixes[n][1] for n in names]
     for enc, kp, pp in zip(names, kohya, peft, strict=True):
         for name, mod in model.encoders[enc].named_modules():
             if isinstance(mod, layers):

@@ -92,9 +92,15 @@ def build_t5(sd: dict[str, torch.Tensor], compute_dtype: torch.dtype = torch.flo
     return model.eval().requires_grad_(False)
 
 
-def run_t5(model: T5EncoderModel, ids: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+def run_t5(
+    model: T5EncoderModel,
+    ids: torch.Tensor,
+    layer: int | None = None,
+    spots: list[tuple[int, int, torch.Tensor]] | None = None,
+) -> torch.Tensor:
     """Hidden states [N, L, D] float32 for token ids [N, L], without attention mask (as ComfyUI's FLUX/SD3).
 
+    `spots` (row, position, vector) overwrite token embeddings (textual-inversion vectors).
     `layer` (negative, from CLIPSetLastLayer) picks an inner block's output, passed through the final
     norm as ComfyUI does; out-of-range values mean the last layer.
     """
@@ -103,6 +109,8 @@ def run_t5(model: T5EncoderModel, ids: torch.Tensor, layer: int | None = None) -
     ids = ids.to(model.shared.weight.device)
     with torch.inference_mode():
         embeds = model.shared(ids)
+        for r, p, vec in spots or []:
+            embeds[r, p] = vec.to(embeds.device, embeds.dtype)
         if model.shared.weight.dtype.itemsize == 1:
             embeds = torch.nan_to_num(embeds)  # fp8 files may hold NaN codes; ComfyUI zeroes them here
         out = model(inputs_embeds=embeds, output_hidden_states=wanted is not None)

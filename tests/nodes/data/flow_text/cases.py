@@ -42,8 +42,33 @@ CASES = {
         "node": "CLIPTextEncodeSD3",
         "sd3": {"clip_l": "a (cat:1.2) on a sofa", "clip_g": "", "t5xxl": "", "empty_padding": "none"},
     },
+    "flux_embedding": {
+        "family": "flux",
+        "node": "CLIPTextEncode",
+        "text": "a photo of embedding:flowemb fox, (embedding:flowemb, in snow:1.2) embedding:flowemb",
+    },
 }
 COLUMNS = 16
+EMBEDDING_NAME = "flowemb"
+
+
+def write_embedding(folder: str) -> str:
+    """A textual-inversion file with 2 CLIP-L vectors and 3 T5 vectors (seeded), as `flowemb.safetensors`."""
+    import os
+
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(7)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, EMBEDDING_NAME + ".safetensors")
+    save_file(
+        {
+            "clip_l": torch.randn(2, 768, generator=g) * 0.02,
+            "t5xxl": torch.randn(3, 4096, generator=g) * 0.05,
+        },
+        path,
+    )
+    return path
 
 
 def summary(name: str, embeds: torch.Tensor, pooled: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ MODELS_DIR/text_encoders holds clip_l-random.safetensors, clip_g-random.safetens
 published reduced random files; `diffgraph make-checkpoint --arch clip_l|clip_g|t5xxl --size full
 --seed 1234` rebuilds them, T5 with --dtype fp8_e4m3fn). With BLOCKS, T5_FILE holds only the first
 BLOCKS T5 blocks and ComfyUI's T5 is built that deep (its `t5xxl_model_config` model option).
+The case embedding is written to MODELS_DIR/embeddings; CASES_ONLY=a,b records only those cases.
 ComfyUI runs on the CPU (`--cpu`), loading the files with comfy.sd.load_clip as its loader nodes do.
 Each case stores slices of the conditioning (see `summary`), not the whole tensor.
 """
@@ -21,12 +22,14 @@ import comfy.options  # noqa: E402
 comfy.options.enable_args_parsing()
 import comfy.sd  # noqa: E402
 import torch  # noqa: E402
-from cases import CASES, summary  # noqa: E402
+from cases import CASES, summary, write_embedding  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 models, out, t5_file = ARGS[0], ARGS[1], ARGS[2]
 options = {"t5xxl_model_config": {"num_layers": int(ARGS[3])}} if len(ARGS) > 3 else {}
 te = os.path.join(models, "text_encoders")
+embeddings = os.path.dirname(write_embedding(os.path.join(models, "embeddings")))
+only = [c for c in os.environ.get("CASES_ONLY", "").split(",") if c]
 FILES = {
     "flux": (["clip_l-random.safetensors", t5_file], comfy.sd.CLIPType.FLUX),
     "sd3": (["clip_l-random.safetensors", "clip_g-random.safetensors", t5_file], comfy.sd.CLIPType.SD3),
@@ -52,11 +55,16 @@ def encode(clip, case):
 
 tensors = {}
 for family, (names, clip_type) in FILES.items():
+    if not any(c["family"] == family and (not only or n in only) for n, c in CASES.items()):
+        continue
     clip = comfy.sd.load_clip(
-        [os.path.join(te, n) for n in names], clip_type=clip_type, model_options=options
+        [os.path.join(te, n) for n in names],
+        clip_type=clip_type,
+        model_options=options,
+        embedding_directory=[embeddings],
     )
     for name, case in CASES.items():
-        if case["family"] != family:
+        if case["family"] != family or (only and name not in only):
             continue
         with torch.no_grad():
             embeds, pooled = encode(clip, case)
