@@ -127,14 +127,6 @@ def test_controlnet_unknown_files_are_refused_with_their_name():
         detect_layout({"foo.weight": [3, 3]}, "mystery.safetensors")
     with pytest.raises(CheckpointFormatError, match="FLUX"):
         detect_layout({"controlnet_blocks.0.weight": [3, 3]}, "flux_cn.safetensors")
-    with pytest.raises(CheckpointFormatError, match="union ControlNet"):
-        detect_layout(
-            {
-                "controlnet_cond_embedding.conv_in.weight": [16, 3, 3, 3],
-                "control_add_embedding.linear_1.bias": [1],
-            },
-            "union.safetensors",
-        )
 
 
 def test_controlnet_hint_broadcast_follows_each_batched_entry():
@@ -231,6 +223,7 @@ def workspace(tmp_path_factory, tiny_models_dir, control_files):
     shutil.copyfile(control_files["sd15-diffusers"], root / "controlnet" / "cn-diffusers.safetensors")
     make_controlnet("sd15", "tiny", 8, root / "controlnet" / "cn-other.safetensors")
     make_control_lora("sdxl", "tiny", 9, root / "controlnet" / "control-lora-xl.safetensors")
+    make_controlnet("sdxl", "tiny", 12, root / "controlnet" / "union-xl.safetensors", "union")
     make_t2i_adapter("sd15", "tiny", 10, root / "controlnet" / "t2i-sd15.safetensors")
     make_t2i_adapter("sdxl", "tiny", 11, root / "controlnet" / "t2i-xl.safetensors")
     input_dir = tmp_path_factory.mktemp("cn_input")
@@ -372,6 +365,7 @@ def test_control_lora_steers_an_sdxl_workflow(run):
     [
         ("controlnet", ("controlnet", "ldm", "sd15")),
         ("controlnet-diffusers", ("controlnet", "diffusers", "sd15")),
+        ("controlnet-union", ("controlnet", "union", "sd15")),
         ("control-lora", ("control_lora", "control_lora", "")),
         ("t2i-adapter", ("t2i_adapter", "t2i", "")),
     ],
@@ -411,3 +405,38 @@ def test_diff_controlnet_adds_the_base_unet_back(tmp_path, tiny_sd15_path):
     expected = build_controlnet(full, "ldm", "sd15", torch.float32).state_dict()
     assert restored.keys() == expected.keys()
     assert all(torch.allclose(restored[k], expected[k], atol=1e-6) for k in expected)
+
+
+# xinsir/controlnet-union-sdxl-1.0 (diffusion_pytorch_model_promax.safetensors): the union parts.
+PUBLISHED_UNION_SDXL = {
+    "task_embedding": (8, 320),
+    "transformer_layes.0.attn.in_proj_weight": (960, 320),
+    "spatial_ch_projs.weight": (320, 320),
+    "control_add_embedding.linear_1.weight": (1280, 2048),
+}
+
+
+def test_union_layout_has_the_published_names_and_shapes():
+    from nodes.diffusion.controlnet_files import union_layout
+
+    layout = union_layout(320, 1280)
+    for key, shape in PUBLISHED_UNION_SDXL.items():
+        assert layout[key] == shape, key
+
+
+def _with_union(prompt: dict, task: str) -> dict:
+    out = _with_control(prompt, "union-xl.safetensors")
+    out["24"] = {"class_type": "SetUnionControlNetType", "inputs": {"control_net": ["20", 0], "type": task}}
+    out["23"]["inputs"]["control_net"] = ["24", 0]
+    return out
+
+
+@pytest.mark.slow
+def test_union_controlnet_task_type_changes_the_result(run):
+    prompt = json.loads(json.dumps(PROMPT))
+    prompt["4"]["inputs"]["ckpt_name"] = "tiny-sdxl.safetensors"
+    plain = _latent(run(prompt))
+    auto = _latent(run(_with_union(prompt, "auto")))
+    canny = run(_with_union(prompt, "canny/lineart/anime_lineart/mlsd"))
+    assert set(canny.executed) == {"24", "23", "3", "8", "9"}
+    assert not torch.allclose(plain, auto) and not torch.allclose(auto, _latent(canny))
