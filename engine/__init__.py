@@ -1,8 +1,9 @@
 """diffgraph's generic typed DAG engine: node API, workflows, validation, cache, executor, events."""
 
+from typing import TYPE_CHECKING, Any
+
 from engine.atomic_files import FileWriteError, atomic_write, atomic_write_bytes, is_partial
 from engine.context import CancelToken, Environment, RunContext
-from engine.devices import is_out_of_memory
 from engine.errors import (
     DiffgraphError,
     Interrupted,
@@ -28,6 +29,19 @@ from engine.node import WIDGET_OPTION_KEYS, EdgeType, Hidden, Input, Node, NodeI
 from engine.registry import PackInfo, Registry
 from engine.safe_paths import PathRefused, resolve_inside, resolve_relative
 from engine.schema import ChoiceProvider, InputSpec, NodeSpec, OutputSpec, node_spec, object_info
+
+if TYPE_CHECKING:
+    from engine.devices import is_out_of_memory
+
+
+def __getattr__(name: str) -> Any:
+    # engine.devices imports torch (seconds): only code that runs models pays for it, not the CLI.
+    if name == "is_out_of_memory":
+        from engine.devices import is_out_of_memory
+
+        return is_out_of_memory
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
 
 __all__ = [
     "is_out_of_memory",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from pathlib import Path
 
@@ -20,10 +21,23 @@ FOLDERS = (
     "embeddings",
     "diffusers",
     "clip",
+    "text_encoders",
     "unet",
+    "diffusion_models",
     "upscale_models",
     "controlnet",
+    "clip_vision",
+    "style_models",
+    "gligen",
 )
+
+
+# Folder kinds that also read an older folder name, as ComfyUI does (text_encoders/ then clip/,
+# diffusion_models/ then unet/); a name found in both resolves to the first.
+FOLDER_ALIASES: dict[str, tuple[str, ...]] = {
+    "text_encoders": ("text_encoders", "clip"),
+    "diffusion_models": ("diffusion_models", "unet"),
+}
 
 
 def models_dir_default(base: Path = Path(".")) -> Path:
@@ -35,6 +49,13 @@ class ModelPathError(DiffgraphError):
     """A model name that is missing, or that would leave its folder."""
 
     code = "model_not_found"
+
+
+def _is_model_folder(path: Path) -> bool:
+    """A diffusers pipeline folder (model_index.json) or single-model folder (config.json + weights)."""
+    if (path / "model_index.json").is_file():
+        return True
+    return (path / "config.json").is_file() and any(path.glob("diffusion_pytorch_model*.safetensors"))
 
 
 class ModelPaths:
@@ -50,33 +71,56 @@ class ModelPaths:
         return self.root / folder
 
     def list(self, folder: str) -> list[str]:
-        """Model names (relative paths with '/') in a folder, sorted; diffusers folders count as one."""
+        """Model names (relative paths with '/') in a folder, sorted; diffusers folders count as one.
+
+        A folder kind with aliases (FOLDER_ALIASES) lists the names of all its directories together.
+        """
+        if folder in FOLDER_ALIASES:
+            return sorted({n for kind in FOLDER_ALIASES[folder] for n in self._list_one(kind)})
+        return self._list_one(folder)
+
+    def _list_one(self, folder: str) -> builtins.list[str]:
         base = self.folder(folder)
         if not base.is_dir():
             return []
         names = []
         for path in base.rglob("*"):
             if path.is_file() and path.suffix.lower() in MODEL_EXTENSIONS:
-                if any(
-                    parent.joinpath("model_index.json").is_file() for parent in path.parents if parent != base
-                ):
+                if any(_is_model_folder(parent) for parent in path.parents if parent != base):
                     continue
                 names.append(path.relative_to(base).as_posix())
-            elif path.is_dir() and (path / "model_index.json").is_file():
+            elif path.is_dir() and _is_model_folder(path):
+                # A pipeline's component subfolders (unet/, vae/...) are parts of it, not models.
+                if any(_is_model_folder(parent) for parent in path.parents if parent != base):
+                    continue
                 names.append(path.relative_to(base).as_posix())
         return sorted(names)
 
     def resolve(self, folder: str, name: str) -> Path:
-        """The path of a model by name; refuses names that escape the folder, and missing files."""
+        """The path of a model by name; refuses names that escape the folder, and missing files.
+
+        A folder kind with aliases looks in each of its directories in turn.
+        """
+        kinds = FOLDER_ALIASES.get(folder, (folder,))
+        for kind in kinds[:-1]:
+            found = self._inside(kind, name)
+            if found.exists():
+                return found
+        path = self._inside(kinds[-1], name)
+        if not path.exists():
+            where = " or ".join(str(self.folder(k).resolve()) for k in kinds)
+            available = ", ".join(self.list(folder)[:10]) or "none"
+            raise ModelPathError(
+                f"model file {name!r} not found in {where}; put it there or pick one of: {available}"
+            )
+        return path
+
+    def _inside(self, folder: str, name: str) -> Path:
+        """`name` under one directory, refusing names that would leave it."""
         base = self.folder(folder).resolve()
         if not name or name.startswith(("/", "\\")) or "\\" in name or ".." in Path(name).parts:
             raise ModelPathError(f"model name {name!r} is not a plain name inside {folder}/")
         path = (base / name).resolve()
         if base not in path.parents:
             raise ModelPathError(f"model name {name!r} leads outside {folder}/")
-        if not path.exists():
-            available = ", ".join(self.list(folder)[:10]) or "none"
-            raise ModelPathError(
-                f"model file {name!r} not found in {base}; put it there or pick one of: {available}"
-            )
         return path

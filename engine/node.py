@@ -40,6 +40,7 @@ WIDGET_OPTION_KEYS = (
     "video_upload",
     "forceInput",
     "lazy",
+    "advanced",  # the frontend folds such inputs away under an "advanced" toggle
 )
 # Not accepted here: `rawLink` (ComfyUI hands such an input the link itself, not its value). Typed
 # nodes always receive values; only adapted foreign nodes (raw_io) may declare it, through their spec.

@@ -72,6 +72,60 @@ SDXL_LATENT = LatentFormat(
     rgb_bias=(0.1084, -0.0175, -0.0011),
     taesd_decoder="taesdxl_decoder",
 )
+# SD3 / SD3.5: 16 channels with a shift (ComfyUI latent_formats.SD3 facts).
+SD3_LATENT = LatentFormat(
+    name="sd3",
+    channels=16,
+    scale_factor=1.5305,
+    shift=0.0609,
+    rgb_factors=(
+        (-0.0922, -0.0175, 0.0749),
+        (0.0311, 0.0633, 0.0954),
+        (0.1994, 0.0927, 0.0458),
+        (0.0856, 0.0339, 0.0902),
+        (0.0587, 0.0272, -0.0496),
+        (-0.0006, 0.1104, 0.0309),
+        (0.0978, 0.0306, 0.0427),
+        (-0.0042, 0.1038, 0.1358),
+        (-0.0194, 0.0020, 0.0669),
+        (-0.0488, 0.0130, -0.0268),
+        (0.0922, 0.0988, 0.0951),
+        (-0.0278, 0.0524, -0.0542),
+        (0.0332, 0.0456, 0.0895),
+        (-0.0069, -0.0030, -0.0810),
+        (-0.0596, -0.0465, -0.0293),
+        (-0.1448, -0.1463, -0.1189),
+    ),
+    rgb_bias=(0.2394, 0.2135, 0.1925),
+    taesd_decoder="taesd3_decoder",
+)
+# FLUX's 16-channel VAE (ComfyUI latent_formats.Flux facts: scale 0.3611, shift 0.1159, RGB rows).
+FLUX_LATENT = LatentFormat(
+    name="flux",
+    channels=16,
+    scale_factor=0.3611,
+    shift=0.1159,
+    rgb_factors=(
+        (-0.0346, 0.0244, 0.0681),
+        (0.0034, 0.0210, 0.0687),
+        (0.0275, -0.0668, -0.0433),
+        (-0.0174, 0.0160, 0.0617),
+        (0.0859, 0.0721, 0.0329),
+        (0.0004, 0.0383, 0.0115),
+        (0.0405, 0.0861, 0.0915),
+        (-0.0236, -0.0185, -0.0259),
+        (-0.0245, 0.0250, 0.1180),
+        (0.1008, 0.0755, -0.0421),
+        (-0.0515, 0.0201, 0.0011),
+        (0.0428, -0.0012, -0.0036),
+        (0.0817, 0.0765, 0.0749),
+        (-0.1264, -0.0522, -0.1103),
+        (-0.0280, -0.0881, -0.0499),
+        (-0.1262, -0.0982, -0.0778),
+    ),
+    rgb_bias=(-0.0329, -0.0718, -0.0851),
+    taesd_decoder="taef1_decoder",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -243,7 +297,22 @@ class Conditioning(EdgeType):
         )
 
 
-Prediction = Literal["eps", "v"]
+# What a discrete-time model outputs (see nodes.sampling.model_sampling); checkpoints are eps or v.
+Prediction = Literal["eps", "v", "x0", "img_to_img", "lcm"]
+
+
+@dataclass(frozen=True)
+class FlowSampling:
+    """A flow-matching model's sigma schedule (ComfyUI's CONST prediction).
+
+    `kind` "flux": FLUX's resolution shift `shift` (mu; 1.15 for FLUX dev), the model fed sigma itself;
+    "discrete_flow": SD3/AuraFlow's shift with the model fed sigma * `multiplier` (FLUX schnell: shift 1,
+    multiplier 1).
+    """
+
+    kind: Literal["flux", "discrete_flow"]
+    shift: float
+    multiplier: float = 1000.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -302,3 +371,90 @@ class Guider(EdgeType):
     def nbytes(self) -> int:
         """Bytes of the conditioning tensors (the model lives in the model store)."""
         return sum(c.nbytes() for c in self.conds.values())
+
+
+@dataclass(frozen=True)
+class SkipLayerGuidance:
+    """Skip Layer Guidance set on a MODEL: after CFG, x0 += (cond x0 - cond x0 with `layers` skipped) * scale.
+
+    Applied while sigma_end <= sigma <= sigma_start (the first item's sigma); the window was turned
+    from percents into sigmas with the model's sampling when the node ran, as ComfyUI does.
+    """
+
+    layers: tuple[int, ...]
+    scale: float
+    sigma_start: float
+    sigma_end: float
+
+
+@dataclass(frozen=True, eq=False)
+class UpscaleModel(EdgeType):
+    """UPSCALE_MODEL: a spandrel image model by file; weights live in the model store under `store_key`.
+
+    `architecture` is spandrel's name for it (ESRGAN, SwinIR, ...) and `scale` its enlargement factor.
+    """
+
+    io_type: ClassVar[str] = "UPSCALE_MODEL"
+    path: str
+    architecture: str
+    scale: int
+
+    @property
+    def store_key(self) -> tuple[str, str]:
+        """The model store key: one loaded network per file."""
+        return ("upscale_model", self.path)
+
+
+@dataclass(frozen=True, eq=False)
+class ClipVision(EdgeType):
+    """CLIP_VISION: a CLIP image tower by file (and key prefix inside it); weights live in the model store."""
+
+    io_type: ClassVar[str] = "CLIP_VISION"
+    path: str
+    # Key prefix of the tower inside the file ("" for a standalone file, the embedder inside unCLIP files).
+    prefix: str = ""
+    name: str = ""
+
+    @property
+    def store_key(self) -> tuple[str, str, str]:
+        """The model store key: one loaded tower per file and prefix."""
+        return ("clip_vision", self.path, self.prefix)
+
+
+@dataclass(frozen=True, eq=False)
+class ClipVisionOutput(EdgeType):
+    """CLIP_VISION_OUTPUT: one image batch through a CLIP tower, float32 on CPU.
+
+    `last_hidden_state` [B, T, D] (the last layer, before the final norm), `penultimate_hidden_states`
+    [B, T, D] (the layer before it) and `image_embeds` [B, P] (pooled token through the projection).
+    """
+
+    io_type: ClassVar[str] = "CLIP_VISION_OUTPUT"
+    last_hidden_state: torch.Tensor
+    penultimate_hidden_states: torch.Tensor
+    image_embeds: torch.Tensor
+
+    def nbytes(self) -> int:
+        """Bytes of the three tensors."""
+        return tensor_nbytes(self.last_hidden_state, self.penultimate_hidden_states, self.image_embeds)
+
+
+@dataclass(frozen=True, eq=False)
+class StyleModel(EdgeType):
+    """STYLE_MODEL: a style adapter by file; weights live in the model store under `store_key`."""
+
+    io_type: ClassVar[str] = "STYLE_MODEL"
+    path: str
+
+    @property
+    def store_key(self) -> tuple[str, str]:
+        """The model store key: one loaded adapter per file."""
+        return ("style_model", self.path)
+
+
+@dataclass(frozen=True, eq=False)
+class Gligen(EdgeType):
+    """GLIGEN: a GLIGEN text-box file by path; its gated layers join a UNet copy when sampling."""
+
+    io_type: ClassVar[str] = "GLIGEN"
+    path: str

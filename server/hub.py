@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import struct
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,12 @@ BROADCAST_WITHOUT_CLIENT = frozenset({"progress", "progress_state", "execution_i
 # A client that cannot keep up loses previews first; JSON messages are never dropped.
 MAX_OUTBOX_FOR_PREVIEWS = 256
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+# `status` broadcasts (the queue size) are rate-limited by a token bucket: a few in a row go out at
+# once, as ComfyUI sends one per queue change, but a burst of hundreds of submissions a second sends
+# one per interval with the latest size instead of one per change to every client. The last change
+# is always sent, and a client always gets the current size before any frame about a prompt.
+STATUS_BURST = 4
+STATUS_INTERVAL_S = 0.05
 
 
 @dataclass
@@ -44,6 +51,8 @@ class Client:
     outbox: asyncio.Queue[str | bytes] = field(default_factory=asyncio.Queue)
 
     latents_query: bool = False
+    # The hub's status version this client was last sent (see Hub.status).
+    status_version: int = 0
 
     @property
     def wants_metadata(self) -> bool:
@@ -95,6 +104,10 @@ class Hub:
         # Prompts running now, by id (several at once when prompts run on a pool of workers).
         self.runs: dict[str, Running] = {}
         self.log_subscribers: set[str] = set()
+        self._status_version = 0
+        self._status_tokens = float(STATUS_BURST)
+        self._status_refilled = time.monotonic()
+        self._status_timer: asyncio.TimerHandle | None = None
 
     def status_data(self, sid: str | None = None) -> dict[str, Any]:
         """The `status` payload; `sid` only in the first frame of a connection."""
@@ -114,6 +127,7 @@ class Hub:
             previous.outbox.put_nowait(b"")  # tells its sender to close: the id now belongs to this socket
         sender = asyncio.create_task(self._send_loop(client))
         client.put(message("status", self.status_data(sid)))
+        client.status_version = self._status_version
         self._resync(client)
         try:
             await self._receive_loop(client)
@@ -185,11 +199,40 @@ class Hub:
     # The methods below are called through Bridge from the worker and request threads.
 
     def status(self, queue_remaining: int) -> None:
-        """Broadcast the queue size (every enqueue, dequeue and finish)."""
+        """Broadcast the queue size (every enqueue, dequeue and finish), rate-limited under bursts."""
         self.queue_remaining = queue_remaining
+        self._status_version += 1
+        if self._status_timer is None:
+            self._broadcast_status()
+
+    def _broadcast_status(self) -> None:
+        """Send the current size to every client that lacks it, or schedule that when out of tokens."""
+        self._status_timer = None
+        now = time.monotonic()
+        refill = (now - self._status_refilled) / STATUS_INTERVAL_S
+        self._status_tokens = min(float(STATUS_BURST), self._status_tokens + refill)
+        self._status_refilled = now
+        if self._status_tokens < 1:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None  # called outside the server's loop (a unit test): nothing to defer to
+            if loop is not None:
+                delay = (1 - self._status_tokens) * STATUS_INTERVAL_S
+                self._status_timer = loop.call_later(delay, self._broadcast_status)
+                return
+        self._status_tokens -= 1
         frame = message("status", self.status_data())
         for client in self.clients.values():
-            client.put(frame)
+            if client.status_version != self._status_version:
+                client.put(frame)
+                client.status_version = self._status_version
+
+    def _sync_status(self, client: Client) -> None:
+        """Give one client the current queue size now if a deferred broadcast still owes it."""
+        if client.status_version != self._status_version:
+            client.put(message("status", self.status_data()))
+            client.status_version = self._status_version
 
     def start(self, prompt_id: str, client_id: str | None) -> None:
         """A prompt began: remember it for resync."""
@@ -214,6 +257,7 @@ class Hub:
                 running.progress_state = data
         frame = message(msg_type, data)
         for client in self._targets(msg_type, client_id):
+            self._sync_status(client)
             client.put(frame)
 
     def subscribe_logs(self, client_id: str, enabled: bool) -> None:

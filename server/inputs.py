@@ -34,7 +34,9 @@ def query_int(request: Request, name: str, *, low: int = 0, high: int = 2**31 - 
     if value is None or value == "":
         return None
     text = value.strip()
-    if not (text.lstrip("-").isdigit() and len(text) <= 12):
+    digits = text.removeprefix("-")
+    # isdigit() alone also accepts superscripts and other digits int() refuses ("²").
+    if not (digits.isascii() and digits.isdigit() and len(text) <= 12):
         raise InputRejected(f"{name} must be an integer, not {value[:40]!r}")
     number = int(text)
     if not low <= number <= high:

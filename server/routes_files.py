@@ -53,7 +53,9 @@ def _reencoded(path: Path, preview: str | None, channel: str) -> Response:
             fmt, _, quality = preview.partition(";")
             fmt = "jpeg" if fmt == "jpeg" and "a" not in channel else "webp"
             out = img.convert("RGB" if fmt == "jpeg" else "RGBA")
-            params: dict[str, Any] = {"quality": int(quality) if quality.isdigit() else 90}
+            params: dict[str, Any] = {
+                "quality": int(quality) if quality.isascii() and quality.isdigit() else 90
+            }
         elif channel == "rgb":
             fmt, out, params = "png", img.convert("RGB"), {}
         else:  # channel == "a": the alpha channel alone, on black

@@ -149,7 +149,7 @@ class Guard:
     async def _limited(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
         limit = self.settings.max_upload_size
         length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
+        if length.isascii() and length.isdigit() and int(length) > limit:
             await _refuse(scope, receive, send, 413, "body_too_large", f"request body over {limit} bytes")
             return
         seen = 0

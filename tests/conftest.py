@@ -10,6 +10,8 @@ Fixtures (names are stable; other test packages rely on them):
   tiny_checkpoint_paths  session; dict arch -> Path of the files above.
   tiny_sd15_path, tiny_sdxl_path   session; Paths of the tiny SD1.5 / SDXL checkpoints.
   tiny_sd15_name         "tiny-sd15.safetensors" (the `ckpt_name` to put in workflows).
+  tiny_sd3_path          session; checkpoints/tiny-sd3.5-medium.safetensors inside tiny_models_dir (tiny
+                         SD3.5-medium-style MMDiT-X + 16-channel VAE, fp16, seed 0).
   model_store            function; a fresh CPU `engine.model_store.ModelStore`.
   reference_sd15_path    session, slow to build (~30 s, 2.1 GB); the full-size random SD1.5 reference
                          checkpoint from ../shared/reference, cached under $DIFFGRAPH_TEST_CACHE when set.
@@ -30,7 +32,7 @@ from safetensors.torch import save_file
 from engine.devices import DevicePolicy
 from engine.model_store import ModelStore
 from nodes.diffusion.checkpoint_io import read_weights
-from nodes.diffusion.make_checkpoint import ARCH_NAMES, make_checkpoint
+from nodes.diffusion.make_checkpoint import ARCH_NAMES, make_checkpoint, make_sd3_checkpoint
 from tests.shared_reference import MAKE_CHECKPOINT_SCRIPT, MISSING_REASON
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,6 +79,15 @@ def tiny_sd15_path(tiny_checkpoint_paths: dict[str, Path]) -> Path:
 def tiny_sdxl_path(tiny_checkpoint_paths: dict[str, Path]) -> Path:
     """The tiny SDXL base checkpoint."""
     return tiny_checkpoint_paths["sdxl"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_path(tiny_models_dir: Path) -> Path:
+    """The tiny SD3.5-medium-style checkpoint (MMDiT + VAE, no text encoders)."""
+    path = tiny_models_dir / "checkpoints" / "tiny-sd3.5-medium.safetensors"
+    if not path.is_file():
+        make_sd3_checkpoint("sd3.5-medium", "tiny", 0, path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,9 @@ from engine.executor import Executor
 from engine.formats.media_metadata import read_embedded_workflow
 from engine.validation import validate_prompt
 from nodes.diffusion.controlnet_files import make_controlnet
+from nodes.diffusion.make_checkpoint import make_sd3_checkpoint
+from nodes.diffusion.make_text_encoder import make_text_encoder
+from tests.nodes.flux_files import write_tiny_flux_models
 from tests.shared_reference import CASES, needs_reference
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
@@ -37,9 +40,11 @@ CHECKPOINTS = {
     "sd_xl_base_1.0.safetensors": "sdxl",
     "sd_xl_refiner_1.0.safetensors": "sdxl-refiner",
     "sd15-random.safetensors": "sd15",  # the ComfyUI reference cases' checkpoint name
+    "sd21-unclip-h.safetensors": "sd2-unclip",
 }
 # Tiny SD1.5 ControlNets under the names the workflows and the reference cases use.
 CONTROLNETS = ("control_v11p_sd15_canny_fp16.safetensors", "sd15-controlnet-random.safetensors")
+UPSCALE_MODEL = "RealESRGAN_x4plus.safetensors"
 
 
 def load_api(path: Path) -> dict:
@@ -53,8 +58,16 @@ def models_dir(tmp_path_factory, tiny_checkpoint_paths) -> Path:
     (root / "checkpoints").mkdir()
     for name, arch in CHECKPOINTS.items():
         shutil.copyfile(tiny_checkpoint_paths[arch], root / "checkpoints" / name)
+    # The FLUX workflows' separate files (diffusion model, text encoders, autoencoder).
+    write_tiny_flux_models(root)
+    # The SD3.5 workflow's checkpoint (MMDiT + VAE) and CLIP-G (its CLIP-L and T5 are the FLUX ones).
+    make_sd3_checkpoint("sd3.5-medium", "tiny", 0, root / "checkpoints" / "sd3.5_medium.safetensors")
+    make_text_encoder("clip_g", "tiny", 0, root / "text_encoders" / "clip_g.safetensors")
     for name in CONTROLNETS:
         make_controlnet("sd15", "tiny", 0, root / "controlnet" / name)
+    from nodes.diffusion.make_guidance import make_esrgan
+
+    make_esrgan(root / "upscale_models" / UPSCALE_MODEL, "new", "tiny", 0, 4)
     return root
 
 
@@ -108,7 +121,7 @@ def shrink(prompt: dict) -> dict:
     small = copy.deepcopy(prompt)
     fx = fy = 1.0
     for node in small.values():
-        if node["class_type"] == "EmptyLatentImage":
+        if node["class_type"] in ("EmptyLatentImage", "EmptySD3LatentImage"):
             fx, fy = TEST_SIZE / node["inputs"]["width"], TEST_SIZE / node["inputs"]["height"]
             node["inputs"].update(width=TEST_SIZE, height=TEST_SIZE)
     for node in small.values():
@@ -144,7 +157,12 @@ def test_workflows_directory_has_the_promised_files():
         "inpaint_sd15",
         "outpaint_sd15",
         "area_composition_sd15",
+        "txt2img_flux_dev",
+        "txt2img_flux_schnell",
+        "txt2img_sd35",
         "controlnet_canny_sd15",
+        "hires_fix_upscale_model_sd15",
+        "unclip_image_variation_sd21",
     } <= names
     for path in API_FILES:
         prompt = load_api(path)
@@ -161,7 +179,11 @@ def test_workflow_runs_headless_on_tiny_checkpoints(runner, path):
     assert pngs, "every shipped workflow saves at least one image"
     sizes = {PILImage.open(png).size for png in pngs}
     # Hires fix upscales its latent by 1.5 and outpaint pads the picture: other sizes are expected there.
-    expected = {"hires_fix_sd15": (96, 96), "outpaint_sd15": (TEST_SIZE + 128, TEST_SIZE)}
+    expected = {
+        "hires_fix_sd15": (96, 96),
+        "hires_fix_upscale_model_sd15": (96, 96),
+        "outpaint_sd15": (TEST_SIZE + 128, TEST_SIZE),
+    }
     assert sizes == {expected.get(path.stem, (TEST_SIZE, TEST_SIZE))}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,37 @@ def add_folder_options(parser: argparse.ArgumentParser, output: bool = True) -> 
             default=Path("output"),
             help="where outputs are written; default ./output",
         )
+
+
+# Read by engine.devices (precision) and nodes.diffusion.denoiser_runtime (compile) when models load;
+# named here as strings so parsing the command line does not import torch.
+PRECISION_ENV = "DIFFGRAPH_PRECISION"
+COMPILE_ENV = "DIFFGRAPH_COMPILE"
+
+
+def add_speed_options(parser: argparse.ArgumentParser) -> None:
+    """--precision and --compile: how the denoiser computes (same as $DIFFGRAPH_PRECISION / _COMPILE)."""
+    parser.add_argument(
+        "--precision",
+        choices=("exact", "fast"),
+        default=None,
+        help="exact (default): fp32 on CPU, results as before; fast: the denoiser in bf16 on CPUs with "
+        f"native bf16 (AVX-512 BF16/AMX), fp32 elsewhere; results differ slightly. Default ${PRECISION_ENV}",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the denoiser: each new latent size or prompt length compiles once (minutes "
+        f"on a small CPU), later steps run faster; same as {COMPILE_ENV}=1",
+    )
+
+
+def apply_speed_options(args: argparse.Namespace) -> None:
+    """Hand --precision / --compile to the model loaders of this process (and its worker processes)."""
+    if getattr(args, "precision", None):
+        os.environ[PRECISION_ENV] = args.precision
+    if getattr(args, "compile", False):
+        os.environ[COMPILE_ENV] = "1"
 
 
 def open_session(args: argparse.Namespace, registry_factory: RegistryFactory | None) -> Session:

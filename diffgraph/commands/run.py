@@ -10,7 +10,14 @@ from typing import Any
 
 from diffgraph import demo
 from diffgraph.api import RunResult, Session, WorkflowInvalid
-from diffgraph.commands import add_folder_options, open_session, print_json, run_ray
+from diffgraph.commands import (
+    add_folder_options,
+    add_speed_options,
+    apply_speed_options,
+    open_session,
+    print_json,
+    run_ray,
+)
 from diffgraph.progress import PlainProgress, make_progress
 from diffgraph.report import failed_json, item_json, run_json, validation_text
 from diffgraph.sweep import Item, build_items, item_workflow, parse_seeds, read_batch, seed_targets
@@ -38,6 +45,7 @@ def add_parser(sub: Any) -> None:
         'when it parses (5, 7.5, true, "text"), else a string. Repeatable.',
     )
     add_folder_options(p)
+    add_speed_options(p)
     p.add_argument("--seeds", help="seed sweep, e.g. 1-100 or 1,5,9-12: one run per seed")
     p.add_argument(
         "--seed-input",
@@ -159,6 +167,7 @@ def handle(args: argparse.Namespace, registry_factory: RegistryFactory | None) -
 def run_all(args: argparse.Namespace, registry_factory: RegistryFactory | None) -> int:
     """Load, apply overrides, expand sweeps and batches, run every item, report."""
     started = time.perf_counter()
+    apply_speed_options(args)
     base_overrides = {}
     for text in args.set:
         node_ref, input_name, value = parse_assignment(text)

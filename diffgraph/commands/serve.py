@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from diffgraph.api import default_registry_factory
+from diffgraph.commands import add_speed_options, apply_speed_options
 from diffgraph.custom_nodes import add_custom_node_options, custom_node_folders, load_packs
 from engine import Environment, ModelPaths, Registry
 from engine.registry import RegistryFactory
@@ -47,8 +48,10 @@ def delegate(argv: list[str], registry_factory: RegistryFactory | None) -> int:
     )
     add_serve_arguments(parser)
     add_custom_node_options(parser)
+    add_speed_options(parser)
     ray_options.add_arguments(parser)
     args = parser.parse_args(argv)
+    apply_speed_options(args)
     factory = with_custom_nodes(registry_factory or default_registry_factory, args)
     if args.ray is None:
         return run_serve(args, factory)

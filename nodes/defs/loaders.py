@@ -6,14 +6,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
-from nodes.diffusion import families
+from nodes.diffusion import families, sd3
 from nodes.diffusion.loader import component_dtype, inspect_vae_file, load_checkpoint_into
 from nodes.diffusion.model_handle import ClipHandle, DiffusionModel, VaeHandle
 from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, Variant
+from nodes.types import FlowSampling
 
 
 def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: int = 4) -> DiffusionModel:
     """The MODEL handle for a UNet recipe, with its family's latent format and ADM kind."""
+    if recipe.family in families.DIT_FAMILIES:
+        return dit_model_handle(store, recipe)
     spec = families.family_spec(recipe.family)
     return DiffusionModel(
         recipe,
@@ -23,6 +26,29 @@ def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: i
         device=str(store.device),
         adm=spec.adm,
         in_channels=in_channels,
+    )
+
+
+# FLUX dev samples on FLUX's schedule at its default shift; schnell on the plain flow schedule
+# (ComfyUI's model types FLUX and FLOW with shift 1, multiplier 1).
+FLOW_OF_FAMILY = {
+    "flux-dev": FlowSampling("flux", 1.15),
+    "flux-schnell": FlowSampling("discrete_flow", 1.0, 1.0),
+    # ComfyUI's default for SD3 files: discrete flow, shift 3, timesteps sigma * 1000.
+    sd3.FAMILY: FlowSampling("discrete_flow", sd3.DEFAULT_SHIFT, sd3.TIMESTEP_MULTIPLIER),
+}
+
+
+def dit_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
+    """The MODEL handle of a transformer family (SD3, FLUX): 16-channel latents, no UNet ADM inputs."""
+    fmt = families.latent_format(recipe.family)
+    return DiffusionModel(
+        recipe,
+        latent_format=fmt,
+        compute_dtype=component_dtype(store, "unet"),
+        device=str(store.device),
+        in_channels=fmt.channels,
+        flow=FLOW_OF_FAMILY.get(recipe.family),
     )
 
 
@@ -42,7 +68,9 @@ def checkpoint_outputs(store, path: Path) -> tuple[DiffusionModel, ClipHandle, V
     vae = recipes.get("vae")
     if vae is None:
         raise UserFacingError(f"{path.name} has no VAE weights; add a VAELoader and use its VAE")
-    clip = ClipHandle(recipes["clip"], compute_dtype=component_dtype(store, "clip"), device=str(store.device))
+    # An SD3 file without text encoders still hands out a CLIP, which explains the gap when used.
+    clip_recipe = recipes.get("clip") or ComponentRecipe(str(path), info.family, "clip")
+    clip = ClipHandle(clip_recipe, compute_dtype=component_dtype(store, "clip"), device=str(store.device))
     model = model_handle(store, recipes["unet"], info.prediction, info.unet_in_channels)
     return model, clip, vae_handle(store, vae)
 

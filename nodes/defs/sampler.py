@@ -7,8 +7,8 @@ from typing import Literal
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.diffusion.model_handle import DiffusionModel
+from nodes.sampling.flow import model_sampling_for
 from nodes.sampling.guided import sample_guided
-from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import SEED_MAX
 from nodes.sampling.samplers import SamplerName
 from nodes.sampling.schedulers import SchedulerName, ksampler_sigmas
@@ -50,7 +50,7 @@ def common_ksampler(
     s: SamplerSettings,
 ) -> tuple[Latent, LatentSequence | None]:
     """ComfyUI's common_ksampler as a composition: seed noise, a CFG guider, a named sampler, sigmas."""
-    ms = DiscreteModelSampling.create(model.prediction)
+    ms = model_sampling_for(model)
     sigmas = ksampler_sigmas(
         ms, s.scheduler, s.sampler_name, s.steps, s.denoise, s.start_step, s.last_step, s.force_full_denoise
     )

@@ -9,7 +9,7 @@ import torch
 from engine import Input, Node, NodeInputError, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.defs.sigma_nodes import precise_float
 from nodes.diffusion.model_handle import DiffusionModel
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.flow import model_sampling_for
 from nodes.sampling.sa_solver import tau_interval
 from nodes.sampling.samplers import SamplerName
 from nodes.types import SamplerSpec
@@ -273,7 +273,7 @@ class SamplerSASolver(_SamplerNode):
         """sa_solver with the window turned into a tau function on this model's sigmas."""
         if inputs.simple_order_2:
             raise NodeInputError("simple_order_2", "simple_order_2 is not supported yet; leave it off")
-        ms = DiscreteModelSampling.create(inputs.model.prediction)
+        ms = model_sampling_for(inputs.model)
         tau = tau_interval(
             ms.percent_to_sigma(inputs.sde_start_percent),
             ms.percent_to_sigma(inputs.sde_end_percent),

@@ -9,7 +9,7 @@ import torch
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.sampling import extra_schedules as xs
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.flow import ModelSampling, model_sampling_for
 from nodes.sampling.schedulers import (
     SchedulerName,
     beta_sigmas,
@@ -59,8 +59,8 @@ class _ScheduleNode(Node):
     Outputs = _SigmasOut
 
 
-def _model_sampling(model: DiffusionModel) -> DiscreteModelSampling:
-    return DiscreteModelSampling.create(model.prediction)
+def _model_sampling(model: DiffusionModel) -> ModelSampling:
+    return model_sampling_for(model)
 
 
 class BasicScheduler(_ScheduleNode):

@@ -15,6 +15,7 @@ from nodes.diffusion.embeddings import (
     missing_message,
     prompt_embedding_names,
 )
+from nodes.diffusion.flow_text import FlowTextStack, encode_flow_prompt
 from nodes.diffusion.model_handle import ClipHandle
 from nodes.diffusion.text_encode import (
     encode_lookup_for,
@@ -61,6 +62,8 @@ def embedding_fingerprint(values: Mapping[str, Any], env: Any, names: tuple[str,
 def encode(ctx: RunContext, clip: ClipHandle, text: str) -> CondEntry:
     """Encode one prompt with the handle's encoders and layer choice."""
     stack = clip.stack(ctx.models)
+    if isinstance(stack, FlowTextStack):
+        return encode_flow_prompt(stack, text, clip.layer)
     device, dtype = torch.device(clip.device), clip.compute_dtype
     return encode_prompt(stack, text, clip.layer, device, dtype, embedding_library(ctx))
 

@@ -2,11 +2,12 @@
 
 Detection (works for full-size and tiny files alike, since tiny files keep the key structure):
   * text encoder layout decides the family: `cond_stage_model.transformer.*` (HF CLIP) -> sd15;
-    `cond_stage_model.model.*` (open_clip) -> sd2; `conditioner.embedders.0.transformer.*` plus
+    `cond_stage_model.model.*` (open_clip) -> sd2, or sd2-unclip with an `embedder.model.visual.*` tower; `conditioner.embedders.0.transformer.*` plus
     `conditioner.embedders.1.model.*` -> sdxl; `conditioner.embedders.0.model.*` alone -> sdxl-refiner;
   * sd2 v-prediction: a `v_pred` key, safetensors metadata `modelspec.prediction_type` = v, or else
     ComfyUI's heuristic: std of `output_blocks.11.1.transformer_blocks.0.norm1.bias` > 0.09;
-  * known unsupported layouts (SD3, Flux, video UNets) are named in the error.
+  * known unsupported layouts (Flux, video UNets) are named in the error; SD3-family MMDiT files are
+    detected and configured by nodes.diffusion.sd3.
 Channel counts, depths and context widths come from the tensor shapes, so one family config serves
 every size; the JSON in configs/ supplies the rest (activation, heads rule, scaling factor...).
 """
@@ -24,15 +25,18 @@ from typing import Any, Literal
 
 import torch
 
-from nodes.types import SD15_LATENT, SDXL_LATENT, LatentFormat
+from nodes.types import FLUX_LATENT, SD3_LATENT, SD15_LATENT, SDXL_LATENT, LatentFormat
 
-FAMILIES = ("sd15", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
+FAMILIES = ("sd15", "sd2", "sd2-v", "sd2-unclip", "sdxl", "sdxl-refiner")
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
+# The CLIP image tower inside SD2.1 unCLIP checkpoints (OpenCLIP layout).
+UNCLIP_VISION_PREFIX = "embedder.model.visual."
 V_PRED_KEY = UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
-LATENT_FORMATS = {"sd15": SD15_LATENT, "sdxl": SDXL_LATENT}
+LATENT_FORMATS = {"sd15": SD15_LATENT, "sdxl": SDXL_LATENT, "flux": FLUX_LATENT}
+# Families loaded by their own module rather than a configs/<name>.json UNet spec.
+DIT_FAMILIES = {"sd3": SD3_LATENT, "flux-dev": FLUX_LATENT, "flux-schnell": FLUX_LATENT}
 _UNSUPPORTED = (
-    ("model.diffusion_model.joint_blocks.", "Stable Diffusion 3"),
     ("model.diffusion_model.double_blocks.", "Flux"),
     ("double_blocks.", "Flux"),
     ("model.diffusion_model.time_stack.", "Stable Video Diffusion"),
@@ -64,7 +68,8 @@ class FamilySpec:
     description: str
     prediction: Literal["eps", "v"]
     latent_format: str  # key of LATENT_FORMATS
-    adm: Literal["none", "sdxl", "refiner"]  # extra UNet conditioning (pooled text and sizes)
+    # Extra UNet conditioning: pooled text and sizes (sdxl, refiner) or a CLIP image embedding (unclip).
+    adm: Literal["none", "sdxl", "refiner", "unclip"]
     head_rule: Literal["fixed_heads", "head_dim_64"]
     unet: Mapping[str, Any]
     vae: Mapping[str, Any]
@@ -94,6 +99,8 @@ def family_spec(family: str) -> FamilySpec:
 
 def latent_format(family: str) -> LatentFormat:
     """The latent format (scale factor, preview colours) of a family."""
+    if family in DIT_FAMILIES:
+        return DIT_FAMILIES[family]
     return LATENT_FORMATS[family_spec(family).latent_format]
 
 
@@ -128,6 +135,8 @@ def detect(keys: list[str]) -> Detection:
         family = "sdxl-refiner"
     elif _has_prefix(keys, "cond_stage_model.transformer."):
         family = "sd15"
+    elif _has_prefix(keys, "cond_stage_model.model.") and _has_prefix(keys, UNCLIP_VISION_PREFIX):
+        family = "sd2-unclip"
     elif _has_prefix(keys, "cond_stage_model.model."):
         family = "sd2"
     elif has_unet and _has_prefix(keys, UNET_PREFIX + "label_emb."):
@@ -214,7 +223,12 @@ def vae_config(
     cfg["down_block_types"] = ["DownEncoderBlock2D"] * n_levels
     cfg["up_block_types"] = ["UpDecoderBlock2D"] * n_levels
     cfg["layers_per_block"] = _count(keys, blocks)
-    cfg["latent_channels"] = w["post_quant_conv.weight"].shape[0]
+    # FLUX's autoencoder has no quant convs: its latent width is the decoder's input.
+    has_quant = "post_quant_conv.weight" in w
+    cfg["use_quant_conv"] = cfg["use_post_quant_conv"] = has_quant
+    cfg["latent_channels"] = w["post_quant_conv.weight" if has_quant else "decoder.conv_in.weight"].shape[
+        0 if has_quant else 1
+    ]
     return cfg
 
 

@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders import single_file_utils as sfu
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from nodes.diffusion import diffusers_folder, families
+from nodes.diffusion import diffusers_folder, families, flux, sd3, unet_file
 from nodes.diffusion.checkpoint_io import (
     CheckpointFormatError,
     read_header,
@@ -31,6 +31,9 @@ from nodes.diffusion.recipe import ComponentRecipe, Variant
 from nodes.diffusion.text_encode import ClipStack
 
 log = logging.getLogger(__name__)
+FLUX_VAE_CHANNELS = 16
+# Where ComfyUI's all-in-one FLUX files keep each part.
+FLUX_CHECKPOINT_PREFIXES = {"unet": "model.diffusion_model.", "vae": "vae.", "clip": "text_encoders."}
 
 
 @dataclass
@@ -137,8 +140,51 @@ def build_text(
     return ClipStack(family, encoders, specs), reports
 
 
+def build_mmdit(
+    sd: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = sd3.MMDIT_PREFIX
+) -> tuple[torch.nn.Module, LoadReport]:
+    """SD3Transformer2DModel from single-file MMDiT tensors (`prefix` '' for a bare transformer file).
+
+    Linear weights stay in the dtype they were read in and are upcast to `dtype` per call.
+    """
+    model = sd3.build_transformer(sd, dtype, prefix)
+    return model, LoadReport("sd3 transformer")
+
+
+def build_sd3_vae(
+    sd: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = sd3.VAE_PREFIX
+) -> tuple[torch.nn.Module, LoadReport]:
+    """The 16-channel SD3 AutoencoderKL (no quant convs) from LDM-layout tensors."""
+    cfg = sd3.vae_config(sd, prefix)
+    return _to_model(sd3.new_vae(cfg), sd3.convert_vae(sd, cfg, prefix), dtype, "sd3 vae")
+
+
+def _sd3_info(path: Path, keys: list[str]) -> CheckpointInfo:
+    """An SD3-family single file: MMDiT at the checkpoint prefix, VAE and text encoders when present."""
+    if sd3.mmdit_prefix(keys) != sd3.MMDIT_PREFIX:
+        raise CheckpointFormatError(
+            f"{path.name} holds a bare SD3 MMDiT (no 'model.diffusion_model.' prefix); load it with "
+            "UNETLoader from models/diffusion_models"
+        )
+    has_vae = any(k.startswith(sd3.VAE_PREFIX + "decoder.") for k in keys)
+    has_text = any(k.startswith(sd3.TEXT_PREFIX) for k in keys)
+    scaled = [k for k in keys if k.endswith("scaled_fp8")]
+    if scaled:
+        raise CheckpointFormatError(
+            f"{path.name} stores scaled fp8 weights ({scaled[0]}), which diffgraph does not load yet; use an "
+            "fp16/bf16 or plain fp8 file (UNETLoader weight_dtype fp8_e4m3fn narrows one at load)"
+        )
+    # Without text encoders CLIP stays unbuilt: its handle fails with a clear error only when used.
+    comps = tuple(c for c, ok in (("unet", True), ("clip", has_text), ("vae", has_vae)) if ok)
+    return CheckpointInfo(str(path), sd3.FAMILY, "flow", comps, 16)
+
+
 def _prefixes(family: str) -> dict[str, tuple[str, ...]]:
     """Component -> the key prefixes of its tensors in the single-file layout."""
+    if family == sd3.FAMILY:
+        return {"unet": (sd3.MMDIT_PREFIX,), "vae": (sd3.VAE_PREFIX,), "clip": (sd3.TEXT_PREFIX,)}
+    if family in flux.FAMILIES:
+        return {c: (p,) for c, p in FLUX_CHECKPOINT_PREFIXES.items()}
     texts = tuple(s.ldm_prefix for s in families.family_spec(family).text_encoders)
     return {"unet": (families.UNET_PREFIX,), "vae": (families.VAE_PREFIX,), "clip": texts}
 
@@ -172,6 +218,10 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
         keys, metadata = list(probe), {}
         weight = probe.get(families.UNET_PREFIX + "input_blocks.0.0.weight")
         conv_in = None if weight is None else list(weight.shape)
+    if sd3.is_mmdit(keys):
+        return _sd3_info(path, keys)
+    if flux.flux_prefix(keys) == FLUX_CHECKPOINT_PREFIXES["unet"]:
+        return _flux_info(path, keys)
     found = families.detect(keys)
     if found.unsupported:
         raise CheckpointFormatError(
@@ -192,6 +242,9 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
         family = "sd2-v"
     comps = tuple(c for c, ok in (("unet", True), ("clip", True), ("vae", found.has_vae)) if ok)
     prediction = families.family_spec(family).prediction
+    if family == "sd2-unclip":
+        # ComfyUI decides unCLIP's prediction type by the same rule as plain SD2's.
+        prediction = "v" if families.is_v_prediction(probe, metadata) else "eps"
     return CheckpointInfo(str(path), family, prediction, comps, channels)
 
 
@@ -209,15 +262,28 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
     path = Path(recipe.path)
     if recipe.variant is Variant.DIFFUSERS:
         return diffusers_folder.load_part(path, recipe.family, recipe.component, dtype)
+    if recipe.variant is Variant.DIFFUSION_FILE:
+        return unet_file.load_diffusion_model(recipe, dtype)
+    if recipe.variant is Variant.TEXT_ENCODERS:
+        from nodes.diffusion.text_encoders import load_text_stack  # heavy (T5); only when used
+
+        return load_text_stack(recipe.family, [Path(p) for p in recipe.paths])
     if recipe.variant is Variant.VAE_FILE:
         sd = read_weights(path, cast=lambda _key: dtype)
         return build_vae_file(path, sd, dtype, recipe.family)
-    sd = read_weights(path, _wanted(recipe.component, recipe.family), lambda _key: dtype)
+    stored = recipe.family == sd3.FAMILY and recipe.component != "vae"
+    # SD3's MMDiT and text encoders keep their file dtype (widened per layer); the rest is cast on read.
+    cast = None if stored else (lambda _key: dtype)
+    sd = read_weights(path, _wanted(recipe.component, recipe.family), cast)
     return build_component(recipe.component, recipe.family, sd, dtype)[0]
 
 
 def build_component(component: str, family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype):
     """Build one component from an already-read state dict; returns (module, reports)."""
+    if family == sd3.FAMILY:
+        return _build_sd3_component(component, sd, dtype)
+    if family in flux.FAMILIES:
+        return _build_flux_component(component, family, sd, dtype)
     if component == "unet":
         model, report = build_unet(family, sd, dtype)
         return model, [report]
@@ -227,6 +293,40 @@ def build_component(component: str, family: str, sd: dict[str, torch.Tensor], dt
     return build_text(family, sd, dtype)
 
 
+def _build_sd3_component(component: str, sd: dict[str, torch.Tensor], dtype: torch.dtype):
+    """One part of an SD3-family single file (MMDiT, VAE, or the text encoders it carries)."""
+    if component == "unet":
+        model, report = build_mmdit(sd, dtype)
+        return model, [report]
+    if component == "vae":
+        model, report = build_sd3_vae(sd, dtype)
+        return model, [report]
+    from nodes.diffusion.sd3_text import build_sd3_text  # heavy (T5); only when used
+
+    return build_sd3_text(sd, "SD3 checkpoint"), []
+
+
+def _flux_info(path: Path, keys: list[str]) -> CheckpointInfo:
+    """An all-in-one FLUX file: the BFL model under 'model.diffusion_model.', 'vae.', 'text_encoders.'."""
+    prefix = FLUX_CHECKPOINT_PREFIXES["unet"]
+    family = flux.flux_family(keys, prefix)
+    present = {c: any(k.startswith(p) for k in keys) for c, p in FLUX_CHECKPOINT_PREFIXES.items()}
+    comps = tuple(c for c in ("unet", "clip", "vae") if present[c])
+    return CheckpointInfo(str(path), family, "flow", comps, FLUX_VAE_CHANNELS)
+
+
+def _build_flux_component(component: str, family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype):
+    """One part of an all-in-one FLUX file; its text encoders load through DualCLIPLoader instead."""
+    if component == "unet":
+        return flux.build_flux(sd, FLUX_CHECKPOINT_PREFIXES["unet"], family, dtype), []
+    if component == "vae":
+        model, report = build_vae("flux", sd, dtype, FLUX_CHECKPOINT_PREFIXES["vae"])
+        return model, [report]
+    raise CheckpointFormatError(
+        "text encoders inside FLUX checkpoints are not supported yet; load clip_l and t5xxl with DualCLIPLoader"
+    )
+
+
 def _vae_prefix(keys) -> str:
     return families.VAE_PREFIX if any(k.startswith(families.VAE_PREFIX) for k in keys) else ""
 
@@ -234,9 +334,9 @@ def _vae_prefix(keys) -> str:
 def inspect_vae_file(path: Path) -> str:
     """The family label of a standalone VAE file, checked from its tensors (never from its name).
 
-    SD1.x, SD2.x and SDXL VAEs are 4-channel AutoencoderKLs with identical tensor names and shapes, so
-    no weight tells them apart: safetensors `modelspec.architecture` metadata naming SDXL gives "sdxl",
-    anything else "sd15". The label only picks the config template (its scaling factor is unused:
+    A 16-channel autoencoder without quant convs is FLUX's ("flux"). SD1.x, SD2.x and SDXL VAEs are
+    4-channel AutoencoderKLs with identical tensor names and shapes, so no weight tells them apart:
+    safetensors `modelspec.architecture` metadata naming SDXL gives "sdxl", anything else "sd15". The label only picks the config template (its scaling factor is unused:
     VAE nodes take raw latents), so decoding gives the same result either way.
     """
     if path.suffix.lower() in (".safetensors", ".sft"):
@@ -249,6 +349,13 @@ def inspect_vae_file(path: Path) -> str:
     prefix = _vae_prefix(shapes)
     # Both layouts name these two tensors alike (LDM: 'decoder.up.*', diffusers: 'decoder.up_blocks.*').
     conv_in = shapes.get(prefix + "decoder.conv_in.weight")
+    if (
+        conv_in is not None
+        and conv_in[1] == FLUX_VAE_CHANNELS
+        and prefix + "encoder.conv_in.weight" in shapes
+    ):
+        # 16-channel autoencoders without quant convs (FLUX's, SD3's) share one architecture.
+        return "flux"
     if conv_in is None or prefix + "post_quant_conv.weight" not in shapes:
         raise CheckpointFormatError(
             f"{path.name} is not a VAE: expected 'decoder.*'/'encoder.*' keys (AutoencoderKL, "
@@ -257,7 +364,7 @@ def inspect_vae_file(path: Path) -> str:
     if conv_in[1] != 4:
         raise CheckpointFormatError(
             f"{path.name} is a VAE with {conv_in[1]} latent channels; diffgraph loads the 4-channel "
-            "SD1.x/SD2.x/SDXL VAEs"
+            "SD1.x/SD2.x/SDXL VAEs and the 16-channel FLUX autoencoder"
         )
     arch = metadata.get("modelspec.architecture", "").lower()
     return "sdxl" if "stable-diffusion-xl" in arch else "sd15"
@@ -310,15 +417,26 @@ def build_diffusers_vae(
 
 
 def component_dtype(store: Any, component: str) -> torch.dtype:
-    """The compute dtype the store's device policy gives a component (VAE is the precise role)."""
-    return store.policy.compute_dtype("precise" if component == "vae" else "compute")
+    """The compute dtype the store's device policy gives a component (VAE precise, UNet the denoiser)."""
+    if component == "vae":
+        return store.policy.compute_dtype("precise")
+    return store.policy.compute_dtype("denoiser" if component == "unet" else "compute")
 
 
 def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
     """The recipe's module from the store, loading it (and LoRA-patching a base copy) on demand."""
     if recipe.patches:
         base = load_component_into(store, recipe.base())
-        return store.get(recipe.store_key, lambda: patched_module(base, recipe))
+        return store.get(
+            recipe.store_key,
+            lambda: patched_module(base, recipe, lambda other: load_component_into(store, other)),
+        )
+    if recipe.variant is Variant.TEXT_ENCODERS:
+        from nodes.diffusion.text_encoders import load_text_stack  # heavy (T5); only when used
+
+        # Encoders come from the store one file at a time, so two CLIPs sharing a file share its module.
+        paths = [Path(p) for p in recipe.paths]
+        return store.get(recipe.store_key, lambda: load_text_stack(recipe.family, paths, store))
     dtype = component_dtype(store, recipe.component)
     return store.get(recipe.store_key, lambda: load_component(recipe, dtype))
 
@@ -350,7 +468,12 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
     # Only these components' tensors are read (EMA copies and DDPM buffers never are), each
     # converted to its compute dtype while being read.
     prefixes = _prefixes(family)
-    dtypes = {p: component_dtype(store, r.component) for r in missing for p in prefixes[r.component]}
+    dtypes: dict[str, torch.dtype | None] = {
+        p: component_dtype(store, r.component) for r in missing for p in prefixes[r.component]
+    }
+    if family == sd3.FAMILY:
+        # The MMDiT and text encoders keep their stored weights (widened per layer): read them as they are.
+        dtypes.update({p: None for p in (sd3.MMDIT_PREFIX, sd3.TEXT_PREFIX) if p in dtypes})
     wanted = tuple(dtypes)
 
     def cast(key: str) -> torch.dtype | None:

@@ -2,13 +2,15 @@
 
 Layouts: kohya (`lora_unet_*`, `lora_te_*`, `lora_te1_*`, `lora_te2_*` with `.lora_down/.lora_up/.alpha`;
 UNet names in diffusers or LDM spelling) and diffusers/peft (`unet.<module>.lora_A/lora_B` or
-`.lora.down/.lora.up`, `text_encoder.*`, `text_encoder_2.*`). The cached base model is never mutated.
+`.lora.down/.lora.up`, `text_encoder.*`, `text_encoder_2.*`). Merge patches (ModelMergeSimple) blend
+another model's weights in the same pass. The cached base model is never mutated.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from engine import UserFacingError
 from nodes.diffusion import families
 from nodes.diffusion.checkpoint_io import read_header, read_weights
 from nodes.diffusion.diffusers_folder import ldm_unet_layout
-from nodes.diffusion.recipe import ComponentRecipe
+from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, MergePatch
 from nodes.diffusion.text_encode import ClipStack
 
 log = logging.getLogger(__name__)
@@ -106,12 +108,48 @@ def lora_deltas(lora: dict[str, torch.Tensor], targets: dict[str, str]) -> dict[
     return out
 
 
-def patched_module(base: torch.nn.Module, recipe: ComponentRecipe) -> torch.nn.Module:
-    """A copy of `base` sharing all tensors except the LoRA-patched weights (base stays untouched)."""
+class MergeError(UserFacingError):
+    """Two models whose weights cannot be blended."""
+
+    code = "merge_mismatch"
+
+
+def merge_weights(model: torch.nn.Module, other: torch.nn.Module, keep: float) -> int:
+    """Blend `other`'s tensors into `model`'s (fresh Parameters, in float32); returns how many changed."""
+    theirs = dict(other.named_parameters())
+    count = 0
+    for name, w in list(model.named_parameters()):
+        o = theirs.get(name)
+        if o is None:
+            continue
+        if o.shape != w.shape:
+            raise MergeError(f"cannot merge {name}: shapes {tuple(w.shape)} and {tuple(o.shape)} differ")
+        owner, _, leaf = name.rpartition(".")
+        new = w.detach().float() * keep + o.detach().to(w.device).float() * (1.0 - keep)
+        setattr(model.get_submodule(owner), leaf, torch.nn.Parameter(new.to(w.dtype), requires_grad=False))
+        count += 1
+    return count
+
+
+def patched_module(
+    base: torch.nn.Module,
+    recipe: ComponentRecipe,
+    resolve: Callable[[ComponentRecipe], torch.nn.Module] | None = None,
+) -> torch.nn.Module:
+    """A copy of `base` sharing all tensors except the patched weights (base stays untouched).
+
+    Patches apply in order; `resolve` loads the other model of a merge patch.
+    """
     memo = {id(t): t for t in (*base.parameters(), *base.buffers())}
     model = copy.deepcopy(base, memo)
-    targets = _targets(model, recipe)
+    targets = _targets(model, recipe) if any(isinstance(p, LoraPatch) for p in recipe.patches) else {}
     for patch in recipe.patches:
+        if isinstance(patch, MergePatch):
+            if resolve is None:
+                raise ValueError("merge patches need a loader for the other model")
+            merged = merge_weights(model, resolve(patch.other), patch.keep)
+            log.info("merged %d %s tensors keeping %s of the base", merged, recipe.component, patch.keep)
+            continue
         if patch.strength == 0:
             continue
         lora = read_weights(Path(patch.path))

@@ -3,7 +3,8 @@
 Tiny files keep every family's structure (levels, residual blocks, transformer placement, text encoder
 key layout, vocabulary, 77 positions) with small channel counts, so detection and conversion take the
 same path as real files while unit tests run in seconds. Full-size files have the published shapes.
-For sd2-v the last output block's first `norm1.bias` is drawn wider (std ~0.17), which is what the
+sd2-unclip adds the OpenCLIP ViT-H/14 image tower under `embedder.model.visual.` and a `label_emb`
+for the image embedding. For sd2-v and sd2-unclip the last output block's first `norm1.bias` is drawn wider (std ~0.17), which is what the
 v-prediction heuristic (std > 0.09, as ComfyUI uses) looks at; every other norm bias has std ~0.058.
 """
 
@@ -19,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
+from nodes.diffusion.flux_layout import FLUX_ARCHS, make_flux_file
 from nodes.diffusion.ldm_layout import (
     Layout,
     TextArch,
@@ -29,8 +32,17 @@ from nodes.diffusion.ldm_layout import (
     unet_layout,
     vae_layout,
 )
+from nodes.diffusion.make_guidance import AUX_ARCHES, CLIP_VISION_SIZES, clip_vision_layout, make_aux
+from nodes.diffusion.make_text_encoder import (
+    FILE_DTYPES,
+    TEXT_ENCODER_ARCHS,
+    make_text_encoder,
+    text_encoder_shapes,
+)
+from nodes.diffusion.mmdit_layout import SD3_ARCHS, SD3_SIZES, sd3_checkpoint_layout
+from nodes.diffusion.random_weights import random_state_dict, write_random_file
 
-ARCH_NAMES = ("sd15", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
+ARCH_NAMES = ("sd15", "sd2", "sd2-v", "sd2-unclip", "sdxl", "sdxl-refiner")
 V_PRED_KEY = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
 
 _FULL_VAE = VaeArch(128, (1, 2, 4, 4), 2)
@@ -58,10 +70,12 @@ def arch_spec(arch: str, size: str) -> tuple[UnetArch, VaeArch, list[TextArch]]:
         texts = [_text("cond_stage_model.transformer.", "clip_l", tiny, False)]
         ctx = texts[0].width
         return UnetArch(mc, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, ctx, False), vae, texts
-    if arch in ("sd2", "sd2-v"):
+    if arch in ("sd2", "sd2-v", "sd2-unclip"):
         texts = [_text("cond_stage_model.model.", "clip_h", tiny, True)]
         ctx = texts[0].width
-        return UnetArch(mc, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, ctx, True), vae, texts
+        # unCLIP adds the image embedding and its noise-level embedding (each the tower's projection width).
+        adm = 2 * CLIP_VISION_SIZES["tiny" if tiny else "vit_h"][3] if arch == "sd2-unclip" else 0
+        return UnetArch(mc, (1, 2, 4, 4), 2, (1, 1, 1, 0), 1, ctx, True, adm), vae, texts
     if arch == "sdxl":
         texts = [
             _text("conditioner.embedders.0.transformer.", "clip_l", tiny, False),
@@ -84,6 +98,11 @@ def checkpoint_layout(arch: str, size: str) -> Layout:
     layout = {**unet_layout(unet), **vae_layout(vae)}
     for text in texts:
         layout.update(text_layout(text))
+    if arch == "sd2-unclip":
+        vision = clip_vision_layout(
+            "open_clip", size if size == "tiny" else "vit_h", torch.float16, "embedder.model."
+        )
+        layout.update({key: tuple(shape) for key, (shape, _) in vision.items()})
     return layout
 
 
@@ -101,7 +120,7 @@ def _random_tensor(key: str, shape: tuple[int, ...], layout: Layout, seed: int, 
         return u / math.sqrt(math.prod(ref[1:]))
     if key.endswith("weight") and len(shape) == 1:
         return 1.0 + u * 0.1
-    scale = 0.3 if (arch == "sd2-v" and key == V_PRED_KEY) else 0.1
+    scale = 0.3 if (arch in ("sd2-v", "sd2-unclip") and key == V_PRED_KEY) else 0.1
     return u * scale
 
 
@@ -123,8 +142,29 @@ def _header(layout: Layout, dtype_name: str, elem: int) -> tuple[bytes, list[str
     return raw + b" " * ((8 - len(raw) % 8) % 8), keys
 
 
+def reduced_unclip_layout() -> Layout:
+    """An SD2.1 unCLIP-L file ComfyUI still recognises, small enough for CPU reference runs.
+
+    The UNet keeps what ComfyUI's detection looks at (320 channels, 1024 context, linear transformers,
+    a 1536-wide label embedding) with one residual block per level and 320 channels throughout; the
+    text encoder (OpenCLIP ViT-H/14 text), the image tower (ViT-L/14, OpenCLIP layout under
+    `embedder.model.visual.`) and the VAE are full size, since ComfyUI builds those from fixed configs.
+    """
+    unet, vae, texts = arch_spec("sd2", "full")
+    unet = UnetArch(320, (1, 1, 1, 1), 1, (1, 1, 1, 0), 1, unet.context_dim, True, 2 * 768)
+    layout = {**unet_layout(unet), **vae_layout(vae), **text_layout(texts[0])}
+    vision = clip_vision_layout("open_clip", "vit_l", torch.float16, "embedder.model.")
+    layout.update({key: tuple(shape) for key, (shape, _) in vision.items()})
+    return layout
+
+
 def make_checkpoint(arch: str, size: str, seed: int, out_path: str | Path, dtype: str = "fp16") -> Path:
-    """Write a random-weight single-file checkpoint, streaming one tensor at a time; returns the path."""
+    """Write a random-weight single-file checkpoint, streaming one tensor at a time; returns the path.
+
+    `size` is tiny or full; sd2-unclip also takes `reduced` (see reduced_unclip_layout).
+    """
+    if size == "reduced" and arch == "sd2-unclip":
+        return write_layout(reduced_unclip_layout(), seed, out_path, dtype, arch)
     return write_layout(checkpoint_layout(arch, size), seed, out_path, dtype, arch)
 
 
@@ -164,6 +204,38 @@ def write_layout(
     return out
 
 
+_TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def make_sd3_checkpoint(
+    arch: str, size: str, seed: int, out_path: str | Path, dtype: str = "fp16", text_encoders: bool = False
+) -> Path:
+    """Write a random-weight SD3/3.5 single file (MMDiT + VAE) by the per-tensor value rule.
+
+    The rule (nodes.diffusion.random_weights) makes `sd3.5-medium` `reduced` with seed 1234 the shared
+    reference's d2 file byte for byte. With `text_encoders`, CLIP-L, CLIP-G and T5-XXL are added under
+    `text_encoders.<kind>.transformer.` with the values their standalone files (make_text_encoder, same
+    seed and size; tiny for tiny, full otherwise) hold, as ComfyUI saves all-in-one SD3 checkpoints.
+    """
+    component = SD3_ARCHS[arch][1]
+    layout = {k: (shape, _TORCH_DTYPES[dtype]) for k, shape in sd3_checkpoint_layout(arch, size).items()}
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if not text_encoders:
+        write_random_file(tmp, seed, component, layout)
+    else:
+        tensors = random_state_dict(seed, component, layout)
+        text_size = "tiny" if size == "tiny" else "full"
+        for kind in ("clip_l", "clip_g", "t5xxl"):
+            shapes = text_encoder_shapes(kind, text_size)
+            part = random_state_dict(seed, kind, {k: (v, _TORCH_DTYPES[dtype]) for k, v in shapes.items()})
+            tensors.update({f"text_encoders.{kind}.transformer.{k}": v for k, v in part.items()})
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out)
+    return out
+
+
 def random_layout_tensors(
     layout: Layout, seed: int, dtype: torch.dtype = torch.float16, rule: ValueRule | None = None
 ) -> dict[str, torch.Tensor]:
@@ -176,15 +248,44 @@ def random_layout_tensors(
 def main(argv: list[str] | None = None) -> int:
     """CLI: `make-checkpoint --arch A --size tiny|full --seed N OUT.safetensors`."""
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=ARCH_NAMES, required=True)
-    ap.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    ap.add_argument(
+        "--arch",
+        choices=(*ARCH_NAMES, *TEXT_ENCODER_ARCHS, *SD3_ARCHS, *FLUX_ARCHS, *AUX_ARCHES),
+        required=True,
+    )
+    ap.add_argument(
+        "--size",
+        choices=SD3_SIZES,
+        default="tiny",
+        help="reduced (depth 2, full width) is for the SD3 and FLUX archs; for sd2-unclip see reduced_unclip_layout",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
+    ap.add_argument("--dtype", choices=tuple(FILE_DTYPES), default="fp16", help="fp8 only for text encoders")
+    ap.add_argument(
+        "--text-encoders",
+        action="store_true",
+        help="SD3 archs: add CLIP-L, CLIP-G and T5-XXL (all-in-one file)",
+    )
     ap.add_argument(
         "--kind", choices=("checkpoint",), default="checkpoint", help="see also the control kinds"
     )
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
-    path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
+    if args.arch in AUX_ARCHES:
+        path = make_aux(args.arch, args.size, args.seed, Path(args.out))
+    elif args.arch in TEXT_ENCODER_ARCHS:
+        path = make_text_encoder(args.arch, args.size, args.seed, args.out, args.dtype)
+    elif args.arch in FLUX_ARCHS:
+        path = make_flux_file(
+            args.arch, args.size, args.seed, args.out, None if args.dtype == "fp16" else args.dtype
+        )
+    elif args.arch in SD3_ARCHS:
+        if args.dtype not in _TORCH_DTYPES:
+            ap.error(f"SD3 files are written as {', '.join(_TORCH_DTYPES)}")
+        path = make_sd3_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype, args.text_encoders)
+    elif args.size == "reduced" and args.arch != "sd2-unclip":
+        ap.error(f"--size reduced is for the SD3 archs ({', '.join(SD3_ARCHS)})")
+    else:
+        path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
     print(f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size}, seed {args.seed})")
     return 0

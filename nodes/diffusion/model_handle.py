@@ -10,27 +10,46 @@ Contract for samplers (`DiffusionModel.forward`):
   timesteps  float [B] holding integer values 0..999;
   embeds     float [B, L, D] (L a multiple of 77; D 768 SD1, 1024 SD2, 2048 SDXL, 1280 refiner);
   pooled     float [B, 1280] (SDXL base and refiner only);
-  extras     per-batch-item dicts with SDXL size conditioning keys (see SIZE_KEYS); missing keys take
+  extras     per-batch-item dicts with SDXL size conditioning keys (see SIZE_KEYS) and, for unCLIP
+             models, "unclip": the UnclipImage applications of that item; "gligen": (GLIGEN file,
+             GligenBox tuple) for text boxes (those rows run a gated copy of the UNet); missing size keys take
              ComfyUI's defaults (width/height = latent size * 8, crops 0, target = width/height,
              aesthetic_score 6.0, or 2.5 when prompt_type == "negative").
   returns    float32 [B, 4, h, w], the raw UNet output (eps or v, see `prediction`).
+
+FLUX models (`flow` set) take x [B, 16, h, w] unscaled, timesteps = sigmas in [0, 1], embeds the T5
+tokens [B, L, 4096], pooled the CLIP-L pooled output [B, 768] and `extras[i]["guidance"]` (FLUX dev's
+distilled guidance, 3.5 when absent); they return the velocity [B, 16, h, w].
+SD3-family MMDiTs take the same call with 16-channel x_in, timesteps = sigma * 1000, embeds [B, L, 4096]
+(CLIP-L/G padded to 4096 then T5 tokens) and pooled [B, 2048], and return the velocity.
+
+A MODEL also carries `patches` (see unet_patches): they are values on the handle, so a patched model
+is a new handle and the loaded UNet stays as it is; a sampling run compiles them into a hook table
+(`patch_options`) and calls `forward` with that table through a run-private `UnetView`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine import EdgeType
+from nodes.diffusion import sd3
 from nodes.diffusion.controlnet import Residuals
+from nodes.diffusion.denoiser_runtime import input_layout, prepared_denoiser
+from nodes.diffusion.flux import FluxModel, guidance_vector
+from nodes.diffusion.gligen import gligen_groups, run_groups
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
-from nodes.types import SD15_LATENT, LatentFormat, Prediction
+from nodes.diffusion.unclip import batch_adm
+from nodes.diffusion.unet_patches import ModelInfo, ModelOptions, ModelPatch, compile_patches
+from nodes.diffusion.unet_view import UnetView
+from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction, SkipLayerGuidance
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
 SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "aesthetic_score")
@@ -56,6 +75,10 @@ class DiffusionModel(_Handle):
 
     io_type: ClassVar[str] = "MODEL"
     prediction: Prediction = "eps"
+    # Zero-terminal-SNR sigma table (ModelSamplingDiscrete's zsnr switch).
+    zsnr: bool = False
+    # Skip Layer Guidance passes applied after CFG, in order (SkipLayerGuidanceSD3).
+    skip_guidance: tuple[SkipLayerGuidance, ...] = ()
     latent_format: LatentFormat = SD15_LATENT
 
     def autoencoder(self, store: Any) -> AutoencoderKL:
@@ -67,10 +90,30 @@ class DiffusionModel(_Handle):
 
     compute_dtype: torch.dtype = torch.float32
     device: str = "cpu"
-    # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), and refiner's layout.
-    adm: Literal["none", "sdxl", "refiner"] = "none"
+    # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), refiner's layout, or
+    # unCLIP's noise-augmented image embedding (extras["unclip"], see nodes.diffusion.unclip).
+    adm: Literal["none", "sdxl", "refiner", "unclip"] = "none"
     # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels.
     in_channels: int = 4
+    # Flow-matching schedule (FLUX, SD3); None for the discrete eps/v models.
+    flow: FlowSampling | None = None
+    # Model patches in the order they were added (ComfyUI's stacking order); part of the handle's value.
+    patches: tuple[ModelPatch, ...] = ()
+
+    def with_model_patch(self, patch: ModelPatch) -> DiffusionModel:
+        """A new handle with one more patch on top (this one is unchanged)."""
+        return replace(self, patches=(*self.patches, patch))
+
+    def patch_options(self, store: Any) -> ModelOptions | None:
+        """This run's hook table compiled from `patches`, or None for an unpatched model."""
+        if not self.patches:
+            return None
+        config: Any = self.load(store).config
+        return compile_patches(self.patches, ModelInfo(model_channels=int(config.block_out_channels[0])))
+
+    def unet_view(self, store: Any) -> UnetView:
+        """A run-private view of the UNet (tensors shared) that calls patch functions at its hook points."""
+        return UnetView(self.load(store))
 
     @property
     def is_inpaint(self) -> bool:
@@ -85,40 +128,84 @@ class DiffusionModel(_Handle):
         embeds: torch.Tensor,
         pooled: torch.Tensor | None = None,
         extras: Sequence[dict[str, Any]] | None = None,
+        skip_layers: tuple[int, ...] = (),
         control: Residuals | None = None,
+        seed: int = 0,
+        transformer_options: dict[str, Any] | None = None,
+        view: UnetView | None = None,
     ) -> torch.Tensor:
         """Run the UNet once; returns its float32 output (eps or v) with x_in's shape.
 
+        `seed` is the sampling seed; unCLIP models draw their image-embedding noise from it.
+
+        `skip_layers` (transformer families only) names blocks to pass over (Skip Layer Guidance).
         `control` holds ControlNet residuals added to the encoder's skip connections and the middle block.
+        With `transformer_options` (the call's `model_options`, `cond_or_uncond` and `sigmas`) a UNet runs
+        through `view`, whose hook points call the options' patch functions.
         """
         unet = self.load(store)
+        if transformer_options is not None and (isinstance(unet, FluxModel) or self.family == sd3.FAMILY):
+            raise ValueError(
+                f"model patches (FreeU, PAG, SAG...) for {self.family} models are not supported yet"
+            )
+        if control is not None and (isinstance(unet, FluxModel) or self.family == sd3.FAMILY):
+            raise ValueError(f"ControlNets for {self.family} models are not supported yet")
+        if isinstance(unet, FluxModel):
+            if skip_layers:
+                raise ValueError("skipping layers is not supported for FLUX models")
+            guidance = guidance_vector(extras, x_in.shape[0])
+            return unet(x_in, timesteps, embeds, pooled, guidance)
+        if self.family == sd3.FAMILY:
+            dev = torch.device(self.device)
+            return sd3.mmdit_forward(
+                unet, x_in, timesteps, embeds, pooled, dev, self.compute_dtype, skip_layers
+            )
+        if skip_layers:
+            raise ValueError(f"skipping layers needs a transformer model; {self.family} is a UNet")
         dev, dt = torch.device(self.device), self.compute_dtype
         kwargs: dict[str, Any] = {}
         added = self.added_cond(pooled, x_in.shape, extras)
         if added is not None:
             kwargs["added_cond_kwargs"] = added
+        if self.adm == "unclip":
+            config: Any = unet.config
+            dim = int(config.projection_class_embeddings_input_dim) // 2
+            items = list(extras) if extras else [{}] * x_in.shape[0]
+            kwargs["class_labels"] = batch_adm((e.get("unclip", ()) for e in items), seed, dim).to(dev, dt)
+        elif extras and any(e.get("unclip") for e in extras) and self.adm != "none":
+            raise ValueError("unCLIP image conditioning on SDXL (revision) is not supported")
         if control is not None:
             kwargs.update(control_kwargs(control, unet, x_in, dev, dt))
-        out = unet(
-            x_in.to(dev, dt),
-            timesteps.to(dev, torch.float32),
-            encoder_hidden_states=embeds.to(dev, dt),
-            return_dict=False,
-            **kwargs,
-        )[0]
-        return out.float()
+        args = (input_layout(x_in.to(dev, dt)), timesteps.to(dev, torch.float32), embeds.to(dev, dt))
+        groups = gligen_groups(extras, x_in.shape[0])
+        if transformer_options is not None:
+            if view is None:
+                raise ValueError("patched UNet calls need the run's UnetView")
+            if groups is not None:
+                raise ValueError("GLIGEN boxes on a patched model (FreeU, PAG, SAG...) are not supported yet")
+            return _call(view, args, {**kwargs, "transformer_options": transformer_options}).float()
+        if groups is None:
+            # The prepared runner (channels-last, optionally compiled); GLIGEN hooks the module itself.
+            return _call(prepared_denoiser(unet), args, kwargs).float()
+        return run_groups(store, self.recipe.store_key, unet, _call, groups, args, kwargs)
 
     def added_cond(
         self, pooled: torch.Tensor | None, x_shape: torch.Size, extras: Sequence[dict[str, Any]] | None
     ) -> dict[str, torch.Tensor] | None:
         """SDXL's pooled text and size ids for the UNet (and its ControlNets); None for other families."""
-        if self.adm == "none":
+        if self.adm in ("none", "unclip"):
             return None
         if pooled is None:
             raise ValueError(f"{self.family} needs pooled text embeddings (SDXL conditioning)")
         dev, dt = torch.device(self.device), self.compute_dtype
         time_ids = size_time_ids(self.adm, x_shape, extras)
         return {"text_embeds": pooled.to(dev, dt), "time_ids": time_ids.to(dev, dt)}
+
+
+def _call(unet: Any, args: tuple[torch.Tensor, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    """One UNet call: (x, timesteps, text embeddings) plus the family's extra inputs."""
+    x, timesteps, embeds = args
+    return unet(x, timesteps, encoder_hidden_states=embeds, return_dict=False, **kwargs)[0]
 
 
 def control_kwargs(

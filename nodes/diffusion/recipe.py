@@ -1,4 +1,4 @@
-"""What a loaded model component is made of: its file, family, component and LoRA patches.
+"""What a loaded model component is made of: its file, family, component and weight patches (LoRA, merges).
 
 Recipes are plain frozen values: the model store keys loaded modules by them, and handles on graph
 edges carry them, so they sit below both the loader and the handles.
@@ -19,6 +19,8 @@ class Variant(Enum):
     CHECKPOINT = "checkpoint"  # one single-file checkpoint (original LDM layout) holding every part
     DIFFUSERS = "diffusers"  # a diffusers folder: one subfolder per part
     VAE_FILE = "vae_file"  # a standalone VAE file (LDM or diffusers key names)
+    DIFFUSION_FILE = "diffusion_file"  # a standalone diffusion model (models/diffusion_models, unet)
+    TEXT_ENCODERS = "text_encoders"  # one to three standalone text encoder files (`paths`)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,21 @@ class LoraPatch:
 
 
 @dataclass(frozen=True)
+class MergePatch:
+    """Another model's weights blended in: w * keep + other * (1 - keep) where both have a tensor.
+
+    ComfyUI's ModelMergeSimple (keep is its ratio): `other` is the second model's whole recipe, its own
+    patches included.
+    """
+
+    other: ComponentRecipe
+    keep: float
+
+
+WeightPatch = LoraPatch | MergePatch
+
+
+@dataclass(frozen=True)
 class ComponentRecipe:
     """Everything needed to load one component again: source, family, component and patches."""
 
@@ -37,17 +54,31 @@ class ComponentRecipe:
     family: str
     component: Component
     variant: Variant = Variant.CHECKPOINT
-    patches: tuple[LoraPatch, ...] = ()
+    patches: tuple[WeightPatch, ...] = ()
+    # How a standalone diffusion model's weights are stored in memory (UNETLoader's weight_dtype).
+    weight_dtype: str = "default"
+    # Every file of a TEXT_ENCODERS recipe in the loader's order (`path` is the first).
+    paths: tuple[str, ...] = ()
 
     @property
     def store_key(self) -> tuple[Any, ...]:
         """The model store key: identical recipes share one loaded module."""
-        return ("diffgraph", self.component, self.path, self.family, self.variant, self.patches)
+        key: tuple[Any, ...] = (
+            "diffgraph",
+            self.component,
+            self.path,
+            self.family,
+            self.variant,
+            self.patches,
+        )
+        if self.paths:
+            key = (*key, self.paths)
+        return key if self.weight_dtype == "default" else (*key, self.weight_dtype)
 
     def base(self) -> ComponentRecipe:
-        """The same recipe without LoRA patches (the cached base model)."""
+        """The same recipe without weight patches (the cached base model)."""
         return replace(self, patches=())
 
-    def with_patch(self, patch: LoraPatch) -> ComponentRecipe:
-        """A new recipe with one more LoRA applied on top."""
+    def with_patch(self, patch: WeightPatch) -> ComponentRecipe:
+        """A new recipe with one more weight patch applied on top."""
         return replace(self, patches=(*self.patches, patch))

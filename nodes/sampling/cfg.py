@@ -16,16 +16,18 @@ from typing import Any, Protocol
 
 import torch
 
+from nodes.diffusion.unet_patches import ModelOptions
 from nodes.sampling.conds import InpaintSource, SamplingCond, prepare_groups, repeat_to_batch
 from nodes.sampling.control import ControlRequest, share_with_uncond
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.flow import ModelSampling
 from nodes.types import CondEntry
 
 
 class UnetForward(Protocol):
-    """(x_in, timesteps, embeds, pooled, extras[, control]) -> raw UNet output (eps or v).
+    """(x_in, timesteps, embeds, pooled, extras[, control, transformer_options]) -> raw UNet output (eps or v).
 
-    `control` is passed only when the batched entries carry ControlNets (see nodes.sampling.control).
+    `control` is passed only when the batched entries carry ControlNets (see nodes.sampling.control);
+    `transformer_options` only for a patched model (the call's patch table, sides and sigmas).
     """
 
     def __call__(
@@ -37,6 +39,7 @@ class UnetForward(Protocol):
         extras: Sequence[dict[str, Any]] | None,
         /,
         control: ControlRequest | None = None,
+        transformer_options: dict[str, Any] | None = None,
     ) -> torch.Tensor: ...
 
 
@@ -137,25 +140,29 @@ class CfgDenoiser:
     At cfg == 1 the negative is not evaluated and `uncond_denoised` is zeros, unless `uncond_at_cfg_1`
     (ComfyUI's disable_cfg1_optimization, which its CFG++ samplers set because they step along the uncond
     x0). `inpaint` is given for 9-channel inpainting UNets. Conditioning is resolved against the first
-    latent shape seen.
+    latent shape seen. `options` is the run's model-patch table (None for an unpatched model): its UNet
+    hooks reach the UNet through `transformer_options`, its cfg functions replace the plain formula.
     """
 
     def __init__(
         self,
         unet: UnetForward,
-        model_sampling: DiscreteModelSampling,
+        model_sampling: ModelSampling,
         positive: Sequence[CondEntry],
         negative: Sequence[CondEntry],
         cfg: float,
         max_batch: int | None = None,
         uncond_at_cfg_1: bool = False,
         inpaint: InpaintSource | None = None,
+        options: ModelOptions | None = None,
     ):
         self.unet, self.ms, self.cfg = unet, model_sampling, cfg
+        self.options = options
         self.positive = list(positive)
         self.negative = share_with_uncond(self.positive, negative)
         self.max_batch, self.uncond_at_cfg_1, self.inpaint = max_batch, uncond_at_cfg_1, inpaint
         self.uncond_denoised: torch.Tensor | None = None
+        self.cond_denoised: torch.Tensor | None = None
         self._resolved: tuple[Hashable, list[list[SamplingCond]]] | None = None
 
     def resolve(
@@ -172,14 +179,68 @@ class CfgDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x0 prediction with guidance at noisy x and per-item sigma [B]."""
-        skip_uncond = math.isclose(self.cfg, 1.0) and not self.uncond_at_cfg_1
+        opts = self.options
+        skip_uncond = (
+            math.isclose(self.cfg, 1.0)
+            and not self.uncond_at_cfg_1
+            and not (opts is not None and opts.disable_cfg1_optimization)
+        )
         # Both sides are resolved even when the negative is skipped: its areas still mirror (as ComfyUI).
         pos, neg = self.resolve([self.positive, self.negative], x.shape, ("positive", "negative"))
         cond, uncond = self.calc_cond_batch([pos, [] if skip_uncond else neg], x, sigma)
-        self.uncond_denoised = uncond
+        self.cond_denoised, self.uncond_denoised = cond, uncond
+        if opts is not None:
+            return self._patched_guidance(opts, x, sigma, pos, None if skip_uncond else neg, cond, uncond)
         if skip_uncond:
             return cond
         return uncond + (cond - uncond) * self.cfg
+
+    def _patched_guidance(
+        self,
+        opts: ModelOptions,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        pos: list[SamplingCond],
+        neg: list[SamplingCond] | None,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+    ) -> torch.Tensor:
+        """Guidance through the patches' cfg functions, with ComfyUI's argument dicts.
+
+        `cond`/`uncond` in the cfg function's args are x minus the predictions (noise-like), in the
+        post-cfg args they are the conditionings themselves (None for a skipped negative), which a
+        function can evaluate again with `args["model"].calc_cond_batch(...)`.
+        """
+        common = {"cond_scale": self.cfg, "input": x, "sigma": sigma, "model": self, "model_options": opts}
+        for fn in opts.sampler_pre_cfg_function:
+            cond, uncond = fn({**common, "conds": [pos, neg], "conds_out": [cond, uncond], "timestep": sigma})
+        self.uncond_denoised = uncond
+        if opts.sampler_cfg_function is not None:
+            args = {
+                **common,
+                "cond": x - cond,
+                "uncond": x - uncond,
+                "timestep": sigma,
+                "cond_denoised": cond,
+                "uncond_denoised": uncond,
+                "input_cond": pos,
+                "input_uncond": neg,
+            }
+            result = x - opts.sampler_cfg_function(args)
+        else:
+            result = uncond + (cond - uncond) * self.cfg
+        for fn in opts.sampler_post_cfg_function:
+            result = fn(
+                {
+                    **common,
+                    "denoised": result,
+                    "cond": pos,
+                    "uncond": neg,
+                    "cond_denoised": cond,
+                    "uncond_denoised": uncond,
+                }
+            )
+        return result
 
     def denoise_groups(
         self, x: torch.Tensor, sigma: torch.Tensor, groups: list[list[CondEntry]]
@@ -188,9 +249,20 @@ class CfgDenoiser:
         return self.calc_cond_batch(self.resolve(groups, x.shape), x, sigma)
 
     def calc_cond_batch(
-        self, sides: list[list[SamplingCond]], x: torch.Tensor, sigma: torch.Tensor
+        self,
+        sides: list[list[SamplingCond]],
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        unet: UnetForward | None = None,
+        options: ModelOptions | None = None,
     ) -> list[torch.Tensor]:
-        """Each side's weighted x0 prediction over every entry active at this sigma."""
+        """Each side's weighted x0 prediction over every entry active at this sigma.
+
+        `unet` overrides the model (Skip Layer Guidance's extra passes); `options` overrides the run's
+        patch table for these calls (guidance patches use it to evaluate the model once more with an
+        extra attention replacement).
+        """
+        options = self.options if options is None else options
         sums = [torch.zeros_like(x) for _ in sides]
         weights = [torch.ones_like(x) * EMPTY_WEIGHT for _ in sides]
         to_run = [
@@ -203,7 +275,7 @@ class CfgDenoiser:
             fits = [i for i, s in enumerate(to_run) if _can_batch(s, to_run[0])]
             fits.reverse()
             batch = [to_run.pop(i) for i in self._batch_slice(fits, x.shape[0])]
-            for slot, pred in zip(batch, self._run(batch, sigma), strict=True):
+            for slot, pred in zip(batch, self._run(batch, sigma, unet or self.unet, options), strict=True):
                 out, wsum = sums[slot.side], weights[slot.side]
                 a = slot.cond.area
                 if a is not None:
@@ -223,28 +295,52 @@ class CfgDenoiser:
                 return part
         return fits[:1]
 
-    def _run(self, slots: list[_Slot], sigma: torch.Tensor) -> list[torch.Tensor]:
+    def _run(
+        self, slots: list[_Slot], sigma: torch.Tensor, unet: UnetForward, options: ModelOptions | None
+    ) -> list[torch.Tensor]:
         """One UNet call over the slots' crops; returns one x0 prediction per slot."""
         n, batch = len(slots), slots[0].input_x.shape[0]
         x_all = torch.cat([s.input_x for s in slots])
         sigma_all = torch.cat([sigma] * n)
-        embeds = pad_embeds_to_common_length([repeat_to_batch(s.cond.embeds, batch) for s in slots])
-        pooled = None
+        c: dict[str, Any] = {
+            "embeds": torch.cat(
+                pad_embeds_to_common_length([repeat_to_batch(s.cond.embeds, batch) for s in slots])
+            ),
+            "pooled": None,
+            "extras": [dict(s.cond.extras) for s in slots for _ in range(batch)],
+            "concat": None,
+        }
         if slots[0].cond.pooled is not None:
-            pooled = torch.cat([repeat_to_batch(s.cond.pooled, batch) for s in slots])  # type: ignore[arg-type]
-        extras = [dict(s.cond.extras) for s in slots for _ in range(batch)]
-        x_in = self.ms.calculate_input(sigma_all, x_all)
+            c["pooled"] = torch.cat([repeat_to_batch(s.cond.pooled, batch) for s in slots])  # type: ignore[arg-type]
         if slots[0].cond.concat is not None:
             concat = [_crop(s.cond.concat, s.cond.area) for s in slots]  # type: ignore[arg-type]
-            x_in = torch.cat([x_in, torch.cat([repeat_to_batch(c, batch) for c in concat]).to(x_in)], dim=1)
-        timesteps = self.ms.timestep(sigma_all).float()
+            c["concat"] = torch.cat([repeat_to_batch(t, batch) for t in concat])
+        cond_or_uncond = [s.side for s in slots]
         control = slots[0].cond.control
-        if control is not None:
-            request = ControlRequest(control, sigma_all, n)
-            out = self.unet(x_in, timesteps, torch.cat(embeds), pooled, extras, control=request)
+        request = None if control is None else ControlRequest(control, sigma_all, n)
+
+        def apply_model(x_all: torch.Tensor, sigma_all: torch.Tensor, **c: Any) -> torch.Tensor:
+            x_in = self.ms.calculate_input(sigma_all, x_all)
+            if c["concat"] is not None:
+                x_in = torch.cat([x_in, c["concat"].to(x_in)], dim=1)
+            timesteps = self.ms.timestep(sigma_all).float()
+            extra: dict[str, Any] = {}
+            if request is not None:
+                extra["control"] = request
+            if options is not None:
+                extra["transformer_options"] = {
+                    "model_options": options,
+                    "cond_or_uncond": cond_or_uncond,
+                    "sigmas": sigma_all,
+                }
+            out = unet(x_in, timesteps, c["embeds"], c["pooled"], c["extras"], **extra)
+            return self.ms.calculate_denoised(sigma_all, out.to(x_all.dtype), x_all)
+
+        if options is not None and options.model_function_wrapper is not None:
+            args = {"input": x_all, "timestep": sigma_all, "c": c, "cond_or_uncond": cond_or_uncond}
+            denoised = options.model_function_wrapper(apply_model, args)
         else:
-            out = self.unet(x_in, timesteps, torch.cat(embeds), pooled, extras)
-        denoised = self.ms.calculate_denoised(sigma_all, out.to(x_all.dtype), x_all)
+            denoised = apply_model(x_all, sigma_all, **c)
         return list(denoised.chunk(n))
 
 

@@ -8,7 +8,13 @@ from typing import Protocol
 
 import torch
 
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.flow import (
+    ModelSampling,
+    half_log_snr,
+    is_flow,
+    offset_first_sigma,
+    sigma_from_half_log_snr,
+)
 from nodes.sampling.noise_samplers import NoiseSampler, gaussian_noise_sampler
 
 # callback(step_index, x0_prediction, x) after each model evaluation that finishes a step.
@@ -33,11 +39,28 @@ class SamplerRun:
     seed: int | None = None
     callback: StepCallback | None = None
     noise_sampler: NoiseSampler | None = None
-    model_sampling: DiscreteModelSampling | None = None
+    model_sampling: ModelSampling | None = None
 
     def noise_for(self, x: torch.Tensor) -> NoiseSampler:
         """The given noise sampler, or seeded gaussian draws on x's device."""
         return self.noise_sampler if self.noise_sampler is not None else gaussian_noise_sampler(x, self.seed)
+
+    @property
+    def flow(self) -> bool:
+        """Whether the model is flow matching (then several samplers take their rectified-flow form)."""
+        return is_flow(self.model_sampling)
+
+    def lambda_of(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Half-log-SNR log(alpha / sigma) of the model's parameterisation (-log sigma for eps/v)."""
+        return half_log_snr(sigma, self.model_sampling)
+
+    def sigma_of(self, lam: torch.Tensor) -> torch.Tensor:
+        """Sigma at a half-log-SNR (the inverse of `lambda_of`)."""
+        return sigma_from_half_log_snr(lam, self.model_sampling)
+
+    def snr_sigmas(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """The schedule with a flow model's sigma 1 start nudged down to where the log-SNR is finite."""
+        return offset_first_sigma(sigmas, self.model_sampling)
 
     def step(self, i: int, denoised: torch.Tensor, x: torch.Tensor) -> None:
         """Report a finished step."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.flow import ModelSampling
 from nodes.types import CondEntry, ControlApplication, LatentFormat
 
 # What a 4-channel SD latent of an all-black image holds: the masked-image input of an inpainting
@@ -162,7 +162,7 @@ def inpaint_concat(entry: CondEntry, src: InpaintSource, shape: torch.Size) -> t
 def resolve_side(
     entries: Sequence[CondEntry],
     shape: torch.Size,
-    ms: DiscreteModelSampling,
+    ms: ModelSampling,
     prompt_type: str,
     inpaint: InpaintSource | None = None,
 ) -> list[SamplingCond]:
@@ -229,7 +229,7 @@ def _add_same_area(others: list[SamplingCond], c: SamplingCond) -> None:
 def prepare_groups(
     groups: Sequence[Sequence[CondEntry]],
     shape: torch.Size,
-    ms: DiscreteModelSampling,
+    ms: ModelSampling,
     inpaint: InpaintSource | None = None,
     prompt_types: Sequence[str] | None = None,
 ) -> list[list[SamplingCond]]:
@@ -248,7 +248,7 @@ def prepare_conds(
     positive: Sequence[CondEntry],
     negative: Sequence[CondEntry],
     shape: torch.Size,
-    ms: DiscreteModelSampling,
+    ms: ModelSampling,
     inpaint: InpaintSource | None = None,
 ) -> tuple[list[SamplingCond], list[SamplingCond]]:
     """Both sides resolved for a latent of `shape`, each area mirrored on the other side."""

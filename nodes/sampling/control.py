@@ -18,7 +18,7 @@ import torch
 
 from nodes.diffusion.controlnet import Residuals
 from nodes.ops.resize import common_upscale
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.flow import ModelSampling
 from nodes.types import CondEntry, ControlApplication
 
 # Pixels per latent pixel of the SD families' VAEs: the hint is prepared at this multiple of the latent.
@@ -64,15 +64,13 @@ def broadcast_hint(hint: torch.Tensor, batch: int, batched: int) -> torch.Tensor
     return torch.cat([hint] * batched, dim=0)
 
 
-def in_range(control: ControlApplication, sigma: float, ms: DiscreteModelSampling) -> bool:
+def in_range(control: ControlApplication, sigma: float, ms: ModelSampling) -> bool:
     """Whether a control acts at this sigma (its percents mapped through the model's schedule)."""
     start, end = ms.percent_to_sigma(control.start_percent), ms.percent_to_sigma(control.end_percent)
     return not (sigma > start or sigma < end)
 
 
-def chain_residuals(
-    request: ControlRequest, ms: DiscreteModelSampling, run: ControlRunner
-) -> Residuals | None:
+def chain_residuals(request: ControlRequest, ms: ModelSampling, run: ControlRunner) -> Residuals | None:
     """The summed, strength-scaled residuals of every control in the chain active at this sigma."""
     sigma = float(request.sigma[0])
     total: Residuals | None = None

@@ -47,6 +47,9 @@ def sample_dpmpp_2s_ancestral(
             base = x + (denoised - uncond) if cfg_pp else x
             x_2 = (sigma_fn(s) / sigma_fn(t)) * base - (-h / 2).expm1() * denoised
             denoised_2 = model(x_2, sigma_fn(s) * s_in)
+            if cfg_pp:
+                # ComfyUI reads the uncond of the latest model call here, i.e. the midpoint's.
+                base = x + (denoised - _uncond(model, x))
             x = (sigma_fn(t_next) / sigma_fn(t)) * base - (-h).expm1() * denoised_2
         if sigmas[i + 1] > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up

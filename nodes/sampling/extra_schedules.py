@@ -14,7 +14,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.flow import ModelSampling
 
 
 def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ def laplace_sigmas(
     return torch.clamp(torch.exp(lmb), min=sigma_min, max=sigma_max)
 
 
-def sd_turbo_sigmas(ms: DiscreteModelSampling, steps: int, denoise: float) -> torch.Tensor:
+def sd_turbo_sigmas(ms: ModelSampling, steps: int, denoise: float) -> torch.Tensor:
     """SD-Turbo's schedule: timesteps 999, 899, ... (every 100th), starting later for denoise < 1."""
     start = 10 - int(10 * denoise)
     timesteps = torch.flip(torch.arange(1, 11) * 100 - 1, (0,))[start : start + steps]

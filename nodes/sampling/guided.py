@@ -12,19 +12,22 @@ from typing import Any
 
 import torch
 
-from engine import RunContext
+from engine import RunContext, UserFacingError
 from nodes.diffusion.controlnet import Residuals, load_control_model, run_control_model
 from nodes.diffusion.controlnet_union import run_union
 from nodes.diffusion.loader import component_dtype
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.diffusion.t2i_adapter import adapter_hint
 from nodes.media.previews import run_previewer
+from nodes.sampling.cfg import CfgDenoiser
+from nodes.sampling.common import Denoiser
 from nodes.sampling.conds import InpaintSource
 from nodes.sampling.control import ControlRequest, chain_residuals, prepare_hint
+from nodes.sampling.flow import ModelSampling, model_sampling_for
 from nodes.sampling.guiders import guider_denoiser
-from nodes.sampling.model_sampling import DiscreteModelSampling
 from nodes.sampling.noise import prepare_noise
 from nodes.sampling.samplers import UNCOND_AT_CFG_1, SampleRequest, prepare_mask, sample
+from nodes.sampling.skip_layers import SkipLayerDenoiser
 from nodes.types import ControlApplication, Guider, Latent, LatentFormat, LatentSequence, Noise, SamplerSpec
 
 
@@ -78,10 +81,30 @@ def inpaint_source(model: DiffusionModel, latent: Latent) -> InpaintSource:
     return InpaintSource(samples, mask, model.latent_format)
 
 
+def with_skip_layer_guidance(ctx: RunContext, model: DiffusionModel, denoiser: Denoiser) -> SkipLayerDenoiser:
+    """The guider's denoiser with the model's Skip Layer Guidance passes after it (CFG guidance only)."""
+    if not isinstance(denoiser, CfgDenoiser):
+        raise UserFacingError(
+            "Skip Layer Guidance works with CFG guidance (KSampler, CFGGuider, BasicGuider)"
+        )
+
+    def skipping_unet(layers: tuple[int, ...]):
+        def unet(x_in, timesteps, embeds, pooled, extras, control=None, transformer_options=None):
+            if control is not None or transformer_options is not None:
+                raise UserFacingError(
+                    "Skip Layer Guidance cannot be combined with ControlNets or model patches yet"
+                )
+            return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras, skip_layers=layers)
+
+        return unet
+
+    return SkipLayerDenoiser(denoiser, model.skip_guidance, skipping_unet)
+
+
 def control_residuals(
     store: Any,
     model: DiffusionModel,
-    ms: DiscreteModelSampling,
+    ms: ModelSampling,
     request: ControlRequest,
     x_in: torch.Tensor,
     timesteps: torch.Tensor,
@@ -132,19 +155,36 @@ def sample_guided(
 ) -> SamplingResult:
     """Denoise `latent` along `sigmas` with the guider's model and guidance and the given sampler."""
     model = guider.model
-    ms = DiscreteModelSampling.create(model.prediction)
+    ms = model_sampling_for(model)
     recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
 
-    def unet(x_in, timesteps, embeds, pooled, extras, control: ControlRequest | None = None):
+    # Patched models run through a view built for this run only: the stored UNet is never changed.
+    options = model.patch_options(ctx.models)
+    view = model.unet_view(ctx.models) if options is not None else None
+
+    def unet(x_in, timesteps, embeds, pooled, extras, control=None, transformer_options=None):
         residuals = None
         if control is not None:
             residuals = control_residuals(
                 ctx.models, model, ms, control, x_in, timesteps, embeds, pooled, extras
             )
-        return model.forward(ctx.models, x_in, timesteps, embeds, pooled, extras, control=residuals)
+        return model.forward(
+            ctx.models,
+            x_in,
+            timesteps,
+            embeds,
+            pooled,
+            extras,
+            control=residuals,
+            seed=noise.seed,
+            transformer_options=transformer_options,
+            view=view,
+        )
 
     inpaint = inpaint_source(model, latent) if model.is_inpaint else None
-    denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint)
+    denoiser: Denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint, options)
+    if model.skip_guidance:
+        denoiser = with_skip_layer_guidance(ctx, model, denoiser)
     req = SampleRequest(
         latent.samples,
         initial_noise(noise, latent),

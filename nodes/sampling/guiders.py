@@ -6,9 +6,11 @@ import math
 
 import torch
 
+from engine import UserFacingError
+from nodes.diffusion.unet_patches import ModelOptions
 from nodes.sampling.cfg import CfgDenoiser, UnetForward
 from nodes.sampling.conds import InpaintSource
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.flow import ModelSampling
 from nodes.types import Guider
 
 
@@ -49,18 +51,20 @@ class DualCfgDenoiser:
 def guider_denoiser(
     guider: Guider,
     unet: UnetForward,
-    ms: DiscreteModelSampling,
+    ms: ModelSampling,
     uncond_at_cfg_1: bool,
     inpaint: InpaintSource | None = None,
+    options: ModelOptions | None = None,
 ) -> CfgDenoiser | DualCfgDenoiser:
     """The denoiser a guider describes; `uncond_at_cfg_1` for samplers that step along the uncond x0.
 
-    `inpaint` carries a 9-channel inpainting UNet's extra inputs (None for other models).
+    `inpaint` carries a 9-channel inpainting UNet's extra inputs (None for other models); `options`
+    the run's model-patch table (None for an unpatched model).
     """
     conds = guider.conds
     if guider.kind == "basic":
         # No negative exists: guidance is off and the uncond prediction reads as zeros.
-        return CfgDenoiser(unet, ms, conds["positive"].entries, (), 1.0, inpaint=inpaint)
+        return CfgDenoiser(unet, ms, conds["positive"].entries, (), 1.0, inpaint=inpaint, options=options)
     if guider.kind == "cfg":
         return CfgDenoiser(
             unet,
@@ -70,6 +74,14 @@ def guider_denoiser(
             guider.cfg,
             uncond_at_cfg_1=uncond_at_cfg_1,
             inpaint=inpaint,
+            options=options,
         )
-    base = CfgDenoiser(unet, ms, (), (), 1.0, inpaint=inpaint)
+    if options is not None and (
+        options.sampler_cfg_function or options.sampler_pre_cfg_function or options.sampler_post_cfg_function
+    ):
+        raise UserFacingError(
+            f"the {guider.kind} guider does not take guidance patches (RescaleCFG, PAG, SAG...); "
+            "use CFGGuider or KSampler with a patched model"
+        )
+    base = CfgDenoiser(unet, ms, (), (), 1.0, inpaint=inpaint, options=options)
     return DualCfgDenoiser(base, guider, guider.kind == "dual_cfg_nested", uncond_at_cfg_1)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from nodes.sampling.common import Denoiser, SamplerRun, ones_like_batch, t_fn
+from nodes.sampling.common import Denoiser, SamplerRun, ones_like_batch
 
 # tau(sigma): the stochasticity of the step that ends at sigma (0 = ODE).
 TauFn = Callable[[torch.Tensor], float]
@@ -112,7 +112,8 @@ def sample_sa_solver(
     tau = tau if tau is not None else _default_tau(run)
     noise_sampler = run.noise_for(x)
     s_in = ones_like_batch(x)
-    lambdas = t_fn(sigmas)
+    sigmas = run.snr_sigmas(sigmas)
+    lambdas = run.lambda_of(sigmas)
     keep = max(predictor_order, corrector_order)
     lower_order_to_end = float(sigmas[-1]) == 0
     x_pred, tau_t = x, 0.0

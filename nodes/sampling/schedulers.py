@@ -9,7 +9,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from nodes.sampling.model_sampling import DiscreteModelSampling
+from nodes.sampling.flow import ModelSampling
 
 SchedulerName = Literal[
     "simple",
@@ -51,14 +51,14 @@ def kl_optimal_sigmas(n: int, sigma_min: float, sigma_max: float) -> torch.Tenso
     return sigmas
 
 
-def simple_sigmas(ms: DiscreteModelSampling, steps: int) -> torch.Tensor:
+def simple_sigmas(ms: ModelSampling, steps: int) -> torch.Tensor:
     """Every len/steps-th table sigma from the top, then 0."""
     stride = len(ms.sigmas) / steps
     sigs = [float(ms.sigmas[-(1 + int(i * stride))]) for i in range(steps)]
     return torch.FloatTensor([*sigs, 0.0])
 
 
-def ddim_uniform_sigmas(ms: DiscreteModelSampling, steps: int) -> torch.Tensor:
+def ddim_uniform_sigmas(ms: ModelSampling, steps: int) -> torch.Tensor:
     """DDIM's uniform timestep stride, starting at table index 1, reversed (ends at 0 when the table does)."""
     if math.isclose(float(ms.sigmas[1]), 0, abs_tol=0.00001):
         steps += 1
@@ -70,7 +70,7 @@ def ddim_uniform_sigmas(ms: DiscreteModelSampling, steps: int) -> torch.Tensor:
     return torch.FloatTensor(sigs[::-1])
 
 
-def normal_sigmas(ms: DiscreteModelSampling, steps: int, sgm: bool = False) -> torch.Tensor:
+def normal_sigmas(ms: ModelSampling, steps: int, sgm: bool = False) -> torch.Tensor:
     """Timesteps linear from t(sigma_max) to t(sigma_min), sigmas interpolated in log-sigma, then 0."""
     start = ms.timestep(torch.tensor(ms.sigma_max))
     end = ms.timestep(torch.tensor(ms.sigma_min))
@@ -86,12 +86,12 @@ def normal_sigmas(ms: DiscreteModelSampling, steps: int, sgm: bool = False) -> t
     return torch.FloatTensor(sigs + [0.0] if append_zero else sigs)
 
 
-def sgm_uniform_sigmas(ms: DiscreteModelSampling, steps: int) -> torch.Tensor:
+def sgm_uniform_sigmas(ms: ModelSampling, steps: int) -> torch.Tensor:
     """The normal schedule over steps + 1 points with the last dropped (SGM/SDXL-turbo style)."""
     return normal_sigmas(ms, steps, sgm=True)
 
 
-def beta_sigmas(ms: DiscreteModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+def beta_sigmas(ms: ModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
     """Timesteps at Beta(alpha, beta) quantiles (arXiv 2407.12173), duplicates dropped, then 0."""
     from scipy import stats
 
@@ -107,7 +107,7 @@ def beta_sigmas(ms: DiscreteModelSampling, steps: int, alpha: float = 0.6, beta:
 
 
 def linear_quadratic_sigmas(
-    ms: DiscreteModelSampling, steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None
+    ms: ModelSampling, steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None
 ) -> torch.Tensor:
     """Linear then quadratic in 1 - sigma/sigma_max (Movie Gen / LTX style), times sigma_max."""
     if steps == 1:
@@ -125,7 +125,7 @@ def linear_quadratic_sigmas(
     return torch.FloatTensor(schedule) * ms.sigmas[-1]
 
 
-_BY_TABLE: dict[str, Callable[[DiscreteModelSampling, int], torch.Tensor]] = {
+_BY_TABLE: dict[str, Callable[[ModelSampling, int], torch.Tensor]] = {
     "simple": simple_sigmas,
     "sgm_uniform": sgm_uniform_sigmas,
     "ddim_uniform": ddim_uniform_sigmas,
@@ -140,7 +140,7 @@ _BY_RANGE: dict[str, Callable[[int, float, float], torch.Tensor]] = {
 }
 
 
-def schedule(ms: DiscreteModelSampling, scheduler: str, steps: int) -> torch.Tensor:
+def schedule(ms: ModelSampling, scheduler: str, steps: int) -> torch.Tensor:
     """float32 sigmas [steps + 1] (ending at 0) for a scheduler name."""
     if scheduler in _BY_TABLE:
         return _BY_TABLE[scheduler](ms, steps)
@@ -149,7 +149,7 @@ def schedule(ms: DiscreteModelSampling, scheduler: str, steps: int) -> torch.Ten
     raise ValueError(f"unknown scheduler {scheduler!r}; valid: {', '.join(SCHEDULER_NAMES)}")
 
 
-def sampler_sigmas(ms: DiscreteModelSampling, scheduler: str, sampler: str, steps: int) -> torch.Tensor:
+def sampler_sigmas(ms: ModelSampling, scheduler: str, sampler: str, steps: int) -> torch.Tensor:
     """The schedule a sampler uses: some samplers compute steps + 1 and drop the penultimate sigma."""
     if sampler in DISCARD_PENULTIMATE:
         sigmas = schedule(ms, scheduler, steps + 1)
@@ -158,7 +158,7 @@ def sampler_sigmas(ms: DiscreteModelSampling, scheduler: str, sampler: str, step
 
 
 def ksampler_sigmas(
-    ms: DiscreteModelSampling,
+    ms: ModelSampling,
     scheduler: str,
     sampler: str,
     steps: int,

@@ -1,7 +1,8 @@
 """Exponential-integrator SDE solvers in data-prediction form: ER-SDE, SEEDS-2/3 and exponential Heun.
 
-All work in half-log-SNR time lambda = -log(sigma) of discrete eps/v models (alpha = 1 in the
-Karras parameterisation); the last step to sigma 0 returns the x0 prediction, as ComfyUI does.
+All work in half-log-SNR time lambda = log(alpha / sigma) of the model's parameterisation (-log sigma for
+eps/v models, log((1 - sigma) / sigma) for flow models, whose sigma 1 start is nudged down first); the
+last step to sigma 0 returns the x0 prediction, as ComfyUI does.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from nodes.sampling.common import Denoiser, SamplerRun, ones_like_batch, sigma_fn, t_fn
+from nodes.sampling.common import Denoiser, SamplerRun, ones_like_batch
 
 ER_SDE_INTEGRATION_POINTS = 200
 
@@ -48,8 +49,9 @@ def sample_er_sde(
     noise = run.noise_for(x)
     s_in = ones_like_batch(x)
     points = torch.arange(0, ER_SDE_INTEGRATION_POINTS, dtype=torch.float32, device=x.device)
-    # lambda_er = sigma / alpha; for these models it is sigma, kept as exp(-half_log_snr) like ComfyUI.
-    er_lambdas = t_fn(sigmas).neg().exp()
+    sigmas = run.snr_sigmas(sigmas)
+    # lambda_er = sigma / alpha, kept as exp(-half_log_snr) like ComfyUI.
+    er_lambdas = run.lambda_of(sigmas).neg().exp()
     # Stage 2 needs one earlier step, stage 3 two: both are set before they are read.
     old_denoised: torch.Tensor | None = None
     old_denoised_d: torch.Tensor | None = None
@@ -87,16 +89,16 @@ def sample_er_sde(
 class _Segment:
     """One step's geometry in lambda time: h, h*(1 + eta), and the sigma/alpha at a fraction r of it."""
 
-    def __init__(self, sigma_s: torch.Tensor, sigma_t: torch.Tensor, eta: float):
-        self.sigma_s, self.sigma_t, self.eta = sigma_s, sigma_t, eta
-        self.lam_s, self.lam_t = t_fn(sigma_s), t_fn(sigma_t)
+    def __init__(self, sigma_s: torch.Tensor, sigma_t: torch.Tensor, eta: float, run: SamplerRun):
+        self.sigma_s, self.sigma_t, self.eta, self.run = sigma_s, sigma_t, eta, run
+        self.lam_s, self.lam_t = run.lambda_of(sigma_s), run.lambda_of(sigma_t)
         self.h = self.lam_t - self.lam_s
         self.h_eta = self.h * (eta + 1)
 
     def at(self, r: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sigma, alpha) at lambda_s + r h (alpha = sigma e^lambda, 1 up to rounding)."""
+        """(sigma, alpha) at lambda_s + r h (alpha = sigma e^lambda: 1 up to rounding for eps/v models)."""
         lam = torch.lerp(self.lam_s, self.lam_t, r)
-        sigma = sigma_fn(lam)
+        sigma = self.run.sigma_of(lam)
         return sigma, sigma * lam.exp()
 
     def decay(self, sigma_r: torch.Tensor, r: float) -> torch.Tensor:
@@ -134,6 +136,7 @@ def sample_seeds_2(
     noise = run.noise_for(x)
     s_in = ones_like_batch(x)
     inject = eta > 0 and s_noise > 0
+    sigmas = run.snr_sigmas(sigmas)
     fac = 1 / (2 * r)
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
@@ -141,7 +144,7 @@ def sample_seeds_2(
         if sigmas[i + 1] == 0:
             x = denoised
             continue
-        seg = _Segment(sigmas[i], sigmas[i + 1], eta)
+        seg = _Segment(sigmas[i], sigmas[i + 1], eta, run)
         sigma_1, alpha_1 = seg.at(r)
         alpha_t = sigmas[i + 1] * seg.lam_t.exp()
         x_2 = seg.decay(sigma_1, r) * x - alpha_1 * _h_phi_1(-r * seg.h_eta) * denoised
@@ -177,13 +180,14 @@ def sample_seeds_3(
     noise = run.noise_for(x)
     s_in = ones_like_batch(x)
     inject = eta > 0 and s_noise > 0
+    sigmas = run.snr_sigmas(sigmas)
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
         run.step(i, denoised, x)
         if sigmas[i + 1] == 0:
             x = denoised
             continue
-        seg = _Segment(sigmas[i], sigmas[i + 1], eta)
+        seg = _Segment(sigmas[i], sigmas[i + 1], eta, run)
         (sigma_1, alpha_1), (sigma_2, alpha_2) = seg.at(r_1), seg.at(r_2)
         alpha_t = sigmas[i + 1] * seg.lam_t.exp()
         x_2 = seg.decay(sigma_1, r_1) * x - alpha_1 * _h_phi_1(-r_1 * seg.h_eta) * denoised

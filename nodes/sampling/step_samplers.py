@@ -108,7 +108,7 @@ def _ipndm_v_coeffs(order: int, h: list[torch.Tensor]) -> list[torch.Tensor]:
         (2 + h_n / h_1) / 2 + temp1 + temp2,
         -(h_n / h_1) / 2 - (1 + h_1 / h_2) * temp1 - (1 + h_1 / h_2 + ratio) * temp2,
         temp1 * h_1 / h_2 + (h_1 / h_2 + ratio * (1 + h_2 / h_3)) * temp2,
-        -temp2 * ratio * h_1 / h_3,
+        -temp2 * ratio * h_1 / h_2,
     ]
 
 

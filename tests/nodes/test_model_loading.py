@@ -15,7 +15,7 @@ def test_loader_tiny_family_detected_with_zero_key_mismatches(arch, tiny_checkpo
     path = tiny_checkpoint_paths[arch]
     info = loader.inspect_checkpoint(path)
     assert info.family == arch
-    assert info.prediction == ("v" if arch == "sd2-v" else "eps")
+    assert info.prediction == ("v" if arch in ("sd2-v", "sd2-unclip") else "eps")
     sd = read_weights(path)
     for component in ("unet", "vae", "clip"):
         _, reports = loader.build_component(component, info.family, sd, torch.float32)

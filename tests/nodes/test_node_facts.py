@@ -2,7 +2,10 @@
 
 data/comfyui_node_facts.json holds, per node id, ComfyUI 0.3.64's input names and order, types, combo
 options, defaults, bounds and steps, and output types and names (data/make_node_facts.py made it from
-ComfyUI's own classes). Workflows saved by ComfyUI only load unchanged when all of these agree.
+ComfyUI's own classes; comfyui_node_facts_model_patches.json the same for the model patch and merge
+nodes, made with that script's functions and nodes_freelunch, nodes_pag, nodes_sag,
+nodes_model_advanced and nodes_model_merging added to its modules). Workflows saved by ComfyUI only
+load unchanged when all of these agree.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import pytest
 from engine import Registry, object_info
 from nodes.pack import register
 
-# One file per node family (comfyui_node_facts*.json), each written by make_node_facts.py --out.
+# comfyui_node_facts.json plus per-family files (comfyui_node_facts_<family>.json) in the same format.
 FACTS = {
-    node_id: entry
+    node_id: fact
     for path in sorted((Path(__file__).parent / "data").glob("comfyui_node_facts*.json"))
-    for node_id, entry in json.loads(path.read_text())["nodes"].items()
+    for node_id, fact in json.loads(path.read_text())["nodes"].items()
 }
 
 

@@ -159,6 +159,14 @@ def test_post_prompt_does_not_wait_for_the_running_prompt(server):
         http.post("/interrupt")
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "--5", "\u0665"])
+def test_history_integer_parameters_refuse_non_ascii_digits(server, value):
+    with server.client() as http:
+        response = http.get("/history", params={"max_items": value})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"]
+
+
 @pytest.mark.parametrize("filename", [".", "..", "./", "x/.."])
 @pytest.mark.parametrize("overwrite", ["false", "true"])
 def test_upload_dot_names_write_nothing_outside_input(server, folders, filename, overwrite):

@@ -186,3 +186,31 @@ def test_store_queue_json_matches_the_decoded_queue(tmp_path):
     assert json.loads(store.queue_json()) == expected
     assert [item[1] for item in expected["queue_pending"]] == ["a", "b"]
     assert expected["queue_running"][0][:2] == [1, "c"]
+
+
+def test_store_queue_json_follows_every_queue_change(tmp_path):
+    store = _store(tmp_path)
+
+    def listing_is_current() -> None:
+        running, pending = store.queue()
+        expected = {
+            "queue_running": [j.queue_item() for j in running],
+            "queue_pending": [j.queue_item() for j in pending],
+        }
+        assert json.loads(store.queue_json()) == expected
+        assert store.queue_json() == store.queue_json()  # asked twice without a change: same body
+
+    prompt = {"1": {"class_type": "X", "inputs": {}}}
+    for job_id in ("a", "b"):
+        store.enqueue(job_id, prompt, {}, ["1"], None)
+        listing_is_current()
+    job = store.wait_next(0.1)
+    assert job is not None and job.id == "a"
+    listing_is_current()
+    store.enqueue("c", prompt, {}, ["1"], None, front=True)
+    listing_is_current()
+    store.delete_pending(["b"])
+    listing_is_current()
+    store.finish("a", "success", {}, [], None)
+    listing_is_current()
+    assert [item[1] for item in json.loads(store.queue_json())["queue_pending"]] == ["c"]

@@ -29,6 +29,8 @@ EXTRA_MODULES = (
     "comfy_extras.nodes_string",
     "comfy_extras.nodes_rebatch",
     "comfy_extras.nodes_compositing",
+    "comfy_extras.nodes_flux",
+    "comfy_extras.nodes_sd3",
     "comfy_extras.nodes_controlnet",
     "comfy_extras.nodes_canny",
 )
@@ -91,8 +93,8 @@ def facts(info: dict[str, Any], dynamic: bool) -> dict[str, Any]:
             if isinstance(kind, list) or kind == "COMBO":
                 row["type"] = "COMBO"
                 values = kind if isinstance(kind, list) else options.get("options", [])
-                # Image uploads and model files list what the machine holds, not facts about the node.
-                if not (dynamic and (options.get("image_upload") or name in MODEL_FILE_INPUTS)):
+                # Upload lists and model file lists depend on the install, not on the node.
+                if not (dynamic and (options.get("image_upload") or not values or name in MODEL_FILE_INPUTS)):
                     row["options"] = list(values)
             else:
                 row["type"] = kind

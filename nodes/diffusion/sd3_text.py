@@ -1,0 +1,56 @@
+"""The text encoders inside an all-in-one SD3/SD3.5 checkpoint (`text_encoders.<kind>.transformer.*`).
+
+ComfyUI saves SD3 checkpoints with CLIP-L and CLIP-G in transformers' naming and T5-XXL in its own
+T5 naming under these prefixes; any of the three may be absent. They are built exactly like the
+standalone files TripleCLIPLoader reads, so both routes give the same conditioning.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nodes.diffusion.checkpoint_io import CheckpointFormatError
+from nodes.diffusion.flow_text import FlowTextStack
+from nodes.diffusion.sd3 import FAMILY, TEXT_PREFIX
+from nodes.diffusion.t5 import build_t5
+from nodes.diffusion.text_encoders import COMPUTE_DTYPE, build_clip, encoder_spec
+
+KINDS = ("clip_l", "clip_g", "t5xxl")
+
+
+def encoder_prefix(kind: str) -> str:
+    """Where one encoder's tensors sit in the checkpoint."""
+    return f"{TEXT_PREFIX}{kind}.transformer."
+
+
+def _layout(sub: dict[str, torch.Tensor]) -> str:
+    if any(k.startswith("text_model.") for k in sub):
+        return "hf"
+    if any(k.startswith("transformer.resblocks.") for k in sub):
+        return "open_clip"
+    raise CheckpointFormatError(
+        f"a CLIP text encoder in an SD3 checkpoint has unknown keys, e.g. {sorted(sub)[:2]}"
+    )
+
+
+def build_sd3_text(sd: dict[str, torch.Tensor], name: str) -> FlowTextStack:
+    """The SD3 CLIP from a checkpoint's tensors: whichever of CLIP-L, CLIP-G and T5-XXL it holds."""
+    encoders: dict[str, torch.nn.Module] = {}
+    specs = []
+    for kind in KINDS:
+        prefix = encoder_prefix(kind)
+        sub = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+        if not sub:
+            continue
+        if kind == "t5xxl":
+            encoders[kind] = build_t5(sub, COMPUTE_DTYPE)
+            continue
+        spec = encoder_spec(FAMILY, kind, _layout(sub))  # type: ignore[arg-type]
+        assert spec is not None
+        encoders[kind] = build_clip(spec, sub, f"{name} {kind}")
+        specs.append(spec)
+    if not encoders:
+        raise CheckpointFormatError(
+            f"{name} holds no text encoders ('{TEXT_PREFIX}*'); load CLIP-L, CLIP-G and T5-XXL with TripleCLIPLoader"
+        )
+    return FlowTextStack(FAMILY, encoders, specs)

@@ -1,0 +1,104 @@
+"""Standalone diffusion-model files (models/diffusion_models, models/unet): detection and loading.
+
+A file's family is read from its tensors: the FLUX.1 BFL layout (dev with `guidance_in`, schnell
+without), as a single file or a diffusers FluxTransformer2DModel folder, and SD3/SD3.5 MMDiTs in
+Stability's single-file naming (bare or under 'model.diffusion_model.').
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from nodes.diffusion import flux, sd3
+from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_header, read_weights
+from nodes.diffusion.recipe import ComponentRecipe
+
+# UNETLoader's weight_dtype choices -> the dtype Linear weights are stored in (None: as in the file).
+WEIGHT_DTYPES: dict[str, torch.dtype | None] = {
+    "default": None,
+    "fp8_e4m3fn": torch.float8_e4m3fn,
+    "fp8_e4m3fn_fast": torch.float8_e4m3fn,
+    "fp8_e5m2": torch.float8_e5m2,
+}
+EXPECTED = (
+    "expected a FLUX.1 diffusion model: BFL single-file keys 'double_blocks.*', 'single_blocks.*', "
+    "'img_in.weight' (optionally under 'model.diffusion_model.'), or a diffusers FluxTransformer2DModel folder; "
+    "or an SD3/SD3.5 MMDiT ('joint_blocks.*', 'x_embedder.*')"
+)
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
+
+
+def _folder_config(path: Path) -> dict:
+    """A diffusers model folder's config.json (FluxTransformer2DModel only)."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise CheckpointFormatError(f"{path.name} is a folder without config.json; {EXPECTED}")
+    cfg = json.loads(config.read_text())
+    if cfg.get("_class_name") != "FluxTransformer2DModel":
+        raise CheckpointFormatError(f"{path.name} holds a {cfg.get('_class_name')}; {EXPECTED}")
+    return cfg
+
+
+def inspect_diffusion_model(path: Path) -> str:
+    """The family of a standalone diffusion model file or folder (flux-dev, flux-schnell)."""
+    if path.is_dir():
+        return "flux-dev" if _folder_config(path).get("guidance_embeds") else "flux-schnell"
+    if path.suffix.lower() not in (".safetensors", ".sft"):
+        raise CheckpointFormatError(f"{path.name}: diffusion models load from .safetensors files; {EXPECTED}")
+    header, _ = read_header(path)
+    keys = [k for k in header if k != "__metadata__"]
+    if sd3.is_mmdit(keys):
+        return sd3.FAMILY
+    prefix = flux.flux_prefix(keys)
+    if prefix is None:
+        raise CheckpointFormatError(f"{path.name} is not a supported diffusion model; {EXPECTED}")
+    return flux.flux_family(keys, prefix)
+
+
+def _storage_cast(weight_dtype: str, shapes: dict[str, list[int]]):
+    """Per-key dtype while reading: matrices to the fp8 type asked for, everything else as stored."""
+    target = WEIGHT_DTYPES[weight_dtype]
+    if target is None:
+        return None
+    return lambda key: target if key.endswith(".weight") and len(shapes.get(key, ())) == 2 else None
+
+
+def load_diffusion_model(recipe: ComponentRecipe, compute: torch.dtype) -> torch.nn.Module:
+    """Build the recipe's diffusion model, Linear weights kept in their storage dtype."""
+    path = Path(recipe.path)
+    if recipe.weight_dtype not in WEIGHT_DTYPES:
+        raise CheckpointFormatError(
+            f"unknown weight_dtype {recipe.weight_dtype!r}; valid: {', '.join(WEIGHT_DTYPES)}"
+        )
+    if path.is_dir():
+        return _load_folder(path, recipe, compute)
+    header, _ = read_header(path)
+    shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+    if recipe.family == sd3.FAMILY:
+        mmdit = sd3.mmdit_prefix(shapes)
+        if mmdit is None:
+            raise CheckpointFormatError(f"{path.name} holds no SD3 MMDiT ('joint_blocks.*'); {EXPECTED}")
+        cast = _storage_cast(recipe.weight_dtype, shapes)
+        return sd3.build_transformer(read_weights(path, lambda k: k.startswith(mmdit), cast), compute, mmdit)
+    prefix = flux.flux_prefix(list(shapes))
+    if prefix is None:
+        raise CheckpointFormatError(f"{path.name} is not a supported diffusion model; {EXPECTED}")
+    sd = read_weights(path, lambda k: k.startswith(prefix), _storage_cast(recipe.weight_dtype, shapes))
+    return flux.build_flux(sd, prefix, recipe.family, compute)
+
+
+def _load_folder(path: Path, recipe: ComponentRecipe, compute: torch.dtype) -> torch.nn.Module:
+    """A diffusers FluxTransformer2DModel folder (one or several safetensors shards)."""
+    cfg = _folder_config(path)
+    shards = sorted(path.glob(f"{DIFFUSERS_WEIGHTS}*.safetensors"))
+    if not shards:
+        raise CheckpointFormatError(f"{path.name} has no {DIFFUSERS_WEIGHTS}*.safetensors weights")
+    sd: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        header, _ = read_header(shard)
+        shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+        sd.update(read_weights(shard, None, _storage_cast(recipe.weight_dtype, shapes)))
+    return flux.build_flux_diffusers(sd, cfg, recipe.family, compute)

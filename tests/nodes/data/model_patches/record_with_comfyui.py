@@ -1,0 +1,58 @@
+"""Records ComfyUI's final latents for the model-patch cases in this folder (run by hand; tests never run it).
+
+    python record_with_comfyui.py URL COMFY_OUTPUT_DIR CASE [CASE ...]
+
+URL is a running ComfyUI 0.3.64 started with `--cpu` whose models folder holds
+`checkpoints/sd15-random.safetensors` (the shared full-size random SD1.5 file). Each case's
+`workflow_api.json` is queued, and the latent its SaveLatent node (`10`) wrote is copied, tensor
+unchanged, to `CASE/latent.safetensors` under the key `latent`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+HERE = Path(__file__).resolve().parent
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as resp:
+        return json.loads(resp.read())
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url) as resp:
+        return json.loads(resp.read())
+
+
+def record(url: str, output_dir: Path, case: str) -> None:
+    """Queue one case, wait for it, copy its saved latent."""
+    prompt = json.loads((HERE / case / "workflow_api.json").read_text())
+    prefix = f"ref/{case}"
+    prompt["10"]["inputs"]["filename_prefix"] = prefix
+    prompt_id = _post(f"{url}/prompt", {"prompt": prompt})["prompt_id"]
+    started = time.time()
+    while True:
+        history = _get(f"{url}/history/{prompt_id}")
+        if prompt_id in history:
+            status = history[prompt_id]["status"]
+            if status.get("status_str") != "success":
+                raise SystemExit(f"{case}: {json.dumps(status)[:2000]}")
+            break
+        time.sleep(2)
+    files = sorted((output_dir / "ref").glob(f"{case}_*.latent"))
+    latent = load_file(str(files[-1]))["latent_tensor"]
+    save_file({"latent": latent.contiguous()}, str(HERE / case / "latent.safetensors"))
+    print(f"{case}: {tuple(latent.shape)} std {latent.std():.4f} in {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    for name in sys.argv[3:]:
+        record(sys.argv[1], Path(sys.argv[2]), name)
