@@ -12,7 +12,7 @@ def add_parser(sub: Any) -> None:
     sub.add_parser(
         "make-checkpoint",
         help="write a random-weight checkpoint (e.g. --arch sd15 --size tiny --seed 0 OUT.safetensors), or with "
-        "--kind controlnet|controlnet-diffusers|control-lora|t2i-adapter a control file for the family",
+        "--kind controlnet|controlnet-diffusers|controlnet-union|control-lora|t2i-adapter a control file for the family",
         add_help=False,
     )
 

@@ -27,6 +27,7 @@ from diffusers.loaders import single_file_utils as sfu
 
 from nodes.diffusion import families
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_header, read_weights
+from nodes.diffusion.controlnet_union import UNION_MARKER, build_union
 from nodes.diffusion.t2i_adapter import build_t2i_adapter
 from nodes.types import ControlKind, ControlNet
 
@@ -67,11 +68,8 @@ def detect_layout(shapes: dict[str, list[int]], name: str) -> tuple[ControlKind,
     if LORA_MARKER in keys:
         return "control_lora", "control_lora", ""
     if "controlnet_cond_embedding.conv_in.weight" in keys:
-        if "control_add_embedding.linear_1.bias" in keys:
-            raise CheckpointFormatError(
-                f"{name} is a union ControlNet (ControlNet++); diffgraph does not run union ControlNets yet"
-            )
-        return "controlnet", "diffusers", _context_family(shapes, name)
+        layout = "union" if UNION_MARKER in keys else "diffusers"
+        return "controlnet", layout, _context_family(shapes, name)
     if LDM_PREFIX + "zero_convs.0.0.weight" in keys or "zero_convs.0.0.weight" in keys:
         prefix = LDM_PREFIX if LDM_PREFIX + "zero_convs.0.0.weight" in keys else ""
         bare = {k[len(prefix) :]: s for k, s in shapes.items() if k.startswith(prefix)}
@@ -231,6 +229,8 @@ def build_controlnet(
 ) -> Any:
     """A ControlNetModel from an ldm- or diffusers-layout file (a difference file needs `base_unet`)."""
     raw = read_weights(path, cast=lambda _key: torch.float32)
+    if layout == "union":
+        return build_union(raw, controlnet_config(family, diffusers_to_ldm_shapes(raw)), dtype, path.name)
     if layout == "diffusers":
         cfg = controlnet_config(family, diffusers_to_ldm_shapes(raw))
         return _assign(cfg, raw, dtype, path.name)

@@ -24,7 +24,8 @@ from nodes.diffusion.ldm_layout import Layout, unet_layout
 from nodes.diffusion.make_checkpoint import arch_spec, random_layout_tensors, write_layout
 
 CONTROLNET_ARCHS = ("sd15", "sd2", "sdxl")
-CONTROLNET_LAYOUTS = ("ldm", "diffusers")
+CONTROLNET_LAYOUTS = ("ldm", "diffusers", "union")
+UNION_TASKS = 8  # the ProMax union file's task count
 HINT_WIDTHS = {"full": (16, 32, 96, 256), "tiny": (8, 8, 16, 16)}
 _ENCODER_PARTS = ("time_embed.", "label_emb.", "input_blocks.", "middle_block.")
 
@@ -88,17 +89,43 @@ def _block_channels(encoder: Layout, i: int) -> int:
     raise KeyError(f"input block {i} has no output convolution")
 
 
+def union_layout(width: int, time_width: int, tasks: int = UNION_TASKS) -> Layout:
+    """The union (ControlNet++) parts in diffusers names: task embeddings, one attention block, projections."""
+    out: Layout = {"task_embedding": (tasks, width)}
+    block = "transformer_layes.0."
+    out[block + "attn.in_proj_weight"] = (3 * width, width)
+    out[block + "attn.in_proj_bias"] = (3 * width,)
+    _linear(out, block + "attn.out_proj", width, width)
+    for norm in ("ln_1", "ln_2"):
+        out[block + norm + ".weight"] = (width,)
+        out[block + norm + ".bias"] = (width,)
+    _linear(out, block + "mlp.c_fc", 4 * width, width)
+    _linear(out, block + "mlp.c_proj", width, 4 * width)
+    _linear(out, "spatial_ch_projs", width, width)
+    _linear(out, "control_add_embedding.linear_1", time_width, 256 * tasks)
+    _linear(out, "control_add_embedding.linear_2", time_width, time_width)
+    return out
+
+
+def _linear(out: Layout, name: str, n_out: int, n_in: int) -> None:
+    out[name + ".weight"] = (n_out, n_in)
+    out[name + ".bias"] = (n_out,)
+
+
 def make_controlnet(arch: str, size: str, seed: int, out_path: str | Path, layout: str = "ldm") -> Path:
-    """Write a random-weight ControlNet (fp16) in the original or the diffusers layout."""
+    """Write a random-weight ControlNet (fp16) in the original, the diffusers or the union (diffusers) layout."""
     shapes = controlnet_layout(arch, size)
     if layout == "ldm":
         return write_layout(shapes, seed, out_path, "fp16", rule=control_tensor)
-    if layout != "diffusers":
+    if layout not in CONTROLNET_LAYOUTS:
         raise ValueError(f"unknown ControlNet layout {layout!r}; one of {CONTROLNET_LAYOUTS}")
     tensors = random_layout_tensors(shapes, seed, rule=control_tensor)
     bare = {k[len(LDM_PREFIX) :]: v for k, v in tensors.items()}
-    family = "sd15" if arch == "sd15" else arch
-    state = ldm_to_diffusers(bare, controlnet_config(family, bare))
+    cfg = controlnet_config(arch, bare)
+    state = ldm_to_diffusers(bare, cfg)
+    if layout == "union":
+        extra = union_layout(cfg["block_out_channels"][0], 4 * cfg["block_out_channels"][0])
+        state.update(random_layout_tensors(extra, seed, rule=control_tensor))
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out), metadata={"format": "pt"})
@@ -158,7 +185,7 @@ def controlnet_values(arch: str, size: str, seed: int) -> dict[str, torch.Tensor
     return random_layout_tensors(controlnet_layout(arch, size), seed, rule=control_tensor)
 
 
-CONTROL_KINDS = ("controlnet", "controlnet-diffusers", "control-lora", "t2i-adapter")
+CONTROL_KINDS = ("controlnet", "controlnet-diffusers", "controlnet-union", "control-lora", "t2i-adapter")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.kind == "t2i-adapter":
         path = make_t2i_adapter(args.arch, args.size, args.seed, args.out)
     else:
-        layout = "diffusers" if args.kind == "controlnet-diffusers" else "ldm"
+        layout = {"controlnet-diffusers": "diffusers", "controlnet-union": "union"}.get(args.kind, "ldm")
         path = make_controlnet(args.arch, args.size, args.seed, args.out, layout)
     print(
         f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size} {args.kind}, seed {args.seed})"

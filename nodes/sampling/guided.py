@@ -14,6 +14,7 @@ import torch
 
 from engine import RunContext, UserFacingError
 from nodes.diffusion.controlnet import Residuals, load_control_model, run_control_model
+from nodes.diffusion.controlnet_union import run_union
 from nodes.diffusion.loader import component_dtype
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.diffusion.t2i_adapter import adapter_hint
@@ -124,6 +125,9 @@ def control_residuals(
             features = module(adapter_hint(hint, cfg.in_channels).to(x_ctrl.device, dtype))
             return Residuals([], None, list(features))
         hint = prepare_hint(control.hint, x_ctrl.shape, request.batched).to(x_ctrl.device)
+        if control.net.layout == "union":
+            down, mid = run_union(module, x_ctrl, timesteps, embeds, hint, added, control.net.control_type)
+            return Residuals(down, mid)
         return run_control_model(
             module, x_ctrl, timesteps, embeds, hint, added, control.net.global_average_pooling
         )

@@ -127,14 +127,6 @@ def test_controlnet_unknown_files_are_refused_with_their_name():
         detect_layout({"foo.weight": [3, 3]}, "mystery.safetensors")
     with pytest.raises(CheckpointFormatError, match="FLUX"):
         detect_layout({"controlnet_blocks.0.weight": [3, 3]}, "flux_cn.safetensors")
-    with pytest.raises(CheckpointFormatError, match="union ControlNet"):
-        detect_layout(
-            {
-                "controlnet_cond_embedding.conv_in.weight": [16, 3, 3, 3],
-                "control_add_embedding.linear_1.bias": [1],
-            },
-            "union.safetensors",
-        )
 
 
 def test_controlnet_hint_broadcast_follows_each_batched_entry():
@@ -231,6 +223,7 @@ def workspace(tmp_path_factory, tiny_models_dir, control_files):
     shutil.copyfile(control_files["sd15-diffusers"], root / "controlnet" / "cn-diffusers.safetensors")
     make_controlnet("sd15", "tiny", 8, root / "controlnet" / "cn-other.safetensors")
     make_control_lora("sdxl", "tiny", 9, root / "controlnet" / "control-lora-xl.safetensors")
+    make_controlnet("sdxl", "tiny", 12, root / "controlnet" / "union-xl.safetensors", "union")
     make_t2i_adapter("sd15", "tiny", 10, root / "controlnet" / "t2i-sd15.safetensors")
     make_t2i_adapter("sdxl", "tiny", 11, root / "controlnet" / "t2i-xl.safetensors")
     input_dir = tmp_path_factory.mktemp("cn_input")
@@ -367,73 +360,12 @@ def test_control_lora_steers_an_sdxl_workflow(run):
     assert torch.isfinite(steered).all() and not torch.allclose(plain, steered)
 
 
-# ---- T2I-Adapters -------------------------------------------------------------------------------------
-
-# Facts from published adapters' headers: TencentARC t2iadapter_canny_sd15v2 (original layout) and
-# TencentARC/t2i-adapter-canny-sdxl-1.0 (diffusers layout).
-PUBLISHED_T2I_SD15 = {
-    "conv_in.weight": (320, 64, 3, 3),
-    "body.0.block1.weight": (320, 320, 3, 3),
-    "body.0.block2.weight": (320, 320, 1, 1),
-    "body.2.in_conv.weight": (640, 320, 1, 1),
-    "body.7.block2.weight": (1280, 1280, 1, 1),
-}
-PUBLISHED_T2I_SDXL_DIFFUSERS = {
-    "adapter.conv_in.weight": (320, 256, 3, 3),
-    "adapter.body.1.in_conv.weight": (640, 320, 1, 1),
-    "adapter.body.3.resnets.1.block2.weight": (1280, 1280, 1, 1),
-}
-T2I_FEATURES = Path(__file__).parent / "data" / "t2i" / "comfyui_t2i_features.safetensors"
-
-
-def test_t2i_adapter_layouts_have_the_published_names_and_shapes():
-    from nodes.diffusion.controlnet_files import t2i_adapter_layout
-    from nodes.diffusion.t2i_adapter import original_to_diffusers
-
-    sd15 = t2i_adapter_layout("sd15", "full")
-    for key, shape in PUBLISHED_T2I_SD15.items():
-        assert sd15[key] == shape, key
-    xl = original_to_diffusers(
-        {k: torch.empty(s, device="meta") for k, s in t2i_adapter_layout("sdxl", "full").items()}, "x"
-    )
-    for key, shape in PUBLISHED_T2I_SDXL_DIFFUSERS.items():
-        assert tuple(xl[key].shape) == shape, key
-
-
-@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
-def test_t2i_adapter_features_match_comfyui(tmp_path, arch):
-    from safetensors.torch import load_file
-
-    from nodes.diffusion.controlnet_files import make_t2i_adapter
-    from nodes.diffusion.t2i_adapter import build_t2i_adapter
-
-    path = make_t2i_adapter(arch, "tiny", 0, tmp_path / f"t2i-{arch}.safetensors")
-    assert inspect_control_file(path) == ("t2i_adapter", "t2i", "")
-    ref = {k.split(".", 1)[1]: v for k, v in load_file(str(T2I_FEATURES)).items() if k.startswith(arch + ".")}
-    features = build_t2i_adapter(path, "t2i", torch.float32)(ref.pop("hint"))
-    # ComfyUI lists them in the reversed order its UNet pops them; SDXL's last one goes to the middle block.
-    expected = [ref[k] for k in sorted(ref, key=lambda k: (k.startswith("middle"), -int(k[-1])))]
-    assert len(features) == len(expected) == 4
-    for ours, theirs in zip(features, expected, strict=True):
-        assert torch.allclose(ours, theirs, atol=1e-6)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("ckpt", ["tiny-sd15.safetensors", "tiny-sdxl.safetensors"])
-def test_t2i_adapter_steers_a_workflow(run, ckpt):
-    prompt = json.loads(json.dumps(PROMPT))
-    prompt["4"]["inputs"]["ckpt_name"] = ckpt
-    name = "t2i-xl.safetensors" if "sdxl" in ckpt else "t2i-sd15.safetensors"
-    plain = _latent(run(prompt))
-    steered = _latent(run(_with_control(prompt, name, end=0.5)))
-    assert torch.isfinite(steered).all() and not torch.allclose(plain, steered)
-
-
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
         ("controlnet", ("controlnet", "ldm", "sd15")),
         ("controlnet-diffusers", ("controlnet", "diffusers", "sd15")),
+        ("controlnet-union", ("controlnet", "union", "sd15")),
         ("control-lora", ("control_lora", "control_lora", "")),
         ("t2i-adapter", ("t2i_adapter", "t2i", "")),
     ],
@@ -473,3 +405,38 @@ def test_diff_controlnet_adds_the_base_unet_back(tmp_path, tiny_sd15_path):
     expected = build_controlnet(full, "ldm", "sd15", torch.float32).state_dict()
     assert restored.keys() == expected.keys()
     assert all(torch.allclose(restored[k], expected[k], atol=1e-6) for k in expected)
+
+
+# xinsir/controlnet-union-sdxl-1.0 (diffusion_pytorch_model_promax.safetensors): the union parts.
+PUBLISHED_UNION_SDXL = {
+    "task_embedding": (8, 320),
+    "transformer_layes.0.attn.in_proj_weight": (960, 320),
+    "spatial_ch_projs.weight": (320, 320),
+    "control_add_embedding.linear_1.weight": (1280, 2048),
+}
+
+
+def test_union_layout_has_the_published_names_and_shapes():
+    from nodes.diffusion.controlnet_files import union_layout
+
+    layout = union_layout(320, 1280)
+    for key, shape in PUBLISHED_UNION_SDXL.items():
+        assert layout[key] == shape, key
+
+
+def _with_union(prompt: dict, task: str) -> dict:
+    out = _with_control(prompt, "union-xl.safetensors")
+    out["24"] = {"class_type": "SetUnionControlNetType", "inputs": {"control_net": ["20", 0], "type": task}}
+    out["23"]["inputs"]["control_net"] = ["24", 0]
+    return out
+
+
+@pytest.mark.slow
+def test_union_controlnet_task_type_changes_the_result(run):
+    prompt = json.loads(json.dumps(PROMPT))
+    prompt["4"]["inputs"]["ckpt_name"] = "tiny-sdxl.safetensors"
+    plain = _latent(run(prompt))
+    auto = _latent(run(_with_union(prompt, "auto")))
+    canny = run(_with_union(prompt, "canny/lineart/anime_lineart/mlsd"))
+    assert set(canny.executed) == {"24", "23", "3", "8", "9"}
+    assert not torch.allclose(plain, auto) and not torch.allclose(auto, _latent(canny))
