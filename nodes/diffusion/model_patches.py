@@ -90,7 +90,9 @@ class PerturbedAttentionPatch(ModelPatch):
             if self.scale == 0:
                 return args["denoised"]
             perturbed = args["model_options"].with_replace("attn1", _values_only, "middle", 0)
-            (pag,) = args["model"].calc_cond_batch([args["cond"]], args["input"], args["sigma"], perturbed)
+            (pag,) = args["model"].calc_cond_batch(
+                [args["cond"]], args["input"], args["sigma"], options=perturbed
+            )
             return args["denoised"] + (args["cond_denoised"] - pag) * self.scale
 
         options.add_post_cfg_function(after_guidance)
@@ -177,7 +179,7 @@ class SelfAttentionGuidancePatch(ModelPatch):
             degraded = sag_degraded(x0, recorded["uncond"], self.blur_sigma)
             sides = [args["uncond"] if args["uncond"] is not None else []]
             (sag,) = args["model"].calc_cond_batch(
-                sides, degraded + x - x0, args["sigma"], args["model_options"]
+                sides, degraded + x - x0, args["sigma"], options=args["model_options"]
             )
             return result + (degraded - sag) * self.scale
 
