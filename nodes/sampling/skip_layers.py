@@ -43,7 +43,7 @@ class SkipLayerDenoiser:
             if slg.scale <= 0 or not (slg.sigma_end <= level <= slg.sigma_start):
                 continue
             (positive,) = self.base.resolve([self.base.positive], x.shape, ("positive",))
-            (skipped,) = self.base.calc_cond_batch([positive], x, sigma, self.skipping_unet(slg.layers))
+            (skipped,) = self.base.calc_cond_batch([positive], x, sigma, unet=self.skipping_unet(slg.layers))
             assert self.base.cond_denoised is not None
             result = result + (self.base.cond_denoised - skipped) * slg.scale
         return result
