@@ -253,14 +253,14 @@ class CfgDenoiser:
         sides: list[list[SamplingCond]],
         x: torch.Tensor,
         sigma: torch.Tensor,
-        unet: UnetForward | None = None,
         options: ModelOptions | None = None,
+        unet: UnetForward | None = None,
     ) -> list[torch.Tensor]:
         """Each side's weighted x0 prediction over every entry active at this sigma.
 
-        `unet` overrides the model (Skip Layer Guidance's extra passes); `options` overrides the run's
-        patch table for these calls (guidance patches use it to evaluate the model once more with an
-        extra attention replacement).
+        `options` overrides the run's patch table for these calls (guidance patches use it to evaluate
+        the model once more with an extra attention replacement); `unet` overrides the model (Skip Layer
+        Guidance's extra passes).
         """
         options = self.options if options is None else options
         sums = [torch.zeros_like(x) for _ in sides]

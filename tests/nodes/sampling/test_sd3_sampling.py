@@ -6,7 +6,7 @@ sd3_cases.py asks, seeded random conditioning instead of text encoders. The file
 `make-checkpoint` (byte for byte the shared reference file), so no ComfyUI and no shared data is needed.
 
 Measured on the dev machine (rel L2 of the final latent): euler_simple 4.4e-7, dpmpp_2m_beta 8.2e-7,
-auraflow_euler 1.7e-7.
+auraflow_euler 1.7e-7, slg_euler 5.3e-7.
 """
 
 from __future__ import annotations
