@@ -318,14 +318,16 @@ def reduced_flow_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_conditioning_matches_comfyui_with_a_2_block_t5(reduced_flow_models, tmp_path):
     """FLUX and SD3 cases on the published CLIP-L/CLIP-G and the first 2 blocks of the published fp8 T5
-    (plain, weighted, long, CLIPTextEncodeSD3 without padding, and a textual-inversion embedding).
+    (plain, weighted, long, CLIPTextEncodeSD3 without padding); the textual-inversion case has no
+    ComfyUI recording committed yet, so it is left out here.
 
     ComfyUI built its T5 2 blocks deep for this (model option t5xxl_model_config num_layers=2): every
     T5 mechanism (fp8 weights, relative position bias, gated GELU, final norm) is exercised at full
     width while the run stays small enough for CI (about 0.5 GB of T5 weights instead of 4.7 GB).
     """
     expected = load_file(DATA / "comfy_flow_text_t5d2.safetensors")
-    _assert_matches(expected, our_summaries(reduced_flow_models, tmp_path, T5_2BLOCKS))
+    got = our_summaries(reduced_flow_models, tmp_path, T5_2BLOCKS, skip=("flux_embedding",))
+    _assert_matches(expected, got)
 
 
 FULL_DEPTH = DATA / "comfy_flow_text.safetensors"

@@ -317,7 +317,7 @@ def test_browser_missing_node_and_validation_errors_in_our_words(ui):
     workflow = _tiny(_template(ui, "txt2img_sd15"))
     ghost = {
         "id": 99,
-        "type": "ModelSamplingAuraFlow",
+        "type": "ModelSamplingStableCascade",
         "pos": [100, 600],
         "size": [300, 60],
         "flags": {},
@@ -326,7 +326,7 @@ def test_browser_missing_node_and_validation_errors_in_our_words(ui):
         "inputs": [],
         "outputs": [],
         "properties": {"cnr_id": "comfy-core", "ver": "0.3.70"},
-        "widgets_values": [3],
+        "widgets_values": [2.0],
     }
     workflow["nodes"].append(ghost)
     ui.js("(wf) => app.loadGraphData(wf)", workflow)
@@ -335,12 +335,12 @@ def test_browser_missing_node_and_validation_errors_in_our_words(ui):
     text = ui.page.inner_text("body")
     assert "newer version of ComfyUI" not in text
     if ui.version == "1.58.1":  # type: ignore[attr-defined]
-        assert "Not available in diffgraph: ModelSamplingAuraFlow" in text
+        assert "Not available in diffgraph: ModelSamplingStableCascade" in text
     with httpx.Client(base_url=ui.url, timeout=20) as http:
         prompt = http.post(
-            "/api/prompt", json={"prompt": {"1": {"class_type": "ModelSamplingAuraFlow", "inputs": {}}}}
+            "/api/prompt", json={"prompt": {"1": {"class_type": "ModelSamplingStableCascade", "inputs": {}}}}
         )
-    assert "diffgraph does not have: ModelSamplingAuraFlow" in prompt.json()["error"]["message"]
+    assert "diffgraph does not have: ModelSamplingStableCascade" in prompt.json()["error"]["message"]
     bad = _tiny(_template(ui, "txt2img_sd15"))
     for node in bad["nodes"]:
         if node["type"] == "EmptyLatentImage":
