@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from nodes.diffusion.builders import to_model
 from nodes.diffusion.checkpoint_io import CheckpointFormatError
-from nodes.diffusion.loader import _to_model
 
 HF_PREFIX = "vision_model."
 OPENCLIP_MARK = "transformer.resblocks.0.attn.in_proj_weight"
@@ -123,7 +123,7 @@ def build_vision_tower(
     name, cfg = vision_config(sd, where)
     with torch.device("meta"):
         model = CLIPVisionModelWithProjection(cfg)
-    module, _ = _to_model(model, sd, dtype, f"{where} clip vision ({name})")
+    module, _ = to_model(model, sd, dtype, f"{where} clip vision ({name})")
     assert isinstance(module, CLIPVisionModelWithProjection)
     return module
 

@@ -10,16 +10,23 @@ hub lookup can happen. Conversion uses diffusers' own single-file helpers.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.loaders import single_file_utils as sfu
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from diffusers import AutoencoderKL
 
 from nodes.diffusion import diffusers_folder, families, flux, sd3, unet_file
+from nodes.diffusion.builders import (  # re-exported: callers build single parts through the loader
+    LoadReport,
+    build_mmdit,
+    build_sd3_vae,
+    build_text,
+    build_unet,
+    build_vae,
+    to_model,
+)
 from nodes.diffusion.checkpoint_io import (
     CheckpointFormatError,
     read_header,
@@ -28,21 +35,11 @@ from nodes.diffusion.checkpoint_io import (
 )
 from nodes.diffusion.lora import patched_module
 from nodes.diffusion.recipe import ComponentRecipe, Variant
-from nodes.diffusion.text_encode import ClipStack
 
 log = logging.getLogger(__name__)
 FLUX_VAE_CHANNELS = 16
 # Where ComfyUI's all-in-one FLUX files keep each part.
 FLUX_CHECKPOINT_PREFIXES = {"unet": "model.diffusion_model.", "vae": "vae.", "clip": "text_encoders."}
-
-
-@dataclass
-class LoadReport:
-    """Keys a component's model expected but the file lacked, and converted keys the model rejected."""
-
-    component: str
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -55,108 +52,6 @@ class CheckpointInfo:
     components: tuple[str, ...]
     # UNet input channels: 4, or 9 for inpainting checkpoints (latent + mask + masked-image latent).
     unet_in_channels: int = 4
-
-
-def _to_model(
-    model: torch.nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype, name: str
-) -> tuple[torch.nn.Module, LoadReport]:
-    """Assign converted tensors into a meta-built model in `dtype`; report key mismatches."""
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False, assign=True)
-    report = LoadReport(name, list(result.missing_keys), list(result.unexpected_keys))
-    for buf_name, buf in list(model.named_buffers()):
-        if buf.is_meta and buf_name.endswith("position_ids"):
-            owner = model.get_submodule(buf_name.rsplit(".", 1)[0])
-            owner.register_buffer(
-                "position_ids", torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False
-            )
-    leftover = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    if leftover:
-        raise CheckpointFormatError(f"{name}: the file lacks {len(leftover)} tensors, e.g. {leftover[:3]}")
-    if report.missing or report.unexpected:
-        log.warning(
-            "%s: %d missing keys %s, %d unexpected keys %s",
-            name,
-            len(report.missing),
-            report.missing[:5],
-            len(report.unexpected),
-            report.unexpected[:5],
-        )
-    else:
-        log.info("%s: all %d tensors loaded, no missing or unexpected keys", name, len(state))
-    return model.eval().requires_grad_(False), report
-
-
-def build_unet(
-    family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype
-) -> tuple[torch.nn.Module, LoadReport]:
-    """UNet2DConditionModel from LDM `model.diffusion_model.*` tensors."""
-    cfg = families.unet_config(family, sd)
-    state = sfu.convert_ldm_unet_checkpoint(sd, cfg)
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(cfg)
-    return _to_model(unet, state, dtype, f"{family} unet")
-
-
-def build_vae(
-    family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = families.VAE_PREFIX
-) -> tuple[torch.nn.Module, LoadReport]:
-    """AutoencoderKL from LDM `first_stage_model.*` tensors (or a bare VAE file with prefix '')."""
-    cfg = families.vae_config(family, sd, prefix)
-    sub = {k: v for k, v in sd.items() if k.startswith(prefix)}
-    state = sfu.convert_ldm_vae_checkpoint(sub, cfg)
-    with torch.device("meta"):
-        vae = AutoencoderKL.from_config(cfg)
-    return _to_model(vae, state, dtype, f"{family} vae")
-
-
-def build_text(
-    family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype
-) -> tuple[ClipStack, list[LoadReport]]:
-    """The family's text encoder(s) from HF- or open_clip-layout tensors."""
-    encoders: dict[str, torch.nn.Module] = {}
-    reports: list[LoadReport] = []
-    specs = families.family_spec(family).text_encoders
-    for spec in specs:
-        cfg = CLIPTextConfig(**families.text_config(spec, sd))
-        cls = CLIPTextModelWithProjection if spec.with_projection else CLIPTextModel
-        with torch.device("meta"):
-            model = cls(cfg)
-        p = spec.ldm_prefix
-        sub = {"te." + k[len(p) :]: v for k, v in sd.items() if k.startswith(p)}
-        if spec.layout == "hf":
-            state = sfu.convert_ldm_clip_checkpoint(sub, remove_prefix="te.")
-            state.pop("text_model.embeddings.position_ids", None)
-        else:
-            # A private prefix keeps diffusers from dropping SD2's last block (ComfyUI keeps all 24).
-            state = sfu.convert_open_clip_checkpoint(model, sub, prefix="te.")
-        if not spec.with_projection:
-            state.pop("text_projection.weight", None)
-        if not any(k.startswith("text_model.") for k in model.state_dict()):
-            # transformers 5 flattened CLIPTextModel (no `text_model.` level).
-            state = {k.removeprefix("text_model."): v for k, v in state.items()}
-        encoders[spec.name], report = _to_model(model, state, dtype, f"{family} {spec.name}")
-        reports.append(report)
-    return ClipStack(family, encoders, specs), reports
-
-
-def build_mmdit(
-    sd: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = sd3.MMDIT_PREFIX
-) -> tuple[torch.nn.Module, LoadReport]:
-    """SD3Transformer2DModel from single-file MMDiT tensors (`prefix` '' for a bare transformer file).
-
-    Linear weights stay in the dtype they were read in and are upcast to `dtype` per call.
-    """
-    model = sd3.build_transformer(sd, dtype, prefix)
-    return model, LoadReport("sd3 transformer")
-
-
-def build_sd3_vae(
-    sd: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = sd3.VAE_PREFIX
-) -> tuple[torch.nn.Module, LoadReport]:
-    """The 16-channel SD3 AutoencoderKL (no quant convs) from LDM-layout tensors."""
-    cfg = sd3.vae_config(sd, prefix)
-    return _to_model(sd3.new_vae(cfg), sd3.convert_vae(sd, cfg, prefix), dtype, "sd3 vae")
 
 
 def _sd3_info(path: Path, keys: list[str]) -> CheckpointInfo:
@@ -413,7 +308,7 @@ def build_diffusers_vae(
     state = {_current_attention_name(k[len(prefix) :]): v for k, v in sd.items() if k.startswith(prefix)}
     with torch.device("meta"):
         vae = AutoencoderKL.from_config(cfg)
-    return _to_model(vae, state, dtype, f"{name} ({family} vae, diffusers layout)")
+    return to_model(vae, state, dtype, f"{name} ({family} vae, diffusers layout)")
 
 
 def component_dtype(store: Any, component: str) -> torch.dtype:
