@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.diffusion.denoiser_runtime import compile_mode, input_layout, prepared_denoiser
+from nodes.diffusion.denoiser_runtime import channels_last_for, compile_mode, input_layout, prepared_denoiser
 
 
 def _convnet() -> torch.nn.Sequential:
@@ -25,7 +25,7 @@ def _first_weight(net: torch.nn.Sequential) -> torch.Tensor:
 
 
 def test_prepared_denoiser_runs_channels_last_with_the_same_result(monkeypatch):
-    monkeypatch.delenv("DIFFGRAPH_CHANNELS_LAST", raising=False)
+    monkeypatch.setenv("DIFFGRAPH_CHANNELS_LAST", "1")
     monkeypatch.delenv("DIFFGRAPH_COMPILE", raising=False)
     net, x = _convnet(), torch.randn(2, 4, 16, 16)
     expected = net(x)
@@ -34,6 +34,18 @@ def test_prepared_denoiser_runs_channels_last_with_the_same_result(monkeypatch):
     got = fn(input_layout(x))
     assert float((got - expected).norm() / expected.norm()) < 1e-5
     assert prepared_denoiser(net) is fn  # prepared once per module
+
+
+def test_channels_last_follows_the_compute_dtype_by_default(monkeypatch):
+    monkeypatch.delenv("DIFFGRAPH_CHANNELS_LAST", raising=False)
+    cpu = torch.device("cpu")
+    assert not channels_last_for(torch.float32, cpu)
+    assert channels_last_for(torch.bfloat16, cpu)
+    assert channels_last_for(torch.float32, torch.device("cuda"))
+    monkeypatch.delenv("DIFFGRAPH_COMPILE", raising=False)
+    net = _convnet()
+    prepared_denoiser(net)
+    assert _first_weight(net).is_contiguous()
 
 
 def test_channels_last_can_be_switched_off(monkeypatch):
