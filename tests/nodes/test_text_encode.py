@@ -202,12 +202,12 @@ def test_reference_sd15_loads_and_encodes_like_transformers(
     prompts = _reference_prompts()
     assert prompts, f"no CLIPTextEncode prompt in the reference cases under {CASES}"
     ctx = make_ctx(reference_sd15_path.parents[1], model_store, tmp_path)
-    with caplog.at_level(logging.INFO, logger="nodes.diffusion.loader"):
+    with caplog.at_level(logging.INFO, logger="nodes.diffusion.builders"):
         out = CheckpointLoaderSimple().run(
             ctx, CheckpointLoaderSimple.Inputs(ckpt_name=reference_sd15_path.name)
         )
     assert out.MODEL.family == "sd15" and out.MODEL.prediction == "eps"
-    messages = [r.getMessage() for r in caplog.records if r.name == "nodes.diffusion.loader"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "nodes.diffusion.builders"]
     assert sum("no missing or unexpected keys" in m for m in messages) == 3, messages
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], messages
     prefix = "cond_stage_model.transformer."
