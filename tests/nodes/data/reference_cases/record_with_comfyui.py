@@ -2,6 +2,9 @@
 
     python record_with_comfyui.py URL COMFY_OUTPUT_DIR CASE [CASE ...]
 
+A CASE is a folder name here, or the path of a case folder elsewhere (the model-patch cases in
+`../model_patches/` are recorded the same way).
+
 URL is a running ComfyUI 0.3.64 started with `--cpu` whose models folder holds
 `checkpoints/sd15-random.safetensors` (the shared full-size random SD1.5 file), this folder's
 `embeddings/` and (for the ControlNet cases) the shared reference's two random SD1.5 ControlNets in
@@ -34,9 +37,11 @@ def _get(url: str) -> dict:
         return json.loads(resp.read())
 
 
-def record(url: str, output_dir: Path, case: str) -> None:
+def record(url: str, output_dir: Path, case_arg: str) -> None:
     """Queue one case, wait for it, copy its saved latent."""
-    prompt = json.loads((HERE / case / "workflow_api.json").read_text())
+    folder = Path(case_arg) if Path(case_arg).is_dir() else HERE / case_arg
+    case = folder.name
+    prompt = json.loads((folder / "workflow_api.json").read_text())
     prefix = f"ref/{case}"
     prompt["10"]["inputs"]["filename_prefix"] = prefix
     prompt_id = _post(f"{url}/prompt", {"prompt": prompt})["prompt_id"]
@@ -51,7 +56,7 @@ def record(url: str, output_dir: Path, case: str) -> None:
         time.sleep(2)
     files = sorted((output_dir / "ref").glob(f"{case}_*.latent"))
     latent = load_file(str(files[-1]))["latent_tensor"]
-    save_file({"latent": latent.contiguous()}, str(HERE / case / "latent.safetensors"))
+    save_file({"latent": latent.contiguous()}, str(folder / "latent.safetensors"))
     print(f"{case}: {tuple(latent.shape)} std {latent.std():.4f} in {time.time() - started:.0f} s")
 
 
