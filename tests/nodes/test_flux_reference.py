@@ -4,10 +4,9 @@ ComfyUI 0.3.64 on CPU ran cases/flux_dev_basic/workflow_api.json (FLUX.1 dev d2s
 3.5, KSampler euler/simple, cfg 1, 4 steps, seed 42) on the reference README's random-weight files and saved
 the final latent; this test runs the same workflow headless and compares latents (relative L2).
 
-The reference files (about 7.7 GB: FLUX dev d2s2 BF16, the FLUX autoencoder, CLIP-L fp16, T5-XXL fp8) are
-rebuilt byte for byte by make-checkpoint (seed 1234, the README's rule). Point $DIFFGRAPH_FLOW_MODELS at a
-models folder already holding them (diffusion_models/, text_encoders/, vae/), or set $DIFFGRAPH_TEST_CACHE
-to build them there once; without either the test is skipped. The run needs about 10 GB of memory.
+The reference files (about 7.7 GB: FLUX dev d2s2 BF16, the FLUX autoencoder, CLIP-L fp16, T5-XXL fp8) come
+from $DIFFGRAPH_FLOW_MODELS or are built into $DIFFGRAPH_TEST_CACHE (tests/nodes/flow_reference); without
+either the test is skipped. The run needs about 10 GB of memory.
 
 Measured with `diffgraph run` on the workflow: relative L2 1.2e-7 against ComfyUI's latent (max abs 2.4e-6),
 the decoded PNG within one 8-bit level of ComfyUI's image.png, peak RSS 10.3 GB (file pages mapped while
@@ -27,48 +26,13 @@ from safetensors.torch import load_file
 from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.validation import validate_prompt
-from nodes.diffusion.flux_layout import make_flux_file
-from nodes.diffusion.make_text_encoder import make_text_encoder
+from tests.nodes.flow_reference import files_named_by, flow_models_dir
 from tests.shared_reference import SHARED_REFERENCE, needs_reference
 
 CASE = SHARED_REFERENCE / "flow" / "cases" / "flux_dev_basic"
-SEED = 1234
-# (folder, file name as the workflow names it) -> how make-checkpoint rebuilds it, and its size in bytes.
-FILES = {
-    ("diffusion_models", "flux1-dev-random-d2s2.safetensors"): (("flux", "flux1-dev"), 2_053_951_376),
-    ("vae", "flux-ae-random.safetensors"): (("flux", "flux-ae"), 335_303_948),
-    ("text_encoders", "clip_l-random.safetensors"): (("text", "clip_l", "fp16"), 246_144_152),
-    ("text_encoders", "t5xxl-random_fp8_e4m3fn.safetensors"): (
-        ("text", "t5xxl", "fp8_e4m3fn"),
-        4_762_338_536,
-    ),
-}
 MAX_REL_L2 = 1e-4
 FORWARD = Path(__file__).parent / "data" / "flux_forward" / "comfyui_flux_dev_d2s2_forward.safetensors"
 FLUX_DEV = ("diffusion_models", "flux1-dev-random-d2s2.safetensors")
-
-
-def _models_dir(only: tuple[tuple[str, str], ...] | None = None) -> Path:
-    """A models folder holding the reference files (given, or built once into the test cache)."""
-    given = os.environ.get("DIFFGRAPH_FLOW_MODELS")
-    if given:
-        return Path(given)
-    cache = os.environ.get("DIFFGRAPH_TEST_CACHE")
-    if not cache:
-        pytest.skip("set DIFFGRAPH_FLOW_MODELS or DIFFGRAPH_TEST_CACHE for the 7.7 GB FLUX reference files")
-    root = Path(cache) / "flow"
-    for (folder, name), (how, size) in FILES.items():
-        if only is not None and (folder, name) not in only:
-            continue
-        path = root / folder / name
-        if path.is_file() and path.stat().st_size == size:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if how[0] == "flux":
-            make_flux_file(how[1], "reduced", SEED, path)
-        else:
-            make_text_encoder(how[1], "full", SEED, path, how[2])
-    return root
 
 
 @pytest.mark.slow
@@ -76,8 +40,8 @@ def _models_dir(only: tuple[tuple[str, str], ...] | None = None) -> Path:
 def test_flux_dev_basic_matches_comfyui_latent(tmp_path, model_store):
     from nodes.pack import build_registry
 
-    models = _models_dir()
     prompt = json.loads((CASE / "workflow_api.json").read_text())
+    models = flow_models_dir(files_named_by(prompt))
     registry = build_registry(ModelPaths(models), tmp_path)
     env = Environment(
         output_dir=tmp_path / "output",
@@ -115,7 +79,7 @@ def test_flux_dev_d2s2_forward_matches_comfyui():
     from nodes.diffusion.recipe import ComponentRecipe, Variant
     from nodes.diffusion.unet_file import load_diffusion_model
 
-    path = _models_dir((FLUX_DEV,)) / FLUX_DEV[0] / FLUX_DEV[1]
+    path = flow_models_dir((FLUX_DEV,)) / FLUX_DEV[0] / FLUX_DEV[1]
     recipe = ComponentRecipe(str(path), "flux-dev", "unet", variant=Variant.DIFFUSION_FILE)
     model = load_diffusion_model(recipe, torch.float32)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -138,7 +102,7 @@ def test_flux_autoencoder_decodes_comfyui_latent_to_its_image():
     from nodes.diffusion.vae import decode
 
     ae = ("vae", "flux-ae-random.safetensors")
-    path = _models_dir((ae,)) / ae[0] / ae[1]
+    path = flow_models_dir((ae,)) / ae[0] / ae[1]
     vae = load_component(
         ComponentRecipe(str(path), inspect_vae_file(path), "vae", variant=Variant.VAE_FILE), torch.float32
     )
