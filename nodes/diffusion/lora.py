@@ -213,25 +213,34 @@ def merge_weights(model: torch.nn.Module, other: torch.nn.Module, keep: float) -
     return count
 
 
+def fused_weight(model: torch.nn.Module, slots: list[Slot]) -> torch.Tensor:
+    """A weight in the published layout (float32), assembled from the parameters holding its rows."""
+    params = dict(model.named_parameters())
+    first = params[slots[0].param]
+    if len(slots) == 1 and slots[0].rows is None:
+        return first.detach().to(torch.float32, copy=True)
+    rows = sum(len(s.rows) for s in slots if s.rows is not None)
+    fused = torch.empty((rows, *first.shape[1:]), dtype=torch.float32, device=first.device)
+    for slot in slots:
+        fused[slot.rows] = params[slot.param].detach().float()
+    return fused
+
+
 def apply_ops(model: torch.nn.Module, lmap: DitLoraMap, ops: Ops, compute: torch.dtype | None) -> None:
     """Patch each weight in `ops` (assembled from its slots, in float32) and put the rounded rows back."""
-    params = dict(model.named_parameters())
     for key, todo in ops.items():
         slots = lmap.slots[key]
-        first = params[slots[0].param]
-        if len(slots) == 1 and slots[0].rows is None:
-            fused = first.detach().to(torch.float32, copy=True)
-        else:
-            rows = sum(len(s.rows) for s in slots if s.rows is not None)
-            fused = torch.empty((rows, *first.shape[1:]), dtype=torch.float32, device=first.device)
-            for slot in slots:
-                fused[slot.rows] = params[slot.param].detach().float()
-        for rows, adapter, strength in todo:
-            if rows is None:
-                fused = apply_adapter(fused, adapter, strength)
-            else:
-                fused[rows] = apply_adapter(fused[rows], adapter, strength)
-        result = round_to(fused, kept_dtype(first.dtype, compute), key)
+        stored = model.get_parameter(slots[0].param).dtype
+        fused = fused_weight(model, slots)
+        try:
+            for rows, adapter, strength in todo:
+                if rows is None:
+                    fused = apply_adapter(fused, adapter, strength)
+                else:
+                    fused[rows] = apply_adapter(fused[rows], adapter, strength)
+        except ValueError as exc:
+            raise LoraError(f"cannot patch {key}: {exc}; is the LoRA for another model size?") from exc
+        result = round_to(fused, kept_dtype(stored, compute), key)
         for slot in slots:
             owner, _, leaf = slot.param.rpartition(".")
             value = result if slot.rows is None else result[slot.rows]

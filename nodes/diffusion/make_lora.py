@@ -67,9 +67,8 @@ def _converted(family: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, tup
     return {k: tuple(v.shape) for k, v in out.items()}
 
 
-def _text_stems(layout: str, size: str) -> dict[str, tuple[int, int]]:
+def _text_stems(layout: str, text_size: str) -> dict[str, tuple[int, int]]:
     """Text-encoder LoRA stems of a layout (CLIP attention/MLP layers, T5 attention/FFN layers)."""
-    text_size = "tiny" if size == "tiny" else "full"
     kinds = {
         "flux-kohya": {"clip_l": "lora_te1_", "t5xxl": "lora_te2_"},
         "flux-diffusers": {"clip_l": "text_encoder."},
@@ -85,8 +84,13 @@ def _text_stems(layout: str, size: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-def lora_stems(layout: str, size: str, text_encoders: bool = False) -> dict[str, tuple[int, int]]:
-    """Stem -> (out, in) of every layer a random LoRA of `layout` adapts, for a model of `size`."""
+def lora_stems(
+    layout: str, size: str, text_encoders: bool = False, text_size: str | None = None
+) -> dict[str, tuple[int, int]]:
+    """Stem -> (out, in) of every layer a random LoRA of `layout` adapts, for a model of `size`.
+
+    Text encoders are tiny for a tiny model and full size otherwise, unless `text_size` says.
+    """
     if layout not in LORA_LAYOUTS:
         raise ValueError(f"unknown LoRA layout {layout!r}; one of {LORA_LAYOUTS}")
     family = "flux-dev" if layout.startswith("flux") else sd3.FAMILY
@@ -103,7 +107,7 @@ def lora_stems(layout: str, size: str, text_encoders: bool = False) -> dict[str,
     else:
         stems = {"diffusion_model." + k: v for k, v in _matrices(shapes).items()}
     if text_encoders:
-        stems.update(_text_stems(layout, size))
+        stems.update(_text_stems(layout, text_size or ("tiny" if size == "tiny" else "full")))
     return stems
 
 
@@ -115,9 +119,10 @@ def make_lora_file(
     rank: int = 4,
     dtype: torch.dtype = torch.bfloat16,
     text_encoders: bool = False,
+    text_size: str | None = None,
 ) -> Path:
     """Write a random LoRA of `layout` for the FLUX dev / SD3.5 medium shapes of `size` (tiny, reduced, full)."""
-    stems = lora_stems(layout, size, text_encoders)
+    stems = lora_stems(layout, size, text_encoders, text_size)
     names = _PAIRS["A"] if layout.endswith(("-diffusers", "-bfl", "-native")) else _PAIRS["down"]
     with_alpha = names is _PAIRS["down"]
     tensors: dict[str, torch.Tensor] = {}
