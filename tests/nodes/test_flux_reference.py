@@ -28,6 +28,7 @@ from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.validation import validate_prompt
 from nodes.diffusion.flux_layout import make_flux_file
+from nodes.diffusion.make_checkpoint import make_sd3_checkpoint
 from nodes.diffusion.make_text_encoder import make_text_encoder
 from tests.shared_reference import SHARED_REFERENCE, needs_reference
 
@@ -43,6 +44,10 @@ FILES = {
         4_762_338_536,
     ),
 }
+FLUX_DEV_FILES = tuple(FILES)
+# The SD3.5 medium reference files (used with CLIP-L and T5 above by the SD3.5 cases).
+FILES[("checkpoints", "sd3.5m-random-d2.safetensors")] = (("sd3", "sd3.5-medium"), 209_409_038)
+FILES[("text_encoders", "clip_g-random.safetensors")] = (("text", "clip_g", "fp16"), 1_389_382_176)
 MAX_REL_L2 = 1e-4
 FORWARD = Path(__file__).parent / "data" / "flux_forward" / "comfyui_flux_dev_d2s2_forward.safetensors"
 FLUX_DEV = ("diffusion_models", "flux1-dev-random-d2s2.safetensors")
@@ -66,6 +71,8 @@ def _models_dir(only: tuple[tuple[str, str], ...] | None = None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         if how[0] == "flux":
             make_flux_file(how[1], "reduced", SEED, path)
+        elif how[0] == "sd3":
+            make_sd3_checkpoint(how[1], "reduced", SEED, path)
         else:
             make_text_encoder(how[1], "full", SEED, path, how[2])
     return root
@@ -76,7 +83,7 @@ def _models_dir(only: tuple[tuple[str, str], ...] | None = None) -> Path:
 def test_flux_dev_basic_matches_comfyui_latent(tmp_path, model_store):
     from nodes.pack import build_registry
 
-    models = _models_dir()
+    models = _models_dir(FLUX_DEV_FILES)
     prompt = json.loads((CASE / "workflow_api.json").read_text())
     registry = build_registry(ModelPaths(models), tmp_path)
     env = Environment(
