@@ -144,3 +144,83 @@ def test_flux_lora_on_an_sd3_model_is_refused(inputs):
 
 if __name__ == "__main__":
     write_inputs(Path(sys.argv[1]))
+
+
+def _flux_prompt(strength: float, weight_dtype: str = "default") -> dict:
+    """Tiny FLUX dev txt2img with LoraLoaderModelOnly, 64x64, 2 euler steps, saving the latent."""
+    return {
+        "1": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": weight_dtype},
+        },
+        "2": {
+            "class_type": "DualCLIPLoader",
+            "inputs": {
+                "clip_name1": "clip_l.safetensors",
+                "clip_name2": "t5xxl_fp16.safetensors",
+                "type": "flux",
+            },
+        },
+        "4": {
+            "class_type": "LoraLoaderModelOnly",
+            "inputs": {"model": ["1", 0], "lora_name": "flux-kohya.safetensors", "strength_model": strength},
+        },
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse", "clip": ["2", 0]}},
+        "7": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["5", 0]}},
+        "8": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 3,
+                "steps": 2,
+                "cfg": 1.0,
+                "sampler_name": "euler",
+                "scheduler": "simple",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["5", 0],
+                "negative": ["7", 0],
+                "latent_image": ["8", 0],
+            },
+        },
+        "10": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "lora"}},
+    }
+
+
+def _run_latent(prompt: dict, models: Path, tmp_path: Path, store) -> torch.Tensor:
+    import json
+
+    from tests.nodes.sampling.test_reference_conditioning import _run_case
+
+    case = tmp_path / "case"
+    case.mkdir(parents=True)
+    (case / "workflow_api.json").write_text(json.dumps(prompt))
+    _run_case(case, models, tmp_path, store)
+    (saved,) = sorted((tmp_path / "output").rglob("*.latent"))
+    return load_file(str(saved))["latent_tensor"]
+
+
+@pytest.fixture(scope="module")
+def tiny_flux_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.nodes.flux_files import write_tiny_flux_models
+
+    root = write_tiny_flux_models(tmp_path_factory.mktemp("flux_models"))
+    make_lora_file(
+        "flux-kohya", "tiny", LORA_SEED, root / "loras" / "flux-kohya.safetensors", text_encoders=True
+    )
+    return root
+
+
+@pytest.mark.slow
+def test_lora_loader_model_only_changes_a_flux_image_and_strength_zero_does_not(
+    tiny_flux_models, tmp_path, model_store
+):
+    plain = _run_latent(_flux_prompt(0.0), tiny_flux_models, tmp_path / "a", model_store)
+    patched = _run_latent(_flux_prompt(1.0), tiny_flux_models, tmp_path / "b", model_store)
+    fp8 = _run_latent(_flux_prompt(1.0, "fp8_e4m3fn"), tiny_flux_models, tmp_path / "c", model_store)
+    again = _run_latent(_flux_prompt(0.0), tiny_flux_models, tmp_path / "d", model_store)
+    assert plain.shape == (1, 16, 8, 8)
+    assert float((patched - plain).norm() / plain.norm()) > 1e-3
+    assert float((fp8 - patched).norm() / patched.norm()) < 0.1
+    # The cached base model was not changed by the patched copy.
+    assert torch.equal(again, plain)
