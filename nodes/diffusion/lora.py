@@ -36,6 +36,8 @@ DIT_FAMILIES = (*flux.FAMILIES, sd3.FAMILY)
 # Stems of text-encoder LoRA keys; everything else is meant for the diffusion model.
 TEXT_PREFIXES = ("lora_te", "text_encoder", "text_encoders.", "lora_prior_te")
 _LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
+# Text encoders: ComfyUI maps every T5 weight, so T5's relative position tables (embeddings) take LoRAs too.
+_TEXT_LAYERS = (*_LAYERS, torch.nn.Embedding)
 # Per weight (ComfyUI's name): (rows or None, adapter, strength) in the order the patches were added.
 Ops = dict[str, list[tuple[torch.Tensor | None, Adapter, float]]]
 
@@ -123,7 +125,7 @@ def _text_map(model: torch.nn.Module, recipe: ComponentRecipe) -> DitLoraMap:
     names = list(model.encoders.keys())
     for enc, prefixes in _text_prefixes(recipe, names).items():
         for name, mod in model.encoders[enc].named_modules():
-            if not isinstance(mod, _LAYERS):
+            if not isinstance(mod, _TEXT_LAYERS):
                 continue
             t5 = enc == "t5xxl"
             hf = (

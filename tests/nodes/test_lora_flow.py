@@ -224,3 +224,69 @@ def test_lora_loader_model_only_changes_a_flux_image_and_strength_zero_does_not(
     assert float((fp8 - patched).norm() / patched.norm()) < 0.1
     # The cached base model was not changed by the patched copy.
     assert torch.equal(again, plain)
+
+
+def _sd3_prompt(strength_model: float, strength_clip: float) -> dict:
+    """Tiny SD3.5 txt2img: CheckpointLoaderSimple + TripleCLIPLoader -> LoraLoader, 64x64, 2 steps, cfg 2."""
+    encode = {"class_type": "CLIPTextEncode", "inputs": {"text": "a red bicycle", "clip": ["4", 1]}}
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd35.safetensors"}},
+        "2": {
+            "class_type": "TripleCLIPLoader",
+            "inputs": {
+                "clip_name1": "clip_l.safetensors",
+                "clip_name2": "clip_g.safetensors",
+                "clip_name3": "t5.safetensors",
+            },
+        },
+        "4": {
+            "class_type": "LoraLoader",
+            "inputs": {
+                "model": ["1", 0],
+                "clip": ["2", 0],
+                "lora_name": "sd3-kohya.safetensors",
+                "strength_model": strength_model,
+                "strength_clip": strength_clip,
+            },
+        },
+        "5": encode,
+        "6": {**encode, "inputs": {**encode["inputs"], "text": "blurry"}},
+        "8": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 5,
+                "steps": 2,
+                "cfg": 2.0,
+                "sampler_name": "euler",
+                "scheduler": "simple",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["5", 0],
+                "negative": ["6", 0],
+                "latent_image": ["8", 0],
+            },
+        },
+        "10": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "lora"}},
+    }
+
+
+@pytest.mark.slow
+def test_lora_loader_patches_sd35_model_and_its_three_text_encoders(tmp_path_factory, tmp_path, model_store):
+    root = tmp_path_factory.mktemp("sd3_models")
+    make_sd3_checkpoint("sd3.5-medium", "tiny", 0, root / "checkpoints" / "sd35.safetensors")
+    for kind, name, dtype in (
+        ("clip_l", "clip_l", "fp16"),
+        ("clip_g", "clip_g", "fp16"),
+        ("t5xxl", "t5", "fp8_e4m3fn"),
+    ):
+        make_text_encoder(kind, "tiny", 0, root / "text_encoders" / f"{name}.safetensors", dtype)
+    make_lora_file(
+        "sd3-kohya", "tiny", LORA_SEED, root / "loras" / "sd3-kohya.safetensors", text_encoders=True
+    )
+    plain = _run_latent(_sd3_prompt(0.0, 0.0), root, tmp_path / "a", model_store)
+    model_only = _run_latent(_sd3_prompt(1.0, 0.0), root, tmp_path / "b", model_store)
+    clip_only = _run_latent(_sd3_prompt(0.0, 1.0), root, tmp_path / "c", model_store)
+    assert plain.shape == (1, 16, 8, 8)
+    assert float((model_only - plain).norm() / plain.norm()) > 1e-3
+    assert float((clip_only - plain).norm() / plain.norm()) > 1e-3
