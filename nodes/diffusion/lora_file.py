@@ -64,6 +64,11 @@ def _pair_stem(key: str) -> tuple[str, str, str] | None:
 
 def read_adapters(name: str, lora: dict[str, torch.Tensor]) -> tuple[dict[str, StemAdapters], list[str]]:
     """Stem -> adapters of a LoRA file, and the keys that are none of the known parts."""
+    if "img_in.lora_A.weight" in lora and any(k.endswith("_norm.scale") for k in lora):
+        raise LoraFormatError(
+            f"{name}: a FLUX control LoRA (BFL Canny/Depth: it widens the image input and sets the norm "
+            "scales), which diffgraph cannot apply yet; use the full Canny/Depth model instead"
+        )
     unsupported = sorted(k for k in lora if k.endswith(UNSUPPORTED_SUFFIXES))
     if unsupported:
         raise LoraFormatError(

@@ -290,3 +290,17 @@ def test_lora_loader_patches_sd35_model_and_its_three_text_encoders(tmp_path_fac
     assert plain.shape == (1, 16, 8, 8)
     assert float((model_only - plain).norm() / plain.norm()) > 1e-3
     assert float((clip_only - plain).norm() / plain.norm()) > 1e-3
+
+
+def test_flux_control_lora_and_loha_files_are_refused_with_a_reason():
+    from nodes.diffusion.lora_file import LoraFormatError, read_adapters
+
+    control = {
+        "img_in.lora_A.weight": torch.zeros(4, 128),
+        "img_in.lora_B.weight": torch.zeros(256, 4),
+        "single_blocks.0.norm.key_norm.scale": torch.ones(128),
+    }
+    with pytest.raises(LoraFormatError, match="control LoRA"):
+        read_adapters("canny.safetensors", control)
+    with pytest.raises(LoraFormatError, match="LoHa"):
+        read_adapters("loha.safetensors", {"lora_unet_x.hada_w1_a": torch.zeros(2, 2)})
