@@ -67,16 +67,18 @@ def _converted(family: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, tup
     return {k: tuple(v.shape) for k, v in out.items()}
 
 
-def _text_stems(layout: str, text_size: str) -> dict[str, tuple[int, int]]:
+def _text_stems(layout: str, text_size: str, kinds: tuple[str, ...] | None) -> dict[str, tuple[int, int]]:
     """Text-encoder LoRA stems of a layout (CLIP attention/MLP layers, T5 attention/FFN layers)."""
-    kinds = {
+    prefixes = {
         "flux-kohya": {"clip_l": "lora_te1_", "t5xxl": "lora_te2_"},
         "flux-diffusers": {"clip_l": "text_encoder."},
         "sd3-kohya": {"clip_l": "lora_te1_", "clip_g": "lora_te2_", "t5xxl": "lora_te3_"},
         "sd3-diffusers": {"clip_l": "text_encoder.", "clip_g": "text_encoder_2."},
     }.get(layout, {})
     out = {}
-    for kind, prefix in kinds.items():
+    for kind, prefix in prefixes.items():
+        if kinds is not None and kind not in kinds:
+            continue
         for name, dims in _matrices(text_encoder_shapes(kind, text_size)).items():
             if ".layers." not in name and ".block." not in name:
                 continue
@@ -85,11 +87,16 @@ def _text_stems(layout: str, text_size: str) -> dict[str, tuple[int, int]]:
 
 
 def lora_stems(
-    layout: str, size: str, text_encoders: bool = False, text_size: str | None = None
+    layout: str,
+    size: str,
+    text_encoders: bool = False,
+    text_size: str | None = None,
+    text_kinds: tuple[str, ...] | None = None,
 ) -> dict[str, tuple[int, int]]:
     """Stem -> (out, in) of every layer a random LoRA of `layout` adapts, for a model of `size`.
 
-    Text encoders are tiny for a tiny model and full size otherwise, unless `text_size` says.
+    Text encoders (all the layout names, or only `text_kinds`: clip_l, clip_g, t5xxl) are tiny for a
+    tiny model and full size otherwise, unless `text_size` says.
     """
     if layout not in LORA_LAYOUTS:
         raise ValueError(f"unknown LoRA layout {layout!r}; one of {LORA_LAYOUTS}")
@@ -107,7 +114,7 @@ def lora_stems(
     else:
         stems = {"diffusion_model." + k: v for k, v in _matrices(shapes).items()}
     if text_encoders:
-        stems.update(_text_stems(layout, text_size or ("tiny" if size == "tiny" else "full")))
+        stems.update(_text_stems(layout, text_size or ("tiny" if size == "tiny" else "full"), text_kinds))
     return stems
 
 
@@ -120,9 +127,10 @@ def make_lora_file(
     dtype: torch.dtype = torch.bfloat16,
     text_encoders: bool = False,
     text_size: str | None = None,
+    text_kinds: tuple[str, ...] | None = None,
 ) -> Path:
     """Write a random LoRA of `layout` for the FLUX dev / SD3.5 medium shapes of `size` (tiny, reduced, full)."""
-    stems = lora_stems(layout, size, text_encoders, text_size)
+    stems = lora_stems(layout, size, text_encoders, text_size, text_kinds)
     names = _PAIRS["A"] if layout.endswith(("-diffusers", "-bfl", "-native")) else _PAIRS["down"]
     with_alpha = names is _PAIRS["down"]
     tensors: dict[str, torch.Tensor] = {}
