@@ -322,9 +322,10 @@ def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
     """The recipe's module from the store, loading it (and LoRA-patching a base copy) on demand."""
     if recipe.patches:
         base = load_component_into(store, recipe.base())
+        compute = component_dtype(store, "unet") if recipe.component == "unet" else None
         return store.get(
             recipe.store_key,
-            lambda: patched_module(base, recipe, lambda other: load_component_into(store, other)),
+            lambda: patched_module(base, recipe, lambda other: load_component_into(store, other), compute),
         )
     if recipe.variant is Variant.TEXT_ENCODERS:
         from nodes.diffusion.text_encoders import load_text_stack  # heavy (T5); only when used

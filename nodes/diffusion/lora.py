@@ -1,9 +1,12 @@
 """LoRA files applied as weight patches on a copy that shares every unpatched tensor with the base model.
 
-Layouts: kohya (`lora_unet_*`, `lora_te_*`, `lora_te1_*`, `lora_te2_*` with `.lora_down/.lora_up/.alpha`;
-UNet names in diffusers or LDM spelling) and diffusers/peft (`unet.<module>.lora_A/lora_B` or
-`.lora.down/.lora.up`, `text_encoder.*`, `text_encoder_2.*`). Merge patches (ModelMergeSimple) blend
-another model's weights in the same pass. The cached base model is never mutated.
+Layouts: kohya (`lora_unet_*`, `lora_te_*`, `lora_te1_*`, `lora_te2_*`, `lora_te3_*` with
+`.lora_down/.lora_up/.alpha`; UNet names in diffusers or LDM spelling), diffusers/peft
+(`unet.<module>.lora_A/lora_B` or `.lora.down/.lora.up`, `text_encoder.*`, `text_encoder_2.*`), and for
+FLUX and SD3 the native/BFL, diffusers, OneTrainer and SimpleTuner namings of nodes.diffusion.lora_dit.
+Every patch on a weight is computed in float32 and rounded once (nodes.diffusion.lora_math). Merge
+patches (ModelMergeSimple) blend another model's weights in the same pass. The cached base model is
+never mutated.
 """
 
 from __future__ import annotations
@@ -18,16 +21,25 @@ import torch
 from diffusers.loaders import single_file_utils as sfu
 
 from engine import UserFacingError
-from nodes.diffusion import families
+from nodes.diffusion import families, flux, sd3
 from nodes.diffusion.checkpoint_io import read_header, read_weights
 from nodes.diffusion.diffusers_folder import ldm_unet_layout
+from nodes.diffusion.lora_dit import DitLoraMap, Slot, Target, dit_lora_map
+from nodes.diffusion.lora_file import read_adapters
+from nodes.diffusion.lora_math import Adapter, apply_adapter, kept_dtype, round_to
 from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, MergePatch
 from nodes.diffusion.text_encode import ClipStack
 
 log = logging.getLogger(__name__)
 
-_DOWN = (".lora_down.weight", ".lora.down.weight", ".lora_A.weight")
-_UP = (".lora_up.weight", ".lora.up.weight", ".lora_B.weight")
+DIT_FAMILIES = (*flux.FAMILIES, sd3.FAMILY)
+# Stems of text-encoder LoRA keys; everything else is meant for the diffusion model.
+TEXT_PREFIXES = ("lora_te", "text_encoder", "text_encoders.", "lora_prior_te")
+_LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
+# Text encoders: ComfyUI maps every T5 weight, so T5's relative position tables (embeddings) take LoRAs too.
+_TEXT_LAYERS = (*_LAYERS, torch.nn.Embedding)
+# Per weight (ComfyUI's name): (rows or None, adapter, strength) in the order the patches were added.
+Ops = dict[str, list[tuple[torch.Tensor | None, Adapter, float]]]
 
 
 class LoraError(UserFacingError):
@@ -58,59 +70,126 @@ def ldm_unet_names(path: str, family: str) -> dict[str, str]:
     return names
 
 
-def _targets(model: torch.nn.Module, recipe: ComponentRecipe) -> dict[str, str]:
-    """Underscored LoRA target name (with its kohya prefix) -> module path in `model`."""
-    out: dict[str, str] = {}
-    layers = (torch.nn.Linear, torch.nn.Conv2d)
-    if recipe.component == "unet":
-        for name, mod in model.named_modules():
-            if isinstance(mod, layers):
-                out["lora_unet_" + name.replace(".", "_")] = name
-                out["unet." + name] = name
-        for ldm, dname in ldm_unet_names(recipe.path, recipe.family).items():
-            out["lora_unet_" + ldm] = dname
-        return out
+def _add_module(lmap: DitLoraMap, key: str, path: str, module: torch.nn.Module, stems: list[str]) -> None:
+    """Register one layer: its weight (and bias) under `key`, reachable from each stem."""
+    lmap.slots[key + ".weight"] = [Slot(path + ".weight", None)]
+    if getattr(module, "bias", None) is not None:
+        lmap.slots[key + ".bias"] = [Slot(path + ".bias", None)]
+    for stem in stems:
+        lmap.targets[stem] = Target(key + ".weight", None)
+
+
+def _unet_map(model: torch.nn.Module, recipe: ComponentRecipe) -> DitLoraMap:
+    """The SD1.x/SD2/SDXL UNet: kohya names in diffusers or LDM spelling, peft `unet.` names."""
+    lmap = DitLoraMap({}, {})
+    modules = dict(model.named_modules())
+    for name, mod in modules.items():
+        if isinstance(mod, _LAYERS):
+            _add_module(lmap, name, name, mod, ["lora_unet_" + name.replace(".", "_"), "unet." + name])
+    for ldm, dname in ldm_unet_names(recipe.path, recipe.family).items():
+        if dname in modules:
+            lmap.targets["lora_unet_" + ldm] = Target(dname + ".weight", None)
+    return lmap
+
+
+def _text_prefixes(recipe: ComponentRecipe, names: list[str]) -> dict[str, list[str]]:
+    """Encoder name -> its LoRA stem prefixes (kohya and peft), ComfyUI's numbering per family."""
+    if recipe.family not in ("flux", "sd3"):
+        if recipe.family == "sdxl-refiner":
+            return {names[0]: ["lora_te2_", "text_encoder_2."]}
+        if len(names) == 1:
+            return {names[0]: ["lora_te_", "text_encoder."]}
+        return dict(
+            zip(names, (["lora_te1_", "text_encoder."], ["lora_te2_", "text_encoder_2."]), strict=True)
+        )
+    # ComfyUI's names for standalone encoders: CLIP-L is te1 (and te); CLIP-G te2 beside a CLIP-L, else
+    # te; T5 is numbered after the CLIPs present (FLUX's T5 answers to both te2 and te3).
+    out = {n: [f"text_encoders.{n}.transformer."] for n in names}
+    if "clip_l" in out:
+        out["clip_l"] += ["lora_te1_", "lora_te_", "text_encoder."]
+    if "clip_g" in out:
+        out["clip_g"] += (
+            ["lora_te2_", "text_encoder_2."] if "clip_l" in out else ["lora_te_", "text_encoder."]
+        )
+    if "t5xxl" in out:
+        index = 1 + ("clip_g" in out) + ("clip_l" in out)
+        out["t5xxl"] += [f"lora_te{index}_"] + (["lora_te3_"] if index == 2 else [])
+    return out
+
+
+def _text_map(model: torch.nn.Module, recipe: ComponentRecipe) -> DitLoraMap:
+    """Text encoder layers under every naming their family's LoRAs use; keys in ComfyUI's naming."""
     if not isinstance(model, ClipStack):
         raise TypeError(f"a {recipe.component} recipe loaded a {type(model).__name__}, not text encoders")
-    names = [s.name for s in model.specs]
-    kohya = ["lora_te_"] if len(names) == 1 else ["lora_te1_", "lora_te2_"]
-    peft = ["text_encoder."] if len(names) == 1 else ["text_encoder.", "text_encoder_2."]
-    if recipe.family == "sdxl-refiner":
-        kohya, peft = ["lora_te2_"], ["text_encoder_2."]
-    if recipe.family in ("flux", "sd3"):
-        # ComfyUI's names for standalone encoders: CLIP-L is te1; CLIP-G te2 beside a CLIP-L, else te.
-        second = ("lora_te2_", "text_encoder_2.") if "clip_l" in names else ("lora_te_", "text_encoder.")
-        prefixes = {"clip_l": ("lora_te1_", "text_encoder."), "clip_g": second}
-        kohya, peft = [prefixes[n][0] for n in names], [prefixes[n][1] for n in names]
-    for enc, kp, pp in zip(names, kohya, peft, strict=True):
+    lmap = DitLoraMap({}, {})
+    names = list(model.encoders.keys())
+    for enc, prefixes in _text_prefixes(recipe, names).items():
         for name, mod in model.encoders[enc].named_modules():
-            if isinstance(mod, layers):
-                hf = (
-                    name
-                    if name.startswith("text_model.") or name == "text_projection"
-                    else "text_model." + name
-                )
-                out[kp + hf.replace(".", "_")] = f"encoders.{enc}.{name}"
-                out[pp + hf] = f"encoders.{enc}.{name}"
-    return out
+            if not isinstance(mod, _TEXT_LAYERS):
+                continue
+            t5 = enc == "t5xxl"
+            hf = (
+                name
+                if t5 or name.startswith("text_model.") or name == "text_projection"
+                else "text_model." + name
+            )
+            stems = [p + (hf.replace(".", "_") if p.startswith("lora_") else hf) for p in prefixes]
+            _add_module(lmap, f"{enc}.transformer.{hf}", f"encoders.{enc}.{name}", mod, stems)
+    return lmap
 
 
-def lora_deltas(lora: dict[str, torch.Tensor], targets: dict[str, str]) -> dict[str, tuple]:
-    """Module path -> (up, down, scale) for every LoRA pair whose target exists."""
-    out = {}
-    for key, down in lora.items():
-        suffix = next((s for s in _DOWN if key.endswith(s)), None)
-        if suffix is None:
+def lora_map(model: torch.nn.Module, recipe: ComponentRecipe) -> DitLoraMap:
+    """Where each LoRA stem lands in `model` (the recipe's component)."""
+    if recipe.component != "unet":
+        return _text_map(model, recipe)
+    if recipe.family in DIT_FAMILIES:
+        return dit_lora_map(recipe.path, recipe.family)
+    return _unet_map(model, recipe)
+
+
+def lora_ops(
+    name: str,
+    lora: dict[str, torch.Tensor],
+    lmap: DitLoraMap,
+    strength: float,
+    ops: Ops,
+    recipe: ComponentRecipe,
+) -> int:
+    """Add one LoRA file's patches to `ops`; returns how many stems matched (unmatched ones are logged)."""
+    adapters, stray = read_adapters(name, lora)
+    component = recipe.component
+    text = component != "unet"
+    matched, missed = 0, []
+    for stem, found in adapters.items():
+        if stem.startswith(TEXT_PREFIXES) != text:
             continue
-        stem = key[: -len(suffix)]
-        up = lora.get(stem + _UP[_DOWN.index(suffix)])
-        if up is None or stem not in targets:
+        target = lmap.targets.get(stem)
+        if target is None:
+            missed.append(stem)
             continue
-        alpha = lora.get(stem + ".alpha")
-        rank = down.shape[0]
-        scale = float(alpha) / rank if alpha is not None else 1.0
-        out[targets[stem]] = (up, down, scale)
-    return out
+        matched += 1
+        if found.weight is not None:
+            ops.setdefault(target.key, []).append((target.rows, found.weight, strength))
+        if found.bias is not None:
+            bias = target.key[: -len(".weight")] + ".bias"
+            if bias not in lmap.slots:
+                raise LoraError(f"{name}: {stem} carries a bias diff but its layer has no bias")
+            ops.setdefault(bias, []).append((target.rows, found.bias, strength))
+    stray = [k for k in stray if k.startswith(TEXT_PREFIXES) == text]
+    if missed or stray:
+        log.warning(
+            "LoRA %s: %d %s layers match nothing in this model and are not applied (e.g. %s)",
+            name,
+            len(missed) + len(stray),
+            component,
+            (missed + stray)[:3],
+        )
+    if not matched and (missed or stray):
+        raise LoraError(
+            f"{name}: none of its {len(missed) + len(stray)} {component} layers match a {recipe.family} "
+            "model; is it a LoRA for another model family?"
+        )
+    return matched
 
 
 class MergeError(UserFacingError):
@@ -136,52 +215,71 @@ def merge_weights(model: torch.nn.Module, other: torch.nn.Module, keep: float) -
     return count
 
 
+def fused_weight(model: torch.nn.Module, slots: list[Slot]) -> torch.Tensor:
+    """A weight in the published layout (float32), assembled from the parameters holding its rows."""
+    params = dict(model.named_parameters())
+    first = params[slots[0].param]
+    if len(slots) == 1 and slots[0].rows is None:
+        return first.detach().to(torch.float32, copy=True)
+    rows = sum(len(s.rows) for s in slots if s.rows is not None)
+    fused = torch.empty((rows, *first.shape[1:]), dtype=torch.float32, device=first.device)
+    for slot in slots:
+        fused[slot.rows] = params[slot.param].detach().float()
+    return fused
+
+
+def apply_ops(model: torch.nn.Module, lmap: DitLoraMap, ops: Ops, compute: torch.dtype | None) -> None:
+    """Patch each weight in `ops` (assembled from its slots, in float32) and put the rounded rows back."""
+    for key, todo in ops.items():
+        slots = lmap.slots[key]
+        stored = model.get_parameter(slots[0].param).dtype
+        fused = fused_weight(model, slots)
+        try:
+            for rows, adapter, strength in todo:
+                if rows is None:
+                    fused = apply_adapter(fused, adapter, strength)
+                else:
+                    fused[rows] = apply_adapter(fused[rows], adapter, strength)
+        except ValueError as exc:
+            raise LoraError(f"cannot patch {key}: {exc}; is the LoRA for another model size?") from exc
+        result = round_to(fused, kept_dtype(stored, compute), key)
+        for slot in slots:
+            owner, _, leaf = slot.param.rpartition(".")
+            value = result if slot.rows is None else result[slot.rows]
+            setattr(model.get_submodule(owner), leaf, torch.nn.Parameter(value, requires_grad=False))
+
+
 def patched_module(
     base: torch.nn.Module,
     recipe: ComponentRecipe,
     resolve: Callable[[ComponentRecipe], torch.nn.Module] | None = None,
+    compute: torch.dtype | None = None,
 ) -> torch.nn.Module:
     """A copy of `base` sharing all tensors except the patched weights (base stays untouched).
 
-    Patches apply in order; `resolve` loads the other model of a merge patch.
+    Patches apply in order; consecutive LoRAs on one weight are summed in float32 and rounded once.
+    `resolve` loads the other model of a merge patch; `compute` is the diffusion model's compute dtype
+    (patched weights narrower than it are kept in it, see lora_math).
     """
     memo = {id(t): t for t in (*base.parameters(), *base.buffers())}
     model = copy.deepcopy(base, memo)
-    targets = _targets(model, recipe) if any(isinstance(p, LoraPatch) for p in recipe.patches) else {}
+    lmap = lora_map(model, recipe) if any(isinstance(p, LoraPatch) for p in recipe.patches) else None
+    ops: Ops = {}
     for patch in recipe.patches:
         if isinstance(patch, MergePatch):
             if resolve is None:
                 raise ValueError("merge patches need a loader for the other model")
+            if lmap is not None and ops:
+                apply_ops(model, lmap, ops, compute)
+                ops = {}
             merged = merge_weights(model, resolve(patch.other), patch.keep)
             log.info("merged %d %s tensors keeping %s of the base", merged, recipe.component, patch.keep)
             continue
-        if patch.strength == 0:
+        if patch.strength == 0 or lmap is None:
             continue
-        lora = read_weights(Path(patch.path))
-        deltas = lora_deltas(lora, targets)
-        relevant = [
-            k
-            for k in lora
-            if k.startswith(
-                ("lora_unet_", "unet.") if recipe.component == "unet" else ("lora_te", "text_encoder")
-            )
-        ]
-        if relevant and not deltas:
-            raise LoraError(
-                f"{Path(patch.path).name}: none of its {len(relevant)} {recipe.component} keys match a "
-                f"{recipe.family} model; is it a LoRA for another model family?"
-            )
-        for path, (up, down, scale) in deltas.items():
-            mod = model.get_submodule(path)
-            w = model.get_parameter(f"{path}.weight")
-            delta = (up.flatten(1).float() @ down.flatten(1).float()).reshape(w.shape)
-            new = w.detach().float() + delta.to(w.device) * (scale * patch.strength)
-            mod.weight = torch.nn.Parameter(new.to(w.dtype), requires_grad=False)
-        log.info(
-            "LoRA %s: patched %d %s layers (strength %s)",
-            Path(patch.path).name,
-            len(deltas),
-            recipe.component,
-            patch.strength,
-        )
+        name = Path(patch.path).name
+        count = lora_ops(name, read_weights(Path(patch.path)), lmap, patch.strength, ops, recipe)
+        log.info("LoRA %s: %d %s layers (strength %s)", name, count, recipe.component, patch.strength)
+    if lmap is not None and ops:
+        apply_ops(model, lmap, ops, compute)
     return model

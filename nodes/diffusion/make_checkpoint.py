@@ -33,6 +33,7 @@ from nodes.diffusion.ldm_layout import (
     vae_layout,
 )
 from nodes.diffusion.make_guidance import AUX_ARCHES, CLIP_VISION_SIZES, clip_vision_layout, make_aux
+from nodes.diffusion.make_lora import LORA_LAYOUTS, make_lora_file
 from nodes.diffusion.make_text_encoder import (
     FILE_DTYPES,
     TEXT_ENCODER_ARCHS,
@@ -204,6 +205,8 @@ def write_layout(
     return out
 
 
+# LoRA files for FLUX dev / SD3.5 medium shapes of --size (nodes.diffusion.make_lora), e.g. lora-flux-kohya.
+_LORA_ARCHS = tuple(f"lora-{layout}" for layout in LORA_LAYOUTS)
 _TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
     ap.add_argument(
         "--arch",
-        choices=(*ARCH_NAMES, *TEXT_ENCODER_ARCHS, *SD3_ARCHS, *FLUX_ARCHS, *AUX_ARCHES),
+        choices=(*ARCH_NAMES, *TEXT_ENCODER_ARCHS, *SD3_ARCHS, *FLUX_ARCHS, *AUX_ARCHES, *_LORA_ARCHS),
         required=True,
     )
     ap.add_argument(
@@ -264,14 +267,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--text-encoders",
         action="store_true",
-        help="SD3 archs: add CLIP-L, CLIP-G and T5-XXL (all-in-one file)",
+        help="SD3 archs: add CLIP-L, CLIP-G and T5-XXL (all-in-one file); lora-* archs: add text-encoder layers",
     )
+    ap.add_argument("--rank", type=int, default=4, help="lora-* archs: the LoRA rank")
     ap.add_argument(
         "--kind", choices=("checkpoint",), default="checkpoint", help="see also the control kinds"
     )
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
-    if args.arch in AUX_ARCHES:
+    if args.arch in _LORA_ARCHS:
+        path = make_lora_file(
+            args.arch[len("lora-") :],
+            args.size,
+            args.seed,
+            args.out,
+            args.rank,
+            _TORCH_DTYPES[args.dtype],
+            args.text_encoders,
+        )
+    elif args.arch in AUX_ARCHES:
         path = make_aux(args.arch, args.size, args.seed, Path(args.out))
     elif args.arch in TEXT_ENCODER_ARCHS:
         path = make_text_encoder(args.arch, args.size, args.seed, args.out, args.dtype)
