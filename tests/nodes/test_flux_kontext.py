@@ -4,10 +4,13 @@ data/flux_kontext/comfyui_forward.safetensors holds ComfyUI's FLUX forward on th
 Fill files (make-checkpoint, seed 0) for inputs stored beside it, and the Fill input channels its
 Flux model builds from a masked-image latent and a mask; data/flux_kontext/make_comfyui_forward.py
 made it (see its docstring). Measured: relative L2 about 1.6e-7 on every forward, the concat exact.
+data/comfyui_kontext_node_facts.json holds the nodes' /object_info facts (data/make_node_facts.py
+--out comfyui_kontext_node_facts.json with the three node ids), checked as test_node_facts.py checks.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,10 +23,13 @@ from nodes.diffusion.recipe import ComponentRecipe, Variant
 from nodes.diffusion.unet_file import inspect_diffusion_model, load_diffusion_model
 from nodes.sampling.conds import InpaintSource, fill_concat
 from nodes.types import FLUX_LATENT, CondEntry
+from tests.nodes import test_node_facts as base
+from tests.nodes.test_node_facts import registry  # noqa: F401  (the fixture)
 
 DATA = load_file(str(Path(__file__).parent / "data" / "flux_kontext" / "comfyui_forward.safetensors"))
 INPUTS = {k.removeprefix("in."): v for k, v in DATA.items() if k.startswith("in.")}
 MAX_REL_L2 = 1e-5
+NODE_FACTS = json.loads((Path(__file__).parent / "data" / "comfyui_kontext_node_facts.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +105,37 @@ def test_flux_reference_batch_repeats_one_reference_over_the_batch():
     assert torch.equal(refs[0][2], ref[0])
     with pytest.raises(ValueError, match="different reference latents"):
         reference_batch([{"reference_latents": (ref,)}, {}], 2)
+
+
+@pytest.mark.parametrize("node_id", sorted(NODE_FACTS["nodes"]))
+def test_kontext_node_object_info_matches_comfyui(node_id, registry, monkeypatch):  # noqa: F811
+    monkeypatch.setitem(base.FACTS, node_id, NODE_FACTS["nodes"][node_id])
+    base.test_object_info_matches_comfyui(node_id, registry)
+
+
+def test_kontext_image_scale_picks_the_nearest_aspect_ratio():
+    from nodes.defs.flux_kontext import FluxKontextImageScale, kontext_size
+    from nodes.types import Image
+
+    assert kontext_size(200, 100) == (1456, 720)
+    assert kontext_size(100, 100) == (1024, 1024)
+    assert kontext_size(60, 200) == (672, 1568)
+    node = FluxKontextImageScale()
+    out = node.run(None, node.Inputs(image=Image(pixels=torch.rand(1, 60, 80, 3))))  # type: ignore[arg-type]
+    assert out.IMAGE.pixels.shape == (1, 880, 1184, 3)
+
+
+def test_reference_latent_nodes_append_references_and_set_the_method():
+    from nodes.defs.flux_kontext import FluxKontextMultiReferenceLatentMethod, ReferenceLatent
+    from nodes.types import Conditioning, Latent
+
+    cond = Conditioning(entries=(CondEntry(embeds=torch.zeros(1, 4, 8)),))
+    first, second = torch.randn(1, 16, 4, 4), torch.randn(1, 16, 6, 2)
+    node = ReferenceLatent()
+    once = node.run(None, node.Inputs(conditioning=cond, latent=Latent(samples=first))).CONDITIONING  # type: ignore[arg-type]
+    twice = node.run(None, node.Inputs(conditioning=once, latent=Latent(samples=second))).CONDITIONING  # type: ignore[arg-type]
+    assert twice.entries[0].extras["reference_latents"] == (first, second)
+    assert node.run(None, node.Inputs(conditioning=cond)).CONDITIONING is cond  # type: ignore[arg-type]
+    method = FluxKontextMultiReferenceLatentMethod()
+    out = method.run(None, method.Inputs(conditioning=twice, reference_latents_method="uxo/uno"))  # type: ignore[arg-type]
+    assert out.CONDITIONING.entries[0].extras["reference_latents_method"] == "uxo"
