@@ -56,3 +56,20 @@ def test_flux_fill_inpaint_follows_its_mask(runner, registry):  # noqa: F811
     assert masked.shape == (TEST_SIZE, TEST_SIZE, 3)
     # The mask reaches the model as input channels: a different mask, a different picture.
     assert np.abs(masked - unmasked).mean() > 1.0
+
+
+@pytest.mark.slow
+def test_flux_fill_differential_diffusion_acts_with_a_noise_mask(runner, registry):  # noqa: F811
+    _, input_dir = registry
+    alpha = np.tile(np.linspace(0, 255, TEST_SIZE, dtype=np.uint8), (TEST_SIZE, 1))
+    rgba = np.dstack([np.full((TEST_SIZE, TEST_SIZE, 3), 150, np.uint8), alpha])
+    PILImage.fromarray(rgba, "RGBA").save(input_dir / "soft.png")
+    run, env = runner
+    prompt = shrink(load_api(WORKFLOWS / "inpaint_flux_fill.json"))
+    prompt["38"]["inputs"]["noise_mask"] = True
+    prompt["17"]["inputs"]["image"] = "soft.png"
+    differential = _image(run, env, prompt)
+    prompt["3"]["inputs"]["model"] = ["31", 0]
+    plain = _image(run, env, prompt)
+    # A feathered mask: Differential Diffusion repaints its weaker part for fewer steps.
+    assert np.abs(differential - plain).mean() > 0.05

@@ -101,6 +101,8 @@ class DiffusionModel(_Handle):
     in_channels: int = 4
     # Flow-matching schedule (FLUX, SD3); None for the discrete eps/v models.
     flow: FlowSampling | None = None
+    # Differential Diffusion's strength: the noise mask becomes a per-step threshold (None: off).
+    differential: float | None = None
     # Model patches in the order they were added (ComfyUI's stacking order); part of the handle's value.
     patches: tuple[ModelPatch, ...] = ()
 

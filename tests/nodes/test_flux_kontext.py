@@ -5,7 +5,8 @@ Fill files (make-checkpoint, seed 0) for inputs stored beside it, and the Fill i
 Flux model builds from a masked-image latent and a mask; data/flux_kontext/make_comfyui_forward.py
 made it (see its docstring). Measured: relative L2 about 1.6e-7 on every forward, the concat exact.
 data/comfyui_kontext_node_facts.json holds the nodes' /object_info facts (data/make_node_facts.py
---out comfyui_kontext_node_facts.json with the three node ids), checked as test_node_facts.py checks.
+--out comfyui_kontext_node_facts.json with the three Kontext node ids and DifferentialDiffusion),
+checked as test_node_facts.py checks.
 """
 
 from __future__ import annotations
@@ -139,3 +140,28 @@ def test_reference_latent_nodes_append_references_and_set_the_method():
     method = FluxKontextMultiReferenceLatentMethod()
     out = method.run(None, method.Inputs(conditioning=twice, reference_latents_method="uxo/uno"))  # type: ignore[arg-type]
     assert out.CONDITIONING.entries[0].extras["reference_latents_method"] == "uxo"
+
+
+@pytest.mark.parametrize("kind", ["sd", "flux"])
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_differential_diffusion_masks_match_comfyui(kind, strength):
+    """Per-step masks against data/flux_kontext/comfyui_differential.safetensors (its script made them)."""
+    from nodes.sampling.differential import differential_mask
+    from nodes.sampling.flow import FlowModelSampling
+    from nodes.sampling.model_sampling import DiscreteModelSampling
+    from nodes.types import FlowSampling
+
+    data = load_file(
+        str(Path(__file__).parent / "data" / "flux_kontext" / "comfyui_differential.safetensors")
+    )
+    ms = (
+        DiscreteModelSampling.create()
+        if kind == "sd"
+        else FlowModelSampling.create(FlowSampling("flux", 1.15))
+    )
+    sigmas = data[f"{kind}.sigmas"]
+    ours = [
+        differential_mask(sigmas[i : i + 1], data["mask"], sigmas, ms, strength)
+        for i in range(len(sigmas) - 1)
+    ]
+    torch.testing.assert_close(torch.stack(ours), data[f"{kind}.{strength}"], rtol=0, atol=1e-6)
