@@ -73,3 +73,13 @@ def test_flux_fill_differential_diffusion_acts_with_a_noise_mask(runner, registr
     plain = _image(run, env, prompt)
     # A feathered mask: Differential Diffusion repaints its weaker part for fewer steps.
     assert np.abs(differential - plain).mean() > 0.05
+
+
+@pytest.mark.slow
+def test_flux_kontext_edit_runs_with_cfg_and_a_negative_without_references(runner, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(flux_kontext, "KONTEXT_RESOLUTIONS", ((TEST_SIZE, TEST_SIZE),))
+    run, env = runner
+    prompt = shrink(load_api(WORKFLOWS / "flux_kontext_edit.json"))
+    prompt["31"]["inputs"].update(cfg=2.0, steps=2)
+    # Positive (with references) and negative (without) cannot share a model call: run apart.
+    assert _image(run, env, prompt).shape == (TEST_SIZE, TEST_SIZE, 3)
