@@ -165,3 +165,15 @@ def test_differential_diffusion_masks_match_comfyui(kind, strength):
         for i in range(len(sigmas) - 1)
     ]
     torch.testing.assert_close(torch.stack(ours), data[f"{kind}.{strength}"], rtol=0, atol=1e-6)
+
+
+def test_flux_fill_is_detected_in_all_in_one_files(tmp_path):
+    from safetensors.torch import save_file
+
+    from nodes.diffusion.loader import inspect_checkpoint
+
+    fill = make_flux_file("flux1-fill-dev", "tiny", 0, tmp_path / "fill.safetensors")
+    parts = {f"model.diffusion_model.{k}": v for k, v in load_file(str(fill)).items()}
+    save_file(parts, str(tmp_path / "all.safetensors"))
+    assert inspect_checkpoint(tmp_path / "all.safetensors").family == "flux-fill"
+    assert inspect_diffusion_model(fill) == "flux-fill"
