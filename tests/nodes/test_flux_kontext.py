@@ -11,6 +11,7 @@ checked as test_node_facts.py checks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -122,8 +123,13 @@ def test_kontext_image_scale_picks_the_nearest_aspect_ratio():
     assert kontext_size(100, 100) == (1024, 1024)
     assert kontext_size(60, 200) == (672, 1568)
     node = FluxKontextImageScale()
-    out = node.run(None, node.Inputs(image=Image(pixels=torch.rand(1, 60, 80, 3))))  # type: ignore[arg-type]
-    assert out.IMAGE.pixels.shape == (1, 880, 1184, 3)
+    pixels = torch.rand(2, 60, 80, 3, generator=torch.Generator().manual_seed(1))
+    out = node.run(None, node.Inputs(image=Image(pixels=pixels))).IMAGE.pixels  # type: ignore[arg-type]
+    assert out.shape == (2, 880, 1184, 3)
+    # ComfyUI 0.3.64's FluxKontextImageScale on the same pixels (its output was equal to ours exactly):
+    # sha256 of the output * 255 rounded to bytes.
+    digest = hashlib.sha256((out * 255).round().byte().numpy().tobytes()).hexdigest()
+    assert digest == "27a0ee6265e4deee6958d5961e1d5507a50d6c0b382425640be5c4011a01443d"
 
 
 def test_reference_latent_nodes_append_references_and_set_the_method():
