@@ -34,6 +34,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.sampler_select",
     "nodes.defs.sigma_nodes",
     "nodes.defs.flux",
+    "nodes.defs.flux_kontext",
     "nodes.defs.unet_loader",
     "nodes.defs.latent_io",
     "nodes.defs.latent_ops",

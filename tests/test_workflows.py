@@ -25,6 +25,7 @@ from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.formats.media_metadata import read_embedded_workflow
 from engine.validation import validate_prompt
+from nodes.defs import flux_kontext
 from nodes.diffusion.controlnet_files import make_controlnet
 from nodes.diffusion.make_checkpoint import make_sd3_checkpoint
 from nodes.diffusion.make_text_encoder import make_text_encoder
@@ -159,6 +160,8 @@ def test_workflows_directory_has_the_promised_files():
         "area_composition_sd15",
         "txt2img_flux_dev",
         "txt2img_flux_schnell",
+        "flux_kontext_edit",
+        "inpaint_flux_fill",
         "txt2img_sd35",
         "controlnet_canny_sd15",
         "hires_fix_upscale_model_sd15",
@@ -171,9 +174,11 @@ def test_workflows_directory_has_the_promised_files():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [p for p in API_FILES if p != COMPARE], ids=lambda p: p.stem)
-def test_workflow_runs_headless_on_tiny_checkpoints(runner, path):
+def test_workflow_runs_headless_on_tiny_checkpoints(runner, path, monkeypatch):
     # two_sampler_compare runs once, in the compare_run fixture, with these same checks and more.
     run, env = runner
+    # Kontext's preferred sizes are about a megapixel: the test scales its reference to the test size.
+    monkeypatch.setattr(flux_kontext, "KONTEXT_RESOLUTIONS", ((TEST_SIZE, TEST_SIZE),))
     result = run(shrink(load_api(path)))
     pngs = saved_files(env, result, ".png")
     assert pngs, "every shipped workflow saves at least one image"

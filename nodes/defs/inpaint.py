@@ -1,4 +1,4 @@
-"""Inpainting nodes: VAEEncodeForInpaint (masked pixels filled, grown noise mask) and InpaintModelConditioning.
+"""Inpainting nodes: VAEEncodeForInpaint, InpaintModelConditioning and DifferentialDiffusion.
 
 Facts followed (ComfyUI's nodes, reimplemented): the mask is resized (bilinear) to the image and cropped
 with it to multiples of 8 around the centre; masked pixels (mask rounded to 1) become mid-grey 0.5
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.diffusion import vae as vae_ops
-from nodes.diffusion.model_handle import VaeHandle
+from nodes.diffusion.model_handle import DiffusionModel, VaeHandle
 from nodes.types import Conditioning, Image, Latent, Mask
 
 MIDGREY = 0.5
@@ -125,4 +125,35 @@ class InpaintModelConditioning(Node):
         return self.Outputs(positive=attach(inputs.positive), negative=attach(inputs.negative), latent=latent)
 
 
-NODES = [VAEEncodeForInpaint, InpaintModelConditioning]
+class DifferentialDiffusion(Node):
+    """Makes a soft noise mask repaint gradually: stronger mask values are repainted for more steps."""
+
+    class_type = "DifferentialDiffusion"
+    display_name = "Differential Diffusion"
+    category = "_for_testing"
+    experimental = True
+    description = (
+        "With a soft (feathered) noise mask, each pixel is repainted only for the last part of the steps "
+        "in proportion to its mask value, blending edits smoothly. Without a noise mask it does nothing."
+    )
+
+    class Inputs(NodeInputs):
+        model: DiffusionModel = Input(description="The model to sample with.")
+        strength: float = Input(
+            1.0,
+            ge=0.0,
+            le=1.0,
+            step=0.01,
+            optional=True,
+            description="1 uses the per-step hard mask; lower values mix the soft mask back in.",
+        )
+
+    class Outputs(NodeOutputs):
+        MODEL: DiffusionModel = Output(name="MODEL", description="The model with differential masking on.")
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
+        """A handle carrying the strength; the sampler thresholds the mask at every step."""
+        return self.Outputs(MODEL=replace(inputs.model, differential=inputs.strength))
+
+
+NODES = [VAEEncodeForInpaint, InpaintModelConditioning, DifferentialDiffusion]

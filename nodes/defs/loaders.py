@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
 from nodes.diffusion import families, sd3
+from nodes.diffusion.flux import FILL_CHANNELS
 from nodes.diffusion.loader import component_dtype, inspect_vae_file, load_checkpoint_into
 from nodes.diffusion.model_handle import ClipHandle, DiffusionModel, VaeHandle
 from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, Variant
@@ -33,6 +34,7 @@ def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: i
 # (ComfyUI's model types FLUX and FLOW with shift 1, multiplier 1).
 FLOW_OF_FAMILY = {
     "flux-dev": FlowSampling("flux", 1.15),
+    "flux-fill": FlowSampling("flux", 1.15),
     "flux-schnell": FlowSampling("discrete_flow", 1.0, 1.0),
     # ComfyUI's default for SD3 files: discrete flow, shift 3, timesteps sigma * 1000.
     sd3.FAMILY: FlowSampling("discrete_flow", sd3.DEFAULT_SHIFT, sd3.TIMESTEP_MULTIPLIER),
@@ -47,7 +49,7 @@ def dit_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
         latent_format=fmt,
         compute_dtype=component_dtype(store, "unet"),
         device=str(store.device),
-        in_channels=fmt.channels,
+        in_channels=FILL_CHANNELS if recipe.family == "flux-fill" else fmt.channels,
         flow=FLOW_OF_FAMILY.get(recipe.family),
     )
 

@@ -35,7 +35,12 @@ UNCLIP_VISION_PREFIX = "embedder.model.visual."
 V_PRED_KEY = UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 LATENT_FORMATS = {"sd15": SD15_LATENT, "sdxl": SDXL_LATENT, "flux": FLUX_LATENT}
 # Families loaded by their own module rather than a configs/<name>.json UNet spec.
-DIT_FAMILIES = {"sd3": SD3_LATENT, "flux-dev": FLUX_LATENT, "flux-schnell": FLUX_LATENT}
+DIT_FAMILIES = {
+    "sd3": SD3_LATENT,
+    "flux-dev": FLUX_LATENT,
+    "flux-schnell": FLUX_LATENT,
+    "flux-fill": FLUX_LATENT,
+}
 _UNSUPPORTED = (
     ("model.diffusion_model.double_blocks.", "Flux"),
     ("double_blocks.", "Flux"),

@@ -8,6 +8,10 @@ and scale swapped), a fact-level mapping of the two published layouts.
 
 Linear weights stay in their stored dtype (bf16, fp16, fp8) and are upcast to the compute dtype one
 layer at a time; the small norm and embedding tensors are converted once.
+
+FLUX.1 Fill takes 96 input channels (latent, masked-image latent, the mask packed 8x8 into 64 channels)
+and is told apart by `img_in`'s width. Kontext reference latents are extra image tokens appended after
+the noisy latent's, with their own position ids (see `reference_positions`); their outputs are dropped.
 """
 
 from __future__ import annotations
@@ -22,10 +26,15 @@ import torch.nn.functional as F
 from diffusers import FluxTransformer2DModel
 
 from nodes.diffusion.checkpoint_io import CheckpointFormatError
+from nodes.diffusion.flux_kontext import reference_positions
 
 CONFIG_PATH = Path(__file__).parent / "configs" / "flux-transformer.json"
 PREFIXES = ("model.diffusion_model.", "")
-FAMILIES = ("flux-dev", "flux-schnell")
+FAMILIES = ("flux-dev", "flux-schnell", "flux-fill")
+LATENT_CHANNELS = 16
+# img_in input features: 16 latent channels per 2x2 patch; Fill adds 16 image + 64 mask channels.
+PLAIN_FEATURES, FILL_FEATURES = 64, 384
+FILL_CHANNELS = FILL_FEATURES // 4
 HEAD_DIM = 128
 PATCH = 2
 # What ComfyUI's FLUX model assumes when a conditioning carries no guidance value.
@@ -42,8 +51,20 @@ def flux_prefix(keys: Sequence[str]) -> str | None:
     return None
 
 
-def flux_family(keys: Sequence[str], prefix: str) -> str:
-    """flux-dev (has the guidance embedder) or flux-schnell."""
+def flux_family(keys: Sequence[str], prefix: str, shapes: dict[str, list[int]] | None = None) -> str:
+    """flux-fill (384 input features), flux-dev (has the guidance embedder) or flux-schnell.
+
+    Without `shapes` the input width is not checked (dev or schnell by the keys alone).
+    """
+    if shapes is not None:
+        features = shapes[prefix + "img_in.weight"][1]
+        if features == FILL_FEATURES:
+            return "flux-fill"
+        if features != PLAIN_FEATURES:
+            raise CheckpointFormatError(
+                f"FLUX model with {features} input features (img_in); supported are {PLAIN_FEATURES} "
+                f"(dev, schnell, Kontext) and {FILL_FEATURES} (Fill)"
+            )
     return "flux-dev" if prefix + "guidance_in.in_layer.weight" in set(keys) else "flux-schnell"
 
 
@@ -60,6 +81,7 @@ def flux_config(shapes: dict[str, list[int]], prefix: str) -> dict[str, Any]:
     hidden, in_features = shapes[prefix + "img_in.weight"]
     cfg.update(
         in_channels=in_features,
+        out_channels=shapes[prefix + "final_layer.linear.weight"][0],
         num_layers=_count(keys, prefix + "double_blocks."),
         num_single_layers=_count(keys, prefix + "single_blocks."),
         attention_head_dim=HEAD_DIM,
@@ -212,17 +234,28 @@ class FluxModel(torch.nn.Module):
         context: torch.Tensor,
         pooled: torch.Tensor | None,
         guidance: torch.Tensor | None,
+        references: Sequence[torch.Tensor] = (),
+        reference_method: str = "offset",
     ) -> torch.Tensor:
-        """One model call; `timesteps` are sigmas in [0, 1], `guidance` one value per batch item."""
-        batch, channels, height, width = x.shape
+        """One model call; `timesteps` are sigmas in [0, 1], `guidance` one value per batch item.
+
+        `references` are Kontext reference latents [B, 16, h_i, w_i] in model space (any sizes); they
+        join the image tokens at the positions `reference_method` gives and are cut from the output.
+        """
+        batch, _, height, width = x.shape
         dt = self.compute
-        padded = _pad_to_patch(x.to(dt))
-        h_len, w_len = padded.shape[2] // PATCH, padded.shape[3] // PATCH
-        tokens = padded.reshape(batch, channels, h_len, PATCH, w_len, PATCH)
-        tokens = tokens.permute(0, 2, 4, 1, 3, 5).reshape(batch, h_len * w_len, channels * PATCH * PATCH)
-        img_ids = torch.zeros((h_len, w_len, 3), dtype=dt, device=x.device)
-        img_ids[:, :, 1] += torch.linspace(0, h_len - 1, steps=h_len, dtype=dt, device=x.device).unsqueeze(1)
-        img_ids[:, :, 2] += torch.linspace(0, w_len - 1, steps=w_len, dtype=dt, device=x.device).unsqueeze(0)
+        tokens, img_ids, (h_len, w_len) = _patchify(x.to(dt), (0, 0, 0))
+        image_tokens = tokens.shape[1]
+        if references:
+            places = reference_positions(
+                [tuple(r.shape[-2:]) for r in references], h_len, w_len, reference_method
+            )
+            parts, ids = [tokens], [img_ids]
+            for ref, place in zip(references, places, strict=True):
+                ref_tokens, ref_ids, _ = _patchify(ref.to(x.device, dt), place)
+                parts.append(ref_tokens)
+                ids.append(ref_ids)
+            tokens, img_ids = torch.cat(parts, dim=1), torch.cat(ids, dim=0)
         txt_ids = torch.zeros((context.shape[1], 3), dtype=dt, device=x.device)
         if pooled is None:
             pooled = torch.zeros((batch, self.transformer.config.pooled_projection_dim), device=x.device)
@@ -239,16 +272,42 @@ class FluxModel(torch.nn.Module):
                 encoder_hidden_states=context.to(x.device, dt),
                 pooled_projections=pooled.to(x.device, dt),
                 timestep=timesteps.to(x.device, dt),
-                img_ids=img_ids.reshape(-1, 3),
+                img_ids=img_ids,
                 txt_ids=txt_ids,
                 return_dict=False,
                 **kwargs,
             )[0]
         finally:
             self.transformer.time_text_embed = embedder
-        out = out.reshape(batch, h_len, w_len, channels, PATCH, PATCH).permute(0, 3, 1, 4, 2, 5)
+        channels = out.shape[-1] // (PATCH * PATCH)
+        out = (
+            out[:, :image_tokens]
+            .reshape(batch, h_len, w_len, channels, PATCH, PATCH)
+            .permute(0, 3, 1, 4, 2, 5)
+        )
         out = out.reshape(batch, channels, h_len * PATCH, w_len * PATCH)
         return out[:, :, :height, :width].float()
+
+
+def _patchify(
+    x: torch.Tensor, place: tuple[int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Tokens [B, h*w, C*4] of 2x2 patches, their position ids [h*w, 3] and the token grid (h, w).
+
+    `place` is (index, row offset, column offset) in tokens: ids are (index, row, column).
+    """
+    batch, channels = x.shape[:2]
+    padded = _pad_to_patch(x)
+    h_len, w_len = padded.shape[2] // PATCH, padded.shape[3] // PATCH
+    tokens = padded.reshape(batch, channels, h_len, PATCH, w_len, PATCH)
+    tokens = tokens.permute(0, 2, 4, 1, 3, 5).reshape(batch, h_len * w_len, channels * PATCH * PATCH)
+    index, h_off, w_off = place
+    dt, dev = x.dtype, x.device
+    ids = torch.zeros((h_len, w_len, 3), dtype=dt, device=dev)
+    ids[:, :, 0] += index
+    ids[:, :, 1] += torch.linspace(h_off, h_off + h_len - 1, steps=h_len, dtype=dt, device=dev).unsqueeze(1)
+    ids[:, :, 2] += torch.linspace(w_off, w_off + w_len - 1, steps=w_len, dtype=dt, device=dev).unsqueeze(0)
+    return tokens, ids.reshape(-1, 3), (h_len, w_len)
 
 
 class _WithoutGuidance(torch.nn.Module):

@@ -108,15 +108,18 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
         metadata = safetensors_metadata(path)
         probe = read_weights(path, lambda k: k in (families.V_PRED_KEY, "v_pred"))
         conv_in = header.get(families.UNET_PREFIX + "input_blocks.0.0.weight", {}).get("shape")
+        img_in = header.get(FLUX_CHECKPOINT_PREFIXES["unet"] + "img_in.weight", {}).get("shape")
     else:
         probe = read_weights(path)
         keys, metadata = list(probe), {}
         weight = probe.get(families.UNET_PREFIX + "input_blocks.0.0.weight")
         conv_in = None if weight is None else list(weight.shape)
+        flux_in = probe.get(FLUX_CHECKPOINT_PREFIXES["unet"] + "img_in.weight")
+        img_in = None if flux_in is None else list(flux_in.shape)
     if sd3.is_mmdit(keys):
         return _sd3_info(path, keys)
     if flux.flux_prefix(keys) == FLUX_CHECKPOINT_PREFIXES["unet"]:
-        return _flux_info(path, keys)
+        return _flux_info(path, keys, img_in)
     found = families.detect(keys)
     if found.unsupported:
         raise CheckpointFormatError(
@@ -201,10 +204,11 @@ def _build_sd3_component(component: str, sd: dict[str, torch.Tensor], dtype: tor
     return build_sd3_text(sd, "SD3 checkpoint"), []
 
 
-def _flux_info(path: Path, keys: list[str]) -> CheckpointInfo:
+def _flux_info(path: Path, keys: list[str], img_in: list[int] | None) -> CheckpointInfo:
     """An all-in-one FLUX file: the BFL model under 'model.diffusion_model.', 'vae.', 'text_encoders.'."""
     prefix = FLUX_CHECKPOINT_PREFIXES["unet"]
-    family = flux.flux_family(keys, prefix)
+    shapes = None if img_in is None else {prefix + "img_in.weight": img_in}
+    family = flux.flux_family(keys, prefix, shapes)
     present = {c: any(k.startswith(p) for k in keys) for c, p in FLUX_CHECKPOINT_PREFIXES.items()}
     comps = tuple(c for c in ("unet", "clip", "vae") if present[c])
     return CheckpointInfo(str(path), family, "flow", comps, FLUX_VAE_CHANNELS)

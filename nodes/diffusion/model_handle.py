@@ -19,7 +19,9 @@ Contract for samplers (`DiffusionModel.forward`):
 
 FLUX models (`flow` set) take x [B, 16, h, w] unscaled, timesteps = sigmas in [0, 1], embeds the T5
 tokens [B, L, 4096], pooled the CLIP-L pooled output [B, 768] and `extras[i]["guidance"]` (FLUX dev's
-distilled guidance, 3.5 when absent); they return the velocity [B, 16, h, w].
+distilled guidance, 3.5 when absent) and `extras[i]["reference_latents"]` (Kontext reference latents,
+raw VAE space); they return the velocity [B, 16, h, w]. FLUX Fill takes x [B, 96, h, w]: the latent,
+the masked-image latent and the mask packed 8x8 into 64 channels (nodes.sampling.conds).
 SD3-family MMDiTs take the same call with 16-channel x_in, timesteps = sigma * 1000, embeds [B, L, 4096]
 (CLIP-L/G padded to 4096 then T5 tokens) and pooled [B, 2048], and return the velocity.
 
@@ -41,7 +43,8 @@ from engine import EdgeType
 from nodes.diffusion import sd3
 from nodes.diffusion.controlnet import Residuals
 from nodes.diffusion.denoiser_runtime import input_layout, prepared_denoiser
-from nodes.diffusion.flux import FluxModel, guidance_vector
+from nodes.diffusion.flux import FILL_CHANNELS, FluxModel, guidance_vector
+from nodes.diffusion.flux_kontext import reference_batch
 from nodes.diffusion.gligen import gligen_groups, run_groups
 from nodes.diffusion.loader import load_component_into
 from nodes.diffusion.recipe import ComponentRecipe
@@ -93,10 +96,13 @@ class DiffusionModel(_Handle):
     # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), refiner's layout, or
     # unCLIP's noise-augmented image embedding (extras["unclip"], see nodes.diffusion.unclip).
     adm: Literal["none", "sdxl", "refiner", "unclip"] = "none"
-    # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels.
+    # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels; 96 for
+    # FLUX Fill, which takes [masked-image latent, packed mask] after the 16.
     in_channels: int = 4
     # Flow-matching schedule (FLUX, SD3); None for the discrete eps/v models.
     flow: FlowSampling | None = None
+    # Differential Diffusion's strength: the noise mask becomes a per-step threshold (None: off).
+    differential: float | None = None
     # Model patches in the order they were added (ComfyUI's stacking order); part of the handle's value.
     patches: tuple[ModelPatch, ...] = ()
 
@@ -117,8 +123,8 @@ class DiffusionModel(_Handle):
 
     @property
     def is_inpaint(self) -> bool:
-        """Whether the UNet expects the inpainting inputs concatenated to the latent."""
-        return self.in_channels == 9
+        """Whether the model expects inpainting inputs concatenated to the latent (SD 9, FLUX Fill 96)."""
+        return self.in_channels in (9, FILL_CHANNELS)
 
     def forward(
         self,
@@ -154,7 +160,9 @@ class DiffusionModel(_Handle):
             if skip_layers:
                 raise ValueError("skipping layers is not supported for FLUX models")
             guidance = guidance_vector(extras, x_in.shape[0])
-            return unet(x_in, timesteps, embeds, pooled, guidance)
+            refs, method = reference_batch(extras, x_in.shape[0])
+            refs = [self.latent_format.process_in(r.float()) for r in refs]
+            return unet(x_in, timesteps, embeds, pooled, guidance, refs, method)
         if self.family == sd3.FAMILY:
             dev = torch.device(self.device)
             return sd3.mmdit_forward(

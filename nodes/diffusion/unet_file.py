@@ -43,7 +43,7 @@ def _folder_config(path: Path) -> dict:
 
 
 def inspect_diffusion_model(path: Path) -> str:
-    """The family of a standalone diffusion model file or folder (flux-dev, flux-schnell)."""
+    """The family of a standalone diffusion model file or folder (flux-dev, flux-schnell, flux-fill, sd3)."""
     if path.is_dir():
         return "flux-dev" if _folder_config(path).get("guidance_embeds") else "flux-schnell"
     if path.suffix.lower() not in (".safetensors", ".sft"):
@@ -55,7 +55,7 @@ def inspect_diffusion_model(path: Path) -> str:
     prefix = flux.flux_prefix(keys)
     if prefix is None:
         raise CheckpointFormatError(f"{path.name} is not a supported diffusion model; {EXPECTED}")
-    return flux.flux_family(keys, prefix)
+    return flux.flux_family(keys, prefix, {k: v["shape"] for k, v in header.items() if k != "__metadata__"})
 
 
 def _storage_cast(weight_dtype: str, shapes: dict[str, list[int]]):

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
+from nodes.diffusion.flux_kontext import reference_key
 from nodes.diffusion.unet_patches import ModelOptions
 from nodes.sampling.conds import InpaintSource, SamplingCond, prepare_groups, repeat_to_batch
 from nodes.sampling.control import ControlRequest, share_with_uncond
@@ -118,6 +119,8 @@ def area_and_mult(c: SamplingCond, x: torch.Tensor, sigma: torch.Tensor, side: i
 def _can_batch(a: _Slot, b: _Slot) -> bool:
     """Whether two slots can share one UNet call (ComfyUI's can_concat_cond)."""
     if a.input_x.shape != b.input_x.shape or a.cond.control is not b.cond.control:
+        return False
+    if reference_key(a.cond.extras) != reference_key(b.cond.extras):
         return False
     if (a.cond.pooled is None) != (b.cond.pooled is None) or (a.cond.concat is None) != (
         b.cond.concat is None

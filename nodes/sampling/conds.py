@@ -51,7 +51,7 @@ class SamplingCond:
 
 @dataclass(frozen=True, eq=False)
 class InpaintSource:
-    """What a 9-channel inpainting UNet's extra input is built from.
+    """What an inpainting model's extra input is built from (9-channel SD UNets, FLUX Fill).
 
     `latents` is the sampler's starting latent in UNet space [B, 4, h, w]; `denoise_mask` the prepared
     noise mask [B, 4, h, w] or None; `latent_format` scales a conditioning's own masked-image latent.
@@ -60,6 +60,8 @@ class InpaintSource:
     latents: torch.Tensor
     denoise_mask: torch.Tensor | None
     latent_format: LatentFormat
+    # FLUX Fill's layout ([masked-image latent, packed mask], see fill_concat) instead of SD's.
+    fill: bool = False
 
 
 def repeat_to_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
@@ -135,8 +137,37 @@ def _latent_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return mask
 
 
+def fill_concat(entry: CondEntry, src: InpaintSource, shape: torch.Size) -> torch.Tensor:
+    """[B, 80, h, w]: FLUX Fill's masked-image latent (model space) and its mask packed 8x8 per latent pixel.
+
+    ComfyUI's facts: no masked image means a zero latent (before the latent scaling); no mask means the
+    sampler's noise mask, else all ones; the mask is averaged over channels, resized to 8x the latent and
+    each 8x8 pixel block becomes 64 channels (row-major within the block), not rounded.
+    """
+    batch, _, height, width = shape
+    device = src.latents.device
+    if entry.concat_latent is not None:
+        image = entry.concat_latent.float().to(device)
+    else:
+        image = torch.zeros(tuple(shape), device=device)
+    if tuple(image.shape[-2:]) != (height, width):
+        image = center_resize(image, height, width)
+    image = src.latent_format.process_in(resize_to_batch(image, batch))
+    mask = entry.concat_mask if entry.concat_mask is not None else src.denoise_mask
+    if mask is None:
+        mask = torch.ones((batch, 1, height, width), device=device)
+    mask = mask.float().to(device).mean(dim=1, keepdim=True)
+    if tuple(mask.shape[-2:]) != (height * 8, width * 8):
+        mask = center_resize(mask, height * 8, width * 8)
+    items = mask.shape[0]
+    packed = mask.view(items, height, 8, width, 8).permute(0, 2, 4, 1, 3).reshape(items, 64, height, width)
+    return torch.cat([image, resize_to_batch(packed, batch)], dim=1)
+
+
 def inpaint_concat(entry: CondEntry, src: InpaintSource, shape: torch.Size) -> torch.Tensor:
     """[B, 5, h, w]: the (rounded) inpaint mask and the masked-image latent, a 9-channel UNet's extra input."""
+    if src.fill:
+        return fill_concat(entry, src, shape)
     batch, _, height, width = shape
     mask = entry.concat_mask if entry.concat_mask is not None else src.denoise_mask
     if entry.concat_latent is not None:

@@ -15,6 +15,7 @@ import torch
 from engine import RunContext, UserFacingError
 from nodes.diffusion.controlnet import Residuals, load_control_model, run_control_model
 from nodes.diffusion.controlnet_union import run_union
+from nodes.diffusion.flux import FILL_CHANNELS
 from nodes.diffusion.loader import component_dtype
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.diffusion.t2i_adapter import adapter_hint
@@ -78,7 +79,7 @@ def inpaint_source(model: DiffusionModel, latent: Latent) -> InpaintSource:
     mask = None
     if latent.noise_mask is not None:
         mask = prepare_mask(latent.noise_mask, samples.shape, samples.device)
-    return InpaintSource(samples, mask, model.latent_format)
+    return InpaintSource(samples, mask, model.latent_format, fill=model.in_channels == FILL_CHANNELS)
 
 
 def with_skip_layer_guidance(ctx: RunContext, model: DiffusionModel, denoiser: Denoiser) -> SkipLayerDenoiser:
@@ -193,6 +194,7 @@ def sample_guided(
         noise.seed,
         latent.noise_mask,
         sampler.options,
+        model.differential,
     )
     with torch.inference_mode():
         out = sample(denoiser, ms, model.latent_format, req, model.device, recorder).cpu()

@@ -21,6 +21,7 @@ from nodes.sampling import (
     uni_pc,
 )
 from nodes.sampling.common import Denoiser, SamplerRun, StepCallback
+from nodes.sampling.differential import differential_mask
 from nodes.sampling.flow import ModelSampling, is_flow
 from nodes.sampling.noise import seeded_generator
 from nodes.types import LatentFormat
@@ -151,18 +152,21 @@ UNCOND_AT_CFG_1 = frozenset(name for name in SAMPLER_NAMES if name.endswith("_cf
 class _InpaintDenoiser:
     """Keeps the unmasked region on the (re-noised) input latent, ComfyUI's KSamplerX0Inpaint."""
 
-    def __init__(self, inner: Denoiser, ms: ModelSampling, latents, noise, mask):
+    def __init__(self, inner: Denoiser, ms: ModelSampling, latents, noise, mask, step_mask=None):
         self.inner, self.ms, self.latents, self.noise, self.mask = inner, ms, latents, noise, mask
+        # Optional (sigma, mask) -> this step's mask (Differential Diffusion).
+        self.step_mask = step_mask
         self.uncond_denoised: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        keep = 1.0 - self.mask
+        mask = self.mask if self.step_mask is None else self.step_mask(sigma, self.mask)
+        keep = 1.0 - mask
         renoised = self.ms.noise_scaling(
             sigma.reshape(-1, *[1] * (x.ndim - 1)), self.noise, self.latents, False
         )
-        out = self.inner(x * self.mask + renoised * keep, sigma)
+        out = self.inner(x * mask + renoised * keep, sigma)
         self.uncond_denoised = self.inner.uncond_denoised
-        return out * self.mask + self.latents * keep
+        return out * mask + self.latents * keep
 
 
 def prepare_mask(noise_mask: torch.Tensor, shape: torch.Size, device: torch.device) -> torch.Tensor:
@@ -186,6 +190,8 @@ class SampleRequest:
     noise_mask: torch.Tensor | None = None
     # Keyword options for the sampler loop (SamplerEulerAncestral's eta, SamplerLMS's order...).
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Differential Diffusion's strength (None: the noise mask is applied as it is at every step).
+    differential: float | None = None
 
 
 def sample(
@@ -216,7 +222,11 @@ def sample(
         if req.sampler in RANDOM_INPAINT_NOISE:
             mask_noise = torch.randn(noise.shape, generator=seeded_generator(req.seed + 1)).to(noise)
         mask = prepare_mask(req.noise_mask, noise.shape, noise.device)
-        model = _InpaintDenoiser(denoiser, ms, latents, mask_noise, mask)
+        step_mask = None
+        if req.differential is not None:
+            strength = req.differential
+            step_mask = lambda sigma, m: differential_mask(sigma, m, sigmas, ms, strength)  # noqa: E731
+        model = _InpaintDenoiser(denoiser, ms, latents, mask_noise, mask, step_mask)
     x = ms.noise_scaling(sigmas[0], noise, latents, ms.is_max_denoise(float(sigmas[0])))
     run = SamplerRun(seed=req.seed, callback=callback, model_sampling=ms)
     table = FLOW_SAMPLERS if is_flow(ms) and req.sampler in FLOW_SAMPLERS else SAMPLERS

@@ -11,6 +11,9 @@ from nodes.diffusion.make_text_encoder import make_text_encoder
 TEMPLATE_NAMES = {
     ("diffusion_models", "flux1-dev.safetensors"): "flux1-dev",
     ("diffusion_models", "flux1-schnell.safetensors"): "flux1-schnell",
+    # Kontext dev files have dev's layout; Fill dev's img_in takes 384 features.
+    ("diffusion_models", "flux1-kontext-dev.safetensors"): "flux1-dev",
+    ("diffusion_models", "flux1-fill-dev.safetensors"): "flux1-fill-dev",
     ("text_encoders", "clip_l.safetensors"): "clip_l",
     ("text_encoders", "t5xxl_fp16.safetensors"): "t5xxl",
     ("vae", "ae.safetensors"): "flux-ae",

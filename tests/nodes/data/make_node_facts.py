@@ -33,13 +33,17 @@ EXTRA_MODULES = (
     "comfy_extras.nodes_sd3",
     "comfy_extras.nodes_controlnet",
     "comfy_extras.nodes_canny",
+    "comfy_extras.nodes_edit_model",
+    "comfy_extras.nodes_differential_diffusion",
 )
 MODEL_FILE_INPUTS = ("control_net_name",)
 KEPT_OPTIONS = ("default", "min", "max", "step", "multiline", "control_after_generate", "image_upload")
 
 
 def _await(coro: Any) -> Any:
-    """Run a coroutine that never suspends (ComfyUI's extension entry points)."""
+    """Run a coroutine that never suspends (ComfyUI's extension entry points; some are plain functions)."""
+    if not hasattr(coro, "send"):
+        return coro
     try:
         coro.send(None)
     except StopIteration as done:
