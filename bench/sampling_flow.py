@@ -121,7 +121,7 @@ def prepare(family: str, models: Path, files: dict[str, str], device: str, work:
     result = Executor(build_registry(paths, work), env).execute(prompt, prompt_id="bench", outputs=outputs)
     if result.status != "success":
         raise SystemExit(f"loading failed: {result.error and result.error.data()}")
-    outs = result.node_outputs
+    outs: Any = result.node_outputs
     model = outs["1"].MODEL
     for key in store.keys():  # noqa: SIM118 - the store is not iterable
         if key != model.recipe.store_key:
