@@ -330,10 +330,22 @@ def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
         from nodes.diffusion.text_encoders import load_text_stack  # heavy (T5); only when used
 
         # Encoders come from the store one file at a time, so two CLIPs sharing a file share its module.
-        paths = [Path(p) for p in recipe.paths]
-        return store.get(recipe.store_key, lambda: load_text_stack(recipe.family, paths, store))
+        # The stack around them is not stored: holding them a second time would hide them from the
+        # budget (counted twice, and kept alive after the store drops an encoder).
+        return load_text_stack(recipe.family, [Path(p) for p in recipe.paths], store)
     dtype = component_dtype(store, recipe.component)
-    return store.get(recipe.store_key, lambda: load_component(recipe, dtype))
+    # A standalone diffusion model file holds about its file size: room is made before it is read.
+    path = Path(recipe.path)
+    hint = path.stat().st_size if recipe.variant is Variant.DIFFUSION_FILE and path.is_file() else 0
+    return store.get(recipe.store_key, lambda: load_component(recipe, dtype), size_hint=hint)
+
+
+def release_component(store: Any, recipe: ComponentRecipe) -> None:
+    """Mark a standalone text encoder stack as done for this prompt (see ModelStore.release)."""
+    if recipe.variant is Variant.TEXT_ENCODERS and not recipe.patches:
+        from nodes.diffusion.text_encoders import release_text_encoders
+
+        release_text_encoders(store, [Path(p) for p in recipe.paths])
 
 
 def load_checkpoint_into(store: Any, path: Path) -> tuple[CheckpointInfo, dict[str, ComponentRecipe]]:
