@@ -29,7 +29,10 @@ class RecordingStore(ModelStore):
 
 def _flux_prompt() -> dict:
     return {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux.safetensors", "weight_dtype": "default"}},
+        "1": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": "flux.safetensors", "weight_dtype": "default"},
+        },
         "2": {
             "class_type": "DualCLIPLoader",
             "inputs": {"clip_name1": "clip_l.safetensors", "clip_name2": "t5.safetensors", "type": "flux"},
@@ -71,9 +74,11 @@ def test_flux_run_under_short_budget_drops_t5_and_never_holds_it_beside_the_mode
     store = RecordingStore(DevicePolicy.from_env(device="cpu"), ram_budget=budget)
     paths = ModelPaths(models)
     env = Environment(tmp_path / "out", tmp_path / "tmp", tmp_path, models=store, model_paths=paths)
-    result = Executor(build_registry(paths, tmp_path), env).execute(_flux_prompt(), prompt_id="p", outputs=["7"])
+    result = Executor(build_registry(paths, tmp_path), env).execute(
+        _flux_prompt(), prompt_id="p", outputs=["7"]
+    )
     assert result.status == "success", result.error and result.error.data()
-    kept = [str(k) for k in store.keys()]
+    kept = [str(k) for k in store.keys()]  # noqa: SIM118 - the store is not iterable
     assert not any("t5.safetensors" in k for k in kept), kept
     assert any("flux.safetensors" in k for k in kept), kept
     assert max(store.usages) <= budget
