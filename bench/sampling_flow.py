@@ -292,6 +292,8 @@ def compare_flow(args: argparse.Namespace) -> dict[str, Any]:
         if role not in files or not name:
             raise SystemExit(f"--flow-file {item!r}: expected ROLE=NAME with ROLE one of {', '.join(files)}")
         files[role] = name
+    if family == "flux":
+        files.pop("clip_g")  # FLUX has no CLIP-G
     with tempfile.TemporaryDirectory() as work:
         prep = prepare(family, models, files, args.device, Path(work))
     ours_module = prep.model.load(prep.store)
