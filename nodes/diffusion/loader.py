@@ -63,12 +63,6 @@ def _sd3_info(path: Path, keys: list[str]) -> CheckpointInfo:
         )
     has_vae = any(k.startswith(sd3.VAE_PREFIX + "decoder.") for k in keys)
     has_text = any(k.startswith(sd3.TEXT_PREFIX) for k in keys)
-    scaled = [k for k in keys if k.endswith("scaled_fp8")]
-    if scaled:
-        raise CheckpointFormatError(
-            f"{path.name} stores scaled fp8 weights ({scaled[0]}), which diffgraph does not load yet; use an "
-            "fp16/bf16 or plain fp8 file (UNETLoader weight_dtype fp8_e4m3fn narrows one at load)"
-        )
     # Without text encoders CLIP stays unbuilt: its handle fails with a clear error only when used.
     comps = tuple(c for c, ok in (("unet", True), ("clip", has_text), ("vae", has_vae)) if ok)
     return CheckpointInfo(str(path), sd3.FAMILY, "flow", comps, 16)
