@@ -14,6 +14,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.animation",
     "nodes.defs.loaders",
     "nodes.defs.model_patches",
+    "nodes.defs.differential_diffusion",
     "nodes.defs.model_merging",
     "nodes.defs.text",
     "nodes.defs.clip_loaders",

@@ -99,6 +99,8 @@ class DiffusionModel(_Handle):
     flow: FlowSampling | None = None
     # Model patches in the order they were added (ComfyUI's stacking order); part of the handle's value.
     patches: tuple[ModelPatch, ...] = ()
+    # DifferentialDiffusion's strength: a noise mask is applied as a per-step threshold (None: off).
+    differential_diffusion: float | None = None
 
     def with_model_patch(self, patch: ModelPatch) -> DiffusionModel:
         """A new handle with one more patch on top (this one is unchanged)."""

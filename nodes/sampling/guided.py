@@ -193,6 +193,7 @@ def sample_guided(
         noise.seed,
         latent.noise_mask,
         sampler.options,
+        model.differential_diffusion,
     )
     with torch.inference_mode():
         out = sample(denoiser, ms, model.latent_format, req, model.device, recorder).cpu()

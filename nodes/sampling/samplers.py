@@ -151,18 +151,51 @@ UNCOND_AT_CFG_1 = frozenset(name for name in SAMPLER_NAMES if name.endswith("_cf
 class _InpaintDenoiser:
     """Keeps the unmasked region on the (re-noised) input latent, ComfyUI's KSamplerX0Inpaint."""
 
-    def __init__(self, inner: Denoiser, ms: ModelSampling, latents, noise, mask):
+    def __init__(
+        self,
+        inner: Denoiser,
+        ms: ModelSampling,
+        latents,
+        noise,
+        mask,
+        sigmas: torch.Tensor | None = None,
+        differential: float | None = None,
+    ):
         self.inner, self.ms, self.latents, self.noise, self.mask = inner, ms, latents, noise, mask
+        self.sigmas, self.differential = sigmas, differential
         self.uncond_denoised: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        keep = 1.0 - self.mask
+        mask = self.mask
+        if self.differential is not None and self.sigmas is not None:
+            mask = differential_mask(mask, sigma, self.sigmas, self.ms, self.differential)
+        keep = 1.0 - mask
         renoised = self.ms.noise_scaling(
             sigma.reshape(-1, *[1] * (x.ndim - 1)), self.noise, self.latents, False
         )
-        out = self.inner(x * self.mask + renoised * keep, sigma)
+        out = self.inner(x * mask + renoised * keep, sigma)
         self.uncond_denoised = self.inner.uncond_denoised
-        return out * self.mask + self.latents * keep
+        return out * mask + self.latents * keep
+
+
+def differential_mask(
+    mask: torch.Tensor, sigma: torch.Tensor, sigmas: torch.Tensor, ms: ModelSampling, strength: float
+) -> torch.Tensor:
+    """Differential Diffusion's mask for this step (ComfyUI's facts, reimplemented).
+
+    A pixel is repainted once the run's progress, measured in model timesteps from the first sigma
+    down to max(sigma_min, last sigma), passes its mask value: mask >= threshold gives a 0/1 mask. A
+    strength in (0, 1) blends that with the soft mask; 0 counts as 1, as ComfyUI treats it.
+    """
+    sigma_to = max(ms.sigma_min, float(sigmas[-1]))
+    ts_from = ms.timestep(sigmas[:1]).float()
+    ts_to = ms.timestep(torch.tensor([sigma_to], device=sigmas.device)).float()
+    current = ms.timestep(sigma.reshape(-1)[:1]).float()
+    threshold = (current - ts_to) / (ts_from - ts_to)
+    binary = (mask >= threshold.to(mask.device)).to(mask.dtype)
+    if strength and strength < 1:
+        return strength * binary + (1 - strength) * mask
+    return binary
 
 
 def prepare_mask(noise_mask: torch.Tensor, shape: torch.Size, device: torch.device) -> torch.Tensor:
@@ -186,6 +219,8 @@ class SampleRequest:
     noise_mask: torch.Tensor | None = None
     # Keyword options for the sampler loop (SamplerEulerAncestral's eta, SamplerLMS's order...).
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Differential Diffusion's strength: the noise mask becomes a per-step threshold (None: plain mask).
+    differential: float | None = None
 
 
 def sample(
@@ -216,7 +251,7 @@ def sample(
         if req.sampler in RANDOM_INPAINT_NOISE:
             mask_noise = torch.randn(noise.shape, generator=seeded_generator(req.seed + 1)).to(noise)
         mask = prepare_mask(req.noise_mask, noise.shape, noise.device)
-        model = _InpaintDenoiser(denoiser, ms, latents, mask_noise, mask)
+        model = _InpaintDenoiser(denoiser, ms, latents, mask_noise, mask, sigmas, req.differential)
     x = ms.noise_scaling(sigmas[0], noise, latents, ms.is_max_denoise(float(sigmas[0])))
     run = SamplerRun(seed=req.seed, callback=callback, model_sampling=ms)
     table = FLOW_SAMPLERS if is_flow(ms) and req.sampler in FLOW_SAMPLERS else SAMPLERS
