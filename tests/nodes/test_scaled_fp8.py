@@ -2,7 +2,7 @@
 
 The SD3 case compares with ComfyUI 0.3.64's own forward of the same tiny scaled file
 (data/scaled_fp8/, made by make_comfy_reference.py as its README says): relative L2 1.8e-7 when recorded;
-the reduced-depth full-width FLUX dev file made scaled gives 2.9e-7 against ComfyUI.
+the reduced-depth full-width FLUX dev file made scaled gives 2.9e-7, a tiny scaled T5 5.9e-7 against ComfyUI.
 """
 
 from __future__ import annotations
@@ -105,3 +105,13 @@ def test_scaled_fp8_flux_reduced_forward_matches_comfyui():
     ref = load_file(str(DATA / "comfy_flux_d2s2_scaled.safetensors"))
     out = model(ref["x"], ref["timesteps"], ref["context"], ref["pooled"], torch.tensor([3.5]))
     assert float((out - ref["velocity"]).norm() / ref["velocity"].norm()) < 1e-5
+
+
+def test_scaled_fp8_t5_hidden_states_match_comfyui(tmp_path):
+    from nodes.diffusion.make_checkpoint import main as make_checkpoint_main
+
+    path = tmp_path / "t5_scaled.safetensors"
+    make_checkpoint_main(["--arch", "t5xxl", "--size", "tiny", "--seed", "9", "--scaled-fp8", str(path)])
+    ref = load_file(str(DATA / "comfy_t5_tiny_scaled.safetensors"))
+    out = run_t5(build_t5(load_file(str(path))), ref["ids"])
+    assert float((out - ref["hidden"]).norm() / ref["hidden"].norm()) < 1e-5
