@@ -8,7 +8,7 @@ MODELS (or $DIFFGRAPH_FLOW_MODELS) is a ComfyUI-style models folder: FLUX reads
 diffusion_models/ + text_encoders/ (CLIP-L, T5-XXL); SD3 reads a checkpoint from checkpoints/ and the
 CLIP-L, CLIP-G and T5-XXL files from text_encoders/. The default names are the reduced-depth
 full-width reference files; `--flow-file unet=flux1-dev-fp8.safetensors` (roles unet, ckpt, clip_l,
-clip_g, t5) names others.
+clip_g, t5) names others; `t5=none` runs SD3 on CLIP-L and CLIP-G alone.
 
 Both sides run on the same weights and the same prompt embeddings: diffgraph's nodes load the model
 and encode the prompt once (the text encoders are then dropped from the store, so T5 is never held
@@ -57,6 +57,8 @@ FLUX_GUIDANCE = 3.5
 SD3_CFG = 4.5
 SEED = 42
 FLUX_WIDTH = 3072
+# `--flow-file t5=none`: SD3 conditioned by CLIP-L and CLIP-G only (no 4.7 GB T5 in memory).
+NO_T5 = "none"
 # The reduced-depth full-width reference files (../shared/reference/flow) under a models folder.
 DEFAULT_FILES = {
     "flux": {"unet": "flux1-dev-random-d2s2.safetensors"},
@@ -100,12 +102,17 @@ def flow_prompt(family: str, files: dict[str, str]) -> tuple[dict[str, Any], lis
             },
         }
         return prompt, ["1", "4"]
+    clip: dict[str, Any] = {
+        "class_type": "TripleCLIPLoader",
+        "inputs": {"clip_name1": text["clip_l"], "clip_name2": text["clip_g"], "clip_name3": text["t5"]},
+    }
+    if text["t5"] == NO_T5:
+        # SD3 without T5 (ComfyUI's DualCLIPLoader type sd3): CLIP-L and CLIP-G tokens only.
+        inputs = {"clip_name1": text["clip_l"], "clip_name2": text["clip_g"], "type": "sd3"}
+        clip = {"class_type": "DualCLIPLoader", "inputs": inputs}
     prompt = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": files["ckpt"]}},
-        "2": {
-            "class_type": "TripleCLIPLoader",
-            "inputs": {"clip_name1": text["clip_l"], "clip_name2": text["clip_g"], "clip_name3": text["t5"]},
-        },
+        "2": clip,
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": POSITIVE, "clip": ["2", 0]}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["2", 0]}},
     }
