@@ -190,7 +190,6 @@ class ModelStore:
         if kept is not None and kept.nbytes > (self.vram_budget if kept.on_device else self.ram_budget):
             log.warning("model store: %s alone (%d bytes) exceeds its budget", _short(keep), kept.nbytes)
 
-
     def _drop_until(self, limit: int, keep: Hashable | None) -> None:
         """Drop least recently used RAM entries (never `keep`) until RAM usage is at most `limit`."""
         dropped = False
