@@ -12,8 +12,10 @@ through the executor; each node is one stage. At every stage start the kernel's 
 store's RAM budget (default: half of physical memory, the server's default), which decides whether
 T5 is dropped once the prompt is encoded.
 
-Peak RSS includes the file pages mapped while a safetensors file is read, which the kernel may
-reclaim at any time; `store_mb` is what the store itself holds (parameters and buffers).
+Peak RSS includes the file pages mapped while a safetensors file is read (clean page cache the
+kernel may reclaim at any time, so loading a file of N bytes shows up to about 2N); each stage also
+reports the anonymous and file-backed parts of RSS at its end, and `store_mb` is what the model store
+itself holds (parameters and buffers).
 """
 
 from __future__ import annotations
@@ -136,6 +138,10 @@ class StageRecorder:
                 "seconds": time.perf_counter() - start,
                 "peak_rss_mb": _status_mb("VmHWM"),
                 "rss_after_mb": _status_mb("VmRSS"),
+                # Heap (anonymous) versus file pages still mapped from safetensors reads, which the
+                # kernel can drop under pressure: RSS counts both.
+                "rss_anon_after_mb": _status_mb("RssAnon"),
+                "rss_file_after_mb": _status_mb("RssFile"),
                 "store_mb": self.store.usage()["ram_bytes"] / 2**20,
                 "store_holds": _held(self.store, self.names),
             }
