@@ -160,8 +160,11 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
     if recipe.variant is Variant.VAE_FILE:
         sd = read_weights(path, cast=lambda _key: dtype)
         return build_vae_file(path, sd, dtype, recipe.family)
-    stored = recipe.family == sd3.FAMILY and recipe.component != "vae"
-    # SD3's MMDiT and text encoders keep their file dtype (widened per layer); the rest is cast on read.
+    stored = recipe.component != "vae" and (
+        recipe.family == sd3.FAMILY or (recipe.family in flux.FAMILIES and recipe.component == "unet")
+    )
+    # SD3's MMDiT and text encoders and FLUX's transformer keep their file dtype (widened per layer);
+    # the rest is cast on read.
     cast = None if stored else (lambda _key: dtype)
     sd = read_weights(path, _wanted(recipe.component, recipe.family), cast)
     return build_component(recipe.component, recipe.family, sd, dtype)[0]
@@ -375,6 +378,9 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
     if family == sd3.FAMILY:
         # The MMDiT and text encoders keep their stored weights (widened per layer): read them as they are.
         dtypes.update({p: None for p in (sd3.MMDIT_PREFIX, sd3.TEXT_PREFIX) if p in dtypes})
+    if family in flux.FAMILIES and FLUX_CHECKPOINT_PREFIXES["unet"] in dtypes:
+        # So does FLUX's transformer (an fp8 file stays fp8, not a float32 copy four times its size).
+        dtypes[FLUX_CHECKPOINT_PREFIXES["unet"]] = None
     wanted = tuple(dtypes)
 
     def cast(key: str) -> torch.dtype | None:
