@@ -248,6 +248,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--ckpt-name", default="sd15-random.safetensors", help="with --vs-comfyui: checkpoint name"
     )
+    ap.add_argument(
+        "--family", choices=("sd", "flux", "sd3"), default="sd", help="flux/sd3: bench/sampling_flow.py"
+    )
+    ap.add_argument(
+        "--flow-file", action="append", metavar="ROLE=NAME", help="flux/sd3: a file other than the default"
+    )
     args = ap.parse_args(argv)
     args.steps_given = args.steps is not None
     args.steps = args.steps or 4
@@ -263,6 +269,11 @@ def main(argv: list[str] | None = None) -> None:
         write(args.out, compare(args))
         return
     args.rounds = args.rounds or 2
+    if args.family != "sd":
+        from bench.sampling_flow import compare_flow
+
+        write(args.out, compare_flow(args))
+        return
     if args.vs_diffusers:
         # The GPU comparison: SD1.5 at 512 and SDXL at 1024, each against diffusers on the same weights.
         runs = {}

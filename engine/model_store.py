@@ -8,6 +8,7 @@ recently used entries are dropped (the caller reloads them through its loader ne
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -108,11 +109,19 @@ class ModelStore:
             self._enforce_budgets(keep=key)
             return obj
 
-    def get(self, key: Hashable, loader: Callable[[], Any], *, to_device: bool = True) -> Any:
-        """The object for `key`, loading it once with `loader()`; modules end on the compute device."""
+    def get(
+        self, key: Hashable, loader: Callable[[], Any], *, to_device: bool = True, size_hint: int = 0
+    ) -> Any:
+        """The object for `key`, loading it once with `loader()`; modules end on the compute device.
+
+        `size_hint` (bytes the load is expected to hold) makes room first: least recently used
+        entries are dropped until it fits the RAM budget, so the old and the new never coexist.
+        """
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
+                if size_hint:
+                    self._drop_until(self.ram_budget - size_hint, keep=key)
                 obj = loader()
                 self.loads += 1
                 self.put(key, obj)
@@ -122,6 +131,19 @@ class ModelStore:
                 self._move(entry, self.policy.device)
                 self._enforce_budgets(keep=key)
             return entry.obj
+
+    def release(self, key: Hashable) -> None:
+        """The caller is done with `key` for now: it becomes the first entry to drop under the RAM budget.
+
+        A text encoder used once per prompt (T5-XXL) is released after encoding, so the diffusion model
+        loaded next displaces it rather than a model that is still wanted. Dropped at once if the store
+        is over its RAM budget.
+        """
+        with self._lock:
+            if key not in self._entries:
+                return
+            self._entries.move_to_end(key, last=False)
+            self._drop_until(self.ram_budget, keep=None)
 
     def evict(self, key: Hashable) -> bool:
         """Drop one entry; True when it was stored."""
@@ -163,16 +185,26 @@ class ModelStore:
                     log.info("model store: offloading %s to RAM (VRAM budget)", _short(key))
                     self._move(entry, torch.device("cpu"))
             self.policy.empty_cache()
+        self._drop_until(self.ram_budget, keep)
+        kept = self._entries.get(keep)
+        if kept is not None and kept.nbytes > (self.vram_budget if kept.on_device else self.ram_budget):
+            log.warning("model store: %s alone (%d bytes) exceeds its budget", _short(keep), kept.nbytes)
+
+    def _drop_until(self, limit: int, keep: Hashable | None) -> None:
+        """Drop least recently used RAM entries (never `keep`) until RAM usage is at most `limit`."""
+        dropped = False
         for key in list(self._entries):
-            if self.usage()["ram_bytes"] <= self.ram_budget:
+            if self.usage()["ram_bytes"] <= limit:
                 break
             entry = self._entries[key]
             if key != keep and not (entry.on_device and self._separate_device):
                 log.info("model store: dropping %s (RAM budget)", _short(key))
                 del self._entries[key]
-        kept = self._entries.get(keep)
-        if kept is not None and kept.nbytes > (self.vram_budget if kept.on_device else self.ram_budget):
-            log.warning("model store: %s alone (%d bytes) exceeds its budget", _short(keep), kept.nbytes)
+                dropped = True
+        if dropped:
+            # Dropped modules are freed only once nothing refers to them; collect cycles now so their
+            # memory is back before the next load, not at the collector's leisure.
+            gc.collect()
 
 
 def _short(key: Hashable) -> str:

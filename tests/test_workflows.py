@@ -166,6 +166,7 @@ def test_workflows_directory_has_the_promised_files():
         "controlnet_canny_sd15",
         "hires_fix_upscale_model_sd15",
         "unclip_image_variation_sd21",
+        "sdxl_custom_sampler",
     } <= names
     for path in API_FILES:
         prompt = load_api(path)

@@ -78,6 +78,7 @@ class CLIPTextEncodeFlux(_EmbeddingChecks, Node):
         tokens = tokenize_all("flux", inputs.clip_l, lookups)
         tokens["t5xxl"] = tokenize_all("flux", inputs.t5xxl, lookups)["t5xxl"]
         entry = encode_tokens(stack, tokens, inputs.clip.layer)
+        inputs.clip.release(ctx.models)
         entry = replace(entry, extras={**entry.extras, "guidance": inputs.guidance})
         return self.Outputs(CONDITIONING=Conditioning(entries=(entry,)))
 
@@ -109,6 +110,7 @@ class CLIPTextEncodeSD3(_EmbeddingChecks, Node):
             inputs.clip_l, inputs.clip_g, inputs.t5xxl, inputs.empty_padding == "empty_prompt"
         )
         entry = encode_tokens(stack, tokens, inputs.clip.layer)
+        inputs.clip.release(ctx.models)
         return self.Outputs(CONDITIONING=Conditioning(entries=(entry,)))
 
 

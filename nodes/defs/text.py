@@ -63,9 +63,14 @@ def encode(ctx: RunContext, clip: ClipHandle, text: str) -> CondEntry:
     """Encode one prompt with the handle's encoders and layer choice."""
     stack = clip.stack(ctx.models)
     if isinstance(stack, FlowTextStack):
-        return encode_flow_prompt(stack, text, clip.layer, embedding_library(ctx))
-    device, dtype = torch.device(clip.device), clip.compute_dtype
-    return encode_prompt(stack, text, clip.layer, device, dtype, embedding_library(ctx))
+        entry = encode_flow_prompt(stack, text, clip.layer, embedding_library(ctx))
+    else:
+        device, dtype = torch.device(clip.device), clip.compute_dtype
+        entry = encode_prompt(stack, text, clip.layer, device, dtype, embedding_library(ctx))
+    # The local reference goes first: a released encoder can only be freed once nothing holds it.
+    del stack
+    clip.release(ctx.models)
+    return entry
 
 
 class _EmbeddingChecks:

@@ -27,6 +27,7 @@ from diffusers import FluxTransformer2DModel
 
 from nodes.diffusion.checkpoint_io import CheckpointFormatError
 from nodes.diffusion.flux_kontext import reference_positions
+from nodes.diffusion.stored_weights import converted_scales, scale_rows, split_weight_scales
 
 CONFIG_PATH = Path(__file__).parent / "configs" / "flux-transformer.json"
 PREFIXES = ("model.diffusion_model.", "")
@@ -193,12 +194,37 @@ def _single(out: dict[str, torch.Tensor], stem: str, rest: str, tensor: torch.Te
 
 
 class UpcastLinear(torch.nn.Linear):
-    """A Linear whose weight stays in its stored dtype and is cast to the input's dtype per call."""
+    """A Linear whose weight stays in its stored dtype and is cast to the input's dtype per call.
+
+    A scaled-fp8 layer also holds a `weight_scale` buffer: the widened weight is multiplied by it.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x @ W^T + b with W (and b) cast to x's dtype for this call only."""
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.weight.to(x.dtype), bias)
+        weight = self.weight.to(x.dtype)
+        scale = self._buffers.get("weight_scale")
+        if scale is not None:
+            weight = weight * scale.to(x.device, x.dtype)
+        return F.linear(x, weight, bias)
+
+
+def apply_scaled_fp8(model: torch.nn.Module, scales: dict[str, torch.Tensor], fp8: torch.dtype) -> None:
+    """Make a model from a scaled-fp8 file hold its Linear layers as ComfyUI's scaled fp8 layers do.
+
+    Every Linear weight and bias is held in the file's fp8 dtype (ComfyUI narrows a layer's bias, and
+    an unscaled weight, to it too: a scale of 1), and each scaled Linear (by its weight's parameter
+    name) gets the scale its widened weight is multiplied by.
+    """
+    for module in model.modules():
+        if isinstance(module, UpcastLinear):
+            for param in module.parameters(recurse=False):
+                param.data = param.data.to(fp8)
+    for name, scale in scales.items():
+        module = model.get_submodule(name.rsplit(".", 1)[0])
+        if not isinstance(module, UpcastLinear) or not name.endswith(".weight"):
+            raise CheckpointFormatError(f"scaled fp8: {name!r} is not the weight of a linear layer")
+        module.register_buffer("weight_scale", scale.float())
 
 
 def keep_linear_weights(model: torch.nn.Module, compute: torch.dtype) -> None:
@@ -341,7 +367,8 @@ def guidance_vector(extras: Sequence[dict[str, Any]] | None, batch: int) -> torc
 
 
 def build_flux(sd: dict[str, torch.Tensor], prefix: str, family: str, compute: torch.dtype) -> FluxModel:
-    """A FluxModel from BFL tensors (kept in their dtype for Linear layers)."""
+    """A FluxModel from BFL tensors (kept in their dtype for Linear layers; scaled fp8 scaled as widened)."""
+    sd, scales, fp8 = split_weight_scales(sd, prefix)
     shapes = {k: list(v.shape) for k, v in sd.items()}
     cfg = flux_config(shapes, prefix)
     hidden = cfg["num_attention_heads"] * HEAD_DIM
@@ -352,6 +379,10 @@ def build_flux(sd: dict[str, torch.Tensor], prefix: str, family: str, compute: t
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointFormatError(f"FLUX tensors do not fit the model: {result}")
     keep_linear_weights(transformer, compute)
+    if fp8 is not None:
+        scaled = {k: v for k, v in sd.items() if k in scales}
+        rows = bfl_to_diffusers(scale_rows(scaled, scales), prefix, hidden)
+        apply_scaled_fp8(transformer, converted_scales(rows), fp8)
     return FluxModel(transformer.eval().requires_grad_(False), family, compute)
 
 

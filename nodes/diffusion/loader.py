@@ -63,12 +63,6 @@ def _sd3_info(path: Path, keys: list[str]) -> CheckpointInfo:
         )
     has_vae = any(k.startswith(sd3.VAE_PREFIX + "decoder.") for k in keys)
     has_text = any(k.startswith(sd3.TEXT_PREFIX) for k in keys)
-    scaled = [k for k in keys if k.endswith("scaled_fp8")]
-    if scaled:
-        raise CheckpointFormatError(
-            f"{path.name} stores scaled fp8 weights ({scaled[0]}), which diffgraph does not load yet; use an "
-            "fp16/bf16 or plain fp8 file (UNETLoader weight_dtype fp8_e4m3fn narrows one at load)"
-        )
     # Without text encoders CLIP stays unbuilt: its handle fails with a clear error only when used.
     comps = tuple(c for c, ok in (("unet", True), ("clip", has_text), ("vae", has_vae)) if ok)
     return CheckpointInfo(str(path), sd3.FAMILY, "flow", comps, 16)
@@ -169,8 +163,11 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
     if recipe.variant is Variant.VAE_FILE:
         sd = read_weights(path, cast=lambda _key: dtype)
         return build_vae_file(path, sd, dtype, recipe.family)
-    stored = recipe.family == sd3.FAMILY and recipe.component != "vae"
-    # SD3's MMDiT and text encoders keep their file dtype (widened per layer); the rest is cast on read.
+    stored = recipe.component != "vae" and (
+        recipe.family == sd3.FAMILY or (recipe.family in flux.FAMILIES and recipe.component == "unet")
+    )
+    # SD3's MMDiT and text encoders and FLUX's transformer keep their file dtype (widened per layer);
+    # the rest is cast on read.
     cast = None if stored else (lambda _key: dtype)
     sd = read_weights(path, _wanted(recipe.component, recipe.family), cast)
     return build_component(recipe.component, recipe.family, sd, dtype)[0]
@@ -335,10 +332,22 @@ def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
         from nodes.diffusion.text_encoders import load_text_stack  # heavy (T5); only when used
 
         # Encoders come from the store one file at a time, so two CLIPs sharing a file share its module.
-        paths = [Path(p) for p in recipe.paths]
-        return store.get(recipe.store_key, lambda: load_text_stack(recipe.family, paths, store))
+        # The stack around them is not stored: holding them a second time would hide them from the
+        # budget (counted twice, and kept alive after the store drops an encoder).
+        return load_text_stack(recipe.family, [Path(p) for p in recipe.paths], store)
     dtype = component_dtype(store, recipe.component)
-    return store.get(recipe.store_key, lambda: load_component(recipe, dtype))
+    # A standalone diffusion model file holds about its file size: room is made before it is read.
+    path = Path(recipe.path)
+    hint = path.stat().st_size if recipe.variant is Variant.DIFFUSION_FILE and path.is_file() else 0
+    return store.get(recipe.store_key, lambda: load_component(recipe, dtype), size_hint=hint)
+
+
+def release_component(store: Any, recipe: ComponentRecipe) -> None:
+    """Mark a standalone text encoder stack as done for this prompt (see ModelStore.release)."""
+    if recipe.variant is Variant.TEXT_ENCODERS and not recipe.patches:
+        from nodes.diffusion.text_encoders import release_text_encoders
+
+        release_text_encoders(store, [Path(p) for p in recipe.paths])
 
 
 def load_checkpoint_into(store: Any, path: Path) -> tuple[CheckpointInfo, dict[str, ComponentRecipe]]:
@@ -374,6 +383,9 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
     if family == sd3.FAMILY:
         # The MMDiT and text encoders keep their stored weights (widened per layer): read them as they are.
         dtypes.update({p: None for p in (sd3.MMDIT_PREFIX, sd3.TEXT_PREFIX) if p in dtypes})
+    if family in flux.FAMILIES and FLUX_CHECKPOINT_PREFIXES["unet"] in dtypes:
+        # So does FLUX's transformer (an fp8 file stays fp8, not a float32 copy four times its size).
+        dtypes[FLUX_CHECKPOINT_PREFIXES["unet"]] = None
     wanted = tuple(dtypes)
 
     def cast(key: str) -> torch.dtype | None:

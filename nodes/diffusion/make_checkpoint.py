@@ -273,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--kind", choices=("checkpoint",), default="checkpoint", help="see also the control kinds"
     )
+    ap.add_argument(
+        "--scaled-fp8",
+        action="store_true",
+        help="T5, FLUX and SD3 archs: store Linear weights as ComfyUI's scaled fp8 (weight/scale + scale)",
+    )
     ap.add_argument("out", help="output .safetensors path")
     args = ap.parse_args(argv)
     if args.arch in _LORA_ARCHS:
@@ -301,5 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--size reduced is for the SD3 archs ({', '.join(SD3_ARCHS)})")
     else:
         path = make_checkpoint(args.arch, args.size, args.seed, args.out, args.dtype)
+    if args.scaled_fp8:
+        from nodes.diffusion.make_scaled import rewrite_scaled_fp8
+
+        rewrite_scaled_fp8(path, "model.diffusion_model." if args.arch in SD3_ARCHS else "")
     print(f"wrote {path} ({path.stat().st_size} bytes, {args.arch} {args.size}, seed {args.seed})")
     return 0

@@ -46,7 +46,7 @@ from nodes.diffusion.denoiser_runtime import input_layout, prepared_denoiser
 from nodes.diffusion.flux import FILL_CHANNELS, FluxModel, guidance_vector
 from nodes.diffusion.flux_kontext import reference_batch
 from nodes.diffusion.gligen import gligen_groups, run_groups
-from nodes.diffusion.loader import load_component_into
+from nodes.diffusion.loader import load_component_into, release_component
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.text_encode import ClipStack
 from nodes.diffusion.unclip import batch_adm
@@ -285,6 +285,10 @@ class ClipHandle(_Handle):
     layer: int | None = None
     compute_dtype: torch.dtype = torch.float32
     device: str = "cpu"
+
+    def release(self, store: Any) -> None:
+        """This prompt's encoding is done: standalone encoder files become the first to drop from the store."""
+        release_component(store, self.recipe)
 
     def stack(self, store: Any) -> ClipStack:
         """The text encoder(s) with their per-encoder rules, loaded through the store."""

@@ -18,7 +18,8 @@ from diffusers import AutoencoderKL, SD3Transformer2DModel
 from diffusers.loaders import single_file_utils as sfu
 
 from nodes.diffusion.checkpoint_io import CheckpointFormatError
-from nodes.diffusion.flux import keep_linear_weights
+from nodes.diffusion.flux import apply_scaled_fp8, keep_linear_weights
+from nodes.diffusion.stored_weights import converted_scales, scale_rows, split_weight_scales
 
 FAMILY = "sd3"
 MMDIT_PREFIX = "model.diffusion_model."
@@ -117,6 +118,7 @@ def build_transformer(sd: Mapping[str, torch.Tensor], compute: torch.dtype, pref
     Everything else (convolution, norms, the position table) is widened to `compute` once; a file
     that does not fill the model exactly is refused.
     """
+    sd, scales, fp8 = split_weight_scales({k: v for k, v in sd.items() if k.startswith(prefix)}, prefix)
     model = new_transformer(transformer_config(sd, prefix))
     try:
         model.load_state_dict(convert_transformer(sd, prefix), strict=True, assign=True)
@@ -125,6 +127,10 @@ def build_transformer(sd: Mapping[str, torch.Tensor], compute: torch.dtype, pref
             f"SD3 MMDiT: the tensors do not fit the model read from them: {exc}"
         ) from exc
     keep_linear_weights(model, compute)
+    if fp8 is not None:
+        # Scaled fp8: the scales take the same key conversion as their weights (fused qkv split by rows).
+        rows = convert_transformer(scale_rows(sd, scales), prefix)
+        apply_scaled_fp8(model, converted_scales(rows), fp8)
     for module in model.modules():
         for name, buf in module.named_buffers(recurse=False):
             if buf.is_floating_point() and buf.dtype != compute:

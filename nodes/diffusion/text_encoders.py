@@ -166,6 +166,19 @@ def encoder_spec(family: str, kind: TextEncoderKind, layout: str) -> TextEncoder
     return clip_spec(kind, layout, base)
 
 
+def encoder_store_key(path: Path, kind: str, layout: str) -> tuple[Any, ...]:
+    """The model store key of one standalone encoder file (it changes when the file does)."""
+    stat = path.stat()
+    return ("diffgraph", "text_encoder", str(path), stat.st_mtime_ns, stat.st_size, kind, layout)
+
+
+def release_text_encoders(store: Any, paths: list[Path]) -> None:
+    """Tell the store a prompt's encoding is done: these encoders are the first to drop when memory is short."""
+    for path in paths:
+        kind, layout = detect_kind(path)
+        store.release(encoder_store_key(path, kind, layout))
+
+
 def load_text_stack(family: str, paths: list[Path], store: Any = None) -> ClipStack:
     """The text encoders of a CLIP built from standalone files (kinds checked by `family_for`).
 
@@ -180,9 +193,10 @@ def load_text_stack(family: str, paths: list[Path], store: Any = None) -> ClipSt
         if store is None:
             encoders[kind] = load_encoder(path, kind, spec)
         else:
-            stat = path.stat()
-            key = ("diffgraph", "text_encoder", str(path), stat.st_mtime_ns, stat.st_size, kind, layout)
-            encoders[kind] = store.get(key, lambda p=path, k=kind, s=spec: load_encoder(p, k, s))
+            key = encoder_store_key(path, kind, layout)
+            size = path.stat().st_size
+            loader = lambda p=path, k=kind, s=spec: load_encoder(p, k, s)  # noqa: E731
+            encoders[kind] = store.get(key, loader, size_hint=size)
         if spec is not None:
             specs.append(spec)
     if family in FLOW_FAMILIES:

@@ -15,6 +15,7 @@ import torch
 from nodes.diffusion import flux, sd3
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_header, read_weights
 from nodes.diffusion.recipe import ComponentRecipe
+from nodes.diffusion.stored_weights import is_scaled_fp8
 
 # UNETLoader's weight_dtype choices -> the dtype Linear weights are stored in (None: as in the file).
 WEIGHT_DTYPES: dict[str, torch.dtype | None] = {
@@ -59,9 +60,13 @@ def inspect_diffusion_model(path: Path) -> str:
 
 
 def _storage_cast(weight_dtype: str, shapes: dict[str, list[int]]):
-    """Per-key dtype while reading: matrices to the fp8 type asked for, everything else as stored."""
+    """Per-key dtype while reading: matrices to the fp8 type asked for, everything else as stored.
+
+    Scaled-fp8 files keep their weights as stored whatever `weight_dtype` says (as ComfyUI does):
+    narrowing weight / scale again would lose what the scale preserved.
+    """
     target = WEIGHT_DTYPES[weight_dtype]
-    if target is None:
+    if target is None or is_scaled_fp8(shapes, "") or is_scaled_fp8(shapes, sd3.MMDIT_PREFIX):
         return None
     return lambda key: target if key.endswith(".weight") and len(shapes.get(key, ())) == 2 else None
 

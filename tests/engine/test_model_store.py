@@ -42,3 +42,28 @@ def test_device_policy_cpu_computes_in_fp32():
     assert policy.compute_dtype("compute", torch.float16) == torch.float32
     assert policy.compute_dtype("precise") == torch.float32
     assert DevicePolicy.from_env(device="cpu", dtype="bf16").compute_dtype("compute") == torch.bfloat16
+
+
+def test_model_store_released_entry_is_dropped_before_older_ones():
+    linear = (100 * 100 + 100) * 4
+    store = _store(2 * linear + 10)
+    store.get("model", lambda: torch.nn.Linear(100, 100))
+    store.get("encoder", lambda: torch.nn.Linear(100, 100))
+    store.release("encoder")  # done encoding: it goes first, though the model is older
+    store.get("vae", lambda: torch.nn.Linear(100, 100))
+    assert store.keys() == ["model", "vae"]
+
+
+def test_model_store_size_hint_makes_room_before_loading():
+    linear = (100 * 100 + 100) * 4
+    store = _store(2 * linear + 10)
+    store.get("a", lambda: torch.nn.Linear(100, 100))
+    store.get("b", lambda: torch.nn.Linear(100, 100))
+    seen = []
+
+    def load():
+        seen.append(store.keys())  # what is held while the new model is read
+        return torch.nn.Linear(100, 100)
+
+    store.get("c", load, size_hint=linear)
+    assert seen == [["b"]] and store.keys() == ["b", "c"]

@@ -242,13 +242,12 @@ def test_sd3_all_in_one_checkpoint_clip_encodes_like_triple_clip_loader(model_st
     torch.testing.assert_close(encoded[0].pooled, encoded[1].pooled, rtol=0, atol=0)
 
 
-def test_sd3_scaled_fp8_checkpoint_is_refused_by_name(tiny_sd3_path, tmp_path):
-    sd = read_weights(tiny_sd3_path)
-    sd["model.diffusion_model.scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+def test_sd3_scaled_fp8_checkpoint_loads_with_its_components(tiny_sd3_path, tmp_path):
+    from nodes.diffusion.make_scaled import to_scaled_fp8
+
     path = tmp_path / "sd3.5_large_fp8_scaled.safetensors"
-    save_file(sd, path)
-    with pytest.raises(CheckpointFormatError, match="scaled fp8"):
-        loader.inspect_checkpoint(path)
+    save_file(to_scaled_fp8(read_weights(tiny_sd3_path), sd3.MMDIT_PREFIX), path)
+    assert loader.inspect_checkpoint(path).components == ("unet", "vae")
 
 
 @pytest.mark.slow
