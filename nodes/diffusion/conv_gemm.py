@@ -69,12 +69,14 @@ def conv_as_gemm(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
         out_h, out_w = height, width
         columns = x.view(batch, channels, height * width)
     else:
-        (pad_h, pad_w), (stride_h, stride_w) = conv.padding, conv.stride
+        # _eligible refused string paddings ("same"), so both are int pairs here.
+        pad_h, pad_w = int(conv.padding[0]), int(conv.padding[1])
+        stride_h, stride_w = conv.stride
         out_h = (height + 2 * pad_h - 3) // stride_h + 1
         out_w = (width + 2 * pad_w - 3) // stride_w + 1
         if out_h * out_w > MAX_GEMM_PIXELS:
             return None
-        columns = F.unfold(x, (3, 3), padding=conv.padding, stride=conv.stride)
+        columns = F.unfold(x, (3, 3), padding=(pad_h, pad_w), stride=conv.stride)
     matrix = weight.view(weight.shape[0], -1).expand(batch, -1, -1)
     if conv.bias is None:
         out = torch.bmm(matrix, columns)
