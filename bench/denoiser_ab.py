@@ -4,6 +4,7 @@
                                 [--rounds 5] [--variants fp32,fp32_cl,bf16_cl] [--threads N]
 
 Variants: fp32 (NCHW, before channels-last), fp32_cl (exact mode today), bf16 / bf16_cl (fast mode),
+fp32_gemm (exact mode: 1x1 and deep-level 3x3 convolutions as GEMMs, nodes/diffusion/conv_gemm.py),
 fp32_cl_compiled (torch.compile; its first call, the compile, is reported apart). Every variant runs the
 same inputs (batch 2: cond + uncond, 77 tokens) once per round, in turn, so machine load drifts hit all of
 them alike; the JSON has per-variant medians, their ratio to fp32 and the rel L2 of each output against
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.load_checkpoint import reference_checkpoint  # noqa: E402
 from engine.devices import DevicePolicy  # noqa: E402
 from engine.model_store import ModelStore  # noqa: E402
+from nodes.diffusion import conv_gemm  # noqa: E402
 from nodes.diffusion.loader import load_checkpoint_into, load_component_into  # noqa: E402
 
 
@@ -37,7 +39,8 @@ def variant_fn(name: str, unet: torch.nn.Module, x: torch.Tensor, t: torch.Tenso
     """A zero-argument callable running the UNet as the variant says; returns a float32 output."""
     dtype = torch.bfloat16 if name.startswith("bf16") else torch.float32
     channels_last = "_cl" in name
-    module = unet if dtype == torch.float32 and not channels_last else copy.deepcopy(unet).to(dtype)
+    shared = dtype == torch.float32 and not channels_last
+    module = unet if shared else copy.deepcopy(unet).to(dtype)
     if channels_last:
         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     xin = x.to(dtype)
@@ -45,9 +48,18 @@ def variant_fn(name: str, unet: torch.nn.Module, x: torch.Tensor, t: torch.Tenso
         xin = xin.contiguous(memory_format=torch.channels_last)
     ein = e.to(dtype)
     call = torch.compile(module, dynamic=False) if name.endswith("_compiled") else module
+    gemm = "_gemm" in name
 
     def run() -> torch.Tensor:
-        return call(xin, t, encoder_hidden_states=ein, return_dict=False)[0].float()
+        # The GEMM-routed convolutions are switched on the shared module for this call only, so the
+        # fp32 baseline beside it keeps oneDNN's kernels without a second copy of the weights.
+        if gemm:
+            conv_gemm.install(module)
+        try:
+            return call(xin, t, encoder_hidden_states=ein, return_dict=False)[0].float()
+        finally:
+            if gemm:
+                conv_gemm.uninstall(module)
 
     return run
 

@@ -6,6 +6,8 @@ accumulated (about 2e-6 relative L2 per SD1.5 UNet call in fp32). It pays for ha
 on CUDA, and not for float32 on CPU, so by default it follows the compute dtype and device
 (`channels_last_for`); `DIFFGRAPH_CHANNELS_LAST=1` or `=0` forces it on or off.
 
+Eager float32 on CPU runs 1x1 and deep-level 3x3 convolutions as GEMMs instead (`conv_gemm`).
+
 `torch.compile` (inductor) fuses the elementwise work around the GEMMs. It is opt-in (`--compile` or
 `DIFFGRAPH_COMPILE=1`): the first call of each input shape compiles for minutes on a small CPU. Shapes are
 static (`dynamic=False`), so a new seed or prompt of the same token length reuses the compiled graph and
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from nodes.diffusion import conv_gemm
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +103,13 @@ def prepared_denoiser(module: torch.nn.Module) -> Callable[..., Any]:
         return fn
     first = next((p for p in module.parameters() if p.is_floating_point()), None)
     device = first.device if first is not None else torch.device("cpu")
-    if channels_last_for(first.dtype if first is not None else torch.float32, device):
-        to_channels_last(module)
+    dtype = first.dtype if first is not None else torch.float32
     mode = compile_mode()
+    if channels_last_for(dtype, device):
+        to_channels_last(module)
+    elif mode == "0" and conv_gemm.gemm_conv_for(dtype, device):
+        # Eager float32 on CPU: 1x1 and deep-level convolutions as GEMMs (inductor picks its own kernels).
+        conv_gemm.install(module)
     fn = module if mode == "0" else _compiled(module, mode, device)
     module.__dict__[_PREPARED_ATTR] = (id(module), fn)
     return fn
