@@ -26,6 +26,7 @@ from engine.formats.media_metadata import (
 from engine.formats.ui_transforms import apply_text_replacements
 from engine.model_paths import FOLDERS, MODEL_EXTENSIONS, ModelPathError, ModelPaths
 from engine.node import WIDGET_OPTION_KEYS, EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
+from engine.precision import PRECISION_KEY, Precision
 from engine.registry import PackInfo, Registry
 from engine.safe_paths import PathRefused, resolve_inside, resolve_relative
 from engine.schema import ChoiceProvider, InputSpec, NodeSpec, OutputSpec, node_spec, object_info
@@ -44,6 +45,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "PRECISION_KEY",
+    "Precision",
     "is_out_of_memory",
     "apng_info",
     "container_metadata",

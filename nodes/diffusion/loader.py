@@ -311,11 +311,31 @@ def build_diffusers_vae(
     return to_model(vae, state, dtype, f"{name} ({family} vae, diffusers layout)")
 
 
-def component_dtype(store: Any, component: str) -> torch.dtype:
-    """The compute dtype the store's device policy gives a component (VAE precise, UNet the denoiser)."""
+def component_dtype(store: Any, component: str, precision: str | None = None) -> torch.dtype:
+    """The compute dtype the store's device policy gives a component (VAE precise, UNet the denoiser).
+
+    `precision` is the run's (RunContext.precision); None takes the policy's own.
+    """
     if component == "vae":
         return store.policy.compute_dtype("precise")
-    return store.policy.compute_dtype("denoiser" if component == "unet" else "compute")
+    role = "denoiser" if component == "unet" else "compute"
+    return store.policy.compute_dtype(role, precision=precision)
+
+
+def effective_precision(store: Any, precision: str) -> str:
+    """The precision a denoiser recipe records: "fast" only where it changes the dtype on this device.
+
+    Elsewhere (CUDA, CPUs without native bf16) both precisions load the same module, so they share it.
+    """
+    if precision == "exact":
+        return "exact"
+    same = component_dtype(store, "unet", precision) == component_dtype(store, "unet", "exact")
+    return "exact" if same else precision
+
+
+def recipe_dtype(store: Any, recipe: ComponentRecipe) -> torch.dtype:
+    """The compute dtype of a recipe's module: its component's, at the precision it was loaded for."""
+    return component_dtype(store, recipe.component, recipe.precision)
 
 
 def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
@@ -332,26 +352,33 @@ def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
         # Encoders come from the store one file at a time, so two CLIPs sharing a file share its module.
         paths = [Path(p) for p in recipe.paths]
         return store.get(recipe.store_key, lambda: load_text_stack(recipe.family, paths, store))
-    dtype = component_dtype(store, recipe.component)
+    dtype = recipe_dtype(store, recipe)
     return store.get(recipe.store_key, lambda: load_component(recipe, dtype))
 
 
-def load_checkpoint_into(store: Any, path: Path) -> tuple[CheckpointInfo, dict[str, ComponentRecipe]]:
+def load_checkpoint_into(
+    store: Any, path: Path, precision: str = "exact"
+) -> tuple[CheckpointInfo, dict[str, ComponentRecipe]]:
     """Detect a checkpoint (file or diffusers folder) and make sure its components are in the store.
 
-    A single file is read once for all missing components.
+    A single file is read once for all missing components; the denoiser is built for `precision`.
     """
     folder = path.is_dir()
     stat = (path / "model_index.json").stat() if folder else path.stat()
     info_key = ("diffgraph", "info", str(path), stat.st_mtime_ns, stat.st_size)
     info = store.get(info_key, lambda: inspect_checkpoint(path), to_device=False)
     variant = Variant.DIFFUSERS if folder else Variant.CHECKPOINT
-    recipes = {c: ComponentRecipe(str(path), info.family, c, variant=variant) for c in info.components}
+    unet_precision = effective_precision(store, precision)
+    recipes = {
+        c: ComponentRecipe(
+            str(path), info.family, c, variant=variant, precision=unet_precision if c == "unet" else "exact"
+        )
+        for c in info.components
+    }
     missing = [r for r in recipes.values() if r.store_key not in store]
     if folder:
         for recipe in missing:
-            dtype = component_dtype(store, recipe.component)
-            store.put(recipe.store_key, load_component(recipe, dtype))
+            store.put(recipe.store_key, load_component(recipe, recipe_dtype(store, recipe)))
     elif missing:
         for recipe, model in _build_from_file(store, path, info.family, missing):
             store.put(recipe.store_key, model)
@@ -364,7 +391,7 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
     # converted to its compute dtype while being read.
     prefixes = _prefixes(family)
     dtypes: dict[str, torch.dtype | None] = {
-        p: component_dtype(store, r.component) for r in missing for p in prefixes[r.component]
+        p: recipe_dtype(store, r) for r in missing for p in prefixes[r.component]
     }
     if family == sd3.FAMILY:
         # The MMDiT and text encoders keep their stored weights (widened per layer): read them as they are.
@@ -376,5 +403,5 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
 
     sd = read_weights(path, lambda k: k.startswith(wanted), cast)
     for recipe in missing:
-        model, _ = build_component(recipe.component, family, sd, component_dtype(store, recipe.component))
+        model, _ = build_component(recipe.component, family, sd, recipe_dtype(store, recipe))
         yield recipe, model

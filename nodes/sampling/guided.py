@@ -15,7 +15,6 @@ import torch
 from engine import RunContext, UserFacingError
 from nodes.diffusion.controlnet import Residuals, load_control_model, run_control_model
 from nodes.diffusion.controlnet_union import run_union
-from nodes.diffusion.loader import component_dtype
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.diffusion.t2i_adapter import adapter_hint
 from nodes.media.previews import run_previewer
@@ -115,7 +114,7 @@ def control_residuals(
     """The summed residuals of a call's ControlNet chain (the UNet's own latent channels only)."""
     x_ctrl = x_in[:, : model.latent_format.channels]
     added = model.added_cond(pooled, x_ctrl.shape, extras)
-    dtype = component_dtype(store, "unet")
+    dtype = model.compute_dtype  # the UNet's own: a fast-precision run keeps ControlNets in its dtype
 
     def run(control: ControlApplication) -> Residuals:
         module: Any = load_control_model(store, control.net, dtype, model)

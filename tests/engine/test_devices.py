@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from engine import devices
-from engine.devices import DeviceError, DevicePolicy, cpu_flags, parse_precision
+from engine.devices import DevicePolicy, cpu_flags, parse_precision
+from engine.precision import PrecisionError
 
 
 def test_precision_defaults_to_exact_and_reads_the_environment(monkeypatch):
@@ -20,7 +21,7 @@ def test_precision_defaults_to_exact_and_reads_the_environment(monkeypatch):
 
 
 def test_precision_unknown_name_is_refused():
-    with pytest.raises(DeviceError, match="unknown precision 'turbo'"):
+    with pytest.raises(PrecisionError, match="unknown precision 'turbo'"):
         parse_precision("turbo")
 
 
