@@ -152,8 +152,18 @@ def _check_in_channels(path: Path, channels: int) -> None:
         )
 
 
-def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
-    """Read just one component's tensors from its file and build the module (no patches)."""
+def load_device(store: Any) -> torch.device | None:
+    """Where checkpoint tensors are read to: the accelerator itself (no host copy first), or None for cpu."""
+    device: torch.device = store.device
+    return None if device.type == "cpu" else device
+
+
+def load_component(recipe: ComponentRecipe, dtype: torch.dtype, device: torch.device | None = None):
+    """Read just one component's tensors from its file and build the module (no patches).
+
+    Single files and standalone VAE files are read straight onto `device` (None: cpu); diffusers
+    folders, standalone diffusion models and text encoder files are read to the cpu and moved later.
+    """
     path = Path(recipe.path)
     if recipe.variant is Variant.DIFFUSERS:
         return diffusers_folder.load_part(path, recipe.family, recipe.component, dtype)
@@ -164,12 +174,12 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
 
         return load_text_stack(recipe.family, [Path(p) for p in recipe.paths])
     if recipe.variant is Variant.VAE_FILE:
-        sd = read_weights(path, cast=lambda _key: dtype)
+        sd = read_weights(path, cast=lambda _key: dtype, device=device)
         return build_vae_file(path, sd, dtype, recipe.family)
     stored = recipe.family == sd3.FAMILY and recipe.component != "vae"
     # SD3's MMDiT and text encoders keep their file dtype (widened per layer); the rest is cast on read.
     cast = None if stored else (lambda _key: dtype)
-    sd = read_weights(path, _wanted(recipe.component, recipe.family), cast)
+    sd = read_weights(path, _wanted(recipe.component, recipe.family), cast, device)
     return build_component(recipe.component, recipe.family, sd, dtype)[0]
 
 
@@ -353,7 +363,7 @@ def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
         paths = [Path(p) for p in recipe.paths]
         return store.get(recipe.store_key, lambda: load_text_stack(recipe.family, paths, store))
     dtype = recipe_dtype(store, recipe)
-    return store.get(recipe.store_key, lambda: load_component(recipe, dtype))
+    return store.get(recipe.store_key, lambda: load_component(recipe, dtype, load_device(store)))
 
 
 def load_checkpoint_into(
@@ -401,7 +411,7 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
     def cast(key: str) -> torch.dtype | None:
         return next(d for p, d in dtypes.items() if key.startswith(p))
 
-    sd = read_weights(path, lambda k: k.startswith(wanted), cast)
+    sd = read_weights(path, lambda k: k.startswith(wanted), cast, load_device(store))
     for recipe in missing:
         model, _ = build_component(recipe.component, family, sd, recipe_dtype(store, recipe))
         yield recipe, model
