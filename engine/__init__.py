@@ -32,7 +32,7 @@ from engine.safe_paths import PathRefused, resolve_inside, resolve_relative
 from engine.schema import ChoiceProvider, InputSpec, NodeSpec, OutputSpec, node_spec, object_info
 
 if TYPE_CHECKING:
-    from engine.devices import is_out_of_memory
+    from engine.devices import available_memory, is_out_of_memory
 
 
 def __getattr__(name: str) -> Any:
@@ -41,10 +41,15 @@ def __getattr__(name: str) -> Any:
         from engine.devices import is_out_of_memory
 
         return is_out_of_memory
+    if name == "available_memory":
+        from engine.devices import available_memory
+
+        return available_memory
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
 
 
 __all__ = [
+    "available_memory",
     "PRECISION_KEY",
     "Precision",
     "is_out_of_memory",

@@ -135,6 +135,25 @@ class DevicePolicy:
             torch.mps.empty_cache()
 
 
+def available_memory(device: torch.device, meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Bytes a computation on `device` may still allocate: free CUDA memory (plus blocks the caching
+    allocator holds unused), the kernel's MemAvailable for cpu; None where neither can be told (mps)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached)
+    if device.type != "cpu":
+        return None
+    try:
+        text = meminfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for an accelerator out-of-memory error (callers retry with a smaller working set)."""
     if isinstance(exc, torch.OutOfMemoryError):

@@ -52,3 +52,12 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\nbogomips\t: 5000\n")
     assert {"avx2", "avx512_bf16"} <= cpu_flags(info)
     assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_available_memory_on_cpu_reads_memavailable(tmp_path):
+    from engine.devices import available_memory
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       23000000 kB\nMemFree:  100 kB\nMemAvailable:   12000000 kB\n")
+    assert available_memory(torch.device("cpu"), meminfo) == 12000000 * 1024
+    assert available_memory(torch.device("cpu"), tmp_path / "missing") is None
