@@ -51,17 +51,12 @@ class StepRecorder:
             self.ctx.step_latent(i - 1, self.total, self.latent_format.process_out(x.float()).cpu())
         if self.ctx.previews_enabled:
             if self.previews is None:
+                # Built on the first step only: TAESD weights load once per run, never when unused.
+                self.previewer = run_previewer(self.ctx, self.latent_format)
                 # Pictures are made and sent off this thread (see preview_worker): a step never waits.
-                self.previews = PreviewWorker(self._picture, self.ctx.preview)
+                self.previews = PreviewWorker(self.previewer, self.ctx.preview)
             self.previews.submit(i, x0)
         self.ctx.progress(i + 1, self.total)
-
-    def _picture(self, x0: torch.Tensor) -> Any:
-        """The preview picture of one x0 (on the preview worker's thread)."""
-        if self.previewer is None:
-            # Built on the first preview only: TAESD weights load once per run, never when unused.
-            self.previewer = run_previewer(self.ctx, self.latent_format)
-        return self.previewer(x0)
 
     def close(self, failing: bool = False) -> None:
         """Send the last pending preview and stop the worker (a preview failure raises unless `failing`)."""
