@@ -25,15 +25,16 @@ MAX_WORKFLOW_BYTES = 16 << 20
 
 def model_names(value: Any) -> Iterator[str]:
     """Every string in a parsed workflow that ends like a model file name (API inputs or UI widgets)."""
-    if isinstance(value, str):
-        if value.lower().endswith(MODEL_EXTENSIONS):
-            yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from model_names(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from model_names(item)
+    stack = [value]  # iterative: a hostile workflow may nest deeper than Python's recursion limit
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if item.lower().endswith(MODEL_EXTENSIONS):
+                yield item
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
 
 
 def model_files(workflow: Any, paths: ModelPaths) -> list[Path]:
@@ -73,7 +74,7 @@ def prefetch_workflow_models(workflow_file: str | Path, paths: ModelPaths) -> li
         return []
     try:
         workflow = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         log.debug("not prefetching models of %s: %s", source, exc)
         return []
     files = model_files(workflow, paths)

@@ -59,7 +59,7 @@ def test_prefetch_finds_names_in_ui_widgets(tmp_path, models):
     assert [p.name for p in prefetch.prefetch_workflow_models(path, models)] == ["base.safetensors"]
 
 
-@pytest.mark.parametrize("content", [b"not json", b"\xff\xfe", b"[1, 2"])
+@pytest.mark.parametrize("content", [b"not json", b"\xff\xfe", b"[1, 2", b"[" * 100_000 + b"]" * 100_000])
 def test_prefetch_skips_what_is_not_a_json_workflow(tmp_path, models, content):
     path = tmp_path / "wf.json"
     path.write_bytes(content)
