@@ -25,7 +25,7 @@ def _advised(monkeypatch):
     real = os.posix_fadvise
 
     def spy(fd, offset, length, advice):
-        calls.append((os.readlink(f"/proc/self/fd/{fd}"), advice))
+        calls.append((os.readlink(f"/proc/self/fd/{fd}"), offset, length, advice))
         return real(fd, offset, length, advice)
 
     monkeypatch.setattr(os, "posix_fadvise", spy)
@@ -41,12 +41,22 @@ def test_prefetch_reads_ahead_every_model_an_api_workflow_names(tmp_path, models
     }
     path = tmp_path / "wf.json"
     path.write_text(json.dumps(workflow))
-    files = prefetch.prefetch_workflow_models(path, models)
+    files = prefetch.prefetch_workflow_models(path, models, wait=True)
     assert [p.name for p in files] == ["base.safetensors", "style.safetensors"]
-    assert [(os.path.basename(f), a) for f, a in calls] == [
-        ("base.safetensors", os.POSIX_FADV_WILLNEED),
-        ("style.safetensors", os.POSIX_FADV_WILLNEED),
+    assert [(os.path.basename(f), o, n, a) for f, o, n, a in calls] == [
+        ("base.safetensors", 0, 64, os.POSIX_FADV_WILLNEED),
+        ("style.safetensors", 0, 64, os.POSIX_FADV_WILLNEED),
     ]
+
+
+def test_prefetch_advises_a_big_file_chunk_by_chunk(tmp_path, monkeypatch):
+    # One call for a whole file reads only the kernel's read-ahead window; chunks cover all of it.
+    calls = _advised(monkeypatch)
+    monkeypatch.setattr(prefetch, "ADVICE_CHUNK", 1000)
+    path = tmp_path / "big.safetensors"
+    path.write_bytes(b"z" * 2500)
+    assert prefetch.advise_read_ahead(path)
+    assert [(o, n) for _, o, n, _ in calls] == [(0, 1000), (1000, 1000), (2000, 500)]
 
 
 def test_prefetch_finds_names_in_ui_widgets(tmp_path, models):
