@@ -63,7 +63,7 @@ def diffusers_config_dir(ckpt: Path, out: Path) -> Path:
         "unet": unet,
         "vae": families.vae_config("sd15", meta),
         "text_encoder": text,
-        "scheduler": {"_class_name": "PNDMScheduler", **fam["scheduler"], "skip_prk_steps": True},
+        "scheduler": {"_class_name": "PNDMScheduler", **fam.scheduler, "skip_prk_steps": True},
     }
     for name, cfg in parts.items():
         (out / name).mkdir(parents=True, exist_ok=True)

@@ -26,12 +26,13 @@ from engine.formats.media_metadata import (
 from engine.formats.ui_transforms import apply_text_replacements
 from engine.model_paths import FOLDERS, MODEL_EXTENSIONS, ModelPathError, ModelPaths
 from engine.node import WIDGET_OPTION_KEYS, EdgeType, Hidden, Input, Node, NodeInputs, NodeOutputs, Output
+from engine.precision import PRECISION_KEY, Precision
 from engine.registry import PackInfo, Registry
 from engine.safe_paths import PathRefused, resolve_inside, resolve_relative
 from engine.schema import ChoiceProvider, InputSpec, NodeSpec, OutputSpec, node_spec, object_info
 
 if TYPE_CHECKING:
-    from engine.devices import is_out_of_memory
+    from engine.devices import available_memory, is_out_of_memory
 
 
 def __getattr__(name: str) -> Any:
@@ -40,10 +41,17 @@ def __getattr__(name: str) -> Any:
         from engine.devices import is_out_of_memory
 
         return is_out_of_memory
+    if name == "available_memory":
+        from engine.devices import available_memory
+
+        return available_memory
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
 
 
 __all__ = [
+    "available_memory",
+    "PRECISION_KEY",
+    "Precision",
     "is_out_of_memory",
     "apng_info",
     "container_metadata",

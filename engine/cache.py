@@ -33,17 +33,21 @@ def node_signature(
     *,
     fingerprint: Any = None,
     node_id: str | None = None,
+    salt: str = "",
 ) -> str:
     """ComfyUI's cache key, as a Merkle hash.
 
     It covers the class, node version, the canonical literal inputs, each linked input's upstream
     signature and slot (inputs in sorted name order; `links` names the linked ones), the fingerprint (IS_CHANGED) value, and the node
     id only for non-idempotent nodes. Node ids stay out otherwise, so identical sub-graphs share results.
-    A NaN fingerprint never equals itself: the node gets a fresh key every time.
+    A NaN fingerprint never equals itself: the node gets a fresh key every time. `salt` separates runs
+    whose results differ for the same graph (the compute precision); empty for the default.
     """
     if isinstance(fingerprint, float) and math.isnan(fingerprint):
         fingerprint = f"nan:{uuid.uuid4().hex}"
     parts = [class_type, str(version), _canonical(fingerprint), node_id or ""]
+    if salt:
+        parts.append(salt)
     for name in sorted(inputs):
         link = links.get(name)
         if link is not None:

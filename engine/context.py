@@ -10,6 +10,7 @@ from typing import Any
 
 from engine.errors import Interrupted
 from engine.events import EventSink, PreviewImage, StepLatent
+from engine.precision import Precision, requested_precision
 
 # extra_data key a server sets when a client asked to receive every sampler step's latent.
 LATENT_STREAM_KEY = "diffgraph_stream_latents"
@@ -116,6 +117,14 @@ class RunContext:
         """Metadata to embed in written files (normally {"workflow": <UI JSON>})."""
         info = self.extra_data.get("extra_pnginfo")
         return info if isinstance(info, dict) else {}
+
+    @property
+    def precision(self) -> Precision:
+        """The compute precision this prompt asked for (extra_data), else the process default.
+
+        Model loaders pass it on, so a fast and an exact prompt never share a denoiser of another dtype.
+        """
+        return requested_precision(self.extra_data, self.env.models)
 
     @property
     def previews_enabled(self) -> bool:

@@ -16,12 +16,11 @@ from typing import Literal
 import torch
 
 from engine.errors import DiffgraphError
+from engine.precision import PRECISION_ENV, PRECISIONS, Precision, parse_precision
 
 log = logging.getLogger(__name__)
 
-PRECISION_ENV = "DIFFGRAPH_PRECISION"
-Precision = Literal["exact", "fast"]
-PRECISIONS: tuple[Precision, ...] = ("exact", "fast")
+__all__ = ["PRECISION_ENV", "PRECISIONS", "DevicePolicy", "Precision", "parse_precision"]
 
 DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -72,14 +71,6 @@ def cpu_has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
-def parse_precision(name: str | None) -> Precision:
-    """The precision named by an argument or $DIFFGRAPH_PRECISION ("exact" when neither is set)."""
-    value = name or os.environ.get(PRECISION_ENV) or "exact"
-    if value not in PRECISIONS:
-        raise DeviceError(f"unknown precision {value!r}; use one of {', '.join(PRECISIONS)}")
-    return value  # type: ignore[return-value]
-
-
 @dataclass(frozen=True)
 class DevicePolicy:
     """Where models run and in which dtype; one instance per model store.
@@ -107,8 +98,10 @@ class DevicePolicy:
             )
         return policy
 
-    def compute_dtype(self, role: Role, weights_dtype: torch.dtype = torch.float16) -> torch.dtype:
-        """The dtype a model runs in on this device.
+    def compute_dtype(
+        self, role: Role, weights_dtype: torch.dtype = torch.float16, precision: Precision | None = None
+    ) -> torch.dtype:
+        """The dtype a model runs in on this device (`precision` overrides the policy's for one run).
 
         CPU computes in fp32: half-precision CPU kernels are slow or missing, and fp32 keeps results
         comparable with reference outputs; the one exception is the denoiser in "fast" precision on a CPU
@@ -118,7 +111,7 @@ class DevicePolicy:
         if self.forced_dtype is not None:
             return self.forced_dtype
         if self.device.type == "cpu":
-            fast = self.precision == "fast" and role == "denoiser" and cpu_has_native_bf16()
+            fast = (precision or self.precision) == "fast" and role == "denoiser" and cpu_has_native_bf16()
             return torch.bfloat16 if fast else torch.float32
         bf16_ok = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         if role == "precise":
@@ -140,6 +133,25 @@ class DevicePolicy:
             torch.cuda.empty_cache()
         elif self.device.type == "mps":
             torch.mps.empty_cache()
+
+
+def available_memory(device: torch.device, meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Bytes a computation on `device` may still allocate: free CUDA memory (plus blocks the caching
+    allocator holds unused), the kernel's MemAvailable for cpu; None where neither can be told (mps)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached)
+    if device.type != "cpu":
+        return None
+    try:
+        text = meminfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -62,7 +62,7 @@ class DynamicRun:
         self.cancel: CancelToken = opts["cancel"]
         self.previews: bool = opts["previews"]
         self.dynprompt = DynamicPrompt(prompt)
-        self.signer = DynamicSigner(ex, self.dynprompt, opts["forced"])
+        self.signer = DynamicSigner(ex, self.dynprompt, opts["forced"], opts.get("salt", ""))
         self.values: dict[str, tuple[list[Any], ...]] = {}
         self.cached_ui: dict[str, dict[str, Any] | None] = {}
         self.cached: list[str] = []

@@ -30,6 +30,7 @@ from engine.formats.workflow import unwrap_constant
 from engine.graph import Links, descendants_closure, execution_order, linked_inputs, sources_of
 from engine.node import Node, NodeOutputs
 from engine.outcome import ExecutionResult, failed, format_input, interrupted
+from engine.precision import cache_salt, requested_precision
 from engine.registry import Registry
 from engine.schema import NodeSpec
 
@@ -191,7 +192,7 @@ class Executor:
             log.exception("fingerprint of %s failed; the node will re-run", spec.class_type)
             return math.nan
 
-    def _planned(self, prompt: dict[str, Any], outputs: list[str]) -> Plan:
+    def _planned(self, prompt: dict[str, Any], outputs: list[str], salt: str = "") -> Plan:
         """plan(), memoised on the prompt's exact text for prompts whose signatures are pure.
 
         Resubmitting a workflow unchanged (or re-queueing it from history) is common, and planning
@@ -200,22 +201,26 @@ class Executor:
         uncacheable: those plans are rebuilt every time, so IS_CHANGED is asked on every run.
         """
         try:
-            key = json.dumps([prompt, outputs], separators=(",", ":"), allow_nan=True)
+            key = json.dumps([prompt, outputs, salt], separators=(",", ":"), allow_nan=True)
         except (TypeError, ValueError):  # a Python-API prompt holding non-JSON values: no memo
-            return self.plan(prompt, outputs)
+            return self.plan(prompt, outputs, salt)
         plan = self._plans.get(key)
         if plan is not None:
             self._plans.move_to_end(key)
             return plan
-        plan = self.plan(prompt, outputs)
+        plan = self.plan(prompt, outputs, salt)
         if plan.pure:
             self._plans[key] = plan
             while len(self._plans) > PLAN_MEMO_SIZE:
                 self._plans.popitem(last=False)
         return plan
 
-    def plan(self, prompt: dict[str, Any], outputs: Iterable[str]) -> Plan:
-        """Order the outputs' ancestry, sign every node and record which output slots are consumed."""
+    def plan(self, prompt: dict[str, Any], outputs: Iterable[str], salt: str = "") -> Plan:
+        """Order the outputs' ancestry, sign every node and record which output slots are consumed.
+
+        `salt` (see engine.precision.cache_salt) goes into every signature, so results computed at
+        another precision are never taken from the cache.
+        """
         links = linked_inputs(prompt, outputs)
         deps = sources_of(links)
         order = execution_order(deps)
@@ -247,6 +252,7 @@ class Executor:
                 signatures,
                 fingerprint=fingerprint,
                 node_id=node_id if spec.signs_node_id else None,
+                salt=salt,
             )
         return Plan(order, signatures, consumers, deps, links, pure, dynamic)
 
@@ -282,8 +288,12 @@ class Executor:
         force: bool | Iterable[str] = False,
         previews: bool = True,
     ) -> ExecutionResult:
-        """Run a validated prompt's outputs; never raises for node failures (see result.status)."""
-        plan = self._planned(prompt, outputs)
+        """Run a validated prompt's outputs; never raises for node failures (see result.status).
+
+        Raises PrecisionError when extra_data names an unknown precision (servers check it on submit).
+        """
+        salt = cache_salt(requested_precision(extra_data, self.env.models))
+        plan = self._planned(prompt, outputs, salt)
         order = plan.order
         if plan.dynamic:
             from engine.dynamic import run_dynamic  # only prompts with dynamic nodes pay for asyncio
@@ -299,6 +309,7 @@ class Executor:
                 cancel=cancel or CancelToken(),
                 previews=previews,
                 forced=forced_ids,
+                salt=salt,
             )
         run = _Run(self, plan, prompt, prompt_id, extra_data or {}, sink, cancel or CancelToken(), previews)
         forced = set(order) if force is True else descendants_closure(plan.deps, force or ())

@@ -18,8 +18,10 @@ KEY_PREFIX = "dyn:"
 class DynamicSigner:
     """Merkle keys over the dynamic prompt (class, version, literal inputs, upstream keys)."""
 
-    def __init__(self, ex: ExecutorHost, dynprompt: DynamicPrompt, forced: bool | set[str]):
+    def __init__(self, ex: ExecutorHost, dynprompt: DynamicPrompt, forced: bool | set[str], salt: str = ""):
         self.ex = ex
+        # Kept apart per compute precision, as the static executor's keys (engine.precision.cache_salt).
+        self.salt = salt
         self.dynprompt = dynprompt
         self.forced = forced
         self.keys: dict[str, str] = {}
@@ -74,6 +76,7 @@ class DynamicSigner:
             self.keys,
             fingerprint=fingerprint,
             node_id=node_id if spec.signs_node_id else None,
+            salt=self.salt,
         )
         return KEY_PREFIX + signature
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from engine.input_checks import Edges, NodeChecker, reason, types_compatible
 from engine.registry import Registry
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class ValidationResult:
 
 
 def _to_digraph(edges: Edges) -> nx.DiGraph:
+    import networkx as nx  # only for cycles and callers of .graph: every CLI start would pay ~0.3 s
+
     graph = nx.DiGraph()
     graph.add_nodes_from(edges)
     graph.add_edges_from((src, dst) for src, consumers in edges.items() for dst in consumers)
@@ -124,6 +127,8 @@ def _structure_errors(prompt: Any, registry: Registry) -> tuple[dict[str, Any] |
 def _cycle_errors(validator: NodeChecker) -> None:
     if not _has_cycle(validator.edges):
         return
+    import networkx as nx
+
     for cycle in nx.simple_cycles(_to_digraph(validator.edges)):
         path = " -> ".join([*cycle, cycle[0]])
         for node_id in cycle:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from engine.precision import PrecisionError, requested_precision
 from engine.strict_json import loads_strict
 from engine.validation import validate_prompt
 from server.inputs import InputRejected, oversized_texts, query_int, read_json
@@ -110,6 +111,11 @@ def enqueue_prompt(state: ServerState, body: Any) -> JSONResponse:
     targets = body.get("partial_execution_targets")
     if targets is not None and not isinstance(targets, list):
         return prompt_error(400, "invalid_prompt", "partial_execution_targets must be a list of node ids.")
+    try:
+        # A prompt's own precision (extra_data.diffgraph_precision) is checked now, not when it runs.
+        requested_precision(body.get("extra_data") if isinstance(body.get("extra_data"), dict) else None)
+    except PrecisionError as exc:
+        return prompt_error(400, exc.code, exc.message)
     too_long = oversized_texts(body["prompt"], state.settings.max_text_length)
     if too_long:
         message = "Prompt has text inputs over the length limit"

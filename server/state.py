@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from engine.context import Environment
+from engine.precision import PRECISION_KEY, PRECISIONS, default_precision
 from engine.registry import Registry
 from server.hub import LATENTS_FLAG, Bridge, Hub
 from server.logs import LogBuffer
@@ -54,6 +55,8 @@ class ServerState:
             "supports_preview_metadata": True,
             "max_upload_size": self.settings.max_upload_size,
             LATENTS_FLAG: True,
+            # The precision prompts run in unless their extra_data names one (engine.precision).
+            PRECISION_KEY: {"default": default_precision(self.env.models), "choices": list(PRECISIONS)},
         }
 
 

@@ -1,8 +1,8 @@
 """Binary frames for live previews and step latents, built off the sampler's thread.
 
 The worker thread only enqueues; a sender thread encodes JPEGs and packs latents, then hands the
-frames to the hub. When it falls behind, new frames are dropped, so a slow client or a slow encoder
-never slows sampling. Latent frame layout (documented in docs/latent-stream.md):
+frames to the hub. When it falls behind, latents are dropped and the oldest waiting preview gives way
+to the newest, so a slow client or a slow encoder never slows sampling and previews stay current. Latent frame layout (documented in docs/latent-stream.md):
 `[u32 LATENT_FRAME][u32 header length][header JSON, UTF-8][raw tensor bytes, little-endian]`, all
 integers big-endian as in ComfyUI's other binary frames.
 """
@@ -81,7 +81,16 @@ class FrameSender:
         self._thread.join(5)
 
     def preview(self, client_id: str | None, event: PreviewImage, requested: bool) -> None:
-        """Queue a preview picture; dropped when the sender is behind."""
+        """Queue a preview picture; when the sender is behind, the oldest waiting one gives way (latest wins)."""
+        with self._idle:
+            if self.previews.full():
+                try:
+                    self.previews.get_nowait()
+                except queue.Empty:  # the sender just took it: room again
+                    pass
+                else:
+                    self.dropped += 1
+                    self._pending -= 1  # its wake-up stays counted; the loop finds nothing and waits again
         self._put(self.previews, (client_id, event, requested))
 
     def latent(self, client_id: str | None, event: StepLatent) -> None:

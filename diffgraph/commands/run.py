@@ -18,11 +18,13 @@ from diffgraph.commands import (
     print_json,
     run_ray,
 )
+from diffgraph.prefetch import prefetch_workflow_models
 from diffgraph.progress import PlainProgress, make_progress
 from diffgraph.report import failed_json, item_json, run_json, validation_text
 from diffgraph.sweep import Item, build_items, item_workflow, parse_seeds, read_batch, seed_targets
 from diffgraph.workflow import Workflow, parse_assignment
-from engine import CancelToken, DiffgraphError
+from engine import CancelToken, DiffgraphError, ModelPaths
+from engine.model_paths import models_dir_default
 from engine.registry import RegistryFactory
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -177,6 +179,8 @@ def run_all(args: argparse.Namespace, registry_factory: RegistryFactory | None) 
     if args.ray is not None:
         return run_ray.run_distributed(args, registry_factory, base_overrides, build_items({}, batch, seeds))
     progress = make_progress(args.progress)
+    # The kernel reads the named checkpoints from disk while torch and the node library import.
+    prefetch_workflow_models(args.workflow, ModelPaths(args.models_dir or models_dir_default()))
     with progress.status("starting: loading torch and the node library"):
         session = open_session(args, registry_factory)
     with session:

@@ -8,7 +8,12 @@ from pathlib import Path
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
 from nodes.diffusion import families, sd3
 from nodes.diffusion.flux import FILL_CHANNELS
-from nodes.diffusion.loader import component_dtype, inspect_vae_file, load_checkpoint_into
+from nodes.diffusion.loader import (
+    component_dtype,
+    inspect_vae_file,
+    load_checkpoint_into,
+    recipe_dtype,
+)
 from nodes.diffusion.model_handle import ClipHandle, DiffusionModel, VaeHandle
 from nodes.diffusion.recipe import ComponentRecipe, LoraPatch, Variant
 from nodes.types import FlowSampling
@@ -23,7 +28,7 @@ def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: i
         recipe,
         prediction=prediction,  # type: ignore[arg-type]
         latent_format=families.latent_format(recipe.family),
-        compute_dtype=component_dtype(store, "unet"),
+        compute_dtype=recipe_dtype(store, recipe),
         device=str(store.device),
         adm=spec.adm,
         in_channels=in_channels,
@@ -47,7 +52,7 @@ def dit_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
     return DiffusionModel(
         recipe,
         latent_format=fmt,
-        compute_dtype=component_dtype(store, "unet"),
+        compute_dtype=recipe_dtype(store, recipe),
         device=str(store.device),
         in_channels=FILL_CHANNELS if recipe.family == "flux-fill" else fmt.channels,
         flow=FLOW_OF_FAMILY.get(recipe.family),
@@ -64,9 +69,14 @@ def vae_handle(store, recipe: ComponentRecipe) -> VaeHandle:
     )
 
 
-def checkpoint_outputs(store, path: Path) -> tuple[DiffusionModel, ClipHandle, VaeHandle]:
-    """Load a checkpoint file or diffusers folder into the store and hand out MODEL, CLIP, VAE handles."""
-    info, recipes = load_checkpoint_into(store, path)
+def checkpoint_outputs(
+    store, path: Path, precision: str = "exact"
+) -> tuple[DiffusionModel, ClipHandle, VaeHandle]:
+    """Load a checkpoint file or diffusers folder into the store and hand out MODEL, CLIP, VAE handles.
+
+    The denoiser is loaded for the run's `precision` (RunContext.precision).
+    """
+    info, recipes = load_checkpoint_into(store, path, precision)
     vae = recipes.get("vae")
     if vae is None:
         raise UserFacingError(f"{path.name} has no VAE weights; add a VAELoader and use its VAE")
@@ -105,7 +115,7 @@ class CheckpointLoaderSimple(Node):
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Read the file once (or the folder's parts) and hand out store-backed handles."""
         path = Path(ctx.model_paths.resolve("checkpoints", inputs.ckpt_name))
-        model, clip, vae = checkpoint_outputs(ctx.models, path)
+        model, clip, vae = checkpoint_outputs(ctx.models, path, ctx.precision)
         return self.Outputs(MODEL=model, CLIP=clip, VAE=vae)
 
 
@@ -125,7 +135,7 @@ class DiffusersLoader(Node):
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Load the folder's parts and hand out store-backed handles."""
         path = Path(ctx.model_paths.resolve("diffusers", inputs.model_path))
-        model, clip, vae = checkpoint_outputs(ctx.models, path)
+        model, clip, vae = checkpoint_outputs(ctx.models, path, ctx.precision)
         return self.Outputs(MODEL=model, CLIP=clip, VAE=vae)
 
 

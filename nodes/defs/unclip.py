@@ -44,7 +44,7 @@ class unCLIPCheckpointLoader(Node):  # noqa: N801 - ComfyUI's node id is the cla
                     f"{path.name} holds no CLIP image encoder ({UNCLIP_VISION_PREFIX}*); it is not an unCLIP "
                     "checkpoint. Load it with Load Checkpoint, and an image encoder with Load CLIP Vision."
                 )
-        model, clip, vae = checkpoint_outputs(ctx.models, path)
+        model, clip, vae = checkpoint_outputs(ctx.models, path, ctx.precision)
         vision = load_vision_handle(ctx, path, UNCLIP_VISION_PREFIX)
         return self.Outputs(MODEL=model, CLIP=clip, VAE=vae, CLIP_VISION=vision)
 

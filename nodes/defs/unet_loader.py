@@ -7,6 +7,7 @@ from typing import Literal
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.defs.loaders import dit_model_handle
+from nodes.diffusion.loader import effective_precision
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.diffusion.recipe import ComponentRecipe, Variant
 from nodes.diffusion.unet_file import inspect_diffusion_model
@@ -42,7 +43,12 @@ class UNETLoader(Node):
         path = Path(ctx.model_paths.resolve("diffusion_models", inputs.unet_name))
         family = inspect_diffusion_model(path)
         recipe = ComponentRecipe(
-            str(path), family, "unet", variant=Variant.DIFFUSION_FILE, weight_dtype=inputs.weight_dtype
+            str(path),
+            family,
+            "unet",
+            variant=Variant.DIFFUSION_FILE,
+            weight_dtype=inputs.weight_dtype,
+            precision=effective_precision(ctx.models, ctx.precision),
         )
         handle = dit_model_handle(ctx.models, recipe)
         handle.load(ctx.models)

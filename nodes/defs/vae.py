@@ -9,7 +9,7 @@ from nodes.types import Image, Latent
 
 
 class VAEDecode(Node):
-    """Latents -> image (tiles automatically when the device runs out of memory)."""
+    """Latents -> image (in tiles only when the device lacks the memory to decode it whole)."""
 
     class_type = "VAEDecode"
     display_name = "VAE Decode"

@@ -10,12 +10,14 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-import av
 import numpy as np
 import torch
 from PIL import Image as PILImage
+
+if TYPE_CHECKING:
+    import av
 
 from engine import (
     Input,
@@ -60,13 +62,20 @@ ENCODINGS: dict[str, Encoding] = {
 }
 
 
+def _pyav() -> Any:
+    """PyAV, imported when a video is made: a run without video nodes never pays for loading ffmpeg."""
+    import av
+
+    return av
+
+
 def require_encoder(name: str) -> None:
     """Fail clearly when this PyAV build lacks an encoder (no fallback to another codec)."""
     try:
-        av.codec.Codec(name, "w")
-    except av.codec.codec.UnknownCodecError as exc:
+        _pyav().codec.Codec(name, "w")
+    except _pyav().codec.codec.UnknownCodecError as exc:
         raise UserFacingError(
-            f"the ffmpeg inside PyAV {av.__version__} has no {name} encoder; install a PyAV wheel "
+            f"the ffmpeg inside PyAV {_pyav().__version__} has no {name} encoder; install a PyAV wheel "
             "that includes it or pick another format",
             code="encoder_missing",
         ) from exc
@@ -92,7 +101,7 @@ def _pal8_frame(image: PILImage.Image) -> av.VideoFrame:
     palette = np.concatenate([palette, np.zeros((256 - len(palette), 3), dtype=np.uint8)])
     argb = np.concatenate([np.full((256, 1), 255, dtype=np.uint8), palette], axis=1)
     # PyAV takes pal8 as an (indices, ARGB palette) pair; its type stubs only know single arrays.
-    return av.VideoFrame.from_ndarray((np.asarray(quantized), argb), format="pal8")  # type: ignore[arg-type]
+    return _pyav().VideoFrame.from_ndarray((np.asarray(quantized), argb), format="pal8")  # type: ignore[arg-type]
 
 
 def encode_video(
@@ -112,13 +121,14 @@ def encode_video(
     buffer = io.BytesIO()
     # mp4 keeps arbitrary tags (prompt, workflow) only with use_metadata_tags; loop=0 loops WebP/GIF.
     options = {"mp4": {"movflags": "use_metadata_tags"}, "webp": {"loop": "0"}, "gif": {"loop": "0"}}
-    with av.open(buffer, "w", format=spec.container, options=options.get(fmt, {})) as container:
+    pyav = _pyav()
+    with pyav.open(buffer, "w", format=spec.container, options=options.get(fmt, {})) as container:
         container.metadata.update(metadata or {})
-        stream = cast(av.VideoStream, container.add_stream(spec.codec, rate=rate))
+        stream = cast("av.VideoStream", container.add_stream(spec.codec, rate=rate))
         stream.width, stream.height, stream.pix_fmt = width, height, spec.pix_fmt
         stream.options = _encoder_options(fmt, crf)
         for index, image in enumerate(frames):
-            frame = _pal8_frame(image) if fmt == "gif" else av.VideoFrame.from_image(image)
+            frame = _pal8_frame(image) if fmt == "gif" else pyav.VideoFrame.from_image(image)
             frame.pts = index
             frame.time_base = 1 / rate
             container.mux(stream.encode(frame))

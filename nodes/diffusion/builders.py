@@ -40,8 +40,10 @@ def to_model(
     for buf_name, buf in list(model.named_buffers()):
         if buf.is_meta and buf_name.endswith("position_ids"):
             owner = model.get_submodule(buf_name.rsplit(".", 1)[0])
+            # Beside the weights: a model read straight onto an accelerator must not get a CPU buffer.
+            where = next(model.parameters()).device
             owner.register_buffer(
-                "position_ids", torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False
+                "position_ids", torch.arange(buf.shape[-1], device=where).expand(buf.shape), persistent=False
             )
     leftover = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if leftover:

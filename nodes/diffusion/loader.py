@@ -149,8 +149,18 @@ def _check_in_channels(path: Path, channels: int) -> None:
         )
 
 
-def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
-    """Read just one component's tensors from its file and build the module (no patches)."""
+def load_device(store: Any) -> torch.device | None:
+    """Where checkpoint tensors are read to: the accelerator itself (no host copy first), or None for cpu."""
+    device: torch.device = store.device
+    return None if device.type == "cpu" else device
+
+
+def load_component(recipe: ComponentRecipe, dtype: torch.dtype, device: torch.device | None = None):
+    """Read just one component's tensors from its file and build the module (no patches).
+
+    Single files and standalone VAE files are read straight onto `device` (None: cpu); diffusers
+    folders, standalone diffusion models and text encoder files are read to the cpu and moved later.
+    """
     path = Path(recipe.path)
     if recipe.variant is Variant.DIFFUSERS:
         return diffusers_folder.load_part(path, recipe.family, recipe.component, dtype)
@@ -161,7 +171,7 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
 
         return load_text_stack(recipe.family, [Path(p) for p in recipe.paths])
     if recipe.variant is Variant.VAE_FILE:
-        sd = read_weights(path, cast=lambda _key: dtype)
+        sd = read_weights(path, cast=lambda _key: dtype, device=device)
         return build_vae_file(path, sd, dtype, recipe.family)
     stored = recipe.component != "vae" and (
         recipe.family == sd3.FAMILY or (recipe.family in flux.FAMILIES and recipe.component == "unet")
@@ -169,7 +179,7 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype):
     # SD3's MMDiT and text encoders and FLUX's transformer keep their file dtype (widened per layer);
     # the rest is cast on read.
     cast = None if stored else (lambda _key: dtype)
-    sd = read_weights(path, _wanted(recipe.component, recipe.family), cast)
+    sd = read_weights(path, _wanted(recipe.component, recipe.family), cast, device)
     return build_component(recipe.component, recipe.family, sd, dtype)[0]
 
 
@@ -312,18 +322,38 @@ def build_diffusers_vae(
     return to_model(vae, state, dtype, f"{name} ({family} vae, diffusers layout)")
 
 
-def component_dtype(store: Any, component: str) -> torch.dtype:
-    """The compute dtype the store's device policy gives a component (VAE precise, UNet the denoiser)."""
+def component_dtype(store: Any, component: str, precision: str | None = None) -> torch.dtype:
+    """The compute dtype the store's device policy gives a component (VAE precise, UNet the denoiser).
+
+    `precision` is the run's (RunContext.precision); None takes the policy's own.
+    """
     if component == "vae":
         return store.policy.compute_dtype("precise")
-    return store.policy.compute_dtype("denoiser" if component == "unet" else "compute")
+    role = "denoiser" if component == "unet" else "compute"
+    return store.policy.compute_dtype(role, precision=precision)
+
+
+def effective_precision(store: Any, precision: str) -> str:
+    """The precision a denoiser recipe records: "fast" only where it changes the dtype on this device.
+
+    Elsewhere (CUDA, CPUs without native bf16) both precisions load the same module, so they share it.
+    """
+    if precision == "exact":
+        return "exact"
+    same = component_dtype(store, "unet", precision) == component_dtype(store, "unet", "exact")
+    return "exact" if same else precision
+
+
+def recipe_dtype(store: Any, recipe: ComponentRecipe) -> torch.dtype:
+    """The compute dtype of a recipe's module: its component's, at the precision it was loaded for."""
+    return component_dtype(store, recipe.component, recipe.precision)
 
 
 def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
     """The recipe's module from the store, loading it (and LoRA-patching a base copy) on demand."""
     if recipe.patches:
         base = load_component_into(store, recipe.base())
-        compute = component_dtype(store, "unet") if recipe.component == "unet" else None
+        compute = recipe_dtype(store, recipe) if recipe.component == "unet" else None
         return store.get(
             recipe.store_key,
             lambda: patched_module(base, recipe, lambda other: load_component_into(store, other), compute),
@@ -335,11 +365,13 @@ def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
         # The stack around them is not stored: holding them a second time would hide them from the
         # budget (counted twice, and kept alive after the store drops an encoder).
         return load_text_stack(recipe.family, [Path(p) for p in recipe.paths], store)
-    dtype = component_dtype(store, recipe.component)
+    dtype = recipe_dtype(store, recipe)
     # A standalone diffusion model file holds about its file size: room is made before it is read.
     path = Path(recipe.path)
     hint = path.stat().st_size if recipe.variant is Variant.DIFFUSION_FILE and path.is_file() else 0
-    return store.get(recipe.store_key, lambda: load_component(recipe, dtype), size_hint=hint)
+    return store.get(
+        recipe.store_key, lambda: load_component(recipe, dtype, load_device(store)), size_hint=hint
+    )
 
 
 def release_component(store: Any, recipe: ComponentRecipe) -> None:
@@ -350,22 +382,29 @@ def release_component(store: Any, recipe: ComponentRecipe) -> None:
         release_text_encoders(store, [Path(p) for p in recipe.paths])
 
 
-def load_checkpoint_into(store: Any, path: Path) -> tuple[CheckpointInfo, dict[str, ComponentRecipe]]:
+def load_checkpoint_into(
+    store: Any, path: Path, precision: str = "exact"
+) -> tuple[CheckpointInfo, dict[str, ComponentRecipe]]:
     """Detect a checkpoint (file or diffusers folder) and make sure its components are in the store.
 
-    A single file is read once for all missing components.
+    A single file is read once for all missing components; the denoiser is built for `precision`.
     """
     folder = path.is_dir()
     stat = (path / "model_index.json").stat() if folder else path.stat()
     info_key = ("diffgraph", "info", str(path), stat.st_mtime_ns, stat.st_size)
     info = store.get(info_key, lambda: inspect_checkpoint(path), to_device=False)
     variant = Variant.DIFFUSERS if folder else Variant.CHECKPOINT
-    recipes = {c: ComponentRecipe(str(path), info.family, c, variant=variant) for c in info.components}
+    unet_precision = effective_precision(store, precision)
+    recipes = {
+        c: ComponentRecipe(
+            str(path), info.family, c, variant=variant, precision=unet_precision if c == "unet" else "exact"
+        )
+        for c in info.components
+    }
     missing = [r for r in recipes.values() if r.store_key not in store]
     if folder:
         for recipe in missing:
-            dtype = component_dtype(store, recipe.component)
-            store.put(recipe.store_key, load_component(recipe, dtype))
+            store.put(recipe.store_key, load_component(recipe, recipe_dtype(store, recipe)))
     elif missing:
         for recipe, model in _build_from_file(store, path, info.family, missing):
             store.put(recipe.store_key, model)
@@ -378,7 +417,7 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
     # converted to its compute dtype while being read.
     prefixes = _prefixes(family)
     dtypes: dict[str, torch.dtype | None] = {
-        p: component_dtype(store, r.component) for r in missing for p in prefixes[r.component]
+        p: recipe_dtype(store, r) for r in missing for p in prefixes[r.component]
     }
     if family == sd3.FAMILY:
         # The MMDiT and text encoders keep their stored weights (widened per layer): read them as they are.
@@ -391,7 +430,7 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
     def cast(key: str) -> torch.dtype | None:
         return next(d for p, d in dtypes.items() if key.startswith(p))
 
-    sd = read_weights(path, lambda k: k.startswith(wanted), cast)
+    sd = read_weights(path, lambda k: k.startswith(wanted), cast, load_device(store))
     for recipe in missing:
-        model, _ = build_component(recipe.component, family, sd, component_dtype(store, recipe.component))
+        model, _ = build_component(recipe.component, family, sd, recipe_dtype(store, recipe))
         yield recipe, model

@@ -59,6 +59,9 @@ class ComponentRecipe:
     weight_dtype: str = "default"
     # Every file of a TEXT_ENCODERS recipe in the loader's order (`path` is the first).
     paths: tuple[str, ...] = ()
+    # The run precision a denoiser was loaded for ("fast" only where it changes the dtype, see
+    # loader.effective_precision): exact and fast prompts never share a module of the wrong dtype.
+    precision: str = "exact"
 
     @property
     def store_key(self) -> tuple[Any, ...]:
@@ -73,6 +76,8 @@ class ComponentRecipe:
         )
         if self.paths:
             key = (*key, self.paths)
+        if self.precision != "exact":
+            key = (*key, "precision", self.precision)
         return key if self.weight_dtype == "default" else (*key, self.weight_dtype)
 
     def base(self) -> ComponentRecipe:

@@ -16,9 +16,9 @@ from engine import RunContext, UserFacingError
 from nodes.diffusion.controlnet import Residuals, load_control_model, run_control_model
 from nodes.diffusion.controlnet_union import run_union
 from nodes.diffusion.flux import FILL_CHANNELS
-from nodes.diffusion.loader import component_dtype
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.diffusion.t2i_adapter import adapter_hint
+from nodes.media.preview_worker import PreviewWorker
 from nodes.media.previews import run_previewer
 from nodes.sampling.cfg import CfgDenoiser
 from nodes.sampling.common import Denoiser
@@ -41,6 +41,7 @@ class StepRecorder:
         self.steps: list[torch.Tensor] = []
         self.last_x0: torch.Tensor | None = None
         self.previewer: Callable[[torch.Tensor], Any] | None = None
+        self.previews: PreviewWorker | None = None
 
     def __call__(self, i: int, x0: torch.Tensor, x: torch.Tensor) -> None:
         self.last_x0 = x0
@@ -50,11 +51,18 @@ class StepRecorder:
             # x is the latent entering step i, so the one after step i-1 (the final one comes from sample()).
             self.ctx.step_latent(i - 1, self.total, self.latent_format.process_out(x.float()).cpu())
         if self.ctx.previews_enabled:
-            if self.previewer is None:
+            if self.previews is None:
                 # Built on the first step only: TAESD weights load once per run, never when unused.
                 self.previewer = run_previewer(self.ctx, self.latent_format)
-            self.ctx.preview(self.previewer(x0.detach()))
+                # Pictures are made and sent off this thread (see preview_worker): a step never waits.
+                self.previews = PreviewWorker(self.previewer, self.ctx.preview)
+            self.previews.submit(i, x0)
         self.ctx.progress(i + 1, self.total)
+
+    def close(self, failing: bool = False) -> None:
+        """Send the last pending preview and stop the worker (a preview failure raises unless `failing`)."""
+        if self.previews is not None:
+            self.previews.close(raise_errors=not failing)
 
     def sequence(self, final: torch.Tensor) -> LatentSequence:
         """All recorded step latents plus the final one, [S, B, C, h, w]."""
@@ -116,7 +124,7 @@ def control_residuals(
     """The summed residuals of a call's ControlNet chain (the UNet's own latent channels only)."""
     x_ctrl = x_in[:, : model.latent_format.channels]
     added = model.added_cond(pooled, x_ctrl.shape, extras)
-    dtype = component_dtype(store, "unet")
+    dtype = model.compute_dtype  # the UNet's own: a fast-precision run keeps ControlNets in its dtype
 
     def run(control: ControlApplication) -> Residuals:
         module: Any = load_control_model(store, control.net, dtype, model)
@@ -196,8 +204,13 @@ def sample_guided(
         sampler.options,
         model.differential,
     )
-    with torch.inference_mode():
-        out = sample(denoiser, ms, model.latent_format, req, model.device, recorder).cpu()
+    try:
+        with torch.inference_mode():
+            out = sample(denoiser, ms, model.latent_format, req, model.device, recorder).cpu()
+    except BaseException:
+        recorder.close(failing=True)
+        raise
+    recorder.close()
     if recorder.total:
         ctx.step_latent(recorder.total - 1, recorder.total, out.float())
     result = Latent(samples=out, batch_index=latent.batch_index, noise_mask=latent.noise_mask)

@@ -35,3 +35,19 @@ def test_engine_still_offers_out_of_memory_check():
 
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
     assert not is_out_of_memory(ValueError("bad value"))
+
+
+def test_cli_import_leaves_out_the_graph_library():
+    # networkx (~0.3 s) is needed only to name the nodes of a dependency cycle.
+    code = "import sys, diffgraph.cli\nprint('networkx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_node_pack_loads_pyav_only_when_a_video_is_made(tmp_path):
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom engine import ModelPaths\nfrom nodes.pack import build_registry\n"
+        f"build_registry(ModelPaths(Path({str(tmp_path)!r})), Path({str(tmp_path)!r}))\nprint('av' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from engine import devices
-from engine.devices import DeviceError, DevicePolicy, cpu_flags, parse_precision
+from engine.devices import DevicePolicy, cpu_flags, parse_precision
+from engine.precision import PrecisionError
 
 
 def test_precision_defaults_to_exact_and_reads_the_environment(monkeypatch):
@@ -20,7 +21,7 @@ def test_precision_defaults_to_exact_and_reads_the_environment(monkeypatch):
 
 
 def test_precision_unknown_name_is_refused():
-    with pytest.raises(DeviceError, match="unknown precision 'turbo'"):
+    with pytest.raises(PrecisionError, match="unknown precision 'turbo'"):
         parse_precision("turbo")
 
 
@@ -51,3 +52,12 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\nbogomips\t: 5000\n")
     assert {"avx2", "avx512_bf16"} <= cpu_flags(info)
     assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_available_memory_on_cpu_reads_memavailable(tmp_path):
+    from engine.devices import available_memory
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       23000000 kB\nMemFree:  100 kB\nMemAvailable:   12000000 kB\n")
+    assert available_memory(torch.device("cpu"), meminfo) == 12000000 * 1024
+    assert available_memory(torch.device("cpu"), tmp_path / "missing") is None

@@ -243,9 +243,12 @@ def test_ws_frame_sender_drops_instead_of_blocking():
     from server.streams import PREVIEW_BACKLOG, FrameSender
 
     sender = FrameSender(hub=None, bridge=None)  # type: ignore[arg-type]
-    event = PreviewImage(prompt_id="p", node_id="1", image=Image.new("RGB", (8, 8)))
     started = time.perf_counter()
-    for _ in range(PREVIEW_BACKLOG + 10):
+    for step in range(PREVIEW_BACKLOG + 10):
+        event = PreviewImage(prompt_id="p", node_id=str(step), image=Image.new("RGB", (8, 8)))
         sender.preview(None, event, requested=True)  # nobody sends: the queue fills, then frames drop
     assert sender.dropped == 10
     assert time.perf_counter() - started < 0.5
+    # Latest wins: the newest pictures wait to be sent, in order.
+    waiting = [sender.previews.get_nowait()[1].node_id for _ in range(PREVIEW_BACKLOG)]
+    assert waiting == [str(s) for s in range(10, PREVIEW_BACKLOG + 10)]

@@ -65,7 +65,12 @@ class PromptRunner:
         return validate_prompt(prompt, self.registry, env=self.env)
 
     def run(
-        self, prompt: dict, previews: bool = False, cancel: CancelToken | None = None, force: bool = True
+        self,
+        prompt: dict,
+        previews: bool = False,
+        cancel: CancelToken | None = None,
+        force: bool = True,
+        extra_data: dict | None = None,
     ):
         """Execute; returns the ExecutionResult (events land in self.events)."""
         checked = self.validate(prompt)
@@ -79,6 +84,7 @@ class PromptRunner:
             cancel=cancel,
             previews=previews,
             force=force,
+            extra_data=extra_data,
         )
 
 

@@ -41,6 +41,43 @@ def test_fast_precision_runs_a_bf16_denoiser_close_to_exact(
     assert 0 < err < 5e-2, err
 
 
+def test_prompt_precision_loads_its_own_denoiser_beside_the_default(
+    tiny_models_dir, tiny_sd15_name, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    policy_fast, _ = _run(tiny_models_dir, tmp_path / "policy", "fast", tiny_sd15_name)
+    store = ModelStore(DevicePolicy.from_env(device="cpu", precision="exact"))
+    runner = PromptRunner(tiny_models_dir, store, tmp_path)
+    outcome = {}
+    for precision in ("fast", "exact"):
+        result = runner.run(_txt2img(tiny_sd15_name), extra_data={"diffgraph_precision": precision})
+        assert result.status == "success", result.error and result.error.data()
+        outcome[precision] = (result.node_outputs["3"].LATENT.samples, result.node_outputs["4"].MODEL)
+    assert outcome["fast"][1].compute_dtype == torch.bfloat16
+    assert outcome["exact"][1].compute_dtype == torch.float32
+    # The prompt's fast run equals a whole fast process; both denoisers stay loaded, under their own keys.
+    assert torch.equal(outcome["fast"][0], policy_fast)
+    stored = store.keys()
+    unets = [k for k in stored if k[:2] == ("diffgraph", "unet")]
+    assert len(unets) == 2 and {str(store.get(k, lambda: None).dtype) for k in unets} == {
+        "torch.float32",
+        "torch.bfloat16",
+    }
+
+
+def test_fast_prompt_shares_the_exact_denoiser_where_it_changes_nothing(
+    tiny_models_dir, tiny_sd15_name, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    store = ModelStore(DevicePolicy.from_env(device="cpu", precision="exact"))
+    runner = PromptRunner(tiny_models_dir, store, tmp_path)
+    for precision in ("fast", "exact"):
+        result = runner.run(_txt2img(tiny_sd15_name), extra_data={"diffgraph_precision": precision})
+        assert result.status == "success", result.error and result.error.data()
+    stored = store.keys()
+    assert len([k for k in stored if k[:2] == ("diffgraph", "unet")]) == 1
+
+
 def test_exact_precision_is_repeatable_bit_for_bit(tiny_models_dir, tiny_sd15_name, tmp_path):
     a, _ = _run(tiny_models_dir, tmp_path, "exact", tiny_sd15_name)
     b, _ = _run(tiny_models_dir, tmp_path / "again", "exact", tiny_sd15_name)

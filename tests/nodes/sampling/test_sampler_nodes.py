@@ -69,7 +69,8 @@ def test_ksampler_denoise_zero_returns_input_latent(tiny_runner, tiny_sd15_name)
 def test_ksampler_previews_x0_each_step_when_enabled(tiny_runner, tiny_sd15_name):
     tiny_runner.run(_txt2img(tiny_sd15_name, steps=3), previews=True)
     previews = [e for e in tiny_runner.events if isinstance(e, PreviewImage)]
-    assert len(previews) == 3 and previews[0].image.size == (SIZE // 8, SIZE // 8)
+    # One per step at most: the preview worker skips a step only when it is still busy with an older one.
+    assert 1 <= len(previews) <= 3 and previews[0].image.size == (SIZE // 8, SIZE // 8)
     tiny_runner.run(_txt2img(tiny_sd15_name, steps=3), previews=False)
     assert not [e for e in tiny_runner.events if isinstance(e, PreviewImage)]
 
