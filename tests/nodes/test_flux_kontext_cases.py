@@ -28,7 +28,9 @@ from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.validation import validate_prompt
 from nodes.diffusion.flux_layout import make_flux_file
-from tests.nodes.test_flux_reference import FILES, MAX_REL_L2, SEED, _models_dir
+from tests.nodes.flow_reference import FILES, SEED
+from tests.nodes.flow_reference import flow_models_dir as _models_dir
+from tests.nodes.test_flux_reference import MAX_REL_L2
 
 DATA = Path(__file__).parent / "data" / "flux_kontext"
 FILL = ("diffusion_models", "flux1-fill-dev-random-d2s2.safetensors")

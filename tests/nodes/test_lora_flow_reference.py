@@ -25,10 +25,10 @@ import torch
 from safetensors.torch import load_file
 
 from nodes.diffusion.make_lora import make_lora_file
-from tests.nodes.sampling.test_reference_cases import TOLERANCE, rel_l2
-from tests.nodes.sampling.test_reference_conditioning import _run_case
 from tests.nodes.flow_reference import FILES
 from tests.nodes.flow_reference import flow_models_dir as _models_dir
+from tests.nodes.sampling.test_reference_cases import TOLERANCE, rel_l2
+from tests.nodes.sampling.test_reference_conditioning import _run_case
 
 DATA = Path(__file__).parent / "data" / "flow_lora"
 # case -> (LoRA file name, layout, seed, text encoders it has layers for)
