@@ -57,8 +57,10 @@ def test_install_keeps_results_and_deep_copies_use_their_own_weights():
     assert conv_gemm.install(net) == 0  # idempotent
     assert _rel(net(x), expected) < 1e-6
     patched = copy.deepcopy(net)
+    last = patched[5]
+    assert isinstance(last, torch.nn.Conv2d)
     with torch.no_grad():
-        patched[5].weight.mul_(2.0)  # a LoRA-style change on the copy only
+        last.weight.mul_(2.0)  # a LoRA-style change on the copy only
     reference = copy.deepcopy(net)
     conv_gemm.uninstall(reference)
     assert _rel(patched(x), reference(x)) > 1e-2  # the copy computes with its own (changed) weights
