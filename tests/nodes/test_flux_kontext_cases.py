@@ -11,7 +11,10 @@ recorded them, with data/flux_kontext/input/ as ComfyUI's input folder):
 Both use the reference README's FLUX autoencoder, CLIP-L and T5-XXL fp8 files. The test runs the same
 workflows headless and compares the latents (relative L2). Files as in test_flux_reference.py
 ($DIFFGRAPH_FLOW_MODELS or $DIFFGRAPH_TEST_CACHE); the Fill file is looked up beside them and built
-(about 2 GB) into the test cache, or the test's temporary folder, when missing. About 10 GB of memory.
+(about 2 GB) into the test cache, or the test's temporary folder, when missing.
+
+Measured (both cases in one pytest run, two shared CPU cores): Kontext relative L2 1.3e-7 (max abs
+1.9e-6), Fill 2.2e-7 (max abs 2.9e-6) against ComfyUI's latents; 4 min 43 s, peak RSS 12.0 GB.
 """
 
 from __future__ import annotations
