@@ -11,7 +11,10 @@ recorded them, with data/flux_kontext/input/ as ComfyUI's input folder):
 Both use the reference README's FLUX autoencoder, CLIP-L and T5-XXL fp8 files. The test runs the same
 workflows headless and compares the latents (relative L2). Files as in test_flux_reference.py
 ($DIFFGRAPH_FLOW_MODELS or $DIFFGRAPH_TEST_CACHE); the Fill file is looked up beside them and built
-(about 2 GB) into the test cache, or the test's temporary folder, when missing. About 10 GB of memory.
+(about 2 GB) into the test cache, or the test's temporary folder, when missing.
+
+Measured (both cases in one pytest run, two shared CPU cores): Kontext relative L2 1.3e-7 (max abs
+1.9e-6), Fill 2.2e-7 (max abs 2.9e-6) against ComfyUI's latents; 4 min 43 s, peak RSS 12.0 GB.
 """
 
 from __future__ import annotations
@@ -52,8 +55,14 @@ def _fill_file(flow: Path, scratch: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def case_models(tmp_path_factory) -> Path:
-    """A models folder linking the reference files and the Fill file under the workflows' names."""
+    """A models folder with the reference files and the Fill file under the workflows' names.
+
+    The reference folder itself when it holds the Fill file; else a folder of hard links (model names
+    may not lead outside their folder, so symbolic links would be refused).
+    """
     flow = _models_dir()
+    if (flow / FILL[0] / FILL[1]).is_file():
+        return flow
     root = tmp_path_factory.mktemp("kontext_models")
     for folder, name in (*FILES, FILL):
         source = (
@@ -62,7 +71,7 @@ def case_models(tmp_path_factory) -> Path:
             else flow / folder / name
         )
         (root / folder).mkdir(exist_ok=True)
-        (root / folder / name).symlink_to(source.resolve())
+        os.link(source.resolve(), root / folder / name)
     return root
 
 
