@@ -231,6 +231,19 @@ class NodeChecker:
         return []
 
     def _check_combo(self, inp: InputSpec, value: Any) -> list[dict[str, Any]]:
+        if inp.is_remote:
+            # No list to check against (the client fetched it); like ComfyUI, only a string is required.
+            if isinstance(value, str):
+                return []
+            return [
+                reason(
+                    "invalid_input_type",
+                    "Value is not a string",
+                    f"{inp.name}: expected a file name, got {value!r}",
+                    input_name=inp.name,
+                    received_value=value,
+                )
+            ]
         options = combo_values(inp, self.registry.choices)
         if value in options:
             return []

@@ -41,6 +41,7 @@ WIDGET_OPTION_KEYS = (
     "forceInput",
     "lazy",
     "advanced",  # the frontend folds such inputs away under an "advanced" toggle
+    "remote",  # a combo whose choices the client fetches from a server route (see InputSpec.is_remote)
 )
 # Not accepted here: `rawLink` (ComfyUI hands such an input the link itself, not its value). Typed
 # nodes always receive values; only adapted foreign nodes (raw_io) may declare it, through their spec.

@@ -56,6 +56,11 @@ class InputSpec:
         """True for an input whose value must be one of a list of choices."""
         return self.io_type == "COMBO"
 
+    @cached_property
+    def is_remote(self) -> bool:
+        """A combo with no list here: the client asks a route for the choices (ComfyUI's "remote")."""
+        return self.is_combo and "remote" in self.widget and self.combo_source is None and not self.choices
+
 
 @dataclass(frozen=True)
 class OutputSpec:
@@ -253,7 +258,7 @@ def _derive_spec(node_cls: type[Node]) -> NodeSpec:
         extra = _extra(info)
         io_type, choices = io_type_of(info.annotation)
         combo_source = extra.get("combo_source")
-        if combo_source is not None:
+        if combo_source is not None or "remote" in extra.get("widget", {}):
             io_type = "COMBO"
         ge, le = _bounds(info)
         has_default = info.default is not PydanticUndefined or info.default_factory is not None
@@ -306,7 +311,7 @@ def _input_entry(spec: InputSpec, choices: ChoiceProvider) -> list[Any]:
     options.update(spec.widget)
     if spec.description:
         options["tooltip"] = spec.description
-    type_entry: Any = combo_values(spec, choices) if spec.is_combo else spec.io_type
+    type_entry: Any = combo_values(spec, choices) if spec.is_combo and not spec.is_remote else spec.io_type
     return [type_entry, options] if options else [type_entry]
 
 

@@ -214,4 +214,28 @@ class LoadImage(Node):
         return self.Outputs(IMAGE=Image(pixels=pixels), MASK=Mask(mask=mask))
 
 
-NODES = [SaveImage, PreviewImage, LoadImage]
+class LoadImageOutput(LoadImage):
+    """LoadImage for results: the web client lists the output folder and sends "name [output]"."""
+
+    class_type = "LoadImageOutput"
+    display_name = "Load Image (from Outputs)"
+    description = (
+        "Loads an image this server wrote to its output folder (and its alpha as MASK), to feed a result "
+        "back into the next edit. The refresh button re-reads the folder and picks its first image."
+    )
+    experimental = True
+
+    class Inputs(NodeInputs):
+        image: str = Input(
+            description="An image in the output folder, as the client names it ('name.png [output]').",
+            image_upload=True,
+            image_folder="output",
+            remote={
+                "route": "/internal/files/output",
+                "refresh_button": True,
+                "control_after_refresh": "first",
+            },
+        )
+
+
+NODES = [SaveImage, PreviewImage, LoadImage, LoadImageOutput]

@@ -247,9 +247,9 @@ def test_preview_image_writes_to_temp_with_temp_type(registry, env):
     assert list(env.output_dir.iterdir()) == []
 
 
-def _load_prompt(name):
+def _load_prompt(name, node="LoadImage"):
     return {
-        "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+        "1": {"class_type": node, "inputs": {"image": name}},
         "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
     }
 
@@ -378,3 +378,31 @@ def test_load_image_refuses_names_outside_the_input_folder(registry, env, name):
     checked = validate_prompt(_load_prompt(name), registry, env=env)
     assert not checked.ok
     assert "inside the input folder" in checked.node_errors["1"]["errors"][0]["details"]
+
+
+def test_load_image_output_reads_a_result_named_as_the_client_sends_it(registry, env):
+    env.output_dir.mkdir(parents=True, exist_ok=True)
+    PILImage.new("RGB", (3, 2), (0, 0, 255)).save(env.output_dir / "result.png")
+    outputs = run(registry, env, _load_prompt("result.png [output]", "LoadImageOutput")).node_outputs["1"]
+    assert outputs.IMAGE.pixels.shape == (1, 2, 3, 3)
+    assert torch.equal(outputs.IMAGE.pixels[0, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_load_image_output_refuses_a_missing_result_and_a_non_string(registry, env):
+    for value in ("gone.png [output]", 3):
+        checked = validate_prompt(_load_prompt(value, "LoadImageOutput"), registry, env=env)
+        assert "1" in checked.node_errors, value
+
+
+def test_load_image_output_lists_no_choices_the_client_fetches_them():
+    from engine.schema import object_info
+    from nodes.defs.image import LoadImageOutput
+
+    kind, options = object_info(LoadImageOutput)["input"]["required"]["image"]
+    assert kind == "COMBO"
+    assert options["image_folder"] == "output" and options["image_upload"] is True
+    assert options["remote"] == {
+        "route": "/internal/files/output",
+        "refresh_button": True,
+        "control_after_refresh": "first",
+    }
