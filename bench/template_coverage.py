@@ -70,6 +70,15 @@ def node_types(ui: dict[str, Any]) -> set[str]:
     }
 
 
+def _annotated_file(session: Session, value: str) -> Path:
+    """Where a file value such as `name.png [output]` lives (the input folder when unannotated)."""
+    env = session.env
+    for kind, folder in (("output", env.output_dir), ("temp", env.temp_dir), ("input", env.input_dir)):
+        if value.endswith(f" [{kind}]"):
+            return Path(folder) / value[: -len(kind) - 3]
+    return Path(env.input_dir) / value
+
+
 def place_placeholders(session: Session, prompt: dict[str, Any]) -> None:
     """Empty files for every model and input file a prompt names, so validation sees them listed."""
     for node in prompt.values():
@@ -86,12 +95,20 @@ def place_placeholders(session: Session, prompt: dict[str, Any]) -> None:
                             parents=True, exist_ok=True
                         )
                         (session.model_paths.folder("embeddings") / name).touch()
-            if spec.combo_source is None or not isinstance(value, str) or not value or ".." in value:
+            image_file = spec.combo_source in ("input_images", "input_latents") or (
+                spec.is_remote and "image_folder" in spec.widget
+            )
+            if (
+                not (spec.combo_source or image_file)
+                or not isinstance(value, str)
+                or not value
+                or ".." in value
+            ):
                 continue
             if spec.combo_source in FOLDERS:
                 target = session.model_paths.folder(spec.combo_source) / value
-            elif spec.combo_source in ("input_images", "input_latents"):
-                target = session.env.input_dir / value.split(" [")[0]
+            elif image_file:
+                target = _annotated_file(session, value)
             else:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
