@@ -1,6 +1,9 @@
 """A LoRA on the reduced-depth full-width FLUX dev and SD3.5 medium files: final latents against ComfyUI's.
 
 Cases (data/flow_lora/<case>/workflow_api.json, latent.safetensors):
+  * `flux_lora_kohya`: UNETLoader (flux1-dev-random-d2s2, bf16) -> LoraLoaderModelOnly (kohya layout,
+    strength 0.9); DualCLIPLoader CLIP-L + T5-XXL fp8; FluxGuidance 3.5; 128x128, KSampler euler/simple,
+    cfg 1, 3 steps, seed 7.
   * `sd35_lora_kohya`: CheckpointLoaderSimple (sd3.5m-random-d2, fp16) and DualCLIPLoader type sd3
     (CLIP-L, CLIP-G; no T5, which keeps both sides under 4 GB) -> LoraLoader (kohya layout with
     lora_unet_ and lora_te1_ layers, strength 1.0 on the model, 0.8 on the text encoders); positive and
@@ -11,8 +14,9 @@ reduced, BF16, rank 4), the models are the flow reference files (see test_flux_r
 0.3.64 ran each workflow on `--cpu` with those files in its models folder, and
 data/reference_cases/record_with_comfyui.py copied the latent its SaveLatent node wrote.
 
-Measured (diffgraph through the executor, CPU): sd35_lora_kohya rel L2 4.8e-7 (max abs 1.8e-6; peak RSS
-3.9 GB, 34 s).
+Measured (diffgraph through the executor, CPU): flux_lora_kohya rel L2 1.3e-7 (max abs 1.9e-6; peak RSS
+12.4 GB, the patched layers held in float32 as ComfyUI holds the model on a CPU; 46 s), sd35_lora_kohya
+rel L2 4.8e-7 (max abs 1.8e-6; peak RSS 3.9 GB, 34 s). The FLUX case needs the big-memory slot.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ NEEDED = {
 }
 
 # Cases whose ComfyUI latent is recorded here.
-RECORDED = ("sd35_lora_kohya",)
+RECORDED = ("flux_lora_kohya", "sd35_lora_kohya")
 
 
 def _models_with_lora(case: str, tmp_path: Path) -> Path:
