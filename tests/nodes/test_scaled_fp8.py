@@ -98,9 +98,10 @@ def test_scaled_fp8_scales_without_marker_are_refused(tmp_path):
 @pytest.mark.slow
 def test_scaled_fp8_flux_reduced_forward_matches_comfyui():
     """Reduced-depth full-width FLUX dev made scaled fp8 (1 GB): rel L2 2.9e-7 against ComfyUI when recorded."""
-    from tests.nodes.test_flux_reference import FLUX_DEV, _models_dir
+    from tests.nodes.flow_reference import flow_models_dir
+    from tests.nodes.test_flux_reference import FLUX_DEV
 
-    source = _models_dir(only=(FLUX_DEV,)) / FLUX_DEV[0] / FLUX_DEV[1]
+    source = flow_models_dir(only=(FLUX_DEV,)) / FLUX_DEV[0] / FLUX_DEV[1]
     model = flux.build_flux(to_scaled_fp8(load_file(str(source))), "", "flux-dev", torch.float32)
     ref = load_file(str(DATA / "comfy_flux_d2s2_scaled.safetensors"))
     out = model(ref["x"], ref["timesteps"], ref["context"], ref["pooled"], torch.tensor([3.5]))
