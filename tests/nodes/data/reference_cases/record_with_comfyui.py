@@ -10,7 +10,9 @@ URL is a running ComfyUI 0.3.64 started with `--cpu` whose models folder holds
 `embeddings/` and (for the ControlNet cases) the shared reference's two random SD1.5 ControlNets in
 `controlnet/`, and whose input folder holds this folder's `input/` files. Each case's
 `workflow_api.json` is queued, and the latent its SaveLatent node wrote is copied, tensor unchanged,
-to `CASE/latent.safetensors` under the key `latent`.
+to `CASE/latent.safetensors` under the key `latent` (a workflow with several SaveLatent nodes keeps each
+under its own `filename_prefix`). The FLUX / SD3.5 cases in `../flow_cases/`, `../flow_lora/` and
+`../flux_kontext/` are recorded the same way, with the reduced flow reference files in the models folder.
 """
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ def _get(url: str) -> dict:
 
 
 def record(url: str, output_dir: Path, case_arg: str) -> None:
-    """Queue one case, wait for it, copy its saved latent."""
+    """Queue one case, wait for it, copy what its SaveLatent nodes wrote."""
     folder = Path(case_arg) if Path(case_arg).is_dir() else HERE / case_arg
     case = folder.name
     prompt = json.loads((folder / "workflow_api.json").read_text())
-    prefix = f"ref/{case}"
-    prompt["10"]["inputs"]["filename_prefix"] = prefix
+    savers = [node for node in prompt.values() if node["class_type"] == "SaveLatent"]
+    # One SaveLatent is stored as "latent"; several keep their own prefixes as keys.
+    keys = ["latent"] if len(savers) == 1 else [node["inputs"]["filename_prefix"] for node in savers]
+    for node, key in zip(savers, keys, strict=True):
+        node["inputs"]["filename_prefix"] = f"ref/{case}/{key}"
     prompt_id = _post(f"{url}/prompt", {"prompt": prompt})["prompt_id"]
     started = time.time()
     while True:
@@ -54,10 +59,13 @@ def record(url: str, output_dir: Path, case_arg: str) -> None:
                 raise SystemExit(f"{case}: {json.dumps(status)[:2000]}")
             break
         time.sleep(2)
-    files = sorted((output_dir / "ref").glob(f"{case}_*.latent"))
-    latent = load_file(str(files[-1]))["latent_tensor"]
-    save_file({"latent": latent.contiguous()}, str(folder / "latent.safetensors"))
-    print(f"{case}: {tuple(latent.shape)} std {latent.std():.4f} in {time.time() - started:.0f} s")
+    tensors = {}
+    for key in keys:
+        files = sorted((output_dir / "ref" / case).glob(f"{key}_*.latent"))
+        tensors[key] = load_file(str(files[-1]))["latent_tensor"].contiguous()
+    save_file(tensors, str(folder / "latent.safetensors"))
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    print(f"{case}: {shapes} std {tensors['latent'].std():.4f} in {time.time() - started:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
