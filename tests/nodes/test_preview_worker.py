@@ -15,6 +15,7 @@ from engine.validation import validate_prompt
 from nodes.media.preview_worker import PreviewWorker
 from nodes.media.previews import latent_to_rgb_preview
 from nodes.types import SD15_LATENT
+from tests.nodes.helpers_models import tiny_preview_txt2img
 
 
 def _step_of(x0: torch.Tensor) -> int:
@@ -107,31 +108,6 @@ def test_preview_worker_on_cuda_matches_cpu_pictures():
 # ------------------------------------------------------------------ a real sampler run, slow consumer
 
 
-def _txt2img(steps: int) -> dict:
-    return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": 1,
-                "steps": steps,
-                "cfg": 1.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["6", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
-    }
-
-
 def test_sampler_with_a_slow_preview_consumer_never_stalls(tmp_path, tiny_sd15_path, model_store):
     from nodes.pack import build_registry
 
@@ -139,7 +115,7 @@ def test_sampler_with_a_slow_preview_consumer_never_stalls(tmp_path, tiny_sd15_p
     shutil.copyfile(tiny_sd15_path, tmp_path / "checkpoints" / "tiny.safetensors")
     registry = build_registry(ModelPaths(tmp_path), tmp_path)
     env = Environment(tmp_path / "out", tmp_path / "tmp", tmp_path, model_store, ModelPaths(tmp_path))
-    checked = validate_prompt(_txt2img(8), registry, env=env)
+    checked = validate_prompt(tiny_preview_txt2img(8), registry, env=env)
     assert checked.ok, checked.node_errors
     stamped: list[tuple[float, Event]] = []
     slow = 0.5

@@ -18,6 +18,7 @@ from nodes.media.previews import (
     make_previewer,
 )
 from nodes.types import SD15_LATENT, SDXL_LATENT
+from tests.nodes.helpers_models import tiny_preview_txt2img
 
 
 def test_latent_to_rgb_preview_matches_factor_projection():
@@ -183,28 +184,7 @@ def _sampler_previews(models_root, model_store, tmp_path, extra_data):
 
     registry = build_registry(ModelPaths(models_root), tmp_path)
     env = Environment(tmp_path / "out", tmp_path / "tmp", tmp_path, model_store, ModelPaths(models_root))
-    prompt = {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": 1,
-                "steps": 2,
-                "cfg": 1.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["6", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
-    }
+    prompt = tiny_preview_txt2img(2)
     checked = validate_prompt(prompt, registry, env=env)
     assert checked.ok, checked.node_errors
     events = []
