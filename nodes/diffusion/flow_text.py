@@ -21,10 +21,8 @@ then T5's tokens appended along the sequence; pooled is CLIP-L's and CLIP-G's pr
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 
@@ -33,7 +31,7 @@ from nodes.diffusion.embeddings import PREFIX as EMBEDDING_PREFIX
 from nodes.diffusion.embeddings import EmbeddingLibrary, EmbeddingLookup, EmbeddingNotFoundError
 from nodes.diffusion.families import TextEncoderSpec
 from nodes.diffusion.t5 import T5_END, T5_PAD, run_t5, t5_encode_words
-from nodes.diffusion.text_encode import ClipStack, _escape, _unescape, parse_weights
+from nodes.diffusion.text_encode import ClipStack, _escape, _unescape, parse_weights, vectors_written
 from nodes.diffusion.tokenizer import END_TOKEN, START_TOKEN, encode_words
 from nodes.types import CondEntry
 
@@ -168,7 +166,7 @@ def clip_runner(model: torch.nn.Module, spec: TextEncoderSpec, layer: int | None
 
     def run(ids: torch.Tensor, spots: Spots) -> tuple[torch.Tensor, torch.Tensor]:
         ids = ids.to(next(model.parameters()).device)
-        with torch.inference_mode(), _written(model, spots):
+        with torch.inference_mode(), vectors_written(model, spots):
             out = model(input_ids=ids, output_hidden_states=True)
         pooled = out.text_embeds if spec.with_projection else out.pooler_output
         n_layers = len(out.hidden_states) - 1
@@ -182,26 +180,6 @@ def clip_runner(model: torch.nn.Module, spec: TextEncoderSpec, layer: int | None
         return hidden.float().cpu(), pooled.float().cpu()
 
     return run
-
-
-@contextmanager
-def _written(model: torch.nn.Module, spots: Spots) -> Iterator[None]:
-    """The token embedding's output with the embedding vectors written at their spots while encoding."""
-    if not spots:
-        yield
-        return
-
-    def write(_module: torch.nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
-        out = out.clone()
-        for r, p, vec in spots:
-            out[r, p] = vec.to(out.device, out.dtype)
-        return out
-
-    handle = model.get_input_embeddings().register_forward_hook(write)  # type: ignore[operator]
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def flow_specs() -> dict[str, dict[str, TextEncoderSpec]]:

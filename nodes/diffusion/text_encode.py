@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -234,14 +234,8 @@ def encode_lookup_for(
 
 
 @contextmanager
-def _injected(model: torch.nn.Module, rows: list[TokenWeights]) -> Iterator[None]:
-    """Token-embedding output with embedding vectors written at their positions while encoding."""
-    spots = [
-        (r, p, tok)
-        for r, row in enumerate(rows)
-        for p, (tok, _) in enumerate(row)
-        if isinstance(tok, torch.Tensor)
-    ]
+def vectors_written(model: torch.nn.Module, spots: list[tuple[int, int, torch.Tensor]]) -> Iterator[None]:
+    """Token-embedding output with each (row, position, vector) spot written over it while encoding."""
     if not spots:
         yield
         return
@@ -258,6 +252,17 @@ def _injected(model: torch.nn.Module, rows: list[TokenWeights]) -> Iterator[None
         yield
     finally:
         handle.remove()
+
+
+def _injected(model: torch.nn.Module, rows: list[TokenWeights]) -> AbstractContextManager[None]:
+    """The embedding vectors of `rows` (tensor tokens) written at their positions while encoding."""
+    spots = [
+        (r, p, tok)
+        for r, row in enumerate(rows)
+        for p, (tok, _) in enumerate(row)
+        if isinstance(tok, torch.Tensor)
+    ]
+    return vectors_written(model, spots)
 
 
 def encode_windows(
