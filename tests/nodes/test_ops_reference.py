@@ -36,6 +36,7 @@ EXACT_NODES = frozenset(
         "RepeatImageBatch",
         "ImageCrop",
         "ImageFlip",
+        "ImageScaleToMaxDimension",
         "ImageRotate",
         "LatentConcat",
         "LatentCut",
