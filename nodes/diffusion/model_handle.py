@@ -52,6 +52,7 @@ from nodes.diffusion.text_encode import ClipStack
 from nodes.diffusion.unclip import batch_adm
 from nodes.diffusion.unet_patches import ModelInfo, ModelOptions, ModelPatch, compile_patches
 from nodes.diffusion.unet_view import UnetView
+from nodes.diffusion.uso import StyleTokens
 from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction, SkipLayerGuidance
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
@@ -105,6 +106,8 @@ class DiffusionModel(_Handle):
     differential: float | None = None
     # Model patches in the order they were added (ComfyUI's stacking order); part of the handle's value.
     patches: tuple[ModelPatch, ...] = ()
+    # FLUX only: USO style references in the order they were added (each goes before the earlier ones).
+    style_tokens: tuple[StyleTokens, ...] = ()
 
     def with_model_patch(self, patch: ModelPatch) -> DiffusionModel:
         """A new handle with one more patch on top (this one is unchanged)."""
@@ -162,7 +165,11 @@ class DiffusionModel(_Handle):
             guidance = guidance_vector(extras, x_in.shape[0])
             refs, method = reference_batch(extras, x_in.shape[0])
             refs = [self.latent_format.process_in(r.float()) for r in refs]
-            return unet(x_in, timesteps, embeds, pooled, guidance, refs, method)
+            prefix = None
+            for style in self.style_tokens:
+                tokens = style.tokens(store, unet.compute, x_in.shape[0])
+                prefix = tokens if prefix is None else torch.cat([tokens, prefix], dim=1)
+            return unet(x_in, timesteps, embeds, pooled, guidance, refs, method, prefix)
         if self.family == sd3.FAMILY:
             dev = torch.device(self.device)
             return sd3.mmdit_forward(
