@@ -1,8 +1,9 @@
 """Random-weight files for FLUX USO: the style projector (a model patch) and SigLIP vision towers.
 
 Sizes: "full" is as published (projector 729 SigLIP tokens -> 64 style tokens per branch, 1152 wide,
-into FLUX's 3072; SigLIP so400m/14 at 384 px, 27 layers); "reduced" keeps every width and the 384 px
-input but only 23 SigLIP layers (the fewest ComfyUI recognises as SigLIP); "tiny" is a 20-layer,
+into FLUX's 3072; SigLIP so400m/14 at 384 px, 27 layers); "reduced" has the same shapes in float32
+(the projector) for the reduced-depth FLUX files: ComfyUI builds both networks at the published sizes
+whatever the file holds, so a shallower SigLIP would leave layers unset there. "tiny" is a 20-layer,
 16-wide SigLIP over 42 px images (9 tokens) and a projector into the tiny FLUX's 256 channels. USO
 reads the 20th layer from the end, so no tower may have fewer layers.
 """
@@ -19,7 +20,7 @@ from nodes.diffusion.uso import USO_PREFIX
 # (tokens, style tokens, SigLIP width, FLUX width) of the projector.
 USO_SIZES = {"tiny": (9, 4, 16, 256), "reduced": (729, 64, 1152, 3072), "full": (729, 64, 1152, 3072)}
 # (width, layers, mlp, image size) of the SigLIP tower; patches are 14 px.
-SIGLIP_SIZES = {"tiny": (16, 20, 32, 42), "reduced": (1152, 23, 4304, 384), "full": (1152, 27, 4304, 384)}
+SIGLIP_SIZES = {"tiny": (16, 20, 32, 42), "reduced": (1152, 27, 4304, 384), "full": (1152, 27, 4304, 384)}
 SIGLIP_PATCH = 14
 USO_ARCHS = {
     "uso-projector": "USO style projector model patch (models/model_patches)",

@@ -113,12 +113,18 @@ class DiffusionModel(_Handle):
         """A new handle with one more patch on top (this one is unchanged)."""
         return replace(self, patches=(*self.patches, patch))
 
-    def patch_options(self, store: Any) -> ModelOptions | None:
-        """This run's hook table compiled from `patches`, or None for an unpatched model."""
+    def patch_options(self, store: Any, ms: Any = None) -> ModelOptions | None:
+        """This run's hook table compiled from `patches` (`ms`: the run's model sampling), or None."""
         if not self.patches:
             return None
-        config: Any = self.load(store).config
-        return compile_patches(self.patches, ModelInfo(model_channels=int(config.block_out_channels[0])))
+        unet = self.load(store)
+        channels = getattr(getattr(unet, "config", None), "block_out_channels", None)
+        info = ModelInfo(
+            model_channels=int(channels[0]) if channels else 0,
+            percent_to_sigma=None if ms is None else ms.percent_to_sigma,
+            dtype=unet.compute if isinstance(unet, FluxModel) else self.compute_dtype,
+        )
+        return compile_patches(self.patches, info)
 
     def unet_view(self, store: Any) -> UnetView:
         """A run-private view of the UNet (tensors shared) that calls patch functions at its hook points."""
@@ -153,6 +159,8 @@ class DiffusionModel(_Handle):
         through `view`, whose hook points call the options' patch functions.
         """
         unet = self.load(store)
+        if transformer_options is not None and not transformer_options["model_options"].has_unet_hooks:
+            transformer_options = None  # patches that only wrap whole calls (EasyCache) need no UNet view
         if transformer_options is not None and (isinstance(unet, FluxModel) or self.family == sd3.FAMILY):
             raise ValueError(
                 f"model patches (FreeU, PAG, SAG...) for {self.family} models are not supported yet"

@@ -65,7 +65,8 @@ def record(url: str, output_dir: Path, case_arg: str) -> None:
         tensors[key] = load_file(str(files[-1]))["latent_tensor"].contiguous()
     save_file(tensors, str(folder / "latent.safetensors"))
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    print(f"{case}: {shapes} std {tensors['latent'].std():.4f} in {time.time() - started:.0f} s", flush=True)
+    stds = {k: round(float(v.std()), 4) for k, v in tensors.items()}
+    print(f"{case}: {shapes} std {stds} in {time.time() - started:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
