@@ -181,3 +181,35 @@ class StyleTokens:
         if out.shape[0] == 1:
             return out.expand(batch, -1, -1)
         raise ValueError(f"USO style reference has {out.shape[0]} images for a batch of {batch}")
+
+
+# USO's DiT LoRA (uso-flux1-dit-lora-v1) names its adapters after the attention processors of USO's
+# own code; ComfyUI recognises the file by two keys of the full-depth model and renames every key.
+USO_LORA_MARKS = (
+    "single_blocks.37.processor.qkv_lora.up.weight",
+    "double_blocks.18.processor.qkv_lora2.up.weight",
+)
+_USO_LORA_PARTS = (
+    (".down.weight", ".lora_down.weight"),
+    (".up.weight", ".lora_up.weight"),
+    (".qkv_lora2.", ".txt_attn.qkv."),
+    (".qkv_lora1.", ".img_attn.qkv."),
+    (".proj_lora1.", ".img_attn.proj."),
+    (".proj_lora2.", ".txt_attn.proj."),
+    (".qkv_lora.", ".linear1_qkv."),
+    (".proj_lora.", ".linear2."),
+    (".processor.", "."),
+)
+
+
+def uso_lora_renamed(lora: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A USO DiT LoRA's tensors under the native FLUX LoRA names (other files unchanged)."""
+    if not all(mark in lora for mark in USO_LORA_MARKS):
+        return lora
+    out = {}
+    for key, tensor in lora.items():
+        name = key
+        for old, new in _USO_LORA_PARTS:
+            name = name.replace(old, new)
+        out["diffusion_model." + name] = tensor
+    return out

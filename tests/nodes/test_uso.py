@@ -127,3 +127,27 @@ def test_uso_full_layouts_have_the_published_shapes():
     assert siglip["vision_model.embeddings.position_embedding.weight"][0] == (729, 1152)
     assert siglip["vision_model.encoder.layers.26.mlp.fc1.weight"][0] == (4304, 1152)
     assert "vision_model.encoder.layers.27.mlp.fc1.weight" not in siglip
+
+
+def test_uso_dit_lora_keys_read_as_native_flux_lora_pairs():
+    from nodes.diffusion.lora_file import read_adapters
+
+    down, up = torch.zeros(4, 8), torch.zeros(8, 4)
+    lora = {}
+    for block in (0, 18):
+        for part in ("qkv_lora1", "qkv_lora2", "proj_lora1", "proj_lora2"):
+            lora[f"double_blocks.{block}.processor.{part}.down.weight"] = down
+            lora[f"double_blocks.{block}.processor.{part}.up.weight"] = up
+    for block in (0, 37):
+        for part in ("qkv_lora", "proj_lora"):
+            lora[f"single_blocks.{block}.processor.{part}.down.weight"] = down
+            lora[f"single_blocks.{block}.processor.{part}.up.weight"] = up
+    adapters, stray = read_adapters("uso-lora.safetensors", lora)
+    assert stray == []
+    assert {
+        "diffusion_model.double_blocks.0.img_attn.qkv",
+        "diffusion_model.double_blocks.18.txt_attn.proj",
+        "diffusion_model.single_blocks.0.linear1_qkv",
+        "diffusion_model.single_blocks.37.linear2",
+    } <= set(adapters)
+    assert len(adapters) == 12
