@@ -12,7 +12,9 @@ URL is a running ComfyUI 0.3.64 started with `--cpu` whose models folder holds
 `workflow_api.json` is queued, and the latent its SaveLatent node wrote is copied, tensor unchanged,
 to `CASE/latent.safetensors` under the key `latent` (a workflow with several SaveLatent nodes keeps each
 under its own `filename_prefix`). The FLUX / SD3.5 cases in `../flow_cases/`, `../flow_lora/` and
-`../flux_kontext/` are recorded the same way, with the reduced flow reference files in the models folder.
+`../flux_kontext/` are recorded the same way, with the reduced flow reference files in the models folder;
+`../uso/uso_d2s2` also needs the random SigLIP and USO projector files in `clip_vision/` and
+`model_patches/` (ComfyUI's extra model paths must name `model_patches`) and `../uso/input/` as input.
 """
 
 from __future__ import annotations
