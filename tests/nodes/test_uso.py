@@ -151,3 +151,35 @@ def test_uso_dit_lora_keys_read_as_native_flux_lora_pairs():
         "diffusion_model.single_blocks.37.linear2",
     } <= set(adapters)
     assert len(adapters) == 12
+
+
+def test_uso_style_reference_refuses_non_flux_models_and_mismatched_encoders(uso):
+    from nodes.diffusion.model_handle import DiffusionModel
+    from nodes.diffusion.recipe import ComponentRecipe
+
+    patch = ModelPatchLoader().run(uso, ModelPatchLoader.Inputs(name="uso.safetensors")).MODEL_PATCH
+    vision = _encode(uso)
+    sd15 = DiffusionModel(ComponentRecipe("unused", "sd15", "unet"))
+    inputs = USOStyleReference.Inputs(model=sd15, model_patch=patch, clip_vision_output=vision)
+    with pytest.raises(UserFacingError, match="USO works on FLUX"):
+        USOStyleReference().run(uso, inputs)
+    flux = UNETLoader().run(uso, UNETLoader.Inputs(unet_name="dev.safetensors", weight_dtype="default")).MODEL
+    assert vision.all_hidden_states is not None
+    wide = ClipVisionOutput(
+        last_hidden_state=vision.last_hidden_state,
+        penultimate_hidden_states=vision.penultimate_hidden_states,
+        image_embeds=vision.image_embeds,
+        all_hidden_states=torch.zeros(1, 20, 9, 32),
+    )
+    inputs = USOStyleReference.Inputs(model=flux, model_patch=patch, clip_vision_output=wide)
+    with pytest.raises(UserFacingError, match="9 of width 16"):
+        USOStyleReference().run(uso, inputs)
+    shallow = ClipVisionOutput(
+        last_hidden_state=vision.last_hidden_state,
+        penultimate_hidden_states=vision.penultimate_hidden_states,
+        image_embeds=vision.image_embeds,
+        all_hidden_states=vision.all_hidden_states[:, :12],
+    )
+    inputs = USOStyleReference.Inputs(model=flux, model_patch=patch, clip_vision_output=shallow)
+    with pytest.raises(UserFacingError, match="12 layers"):
+        USOStyleReference().run(uso, inputs)
