@@ -11,7 +11,8 @@ SigLIP towers (sigclip_vision_patch14_384: no class token, no projection, a bias
 embedding) are built as transformers' SiglipVisionModel with ComfyUI's settings: layer norms with
 eps 1e-5, 16 heads at the published width of 1152 (72 channels each, as for test widths divisible by
 72; other widths 8-channel heads), the attention-pooling head left out (ComfyUI never runs it), mean
-and std 0.5, and the image size from the position count. Their outputs carry every layer's hidden state.
+and std 0.5, and the image size from the position count (384 px for the published 729 positions of
+14 px patches, whose last 6 px the patch grid leaves out). Their outputs carry every layer's hidden state.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 SIGLIP_HEAD_DIM = 72
+# Published SigLIP input sizes that are not a whole number of patches: so400m/14 takes 384 px images
+# (27 patches of 14 px per side, the last 6 px unused). Keyed by (positions, patch size).
+SIGLIP_IMAGE_SIZES = {(729, 14): 384}
 # ComfyUI builds SigLIP's layer norms with torch's default eps, not SigLIP's own 1e-6.
 SIGLIP_NORM_EPS = 1e-5
 VisionTower = CLIPVisionModelWithProjection | SiglipVisionModel
@@ -145,7 +149,7 @@ def siglip_config(sd: dict[str, torch.Tensor]) -> SiglipVisionConfig:
         intermediate_size=sd[HF_PREFIX + "encoder.layers.0.mlp.fc1.weight"].shape[0],
         num_hidden_layers=layers,
         num_attention_heads=max(1, width // head_dim),
-        image_size=round(positions**0.5) * patch,
+        image_size=SIGLIP_IMAGE_SIZES.get((positions, patch), round(positions**0.5) * patch),
         patch_size=patch,
         hidden_act="gelu_pytorch_tanh",
         layer_norm_eps=SIGLIP_NORM_EPS,

@@ -183,3 +183,17 @@ def test_uso_style_reference_refuses_non_flux_models_and_mismatched_encoders(uso
     inputs = USOStyleReference.Inputs(model=flux, model_patch=patch, clip_vision_output=shallow)
     with pytest.raises(UserFacingError, match="12 layers"):
         USOStyleReference().run(uso, inputs)
+
+
+def test_siglip_so400m_config_takes_384_px_images_and_16_heads():
+    from nodes.diffusion.clip_vision import siglip_config
+
+    layout = siglip_layout("full", torch.float16)
+    cfg = siglip_config({k: torch.empty(shape, device="meta") for k, (shape, _) in layout.items()})
+    assert (cfg.image_size, cfg.patch_size, cfg.num_attention_heads, cfg.num_hidden_layers) == (
+        384,
+        14,
+        16,
+        27,
+    )
+    assert cfg.layer_norm_eps == 1e-5 and not cfg.vision_use_head
