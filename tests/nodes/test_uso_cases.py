@@ -13,6 +13,9 @@ ImageScaleToMaxDimension (area, longest side 200) with a centre crop; a random U
 
 The SigLIP and projector files are looked up beside the reference files (clip_vision/, model_patches/)
 and otherwise built (about 0.9 GB) into $DIFFGRAPH_TEST_CACHE/flow or the test's temporary folder.
+
+Measured (one pytest run, two shared CPU cores): "uso" relative L2 1.3e-7 (max abs 1.9e-6), "easycache"
+2.9e-7 (max abs 2.0e-6) with the same 5 skipped steps; 3 min 3 s, peak RSS 10.9 GB.
 """
 
 from __future__ import annotations
