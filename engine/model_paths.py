@@ -29,6 +29,7 @@ FOLDERS = (
     "clip_vision",
     "style_models",
     "gligen",
+    "model_patches",
 )
 
 

@@ -35,6 +35,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.sigma_nodes",
     "nodes.defs.flux",
     "nodes.defs.flux_kontext",
+    "nodes.defs.uso",
     "nodes.defs.unet_loader",
     "nodes.defs.latent_io",
     "nodes.defs.latent_ops",

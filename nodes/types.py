@@ -331,16 +331,37 @@ class ClipVisionOutput(EdgeType):
 
     `last_hidden_state` [B, T, D] (the last layer, before the final norm), `penultimate_hidden_states`
     [B, T, D] (the layer before it) and `image_embeds` [B, P] (pooled token through the projection).
+    SigLIP towers have no class token or projection: `last_hidden_state` is after the final norm,
+    `image_embeds` equals it [B, T, D], and `all_hidden_states` [B, L, T, D] holds every layer's output
+    (None for CLIP towers).
     """
 
     io_type: ClassVar[str] = "CLIP_VISION_OUTPUT"
     last_hidden_state: torch.Tensor
     penultimate_hidden_states: torch.Tensor
     image_embeds: torch.Tensor
+    all_hidden_states: torch.Tensor | None = None
 
     def nbytes(self) -> int:
-        """Bytes of the three tensors."""
-        return tensor_nbytes(self.last_hidden_state, self.penultimate_hidden_states, self.image_embeds)
+        """Bytes of the tensors."""
+        return tensor_nbytes(
+            self.last_hidden_state, self.penultimate_hidden_states, self.image_embeds, self.all_hidden_states
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class ModelPatchFile(EdgeType):
+    """MODEL_PATCH: an add-on network for a diffusion model by file (USO's style projector); weights live
+    in the model store under `store_key`."""
+
+    io_type: ClassVar[str] = "MODEL_PATCH"
+    path: str
+    kind: str
+
+    @property
+    def store_key(self) -> tuple[str, str]:
+        """The model store key: one loaded patch network per file."""
+        return ("model_patch", self.path)
 
 
 @dataclass(frozen=True, eq=False)

@@ -5,25 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from transformers import CLIPVisionModelWithProjection
-
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.diffusion.checkpoint_io import read_weights
-from nodes.diffusion.clip_vision import build_vision_tower, encode_images
+from nodes.diffusion.clip_vision import VisionTower, build_vision_tower, encode_images
 from nodes.diffusion.loader import component_dtype
 from nodes.types import ClipVision, ClipVisionOutput, Image
 
 
-def vision_tower(ctx: RunContext, handle: ClipVision) -> CLIPVisionModelWithProjection:
+def vision_tower(ctx: RunContext, handle: ClipVision) -> VisionTower:
     """The tower for a handle, loaded through the model store (reloaded if it was evicted)."""
 
-    def load() -> CLIPVisionModelWithProjection:
+    def load() -> VisionTower:
         path = Path(handle.path)
         sd = read_weights(path, want=lambda k: k.startswith(handle.prefix))
         return build_vision_tower(sd, component_dtype(ctx.models, "clip"), path.name)
 
     tower = ctx.models.get(handle.store_key, load)
-    assert isinstance(tower, CLIPVisionModelWithProjection)
+    assert isinstance(tower, VisionTower)
     return tower
 
 
@@ -36,14 +34,14 @@ def load_vision_handle(ctx: RunContext, path: Path, prefix: str = "") -> ClipVis
 
 
 class CLIPVisionLoader(Node):
-    """Loads a CLIP vision tower (ViT-L/14, ViT-H/14 or ViT-bigG/14) from models/clip_vision."""
+    """Loads a CLIP vision tower (ViT-L/14, ViT-H/14, ViT-bigG/14) or a SigLIP one from models/clip_vision."""
 
     class_type = "CLIPVisionLoader"
     display_name = "Load CLIP Vision"
     category = "loaders"
     description = (
-        "Reads a CLIP image encoder in the transformers or the OpenCLIP layout; its size is recognised "
-        "from the weights."
+        "Reads a CLIP image encoder in the transformers or the OpenCLIP layout, or a SigLIP encoder; its "
+        "kind and size are recognised from the weights."
     )
 
     class Inputs(NodeInputs):
@@ -82,9 +80,12 @@ class CLIPVisionEncode(Node):
     def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         """Preprocess as ComfyUI does, run the tower, keep the three outputs consumers read."""
         tower = vision_tower(ctx, inputs.clip_vision)
-        last, penultimate, embeds = encode_images(tower, inputs.image.pixels, inputs.crop == "center")
+        last, penultimate, embeds, layers = encode_images(tower, inputs.image.pixels, inputs.crop == "center")
         out = ClipVisionOutput(
-            last_hidden_state=last, penultimate_hidden_states=penultimate, image_embeds=embeds
+            last_hidden_state=last,
+            penultimate_hidden_states=penultimate,
+            image_embeds=embeds,
+            all_hidden_states=layers,
         )
         return self.Outputs(CLIP_VISION_OUTPUT=out)
 

@@ -24,7 +24,7 @@ class ImageOut(NodeOutputs):
     IMAGE: Image = Output(name="IMAGE", description="The resulting images.")
 
 
-def _scaled(pixels: torch.Tensor, width: int, height: int, method: str, crop: str) -> Image:
+def scaled_image(pixels: torch.Tensor, width: int, height: int, method: str, crop: str) -> Image:
     """Resize channels-last pixels through common_upscale (which works channels first)."""
     out = common_upscale(pixels.movedim(-1, 1), width, height, method, crop)  # type: ignore[arg-type]
     return Image(pixels=out.movedim(1, -1))
@@ -60,7 +60,7 @@ class ImageScale(Node):
             width = max(1, round(pixels.shape[2] * height / pixels.shape[1]))
         elif height == 0:
             height = max(1, round(pixels.shape[1] * width / pixels.shape[2]))
-        return ImageOut(IMAGE=_scaled(pixels, width, height, inputs.upscale_method, inputs.crop))
+        return ImageOut(IMAGE=scaled_image(pixels, width, height, inputs.upscale_method, inputs.crop))
 
 
 class ImageScaleBy(Node):
@@ -85,7 +85,7 @@ class ImageScaleBy(Node):
         pixels = inputs.image.pixels
         width = round(pixels.shape[2] * inputs.scale_by)
         height = round(pixels.shape[1] * inputs.scale_by)
-        return ImageOut(IMAGE=_scaled(pixels, width, height, inputs.upscale_method, "disabled"))
+        return ImageOut(IMAGE=scaled_image(pixels, width, height, inputs.upscale_method, "disabled"))
 
 
 class ImageScaleToTotalPixels(Node):
@@ -109,7 +109,7 @@ class ImageScaleToTotalPixels(Node):
         total = int(inputs.megapixels * 1024 * 1024)
         scale = math.sqrt(total / (pixels.shape[2] * pixels.shape[1]))
         width, height = round(pixels.shape[2] * scale), round(pixels.shape[1] * scale)
-        return ImageOut(IMAGE=_scaled(pixels, width, height, inputs.upscale_method, "disabled"))
+        return ImageOut(IMAGE=scaled_image(pixels, width, height, inputs.upscale_method, "disabled"))
 
 
 class ImageInvert(Node):
@@ -148,7 +148,7 @@ class ImageBatch(Node):
         """Concatenates along the batch axis."""
         first, second = inputs.image1.pixels, inputs.image2.pixels
         if first.shape[1:] != second.shape[1:]:
-            second = _scaled(second, first.shape[2], first.shape[1], "bilinear", "center").pixels
+            second = scaled_image(second, first.shape[2], first.shape[1], "bilinear", "center").pixels
         return ImageOut(IMAGE=Image(pixels=torch.cat((first, second), dim=0)))
 
 

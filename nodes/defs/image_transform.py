@@ -1,4 +1,5 @@
-"""Image geometry and helpers: flip, rotate, fit-and-pad, size readout, alpha joining, mask preview."""
+"""Image geometry and helpers: flip, rotate, fit-and-pad, longest-side scaling, size readout, alpha joining,
+mask preview."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
 from nodes.defs.image import save_png_batch
-from nodes.defs.image_ops import MAX_RESOLUTION, ImageOut
+from nodes.defs.image_ops import MAX_RESOLUTION, METHOD_TIP, ImageOut, scaled_image
 from nodes.media.save_paths import HIDDEN_METADATA
 from nodes.ops.mask import as_batch
 from nodes.ops.resize import common_upscale
@@ -90,6 +91,45 @@ class ResizeAndPadImage(Node):
         return ImageOut(IMAGE=Image(pixels=canvas.permute(0, 2, 3, 1)))
 
 
+def max_dimension_size(height: int, width: int, largest: int) -> tuple[int, int]:
+    """(height, width) with the longer side set to `largest` and the other scaled to keep the aspect (rounded)."""
+    if height > width:
+        return largest, round(width / height * largest)
+    if width > height:
+        return round(height / width * largest), largest
+    return largest, largest
+
+
+class ImageScaleToMaxDimension(Node):
+    """Resizes images so their longer side has a given length."""
+
+    class_type = "ImageScaleToMaxDimension"
+    display_name = "ImageScaleToMaxDimension"
+    category = "image/upscaling"
+    description = "Scale so the longest side equals largest_size; the other side follows the aspect ratio."
+
+    class Inputs(NodeInputs):
+        image: Image = Input(description="The images to resize.")
+        upscale_method: Literal["area", "lanczos", "bilinear", "nearest-exact", "bicubic"] = Input(
+            description=METHOD_TIP
+        )
+        largest_size: int = Input(
+            512,
+            ge=0,
+            le=MAX_RESOLUTION,
+            step=1,
+            description="Length in pixels of the longer side afterwards.",
+        )
+
+    Outputs = ImageOut
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> ImageOut:
+        """Both sides from the longer one, no cropping."""
+        pixels = inputs.image.pixels
+        height, width = max_dimension_size(pixels.shape[1], pixels.shape[2], inputs.largest_size)
+        return ImageOut(IMAGE=scaled_image(pixels, width, height, inputs.upscale_method, "disabled"))
+
+
 class GetImageSize(Node):
     """Reads the size of an image batch."""
 
@@ -161,4 +201,12 @@ class MaskPreview(Node):
         return self.Outputs()
 
 
-NODES = [ImageFlip, ImageRotate, ResizeAndPadImage, GetImageSize, JoinImageWithAlpha, MaskPreview]
+NODES = [
+    ImageFlip,
+    ImageRotate,
+    ResizeAndPadImage,
+    ImageScaleToMaxDimension,
+    GetImageSize,
+    JoinImageWithAlpha,
+    MaskPreview,
+]

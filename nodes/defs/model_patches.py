@@ -1,4 +1,5 @@
-"""Model patch nodes: FreeU, FreeU_V2, PerturbedAttentionGuidance, SelfAttentionGuidance, RescaleCFG.
+"""Model patch nodes: FreeU, FreeU_V2, PerturbedAttentionGuidance, SelfAttentionGuidance, RescaleCFG,
+EasyCache.
 
 Each returns a new MODEL handle with one more patch value (see nodes/diffusion/unet_patches.py); no
 weights are loaded or touched here, so the node is instant and the unpatched model stays in use
@@ -7,7 +8,10 @@ elsewhere.
 
 from __future__ import annotations
 
+import logging
+
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext
+from nodes.diffusion.easycache import EasyCachePatch
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.diffusion.model_patches import (
     FreeUPatch,
@@ -15,7 +19,9 @@ from nodes.diffusion.model_patches import (
     RescaleCfgPatch,
     SelfAttentionGuidancePatch,
 )
+from nodes.diffusion.sd3 import FAMILY as SD3_FAMILY
 
+log = logging.getLogger(__name__)
 _MODEL_IN = "The denoiser to patch; the original stays unpatched for other nodes."
 
 
@@ -182,4 +188,49 @@ class RescaleCFG(Node):
         return _PatchedModel(MODEL=inputs.model.with_model_patch(RescaleCfgPatch(inputs.multiplier)))
 
 
-NODES = (FreeU, FreeU_V2, PerturbedAttentionGuidance, SelfAttentionGuidance, RescaleCFG)
+class EasyCache(Node):
+    """Skips model calls whose result the recent change rate predicts, reusing the last one's change."""
+
+    class_type = "EasyCache"
+    display_name = "EasyCache"
+    category = "advanced/debug/model"
+    description = (
+        "Speeds up sampling by reusing the last computed change of the latent on steps where the model's "
+        "output is predicted to move little; costs some detail. SD3 models are left as they are."
+    )
+
+    class Inputs(NodeInputs):
+        model: DiffusionModel = Input(description=_MODEL_IN)
+        reuse_threshold: float = Input(
+            0.2,
+            description="How much predicted change may build up before the model is run again.",
+            ge=0.0,
+            le=3.0,
+            step=0.01,
+        )
+        start_percent: float = Input(
+            0.15, description="Point in sampling where reuse may begin.", ge=0.0, le=1.0, step=0.01
+        )
+        end_percent: float = Input(
+            0.95,
+            description="Point in sampling after which every step runs the model.",
+            ge=0.0,
+            le=1.0,
+            step=0.01,
+        )
+        verbose: bool = Input(False, description="Log every reuse decision.")
+
+    Outputs = _PatchedModel
+
+    def run(self, ctx: RunContext, inputs: Inputs) -> _PatchedModel:
+        """Add the EasyCache patch (SD3's model call has no hook for it in ComfyUI either)."""
+        if inputs.model.family == SD3_FAMILY:
+            log.info("EasyCache: SD3 model calls are not cached; the model is returned unchanged")
+            return _PatchedModel(MODEL=inputs.model)
+        patch = EasyCachePatch(
+            inputs.reuse_threshold, inputs.start_percent, inputs.end_percent, inputs.verbose
+        )
+        return _PatchedModel(MODEL=inputs.model.with_model_patch(patch))
+
+
+NODES = (FreeU, FreeU_V2, PerturbedAttentionGuidance, SelfAttentionGuidance, RescaleCFG, EasyCache)

@@ -262,11 +262,14 @@ class FluxModel(torch.nn.Module):
         guidance: torch.Tensor | None,
         references: Sequence[torch.Tensor] = (),
         reference_method: str = "offset",
+        text_prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One model call; `timesteps` are sigmas in [0, 1], `guidance` one value per batch item.
 
         `references` are Kontext reference latents [B, 16, h_i, w_i] in model space (any sizes); they
         join the image tokens at the positions `reference_method` gives and are cut from the output.
+        `text_prefix` [B, N, hidden] (USO's style tokens) goes before the text tokens once they are
+        embedded, with position ids of zero like theirs.
         """
         batch, _, height, width = x.shape
         dt = self.compute
@@ -282,11 +285,14 @@ class FluxModel(torch.nn.Module):
                 parts.append(ref_tokens)
                 ids.append(ref_ids)
             tokens, img_ids = torch.cat(parts, dim=1), torch.cat(ids, dim=0)
-        txt_ids = torch.zeros((context.shape[1], 3), dtype=dt, device=x.device)
+        extra_text = 0 if text_prefix is None else text_prefix.shape[1]
+        txt_ids = torch.zeros((context.shape[1] + extra_text, 3), dtype=dt, device=x.device)
         if pooled is None:
             pooled = torch.zeros((batch, self.transformer.config.pooled_projection_dim), device=x.device)
         kwargs: dict[str, Any] = {}
-        embedder = self.transformer.time_text_embed
+        embedder, text_in = self.transformer.time_text_embed, self.transformer.context_embedder
+        if text_prefix is not None:
+            self.transformer.context_embedder = _Prefixed(text_in, text_prefix.to(x.device, dt))
         if self.has_guidance and guidance is not None:
             kwargs["guidance"] = guidance.to(x.device, dt)
         elif self.has_guidance:
@@ -305,6 +311,7 @@ class FluxModel(torch.nn.Module):
             )[0]
         finally:
             self.transformer.time_text_embed = embedder
+            self.transformer.context_embedder = text_in
         channels = out.shape[-1] // (PATCH * PATCH)
         out = (
             out[:, :image_tokens]
@@ -347,6 +354,18 @@ class _WithoutGuidance(torch.nn.Module):
         """The time embedding plus the pooled-text embedding, added in the same order as with guidance."""
         proj = self.inner.time_proj(timestep)
         return self.inner.timestep_embedder(proj.to(dtype=pooled.dtype)) + self.inner.text_embedder(pooled)
+
+
+class _Prefixed(torch.nn.Module):
+    """The text input layer followed by fixed tokens put before its output (USO's post-input hook)."""
+
+    def __init__(self, inner: torch.nn.Module, prefix: torch.Tensor):
+        super().__init__()
+        self.inner, self.prefix = inner, prefix
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        """[B, N + L, hidden]: the prefix, then the embedded text."""
+        return torch.cat([self.prefix, self.inner(context)], dim=1)
 
 
 def _pad_to_patch(x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 
 from engine import UserFacingError
 from nodes.diffusion.lora_math import FullDiff, LowRank
+from nodes.diffusion.uso import uso_lora_renamed
 
 # (up suffix, down suffix) of each pair naming, longest first so `.lora_B.weight` wins over `.lora_B`.
 PAIR_SUFFIXES = (
@@ -64,6 +65,7 @@ def _pair_stem(key: str) -> tuple[str, str, str] | None:
 
 def read_adapters(name: str, lora: dict[str, torch.Tensor]) -> tuple[dict[str, StemAdapters], list[str]]:
     """Stem -> adapters of a LoRA file, and the keys that are none of the known parts."""
+    lora = uso_lora_renamed(lora)
     if "img_in.lora_A.weight" in lora and any(k.endswith("_norm.scale") for k in lora):
         raise LoraFormatError(
             f"{name}: a FLUX control LoRA (BFL Canny/Depth: it widens the image input and sets the norm "

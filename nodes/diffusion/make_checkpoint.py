@@ -40,6 +40,7 @@ from nodes.diffusion.make_text_encoder import (
     make_text_encoder,
     text_encoder_shapes,
 )
+from nodes.diffusion.make_uso import USO_ARCHS, make_uso_file
 from nodes.diffusion.mmdit_layout import SD3_ARCHS, SD3_SIZES, sd3_checkpoint_layout
 from nodes.diffusion.random_weights import random_state_dict, write_random_file
 
@@ -253,7 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="diffgraph make-checkpoint", description=__doc__.splitlines()[0])
     ap.add_argument(
         "--arch",
-        choices=(*ARCH_NAMES, *TEXT_ENCODER_ARCHS, *SD3_ARCHS, *FLUX_ARCHS, *AUX_ARCHES, *_LORA_ARCHS),
+        choices=(
+            *ARCH_NAMES,
+            *TEXT_ENCODER_ARCHS,
+            *SD3_ARCHS,
+            *FLUX_ARCHS,
+            *AUX_ARCHES,
+            *USO_ARCHS,
+            *_LORA_ARCHS,
+        ),
         required=True,
     )
     ap.add_argument(
@@ -290,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             _TORCH_DTYPES[args.dtype],
             args.text_encoders,
         )
+    elif args.arch in USO_ARCHS:
+        path = make_uso_file(args.arch, args.size, args.seed, Path(args.out))
     elif args.arch in AUX_ARCHES:
         path = make_aux(args.arch, args.size, args.seed, Path(args.out))
     elif args.arch in TEXT_ENCODER_ARCHS:

@@ -52,6 +52,7 @@ from nodes.diffusion.text_encode import ClipStack
 from nodes.diffusion.unclip import batch_adm
 from nodes.diffusion.unet_patches import ModelInfo, ModelOptions, ModelPatch, compile_patches
 from nodes.diffusion.unet_view import UnetView
+from nodes.diffusion.uso import StyleTokens
 from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction, SkipLayerGuidance
 
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
@@ -105,17 +106,25 @@ class DiffusionModel(_Handle):
     differential: float | None = None
     # Model patches in the order they were added (ComfyUI's stacking order); part of the handle's value.
     patches: tuple[ModelPatch, ...] = ()
+    # FLUX only: USO style references in the order they were added (each goes before the earlier ones).
+    style_tokens: tuple[StyleTokens, ...] = ()
 
     def with_model_patch(self, patch: ModelPatch) -> DiffusionModel:
         """A new handle with one more patch on top (this one is unchanged)."""
         return replace(self, patches=(*self.patches, patch))
 
-    def patch_options(self, store: Any) -> ModelOptions | None:
-        """This run's hook table compiled from `patches`, or None for an unpatched model."""
+    def patch_options(self, store: Any, ms: Any = None) -> ModelOptions | None:
+        """This run's hook table compiled from `patches` (`ms`: the run's model sampling), or None."""
         if not self.patches:
             return None
-        config: Any = self.load(store).config
-        return compile_patches(self.patches, ModelInfo(model_channels=int(config.block_out_channels[0])))
+        unet = self.load(store)
+        channels = getattr(getattr(unet, "config", None), "block_out_channels", None)
+        info = ModelInfo(
+            model_channels=int(channels[0]) if channels else 0,
+            percent_to_sigma=None if ms is None else ms.percent_to_sigma,
+            dtype=unet.compute if isinstance(unet, FluxModel) else self.compute_dtype,
+        )
+        return compile_patches(self.patches, info)
 
     def unet_view(self, store: Any) -> UnetView:
         """A run-private view of the UNet (tensors shared) that calls patch functions at its hook points."""
@@ -150,6 +159,8 @@ class DiffusionModel(_Handle):
         through `view`, whose hook points call the options' patch functions.
         """
         unet = self.load(store)
+        if transformer_options is not None and not transformer_options["model_options"].has_unet_hooks:
+            transformer_options = None  # patches that only wrap whole calls (EasyCache) need no UNet view
         if transformer_options is not None and (isinstance(unet, FluxModel) or self.family == sd3.FAMILY):
             raise ValueError(
                 f"model patches (FreeU, PAG, SAG...) for {self.family} models are not supported yet"
@@ -162,7 +173,11 @@ class DiffusionModel(_Handle):
             guidance = guidance_vector(extras, x_in.shape[0])
             refs, method = reference_batch(extras, x_in.shape[0])
             refs = [self.latent_format.process_in(r.float()) for r in refs]
-            return unet(x_in, timesteps, embeds, pooled, guidance, refs, method)
+            prefix = None
+            for style in self.style_tokens:
+                tokens = style.tokens(store, unet.compute, x_in.shape[0])
+                prefix = tokens if prefix is None else torch.cat([tokens, prefix], dim=1)
+            return unet(x_in, timesteps, embeds, pooled, guidance, refs, method, prefix)
         if self.family == sd3.FAMILY:
             dev = torch.device(self.device)
             return sd3.mmdit_forward(

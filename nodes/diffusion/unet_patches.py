@@ -18,6 +18,8 @@ described in docs/model_patches.md):
   sampler_cfg_function               (args) -> x - guided x0 (one; the last set wins)
   sampler_pre_cfg_function           (args) -> [cond x0, uncond x0] (a list, in order)
   sampler_post_cfg_function          (args) -> guided x0 (a list, in order)
+  diffusion_model_wrappers           (call, x, {"sigmas", "uuids"}) -> raw output, around each model call
+  evaluation_callbacks               () -> None, as each guidance evaluation starts
 Lists append in patch order and replacements overwrite, which is ComfyUI's stacking order.
 """
 
@@ -26,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import torch
 
 PatchList = Literal[
     "attn1_patch",
@@ -45,9 +49,15 @@ PatchFn = Callable[..., Any]
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Facts about the loaded UNet that patches may depend on (ComfyUI's unet_config values)."""
+    """Facts about the loaded model that patches may depend on (ComfyUI's unet_config values).
+
+    `model_channels` is 0 for transformer models; `percent_to_sigma` is the run's schedule mapping and
+    `dtype` the model's compute dtype.
+    """
 
     model_channels: int
+    percent_to_sigma: Callable[[float], float] | None = None
+    dtype: torch.dtype = torch.float32
 
 
 @dataclass
@@ -65,6 +75,15 @@ class ModelOptions:
     sampler_pre_cfg_function: list[PatchFn] = field(default_factory=list)
     sampler_post_cfg_function: list[PatchFn] = field(default_factory=list)
     disable_cfg1_optimization: bool = False
+    # (call, x, {"sigmas", "uuids"}) -> output around each raw diffusion-model call, first = outermost.
+    diffusion_model_wrappers: list[PatchFn] = field(default_factory=list)
+    # Called as each guidance evaluation (calc_cond_batch) starts.
+    evaluation_callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def has_unet_hooks(self) -> bool:
+        """Whether any function hooks into the UNet's blocks or attention (UNet models only)."""
+        return bool(self.patches or self.replace)
 
     def copy(self) -> ModelOptions:
         """An independent copy (lists and dicts copied; the functions themselves shared)."""
@@ -76,6 +95,8 @@ class ModelOptions:
             sampler_pre_cfg_function=list(self.sampler_pre_cfg_function),
             sampler_post_cfg_function=list(self.sampler_post_cfg_function),
             disable_cfg1_optimization=self.disable_cfg1_optimization,
+            diffusion_model_wrappers=list(self.diffusion_model_wrappers),
+            evaluation_callbacks=list(self.evaluation_callbacks),
         )
 
     def add_patch(self, name: PatchList, fn: PatchFn) -> None:

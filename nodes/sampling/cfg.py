@@ -9,6 +9,7 @@ inputs have the same shapes run in one UNet call, uncond before cond (the order 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -266,6 +267,9 @@ class CfgDenoiser:
         Guidance's extra passes).
         """
         options = self.options if options is None else options
+        if options is not None:
+            for callback in options.evaluation_callbacks:
+                callback()
         sums = [torch.zeros_like(x) for _ in sides]
         weights = [torch.ones_like(x) * EMPTY_WEIGHT for _ in sides]
         to_run = [
@@ -335,8 +339,17 @@ class CfgDenoiser:
                     "model_options": options,
                     "cond_or_uncond": cond_or_uncond,
                     "sigmas": sigma_all,
+                    # Which conditioning each part of the batch is (stable over a run's steps).
+                    "uuids": [id(s.cond) for s in slots],
                 }
-            out = unet(x_in, timesteps, c["embeds"], c["pooled"], c["extras"], **extra)
+
+            def call(x: torch.Tensor) -> torch.Tensor:
+                return unet(x, timesteps, c["embeds"], c["pooled"], c["extras"], **extra)
+
+            if options is not None:
+                for wrapper in reversed(options.diffusion_model_wrappers):
+                    call = functools.partial(wrapper, call, options=extra["transformer_options"])
+            out = call(x_in)
             return self.ms.calculate_denoised(sigma_all, out.to(x_all.dtype), x_all)
 
         if options is not None and options.model_function_wrapper is not None:

@@ -168,8 +168,9 @@ def sample_guided(
     recorder = StepRecorder(ctx, max(len(sigmas) - 1, 0), model.latent_format, keep_steps)
 
     # Patched models run through a view built for this run only: the stored UNet is never changed.
-    options = model.patch_options(ctx.models)
-    view = model.unet_view(ctx.models) if options is not None else None
+    options = model.patch_options(ctx.models, ms)
+    # Transformer (flow) models take no UNet hooks, only call wrappers (EasyCache): no view for them.
+    view = model.unet_view(ctx.models) if options is not None and model.flow is None else None
 
     def unet(x_in, timesteps, embeds, pooled, extras, control=None, transformer_options=None):
         residuals = None

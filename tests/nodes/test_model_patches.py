@@ -1,9 +1,10 @@
-"""Model patch nodes (FreeU, FreeU_V2, PAG, SAG, RescaleCFG) on tiny checkpoints: they change the result,
+"""Model patch nodes (FreeU, FreeU_V2, PAG, SAG, RescaleCFG, EasyCache) on tiny checkpoints: they change the result,
 stack, leave the stored UNet untouched, and re-run only what depends on them."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,25 @@ def test_dual_cfg_guider_refuses_guidance_patches():
     options = compile_patches((RescaleCfgPatch(0.7),), ModelInfo(model_channels=320))
     with pytest.raises(UserFacingError, match="guidance patches"):
         guider_denoiser(guider, lambda *a: a[0], DiscreteModelSampling.create("eps"), False, None, options)
+
+
+def test_easycache_on_a_unet_skips_steps_and_at_threshold_zero_changes_nothing(runner, caplog):
+    prompt = _prompt("pag")
+    prompt[PATCH_NODE] = {
+        "class_type": "EasyCache",
+        "inputs": {
+            "model": ["4", 0],
+            "reuse_threshold": 3.0,
+            "start_percent": 0.1,
+            "end_percent": 1.0,
+            "verbose": True,
+        },
+    }
+    prompt[SAMPLER]["inputs"]["steps"] = 8
+    with caplog.at_level(logging.INFO, logger="nodes.diffusion.easycache"):
+        cached = _latent(runner, prompt)
+    assert any("reusing" in r.getMessage() for r in caplog.records)
+    plain = _latent(runner, _unpatched(prompt))
+    assert torch.isfinite(cached).all() and not torch.allclose(cached, plain)
+    prompt[PATCH_NODE]["inputs"]["reuse_threshold"] = 0.0
+    torch.testing.assert_close(_latent(runner, prompt), plain, rtol=0, atol=0)

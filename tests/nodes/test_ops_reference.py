@@ -36,6 +36,7 @@ EXACT_NODES = frozenset(
         "RepeatImageBatch",
         "ImageCrop",
         "ImageFlip",
+        "ImageScaleToMaxDimension",
         "ImageRotate",
         "LatentConcat",
         "LatentCut",
@@ -124,3 +125,17 @@ def test_op_matches_comfyui(
             assert_close(key, value.mask, tensors[key], exact)
         else:
             assert value == extra["value"], f"{key}: {value!r} != {extra['value']!r}"
+
+
+def test_image_scale_to_max_dimension_lists_comfyuis_methods_once(registry: Registry) -> None:
+    """ComfyUI 0.3.64 lists "bilinear" twice (area, lanczos, bilinear, nearest-exact, bilinear, bicubic);
+    a client sees the same methods in the same order, each once, and the same size bounds."""
+    from engine import object_info
+
+    info = object_info(registry.get("ImageScaleToMaxDimension"))  # type: ignore[arg-type]
+    required = info["input"]["required"]
+    assert info["input_order"]["required"] == ["image", "upscale_method", "largest_size"]
+    assert required["upscale_method"][0] == ["area", "lanczos", "bilinear", "nearest-exact", "bicubic"]
+    size = required["largest_size"][1]
+    assert (size["default"], size["min"], size["max"], size["step"]) == (512, 0, 16384, 1)
+    assert (info["category"], info["output"]) == ("image/upscaling", ["IMAGE"])

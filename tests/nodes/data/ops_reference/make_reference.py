@@ -52,6 +52,7 @@ def make_inputs() -> dict[str, torch.Tensor]:
         "mask_a": torch.rand(2, 16, 16, generator=g),
         "mask_b": torch.rand(1, 8, 12, generator=g),
         "mask_bin": (torch.rand(1, 16, 16, generator=g) > 0.7).float(),
+        "img_tall": torch.rand(1, 18, 10, 3, generator=g),
     }
 
 
@@ -231,6 +232,20 @@ def cases() -> list[dict[str, Any]]:
             image=I("img_b"),
             upscale_method=method,
             megapixels=0.01,
+        )
+    for method, image, largest in (
+        ("area", "img_b", 13),
+        ("lanczos", "img_tall", 25),
+        ("bilinear", "img_b", 31),
+        ("nearest-exact", "img_tall", 7),
+        ("bicubic", "img_a", 10),
+    ):
+        case(
+            f"ImageScaleToMaxDimension_{method}",
+            "ImageScaleToMaxDimension",
+            image=I(image),
+            upscale_method=method,
+            largest_size=largest,
         )
     case(
         "ImageScale_height0",

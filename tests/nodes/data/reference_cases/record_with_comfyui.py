@@ -12,7 +12,9 @@ URL is a running ComfyUI 0.3.64 started with `--cpu` whose models folder holds
 `workflow_api.json` is queued, and the latent its SaveLatent node wrote is copied, tensor unchanged,
 to `CASE/latent.safetensors` under the key `latent` (a workflow with several SaveLatent nodes keeps each
 under its own `filename_prefix`). The FLUX / SD3.5 cases in `../flow_cases/`, `../flow_lora/` and
-`../flux_kontext/` are recorded the same way, with the reduced flow reference files in the models folder.
+`../flux_kontext/` are recorded the same way, with the reduced flow reference files in the models folder;
+`../uso/uso_d2s2` also needs the random SigLIP and USO projector files in `clip_vision/` and
+`model_patches/` (ComfyUI's extra model paths must name `model_patches`) and `../uso/input/` as input.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def record(url: str, output_dir: Path, case_arg: str) -> None:
         tensors[key] = load_file(str(files[-1]))["latent_tensor"].contiguous()
     save_file(tensors, str(folder / "latent.safetensors"))
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    print(f"{case}: {shapes} std {tensors['latent'].std():.4f} in {time.time() - started:.0f} s", flush=True)
+    stds = {k: round(float(v.std()), 4) for k, v in tensors.items()}
+    print(f"{case}: {shapes} std {stds} in {time.time() - started:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
