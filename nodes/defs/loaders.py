@@ -88,14 +88,15 @@ def checkpoint_outputs(
 
 
 class CheckpointLoaderSimple(Node):
-    """Loads a single-file SD1.x / SD2.x / SDXL checkpoint (or a diffusers folder) into MODEL, CLIP and VAE."""
+    """Loads a single-file checkpoint (or a diffusers pipeline folder) into MODEL, CLIP and VAE."""
 
     class_type = "CheckpointLoaderSimple"
     display_name = "Load Checkpoint"
     category = "loaders"
     description = (
         "Reads a Stable Diffusion checkpoint (one file, or a diffusers folder under models/checkpoints), "
-        "recognises whether it is SD1.x, SD2.x or SDXL, and splits it into denoiser, text encoder and VAE."
+        "recognises whether it is SD1.x, SD2.x, SDXL, FLUX.1 or SD3.5, and splits it into denoiser, text "
+        "encoder and VAE."
     )
 
     class Inputs(NodeInputs):
@@ -140,15 +141,20 @@ class DiffusersLoader(Node):
 
 
 class VAELoader(Node):
-    """Loads a standalone VAE file from models/vae."""
+    """Loads a standalone VAE file (or diffusers VAE folder) from models/vae."""
 
     class_type = "VAELoader"
     display_name = "Load VAE"
     category = "loaders"
-    description = "Loads a standalone VAE (AutoencoderKL) file, in the original or the diffusers layout."
+    description = (
+        "Loads a standalone VAE (AutoencoderKL) file, in the original or the diffusers layout, or a "
+        "diffusers vae/ folder."
+    )
 
     class Inputs(NodeInputs):
-        vae_name: str = Input(description="The VAE file to load.", combo_source="vae")
+        vae_name: str = Input(
+            description="The VAE file (or diffusers vae/ folder) to load.", combo_source="vae"
+        )
 
     class Outputs(NodeOutputs):
         VAE: VaeHandle = Output(name="VAE", description="The loaded VAE.")

@@ -30,7 +30,13 @@ from nodes.diffusion.builders import to_model
 from nodes.diffusion.checkpoint_io import Cast, CheckpointFormatError
 from nodes.diffusion.flux_layout import bfl_layout
 from nodes.diffusion.mmdit_layout import MmditArch, mmdit_layout
-from nodes.diffusion.weight_folder import folder_name, read_config, read_model_weights, tensor_shapes
+from nodes.diffusion.weight_folder import (
+    folder_name,
+    read_config,
+    read_model_weights,
+    tensor_shapes,
+    weight_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +137,16 @@ def inspect_pipeline(folder: Path) -> tuple[str, tuple[str, ...]]:
         layers = read_config(folder / "transformer").get("dual_attention_layers") or ()
         log.info("%s: SD3 %s MMDiT", folder.name, "MMDiT-X (3.5 medium)" if layers else "plain")
     return family, tuple(comps)
+
+
+def part_bytes(folder: Path, component: str) -> int:
+    """Bytes of a pipeline component's weight files (the model store's size hint before loading it)."""
+    if component == "clip":
+        index = read_config(folder, "model_index.json")
+        subs = [sub for sub, _ in TEXT_PARTS["sd3"] if _listed(index, sub)]
+    else:
+        subs = ["transformer" if component == "unet" else "vae"]
+    return sum(weight_bytes(_part(folder, sub)) for sub in subs)
 
 
 def load_transformer(

@@ -418,7 +418,16 @@ def load_checkpoint_into(
     missing = [r for r in recipes.values() if r.store_key not in store]
     if folder:
         for recipe in missing:
-            store.put(recipe.store_key, load_component(recipe, recipe_dtype(store, recipe)))
+            # Room for a part is made before it is read (a FLUX transformer or T5 is many GB).
+            hint = (
+                flow_folder.part_bytes(path, recipe.component) if info.family in flow_folder.FAMILIES else 0
+            )
+            store.get(
+                recipe.store_key,
+                lambda r=recipe: load_component(r, recipe_dtype(store, r)),
+                to_device=False,
+                size_hint=hint,
+            )
     elif missing:
         for recipe, model in _build_from_file(store, path, info.family, missing):
             store.put(recipe.store_key, model)

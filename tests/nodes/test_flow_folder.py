@@ -21,6 +21,7 @@ from nodes.defs.sampler import KSampler
 from nodes.defs.text import CLIPTextEncode
 from nodes.defs.unet_loader import UNETLoader
 from nodes.defs.vae import VAEDecode
+from nodes.diffusion import make_checkpoint
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, PickleRefusedError
 from nodes.diffusion.flux_layout import make_flux_file
 from nodes.diffusion.loader import inspect_checkpoint
@@ -130,6 +131,22 @@ def test_flow_folder_flux_dev_gives_the_single_files_latents(ctx):
     assert folder.MODEL.flow == _flux_files(ctx)[0].flow
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     assert got[0].abs().sum() > 0
+    linears = {
+        m.weight.dtype for m in folder.MODEL.load(ctx.models).modules() if isinstance(m, torch.nn.Linear)
+    }
+    assert linears == {torch.bfloat16}  # kept as stored, widened per layer like the single file's
+
+
+def test_flow_folder_written_by_the_make_checkpoint_command(tmp_path, capsys):
+    code = make_checkpoint.main(
+        ["--arch", "flux1-schnell", "--kind", "diffusers", "--shards", "1", str(tmp_path / "s")]
+    )
+    assert code == 0
+    assert "diffusers folder" in capsys.readouterr().out
+    assert (tmp_path / "s" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    assert inspect_checkpoint(tmp_path / "s").family == "flux-schnell"
+    with pytest.raises(SystemExit):
+        make_checkpoint.main(["--arch", "sd15", "--kind", "diffusers", str(tmp_path / "x")])
 
 
 def test_flow_folder_sd35_gives_the_single_files_latents(ctx):
