@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import AutoencoderKL, FluxTransformer2DModel
+from transformers import CLIPTextModel, T5EncoderModel
 
 from engine import ModelPaths
 from nodes.defs.clip_loaders import CLIPLoader, DualCLIPLoader, TripleCLIPLoader
@@ -107,7 +109,8 @@ def _flux_files(ctx, t5: str = "t5xxl.safetensors"):
 
 def test_flow_folder_listed_as_one_model_per_folder(models):
     paths = ModelPaths(models)
-    assert {"FLUX.1-dev", "sd3.5-medium", "sd35m.safetensors"} == set(paths.list("checkpoints"))
+    assert {"FLUX.1-dev", "sd3.5-medium", "sd35m.safetensors"} <= set(paths.list("checkpoints"))
+    assert not [name for name in paths.list("checkpoints") if "/" in name]  # parts are not models
     assert {"FLUX.1-schnell", "flux-dev-transformer", "flux1-dev.safetensors"} == set(
         paths.list("diffusion_models")
     )
@@ -208,6 +211,27 @@ def test_flow_folder_lora_patches_the_weights_the_single_file_gets(ctx, single_n
     changed = [k for k in weights[1] if not torch.equal(weights[1][k], plain[k])]
     assert changed, "the LoRA changed nothing on the folder model"
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_flow_folder_saved_by_diffusers_and_transformers_loads_alike(models, ctx):
+    """The parts re-saved by the libraries that write the hub's folders (their naming and sharding)."""
+    source = models / "checkpoints" / "FLUX.1-dev"
+    out = models / "checkpoints" / "FLUX.1-dev-resaved"
+    shutil.rmtree(out, ignore_errors=True)
+    transformer = FluxTransformer2DModel.from_pretrained(source / "transformer", torch_dtype=torch.bfloat16)
+    transformer.save_pretrained(out / "transformer", max_shard_size="2MB")
+    AutoencoderKL.from_pretrained(source / "vae").save_pretrained(out / "vae")
+    CLIPTextModel.from_pretrained(source / "text_encoder", dtype=torch.float16).save_pretrained(
+        out / "text_encoder"
+    )
+    t5 = T5EncoderModel.from_pretrained(source / "text_encoder_2", dtype=torch.float16)
+    t5.save_pretrained(out / "text_encoder_2", max_shard_size="4MB")
+    shutil.copy(source / "model_index.json", out / "model_index.json")
+    assert len(list((out / "transformer").glob("*.safetensors"))) > 2
+    folder = _checkpoint(ctx, "FLUX.1-dev-resaved")
+    want = _sample(ctx, *_flux_files(ctx), guidance=3.5)
+    got = _sample(ctx, folder.MODEL, folder.CLIP, folder.VAE, guidance=3.5)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 def _broken(models: Path, tmp_path: Path, name: str = "FLUX.1-dev") -> Path:
