@@ -171,6 +171,7 @@ def load_transformer(
 
 def load_text(folder: Path, family: str) -> torch.nn.Module:
     """The pipeline's text encoders as the FLUX/SD3 CLIP the standalone encoder files build."""
+    # Heavy (transformers' T5, the tokenizers): imported only when a folder's CLIP is loaded.
     from nodes.diffusion.flow_text import FlowTextStack
     from nodes.diffusion.t5 import build_t5
     from nodes.diffusion.text_encoders import COMPUTE_DTYPE, build_clip, detect_kind, encoder_spec

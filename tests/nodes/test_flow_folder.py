@@ -59,6 +59,9 @@ def models(tmp_path_factory) -> Path:
     shutil.copytree(
         root / "checkpoints" / "FLUX.1-dev" / "text_encoder_2", root / "text_encoders" / "t5-folder"
     )
+    shutil.copytree(
+        root / "checkpoints" / "sd3.5-medium" / "transformer", root / "diffusion_models" / "sd35m-transformer"
+    )
     shutil.copytree(root / "checkpoints" / "FLUX.1-dev" / "vae", root / "vae" / "flux-vae-folder")
     for layout in ("flux-bfl", "flux-kohya", "sd3-kohya"):
         make_lora_file(layout, "tiny", 7, root / "loras" / f"{layout}.safetensors")
@@ -111,7 +114,7 @@ def test_flow_folder_listed_as_one_model_per_folder(models):
     paths = ModelPaths(models)
     assert {"FLUX.1-dev", "sd3.5-medium", "sd35m.safetensors"} <= set(paths.list("checkpoints"))
     assert not [name for name in paths.list("checkpoints") if "/" in name]  # parts are not models
-    assert {"FLUX.1-schnell", "flux-dev-transformer", "flux1-dev.safetensors"} == set(
+    assert {"FLUX.1-schnell", "flux-dev-transformer", "sd35m-transformer", "flux1-dev.safetensors"} == set(
         paths.list("diffusion_models")
     )
     assert "t5-folder" in paths.list("text_encoders")
@@ -173,8 +176,12 @@ def test_flow_folder_component_loaders_take_folders(ctx):
 def test_flow_folder_unet_loader_takes_a_pipeline_folder(ctx):
     model = UNETLoader().run(ctx, UNETLoader.Inputs(unet_name="FLUX.1-schnell")).MODEL
     assert model.family == "flux-schnell"
-    single = _clip(ctx, ["t5-folder"], "sd3")
-    assert single.recipe.family == "sd3"
+    single = _checkpoint(ctx, "sd35m.safetensors")
+    mmdit = UNETLoader().run(ctx, UNETLoader.Inputs(unet_name="sd35m-transformer")).MODEL
+    want = _sample(ctx, single.MODEL, single.CLIP, single.VAE, cfg=2.0)
+    assert torch.equal(_sample(ctx, mmdit, single.CLIP, single.VAE, cfg=2.0)[0], want[0])
+    t5 = _clip(ctx, ["t5-folder"], "sd3")
+    assert t5.recipe.family == "sd3"
     triple = _clip(ctx, ["clip_l.safetensors", "clip_g.safetensors", "t5-folder"], "sd3")
     cond = CLIPTextEncode().run(ctx, CLIPTextEncode.Inputs(text="a cat", clip=triple)).CONDITIONING
     assert cond.entries[0].embeds.shape[-1] == 128
