@@ -80,8 +80,10 @@ def checkpoint_outputs(
     vae = recipes.get("vae")
     if vae is None:
         raise UserFacingError(f"{path.name} has no VAE weights; add a VAELoader and use its VAE")
-    # An SD3 file without text encoders still hands out a CLIP, which explains the gap when used.
-    clip_recipe = recipes.get("clip") or ComponentRecipe(str(path), info.family, "clip")
+    # An SD3 file or FLUX/SD3 folder without text encoders still hands out a CLIP, which explains the
+    # gap when used.
+    variant = Variant.DIFFUSERS if path.is_dir() else Variant.CHECKPOINT
+    clip_recipe = recipes.get("clip") or ComponentRecipe(str(path), info.family, "clip", variant=variant)
     clip = ClipHandle(clip_recipe, compute_dtype=component_dtype(store, "clip"), device=str(store.device))
     model = model_handle(store, recipes["unet"], info.prediction, info.unet_in_channels)
     return model, clip, vae_handle(store, vae)

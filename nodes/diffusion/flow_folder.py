@@ -198,6 +198,11 @@ def load_text(folder: Path, family: str) -> torch.nn.Module:
         assert spec is not None  # CLIP kinds always have rules
         encoders[kind] = build_clip(spec, sd, folder_name(part))
         specs.append(spec)
+    if not encoders:
+        raise CheckpointFormatError(
+            f"{folder.name} holds no text encoders (model_index.json lists no text_encoder*/); load them "
+            "with DualCLIPLoader (FLUX) or TripleCLIPLoader (SD3)"
+        )
     return FlowTextStack(clip_family, encoders, specs)
 
 

@@ -288,3 +288,17 @@ def test_flow_folder_pickle_only_part_is_refused(models, tmp_path, monkeypatch):
     monkeypatch.delenv("DIFFGRAPH_ALLOW_PICKLE", raising=False)
     with pytest.raises(PickleRefusedError, match="FLUX.1-dev/transformer holds only pickle weights"):
         inspect_checkpoint(folder)
+
+
+def test_flow_folder_without_text_encoders_names_the_loaders_to_use(models, tmp_path, model_store):
+    folder = _broken(models, tmp_path, "sd3.5-medium")
+    index = json.loads((folder / "model_index.json").read_text())
+    for sub in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        index[sub] = [None, None]
+        shutil.rmtree(folder / sub)
+    (folder / "model_index.json").write_text(json.dumps(index))
+    ctx = make_ctx(tmp_path, model_store, tmp_path)
+    out = _checkpoint(ctx, "sd3.5-medium")
+    assert out.MODEL.family == "sd3"
+    with pytest.raises(CheckpointFormatError, match="sd3.5-medium holds no text encoders.*TripleCLIPLoader"):
+        CLIPTextEncode().run(ctx, CLIPTextEncode.Inputs(text="a cat", clip=out.CLIP))
