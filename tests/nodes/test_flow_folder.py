@@ -302,3 +302,24 @@ def test_flow_folder_without_text_encoders_names_the_loaders_to_use(models, tmp_
     assert out.MODEL.family == "sd3"
     with pytest.raises(CheckpointFormatError, match="sd3.5-medium holds no text encoders.*TripleCLIPLoader"):
         CLIPTextEncode().run(ctx, CLIPTextEncode.Inputs(text="a cat", clip=out.CLIP))
+
+
+def test_flow_folder_fp8_weight_dtype_narrows_like_the_file(ctx):
+    _, clip, vae = _flux_files(ctx)
+    results = [
+        _sample(
+            ctx,
+            UNETLoader().run(ctx, UNETLoader.Inputs(unet_name=n, weight_dtype="fp8_e4m3fn")).MODEL,
+            clip,
+            vae,
+        )
+        for n in ("flux1-dev.safetensors", "flux-dev-transformer")
+    ]
+    assert torch.equal(results[0][0], results[1][0])
+    assert not torch.equal(results[0][0], _sample(ctx, *_flux_files(ctx))[0])
+
+
+def test_flow_folder_fill_pipeline_is_flux_fill(tmp_path):
+    folder = make_flow_folder("flux1-fill-dev", "tiny", SEED, tmp_path / "FLUX.1-Fill-dev")
+    assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "FluxFillPipeline"
+    assert inspect_checkpoint(folder).family == "flux-fill"
