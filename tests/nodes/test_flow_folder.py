@@ -64,7 +64,7 @@ def models(tmp_path_factory) -> Path:
     )
     shutil.copytree(root / "checkpoints" / "FLUX.1-dev" / "vae", root / "vae" / "flux-vae-folder")
     for layout in ("flux-bfl", "flux-kohya", "sd3-kohya"):
-        make_lora_file(layout, "tiny", 7, root / "loras" / f"{layout}.safetensors")
+        make_lora_file(layout, "tiny", 7, root / "loras" / f"{layout}.safetensors", text_encoders=True)
     return root
 
 
@@ -323,3 +323,35 @@ def test_flow_folder_fill_pipeline_is_flux_fill(tmp_path):
     folder = make_flow_folder("flux1-fill-dev", "tiny", SEED, tmp_path / "FLUX.1-Fill-dev")
     assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "FluxFillPipeline"
     assert inspect_checkpoint(folder).family == "flux-fill"
+
+
+@pytest.mark.parametrize(
+    ("folder_name", "lora"), [("FLUX.1-dev", "flux-kohya"), ("sd3.5-medium", "sd3-kohya")]
+)
+def test_flow_folder_lora_patches_its_text_encoders_like_the_files(ctx, folder_name, lora):
+    if folder_name.startswith("FLUX"):
+        files_clip = _flux_files(ctx)[1]
+    else:
+        files_clip = _clip(ctx, ["clip_l.safetensors", "clip_g.safetensors", "t5xxl.safetensors"], "sd3")
+    folder = _checkpoint(ctx, folder_name)
+    conds = []
+    for clip in (files_clip, folder.CLIP, folder.CLIP):
+        if len(conds) < 2:
+            clip = (
+                LoraLoader()
+                .run(
+                    ctx,
+                    LoraLoader.Inputs(
+                        model=folder.MODEL,
+                        clip=clip,
+                        lora_name=f"{lora}.safetensors",
+                        strength_model=1.0,
+                        strength_clip=1.0,
+                    ),
+                )
+                .CLIP
+            )
+        cond = CLIPTextEncode().run(ctx, CLIPTextEncode.Inputs(text="a red fox", clip=clip)).CONDITIONING
+        conds.append(cond.entries[0])
+    assert torch.equal(conds[0].embeds, conds[1].embeds) and torch.equal(conds[0].pooled, conds[1].pooled)
+    assert not torch.equal(conds[1].embeds, conds[2].embeds)  # the LoRA reached the folder's encoders
