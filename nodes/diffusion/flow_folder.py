@@ -84,7 +84,14 @@ def _part(folder: Path, part: str) -> Path:
 
 def transformer_dir(path: Path) -> Path:
     """The transformer folder of a pipeline folder, or `path` itself when it is one."""
-    return _part(path, "transformer") if (path / "model_index.json").is_file() else path
+    if not (path / "model_index.json").is_file():
+        return path
+    if not is_flow_pipeline(path):
+        raise CheckpointFormatError(
+            f"{path.name} is a diffusers pipeline without a transformer; {_EXPECTED}. UNet pipelines "
+            "(SD1.x, SD2.x, SDXL) load whole with CheckpointLoaderSimple from models/checkpoints"
+        )
+    return _part(path, "transformer")
 
 
 def transformer_family(folder: Path) -> str:

@@ -31,6 +31,7 @@ from nodes.diffusion.make_checkpoint import make_sd3_checkpoint
 from nodes.diffusion.make_flow_folder import make_flow_folder
 from nodes.diffusion.make_lora import make_lora_file
 from nodes.diffusion.make_text_encoder import make_text_encoder
+from nodes.diffusion.unet_file import inspect_diffusion_model
 from tests.nodes.helpers_models import make_ctx
 
 SEED = 0
@@ -355,3 +356,13 @@ def test_flow_folder_lora_patches_its_text_encoders_like_the_files(ctx, folder_n
         conds.append(cond.entries[0])
     assert torch.equal(conds[0].embeds, conds[1].embeds) and torch.equal(conds[0].pooled, conds[1].pooled)
     assert not torch.equal(conds[1].embeds, conds[2].embeds)  # the LoRA reached the folder's encoders
+
+
+def test_flow_folder_unet_pipeline_under_diffusion_models_is_refused(tmp_path):
+    folder = tmp_path / "sd15-pipeline"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]}))
+    with pytest.raises(
+        CheckpointFormatError, match="sd15-pipeline is a diffusers pipeline without a transformer"
+    ):
+        inspect_diffusion_model(folder)
