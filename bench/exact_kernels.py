@@ -1,14 +1,17 @@
-"""Bench: exact-mode (fp32 CPU) sampling with and without the GEMM-routed convolutions, alternating in one process.
+"""Bench: exact-mode (fp32 CPU) sampling with each of its convolution routes, alternating in one process.
 
     python bench/exact_kernels.py --out bench/results/exact_kernels.json [--ckpt PATH] [--size 256]
                                   [--steps 8] [--rounds 3]
 
 One loaded SD1.5 model (diffgraph's nodes: checkpoint, two prompts), euler/normal, cfg 7, seed 42,
-batch 1 (UNet batch 2). Each round runs the whole sampling loop once with oneDNN's convolutions for every
-shape ("onednn", exact mode before conv_gemm) and once with nodes/diffusion/conv_gemm.py installed
-("gemm", exact mode now), in alternating order, so load drifts hit both alike. The JSON has per-run
-seconds, their medians and ratio, per-step medians, and the rel L2 of the final latents of "gemm" against
-"onednn" (the accuracy cost; the same seed and prompts give the same latents otherwise).
+batch 1 (UNet batch 2). Each round runs the whole sampling loop once per variant, in rotating order, so
+load drifts hit all alike:
+- "onednn": oneDNN's convolutions for every shape (exact mode before conv_gemm);
+- "gemm": with nodes/diffusion/conv_gemm.py installed;
+- "fold": conv_gemm plus nodes/diffusion/upsample_fold.py (exact mode now).
+The JSON has per-run seconds, their medians, ratios to "onednn" and between neighbours, per-step
+medians, and the rel L2 of each variant's final latents against "onednn" (the accuracy cost; the same
+seed and prompts give the same latents otherwise).
 """
 
 from __future__ import annotations
@@ -30,14 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.load_checkpoint import reference_checkpoint  # noqa: E402
 from bench.sampling import CFG, load_handles  # noqa: E402
-from nodes.diffusion import conv_gemm  # noqa: E402
+from nodes.diffusion import conv_gemm, upsample_fold  # noqa: E402
 from nodes.sampling.cfg import CfgDenoiser  # noqa: E402
 from nodes.sampling.model_sampling import DiscreteModelSampling  # noqa: E402
 from nodes.sampling.noise import prepare_noise  # noqa: E402
 from nodes.sampling.samplers import SampleRequest, sample  # noqa: E402
 from nodes.sampling.schedulers import ksampler_sigmas  # noqa: E402
 
-VARIANTS = ("onednn", "gemm")
+VARIANTS = ("onednn", "gemm", "fold")
 
 
 def run_once(model, positive, negative, store, size: int, steps: int) -> tuple[float, torch.Tensor]:
@@ -57,8 +60,18 @@ def run_once(model, positive, negative, store, size: int, steps: int) -> tuple[f
     return time.perf_counter() - start, out
 
 
+def _route(unet_module: torch.nn.Module, variant: str) -> None:
+    """Install exactly the convolution routes of `variant` on the loaded UNet."""
+    conv_gemm.uninstall(unet_module)
+    upsample_fold.uninstall(unet_module)
+    if variant in ("gemm", "fold"):
+        conv_gemm.install(unet_module)
+    if variant == "fold":
+        upsample_fold.install(unet_module)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Alternate the two convolution routes for `rounds` rounds; write times, ratio and rel L2 as JSON."""
+    """Rotate the convolution routes for `rounds` rounds; write times, ratio and rel L2 as JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--ckpt", type=Path, default=None)
@@ -73,12 +86,10 @@ def main(argv: list[str] | None = None) -> None:
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         finals: dict[str, torch.Tensor] = {}
         for r in range(args.rounds + 1):  # round 0 warms both routes up and is not timed
-            for variant in VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS)):
+            shift = r % len(VARIANTS)
+            for variant in VARIANTS[shift:] + VARIANTS[:shift]:
                 run_once(model, positive, negative, store, 64, 1)  # prepares the module (installs)
-                if variant == "onednn":
-                    conv_gemm.uninstall(unet_module)
-                else:
-                    conv_gemm.install(unet_module)
+                _route(unet_module, variant)
                 seconds, finals[variant] = run_once(model, positive, negative, store, args.size, args.steps)
                 if r:
                     times[variant].append(seconds)
@@ -90,7 +101,11 @@ def main(argv: list[str] | None = None) -> None:
         "run_s_median": medians,
         "step_s_median": {v: m / args.steps for v, m in medians.items()},
         "ratio_gemm_over_onednn": medians["gemm"] / medians["onednn"],
-        "final_latent_rel_l2_gemm_vs_onednn": float((finals["gemm"].double() - ref).norm() / ref.norm()),
+        "ratio_fold_over_gemm": medians["fold"] / medians["gemm"],
+        "ratio_fold_over_onednn": medians["fold"] / medians["onednn"],
+        "final_latent_rel_l2_vs_onednn": {
+            v: float((finals[v].double() - ref).norm() / ref.norm()) for v in VARIANTS[1:]
+        },
         "run_s_samples": times,
         "rounds": args.rounds,
         "threads": torch.get_num_threads(),

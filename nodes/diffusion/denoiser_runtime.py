@@ -6,7 +6,8 @@ accumulated (about 2e-6 relative L2 per SD1.5 UNet call in fp32). It pays for ha
 on CUDA, and not for float32 on CPU, so by default it follows the compute dtype and device
 (`channels_last_for`); `DIFFGRAPH_CHANNELS_LAST=1` or `=0` forces it on or off.
 
-Eager float32 on CPU runs 1x1 and deep-level 3x3 convolutions as GEMMs instead (`conv_gemm`).
+Eager float32 on CPU runs 1x1 and deep-level 3x3 convolutions as GEMMs instead (`conv_gemm`) and each
+upsampler's nearest 2x + 3x3 convolution as one folded transposed convolution (`upsample_fold`).
 
 `torch.compile` (inductor) fuses the elementwise work around the GEMMs. It is opt-in (`--compile` or
 `DIFFGRAPH_COMPILE=1`): the first call of each input shape compiles for minutes on a small CPU. Shapes are
@@ -26,7 +27,7 @@ from typing import Any
 
 import torch
 
-from nodes.diffusion import conv_gemm
+from nodes.diffusion import conv_gemm, upsample_fold
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,10 @@ def prepared_denoiser(module: torch.nn.Module) -> Callable[..., Any]:
     if channels_last_for(dtype, device):
         to_channels_last(module)
     elif mode == "0" and conv_gemm.gemm_conv_for(dtype, device):
-        # Eager float32 on CPU: 1x1 and deep-level convolutions as GEMMs (inductor picks its own kernels).
+        # Eager float32 on CPU: 1x1 and deep-level convolutions as GEMMs, upsamplers folded into
+        # transposed convolutions (inductor picks its own kernels).
         conv_gemm.install(module)
+        upsample_fold.install(module)
     fn = module if mode == "0" else _compiled(module, mode, device)
     module.__dict__[_PREPARED_ATTR] = (id(module), fn)
     return fn
