@@ -98,11 +98,14 @@ def transformer_family(folder: Path) -> str:
     """flux-dev, flux-schnell, flux-fill or sd3 for a transformer folder (class from JSON, kind from tensors)."""
     cfg = read_config(folder)
     kind = cfg.get("_class_name")
-    if kind == SD3_CLASS:
-        return sd3.FAMILY
-    if kind != FLUX_CLASS:
+    if kind not in (FLUX_CLASS, SD3_CLASS):
         raise CheckpointFormatError(f"{folder_name(folder)} holds a {kind}; {_EXPECTED}")
+    # Every shard's header is read here, so a partial download is refused before anything loads.
     shapes = tensor_shapes(folder)
+    if kind == SD3_CLASS:
+        if "context_embedder.weight" not in shapes:
+            raise CheckpointFormatError(f"{folder_name(folder)}: no context_embedder.weight; {_EXPECTED}")
+        return sd3.FAMILY
     if "x_embedder.weight" not in shapes:
         raise CheckpointFormatError(
             f"{folder_name(folder)}: no x_embedder.weight among its tensors; {_EXPECTED}"

@@ -248,11 +248,12 @@ def _broken(models: Path, tmp_path: Path, name: str = "FLUX.1-dev") -> Path:
     return target
 
 
-def test_flow_folder_missing_shard_is_refused_by_name(models, tmp_path):
-    folder = _broken(models, tmp_path)
+@pytest.mark.parametrize("name", ["FLUX.1-dev", "sd3.5-medium"])
+def test_flow_folder_missing_shard_is_refused_by_name(models, tmp_path, name):
+    folder = _broken(models, tmp_path, name)
     (folder / "transformer" / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
     with pytest.raises(
-        CheckpointFormatError, match="FLUX.1-dev/transformer.*00002-of-00002.safetensors is missing"
+        CheckpointFormatError, match=f"{name}/transformer.*00002-of-00002.safetensors is missing"
     ):
         inspect_checkpoint(folder)
 
