@@ -53,10 +53,16 @@ class ModelPathError(DiffgraphError):
 
 
 def _is_model_folder(path: Path) -> bool:
-    """A diffusers pipeline folder (model_index.json) or single-model folder (config.json + weights)."""
+    """A diffusers pipeline folder (model_index.json) or single-model folder (config.json + weights).
+
+    Single models are diffusers' (diffusion_pytorch_model*.safetensors: transformer/, vae/) or
+    transformers' (model*.safetensors: a text encoder such as text_encoder_2/).
+    """
     if (path / "model_index.json").is_file():
         return True
-    return (path / "config.json").is_file() and any(path.glob("diffusion_pytorch_model*.safetensors"))
+    if not (path / "config.json").is_file():
+        return False
+    return any(path.glob("diffusion_pytorch_model*.safetensors")) or any(path.glob("model*.safetensors"))
 
 
 class ModelPaths:

@@ -32,7 +32,9 @@ SingleClipType = Literal[
 DualClipType = Literal["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"]
 Device = Literal["default", "cpu"]
 _FOLDER = "text_encoders"
-_FILE_HELP = "A text encoder file from models/text_encoders (or models/clip)."
+_FILE_HELP = (
+    "A text encoder file or diffusers text encoder folder from models/text_encoders (or models/clip)."
+)
 
 
 def clip_from_files(ctx: RunContext, names: list[str], clip_type: str, device: str = "default") -> ClipHandle:

@@ -80,22 +80,25 @@ def checkpoint_outputs(
     vae = recipes.get("vae")
     if vae is None:
         raise UserFacingError(f"{path.name} has no VAE weights; add a VAELoader and use its VAE")
-    # An SD3 file without text encoders still hands out a CLIP, which explains the gap when used.
-    clip_recipe = recipes.get("clip") or ComponentRecipe(str(path), info.family, "clip")
+    # An SD3 file or FLUX/SD3 folder without text encoders still hands out a CLIP, which explains the
+    # gap when used.
+    variant = Variant.DIFFUSERS if path.is_dir() else Variant.CHECKPOINT
+    clip_recipe = recipes.get("clip") or ComponentRecipe(str(path), info.family, "clip", variant=variant)
     clip = ClipHandle(clip_recipe, compute_dtype=component_dtype(store, "clip"), device=str(store.device))
     model = model_handle(store, recipes["unet"], info.prediction, info.unet_in_channels)
     return model, clip, vae_handle(store, vae)
 
 
 class CheckpointLoaderSimple(Node):
-    """Loads a single-file SD1.x / SD2.x / SDXL checkpoint (or a diffusers folder) into MODEL, CLIP and VAE."""
+    """Loads a single-file checkpoint (or a diffusers pipeline folder) into MODEL, CLIP and VAE."""
 
     class_type = "CheckpointLoaderSimple"
     display_name = "Load Checkpoint"
     category = "loaders"
     description = (
         "Reads a Stable Diffusion checkpoint (one file, or a diffusers folder under models/checkpoints), "
-        "recognises whether it is SD1.x, SD2.x or SDXL, and splits it into denoiser, text encoder and VAE."
+        "recognises whether it is SD1.x, SD2.x, SDXL, FLUX.1 or SD3.5, and splits it into denoiser, text "
+        "encoder and VAE."
     )
 
     class Inputs(NodeInputs):
@@ -140,15 +143,20 @@ class DiffusersLoader(Node):
 
 
 class VAELoader(Node):
-    """Loads a standalone VAE file from models/vae."""
+    """Loads a standalone VAE file (or diffusers VAE folder) from models/vae."""
 
     class_type = "VAELoader"
     display_name = "Load VAE"
     category = "loaders"
-    description = "Loads a standalone VAE (AutoencoderKL) file, in the original or the diffusers layout."
+    description = (
+        "Loads a standalone VAE (AutoencoderKL) file, in the original or the diffusers layout, or a "
+        "diffusers vae/ folder."
+    )
 
     class Inputs(NodeInputs):
-        vae_name: str = Input(description="The VAE file to load.", combo_source="vae")
+        vae_name: str = Input(
+            description="The VAE file (or diffusers vae/ folder) to load.", combo_source="vae"
+        )
 
     class Outputs(NodeOutputs):
         VAE: VaeHandle = Output(name="VAE", description="The loaded VAE.")

@@ -1,5 +1,7 @@
 """Diffusers-format model folders (model_index.json + unet/ vae/ text_encoder/ ...): detection and loading.
 
+FLUX.1 and SD3/SD3.5 pipelines (transformer/ instead of unet/) are handed to nodes.diffusion.flow_folder.
+
 Detection reads only JSON: `model_index.json` says which parts exist (SDXL pipelines name
 `text_encoder_2`; a refiner has no `text_encoder`), the text encoder's `hidden_act` tells OpenAI CLIP-L
 (`quick_gelu`, SD1.x) from OpenCLIP ViT-H (`gelu`, SD2.x), and the scheduler's `prediction_type` marks
@@ -23,7 +25,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-from nodes.diffusion import families
+from nodes.diffusion import families, flow_folder
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, PickleRefusedError, pickle_allowed
 from nodes.diffusion.families import TextEncoderSpec
 from nodes.diffusion.ldm_layout import Layout, UnetArch, unet_layout
@@ -61,13 +63,15 @@ def _has(folder: Path, index: dict[str, Any], part: str) -> bool:
 
 def detect_family(folder: Path) -> tuple[str, tuple[str, ...]]:
     """(family, components) of a diffusers folder from its JSON files; a clear error otherwise."""
+    if flow_folder.is_flow_pipeline(folder):
+        return flow_folder.inspect_pipeline(folder)
     index = _json(folder / "model_index.json")
     kind = index.get("_class_name", "?")
     if not _has(folder, index, "unet"):
-        other = "a transformer (SD3, Flux...)" if "transformer" in index else "no unet/"
         raise CheckpointFormatError(
-            f"{folder.name} is a diffusers {kind} folder with {other}; diffgraph loads SD1.x, SD2.x, SDXL "
-            "and SDXL refiner folders (unet/, text_encoder/ and/or text_encoder_2/, vae/)"
+            f"{folder.name} is a diffusers {kind} folder without unet/; diffgraph loads SD1.x, SD2.x, SDXL "
+            "and SDXL refiner folders (unet/, text_encoder/ and/or text_encoder_2/, vae/) and FLUX.1 and "
+            "SD3/SD3.5 folders (transformer/, text encoders, vae/)"
         )
     if _has(folder, index, "text_encoder_2"):
         family = "sdxl" if _has(folder, index, "text_encoder") else "sdxl-refiner"
@@ -90,7 +94,9 @@ def detect_family(folder: Path) -> tuple[str, tuple[str, ...]]:
 
 
 def unet_in_channels(folder: Path) -> int:
-    """The UNet's input channels from unet/config.json (9 for inpainting pipelines)."""
+    """The UNet's input channels from unet/config.json (9 for inpainting pipelines); 16 for FLUX/SD3 latents."""
+    if flow_folder.is_flow_pipeline(folder):
+        return 16
     return int(_json(folder / "unet" / "config.json").get("in_channels", 4))
 
 
@@ -124,6 +130,8 @@ def _text_specs(folder: Path, family: str) -> list[TextEncoderSpec]:
 
 def load_part(folder: Path, family: str, component: str, dtype: torch.dtype):
     """One component of a diffusers folder as the same module the single-file path builds."""
+    if family in flow_folder.FAMILIES:
+        return flow_folder.load_part(folder, family, component, dtype)
     if component in ("unet", "vae"):
         part_cls = UNet2DConditionModel if component == "unet" else AutoencoderKL
         kwargs = _load_kwargs(folder / component)

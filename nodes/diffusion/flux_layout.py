@@ -48,14 +48,29 @@ def _qk_norm(out: Layout, stem: str) -> None:
 def flux_layout(arch: str, size: str) -> Layout:
     """Keys and shapes of a BFL-layout FLUX.1 dev, schnell or Fill dev diffusion model."""
     hidden, double, single, context, pooled = _SIZES[size]
-    mlp = hidden * MLP_RATIO
     out_features = LATENT_CHANNELS * 4
     in_features = FILL_INPUT_CHANNELS * 4 if arch == "flux1-fill-dev" else out_features
+    guidance = arch in ("flux1-dev", "flux1-fill-dev")
+    return bfl_layout(hidden, double, single, context, pooled, in_features, out_features, guidance)
+
+
+def bfl_layout(
+    hidden: int,
+    double: int,
+    single: int,
+    context: int,
+    pooled: int,
+    in_features: int,
+    out_features: int,
+    guidance: bool,
+) -> Layout:
+    """Keys and shapes of a BFL-layout FLUX.1 model of any size (`guidance`: dev's guidance embedder)."""
+    mlp = hidden * MLP_RATIO
     out: Layout = {}
     _linear(out, "img_in", hidden, in_features)
     _linear(out, "txt_in", hidden, context)
     embedders = [("time_in", 256), ("vector_in", pooled)]
-    if arch in ("flux1-dev", "flux1-fill-dev"):
+    if guidance:
         embedders.append(("guidance_in", 256))
     for name, width in embedders:
         _linear(out, f"{name}.in_layer", hidden, width)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL
 
-from nodes.diffusion import diffusers_folder, families, flux, sd3, unet_file
+from nodes.diffusion import diffusers_folder, families, flow_folder, flux, sd3, unet_file
 from nodes.diffusion.builders import (  # re-exported: callers build single parts through the loader
     LoadReport,
     build_mmdit,
@@ -33,8 +33,10 @@ from nodes.diffusion.checkpoint_io import (
     read_weights,
     safetensors_metadata,
 )
+from nodes.diffusion.flow_folder import transformer_dir
 from nodes.diffusion.lora import patched_module
 from nodes.diffusion.recipe import ComponentRecipe, Variant
+from nodes.diffusion.weight_folder import read_model_weights, tensor_shapes, weight_bytes
 
 log = logging.getLogger(__name__)
 FLUX_VAE_CHANNELS = 16
@@ -92,6 +94,8 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
                 "diffusers pipeline folder"
             )
         family, comps = diffusers_folder.detect_family(path)
+        if family in families.DIT_FAMILIES:
+            return CheckpointInfo(str(path), family, "flow", comps, FLUX_VAE_CHANNELS)
         channels = diffusers_folder.unet_in_channels(path)
         _check_in_channels(path, channels)
         prediction = families.family_spec(family).prediction
@@ -171,7 +175,7 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype, device: torch.de
 
         return load_text_stack(recipe.family, [Path(p) for p in recipe.paths])
     if recipe.variant is Variant.VAE_FILE:
-        sd = read_weights(path, cast=lambda _key: dtype, device=device)
+        sd = read_model_weights(path, cast=lambda _key: dtype, device=device)
         return build_vae_file(path, sd, dtype, recipe.family)
     stored = recipe.component != "vae" and (
         recipe.family == sd3.FAMILY or (recipe.family in flux.FAMILIES and recipe.component == "unet")
@@ -245,7 +249,9 @@ def inspect_vae_file(path: Path) -> str:
     safetensors `modelspec.architecture` metadata naming SDXL gives "sdxl", anything else "sd15". The label only picks the config template (its scaling factor is unused:
     VAE nodes take raw latents), so decoding gives the same result either way.
     """
-    if path.suffix.lower() in (".safetensors", ".sft"):
+    if path.is_dir():
+        shapes, metadata = tensor_shapes(path), {}
+    elif path.suffix.lower() in (".safetensors", ".sft"):
         header, _ = read_header(path)
         shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
         metadata = safetensors_metadata(path)
@@ -368,7 +374,7 @@ def load_component_into(store: Any, recipe: ComponentRecipe) -> torch.nn.Module:
     dtype = recipe_dtype(store, recipe)
     # A standalone diffusion model file holds about its file size: room is made before it is read.
     path = Path(recipe.path)
-    hint = path.stat().st_size if recipe.variant is Variant.DIFFUSION_FILE and path.is_file() else 0
+    hint = weight_bytes(transformer_dir(path)) if recipe.variant is Variant.DIFFUSION_FILE else 0
     return store.get(
         recipe.store_key, lambda: load_component(recipe, dtype, load_device(store)), size_hint=hint
     )
@@ -395,16 +401,33 @@ def load_checkpoint_into(
     info = store.get(info_key, lambda: inspect_checkpoint(path), to_device=False)
     variant = Variant.DIFFUSERS if folder else Variant.CHECKPOINT
     unet_precision = effective_precision(store, precision)
+    # A FLUX folder's text encoders make the same "flux" CLIP as DualCLIPLoader's (one family for all FLUX models).
+    clip_family = (
+        flow_folder.text_family(info.family) if folder and info.family in flux.FAMILIES else info.family
+    )
     recipes = {
         c: ComponentRecipe(
-            str(path), info.family, c, variant=variant, precision=unet_precision if c == "unet" else "exact"
+            str(path),
+            clip_family if c == "clip" else info.family,
+            c,
+            variant=variant,
+            precision=unet_precision if c == "unet" else "exact",
         )
         for c in info.components
     }
     missing = [r for r in recipes.values() if r.store_key not in store]
     if folder:
         for recipe in missing:
-            store.put(recipe.store_key, load_component(recipe, recipe_dtype(store, recipe)))
+            # Room for a part is made before it is read (a FLUX transformer or T5 is many GB).
+            hint = (
+                flow_folder.part_bytes(path, recipe.component) if info.family in flow_folder.FAMILIES else 0
+            )
+            store.get(
+                recipe.store_key,
+                lambda r=recipe: load_component(r, recipe_dtype(store, r)),
+                to_device=False,
+                size_hint=hint,
+            )
     elif missing:
         for recipe, model in _build_from_file(store, path, info.family, missing):
             store.put(recipe.store_key, model)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from nodes.diffusion import flux, sd3
+from nodes.diffusion import flow_folder, flux, sd3
 from nodes.diffusion.checkpoint_io import read_header
 
 # Row tags: weight index * _STRIDE + row number, exact in float64 for every published size.
@@ -56,16 +56,14 @@ class DitLoraMap:
 
 
 class DitLoraSourceError(ValueError):
-    """A model whose published-layout names cannot be recovered (e.g. loaded from a diffusers folder)."""
+    """A model whose published-layout names cannot be recovered (a file without the family's transformer)."""
 
 
 def _file_shapes(path: str, family: str) -> tuple[str, dict[str, list[int]]]:
     """The model file's key prefix and its (prefix-free) transformer tensor shapes."""
     if Path(path).is_dir():
-        raise DitLoraSourceError(
-            f"LoRAs on a {family} model loaded from a diffusers folder are not supported yet; "
-            "load the single-file model instead"
-        )
+        # A diffusers folder already holds our names: its published-layout twin comes from the config.
+        return "", flow_folder.single_file_shapes(Path(path), family)
     header, _ = read_header(Path(path))
     keys = [k for k in header if k != "__metadata__"]
     prefix = sd3.mmdit_prefix(keys) if family == sd3.FAMILY else flux.flux_prefix(keys)

@@ -32,6 +32,7 @@ from nodes.diffusion.ldm_layout import (
     unet_layout,
     vae_layout,
 )
+from nodes.diffusion.make_flow_folder import FOLDER_ARCHS, make_flow_folder
 from nodes.diffusion.make_guidance import AUX_ARCHES, CLIP_VISION_SIZES, clip_vision_layout, make_aux
 from nodes.diffusion.make_lora import LORA_LAYOUTS, make_lora_file
 from nodes.diffusion.make_text_encoder import (
@@ -280,15 +281,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rank", type=int, default=4, help="lora-* archs: the LoRA rank")
     ap.add_argument(
-        "--kind", choices=("checkpoint",), default="checkpoint", help="see also the control kinds"
+        "--kind",
+        choices=("checkpoint", "diffusers"),
+        default="checkpoint",
+        help="diffusers: a pipeline folder (FLUX and SD3 archs) holding the single files' values; "
+        "see also the control kinds",
     )
+    ap.add_argument("--shards", type=int, default=2, help="--kind diffusers: transformer and T5 shard count")
     ap.add_argument(
         "--scaled-fp8",
         action="store_true",
         help="T5, FLUX and SD3 archs: store Linear weights as ComfyUI's scaled fp8 (weight/scale + scale)",
     )
-    ap.add_argument("out", help="output .safetensors path")
+    ap.add_argument("out", help="output .safetensors path (a folder for --kind diffusers)")
     args = ap.parse_args(argv)
+    if args.kind == "diffusers":
+        if args.arch not in FOLDER_ARCHS:
+            ap.error(f"--kind diffusers is for {', '.join(FOLDER_ARCHS)}")
+        folder = make_flow_folder(args.arch, args.size, args.seed, args.out, args.dtype, args.shards)
+        print(f"wrote {folder} ({args.arch} {args.size} diffusers folder, seed {args.seed})")
+        return 0
     if args.arch in _LORA_ARCHS:
         path = make_lora_file(
             args.arch[len("lora-") :],

@@ -131,10 +131,31 @@ def build_transformer(sd: Mapping[str, torch.Tensor], compute: torch.dtype, pref
         # Scaled fp8: the scales take the same key conversion as their weights (fused qkv split by rows).
         rows = convert_transformer(scale_rows(sd, scales), prefix)
         apply_scaled_fp8(model, converted_scales(rows), fp8)
+    _widen_buffers(model, compute)
+    return model.eval().requires_grad_(False)
+
+
+def _widen_buffers(model: torch.nn.Module, compute: torch.dtype) -> None:
     for module in model.modules():
         for name, buf in module.named_buffers(recurse=False):
             if buf.is_floating_point() and buf.dtype != compute:
                 setattr(module, name, buf.to(compute))
+
+
+def build_transformer_diffusers(
+    state: Mapping[str, torch.Tensor], config: Mapping[str, Any], compute: torch.dtype
+) -> torch.nn.Module:
+    """SD3Transformer2DModel from a diffusers folder's config and tensors (already in diffusers' names).
+
+    Weights are held as `build_transformer` holds them, so a folder and its single file run alike.
+    """
+    model = new_transformer({k: v for k, v in config.items() if not k.startswith("_")})
+    try:
+        model.load_state_dict(dict(state), strict=True, assign=True)
+    except RuntimeError as exc:
+        raise CheckpointFormatError(f"SD3 MMDiT: the tensors do not fit the folder's config: {exc}") from exc
+    keep_linear_weights(model, compute)
+    _widen_buffers(model, compute)
     return model.eval().requires_grad_(False)
 
 

@@ -24,6 +24,8 @@ from nodes.diffusion.stored_weights import storage_dtype, widen_while_running
 T5_END = 1
 T5_PAD = 0
 DETECT_KEY = "encoder.block.0.layer.1.DenseReluDense.wi_1.weight"
+# The encoder's own name for the shared (tied) token embedding, which transformers may save instead.
+EMBED_KEY = "encoder.embed_tokens.weight"
 
 
 @cache
@@ -70,6 +72,8 @@ def build_t5(sd: dict[str, torch.Tensor], compute_dtype: torch.dtype = torch.flo
     sd = {
         k: v for k, v in sd.items() if not k.endswith((".scale_weight", ".scale_input")) and k != "scaled_fp8"
     }
+    if EMBED_KEY in sd:
+        sd.setdefault("shared.weight", sd.pop(EMBED_KEY))
     cfg = T5Config(**t5_config({k: list(v.shape) for k, v in sd.items()}))
     with torch.device("meta"):
         model = T5EncoderModel(cfg)

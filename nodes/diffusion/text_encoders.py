@@ -1,5 +1,8 @@
 """Standalone text encoder files (models/text_encoders, models/clip): what each holds, and building it.
 
+A diffusers/transformers text encoder folder (config.json + model.safetensors, or shards with their
+index, e.g. a FLUX pipeline's text_encoder_2/) is taken like a file holding the same tensors.
+
 Kinds are told from the tensors, never from file names:
   * CLIP in transformers' layout (`text_model.encoder.layers.N.*`): depth 32 is CLIP-G (bigG), depth 24
     CLIP-H, other depths CLIP-L, as ComfyUI decides; files shallower than CLIP-L's 12 layers (test
@@ -24,13 +27,14 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from engine import UserFacingError
 from nodes.diffusion import families
-from nodes.diffusion.checkpoint_io import read_header, read_weights
 from nodes.diffusion.families import TextEncoderSpec
 from nodes.diffusion.flow_text import FLOW_FAMILIES, FlowTextStack, flow_specs
 from nodes.diffusion.stored_weights import widen_while_running
 from nodes.diffusion.t5 import DETECT_KEY as T5_GATED_KEY
+from nodes.diffusion.t5 import EMBED_KEY as T5_EMBED_KEY
 from nodes.diffusion.t5 import build_t5
 from nodes.diffusion.text_encode import ClipStack
+from nodes.diffusion.weight_folder import read_model_weights, signature, tensor_shapes, weight_bytes
 
 TextEncoderKind = Literal["clip_l", "clip_g", "clip_h", "t5xxl"]
 COMPUTE_DTYPE = torch.float32
@@ -53,10 +57,11 @@ def _depth(keys: list[str], pattern: str) -> int:
 
 
 def _shapes(path: Path) -> dict[str, list[int]]:
-    if path.suffix.lower() in (".safetensors", ".sft"):
-        header, _ = read_header(path)
-        return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-    return {k: list(v.shape) for k, v in read_weights(path).items()}
+    shapes = tensor_shapes(path)
+    # transformers may save T5's tied embedding under the encoder's name only.
+    if T5_EMBED_KEY in shapes:
+        shapes.setdefault("shared.weight", shapes.pop(T5_EMBED_KEY))
+    return shapes
 
 
 def _clip_kind(depth: int, projected: bool) -> TextEncoderKind:
@@ -145,7 +150,7 @@ def build_clip(spec: TextEncoderSpec, sd: dict[str, torch.Tensor], name: str) ->
 
 def load_encoder(path: Path, kind: TextEncoderKind, spec: TextEncoderSpec | None) -> torch.nn.Module:
     """Read one standalone file and build its encoder (`spec` gives a CLIP encoder's family rules)."""
-    sd = read_weights(path)
+    sd = read_model_weights(path)
     if kind == "t5xxl":
         return build_t5(sd, COMPUTE_DTYPE)
     if spec is None:
@@ -168,8 +173,8 @@ def encoder_spec(family: str, kind: TextEncoderKind, layout: str) -> TextEncoder
 
 def encoder_store_key(path: Path, kind: str, layout: str) -> tuple[Any, ...]:
     """The model store key of one standalone encoder file (it changes when the file does)."""
-    stat = path.stat()
-    return ("diffgraph", "text_encoder", str(path), stat.st_mtime_ns, stat.st_size, kind, layout)
+    mtime, size = signature(path)
+    return ("diffgraph", "text_encoder", str(path), mtime, size, kind, layout)
 
 
 def release_text_encoders(store: Any, paths: list[Path]) -> None:
@@ -194,7 +199,7 @@ def load_text_stack(family: str, paths: list[Path], store: Any = None) -> ClipSt
             encoders[kind] = load_encoder(path, kind, spec)
         else:
             key = encoder_store_key(path, kind, layout)
-            size = path.stat().st_size
+            size = weight_bytes(path)
             loader = lambda p=path, k=kind, s=spec: load_encoder(p, k, s)  # noqa: E731
             encoders[kind] = store.get(key, loader, size_hint=size)
         if spec is not None:

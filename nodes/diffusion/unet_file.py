@@ -1,21 +1,22 @@
 """Standalone diffusion-model files (models/diffusion_models, models/unet): detection and loading.
 
 A file's family is read from its tensors: the FLUX.1 BFL layout (dev with `guidance_in`, schnell
-without), as a single file or a diffusers FluxTransformer2DModel folder, and SD3/SD3.5 MMDiTs in
-Stability's single-file naming (bare or under 'model.diffusion_model.').
+without) and SD3/SD3.5 MMDiTs in Stability's single-file naming (bare or under 'model.diffusion_model.'),
+or a diffusers FLUX/SD3 transformer folder, or a whole pipeline folder whose transformer/ is used
+(nodes.diffusion.flow_folder).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from nodes.diffusion import flux, sd3
+from nodes.diffusion import flow_folder, flux, sd3
 from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_header, read_weights
 from nodes.diffusion.recipe import ComponentRecipe
 from nodes.diffusion.stored_weights import is_scaled_fp8
+from nodes.diffusion.weight_folder import tensor_shapes
 
 # UNETLoader's weight_dtype choices -> the dtype Linear weights are stored in (None: as in the file).
 WEIGHT_DTYPES: dict[str, torch.dtype | None] = {
@@ -26,27 +27,20 @@ WEIGHT_DTYPES: dict[str, torch.dtype | None] = {
 }
 EXPECTED = (
     "expected a FLUX.1 diffusion model: BFL single-file keys 'double_blocks.*', 'single_blocks.*', "
-    "'img_in.weight' (optionally under 'model.diffusion_model.'), or a diffusers FluxTransformer2DModel folder; "
-    "or an SD3/SD3.5 MMDiT ('joint_blocks.*', 'x_embedder.*')"
+    "'img_in.weight' (optionally under 'model.diffusion_model.'); an SD3/SD3.5 MMDiT ('joint_blocks.*', "
+    "'x_embedder.*'); or a diffusers FLUX/SD3 transformer folder (config.json + safetensors) or pipeline folder"
 )
-DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
-
-
-def _folder_config(path: Path) -> dict:
-    """A diffusers model folder's config.json (FluxTransformer2DModel only)."""
-    config = path / "config.json"
-    if not config.is_file():
-        raise CheckpointFormatError(f"{path.name} is a folder without config.json; {EXPECTED}")
-    cfg = json.loads(config.read_text())
-    if cfg.get("_class_name") != "FluxTransformer2DModel":
-        raise CheckpointFormatError(f"{path.name} holds a {cfg.get('_class_name')}; {EXPECTED}")
-    return cfg
 
 
 def inspect_diffusion_model(path: Path) -> str:
     """The family of a standalone diffusion model file or folder (flux-dev, flux-schnell, flux-fill, sd3)."""
     if path.is_dir():
-        return "flux-dev" if _folder_config(path).get("guidance_embeds") else "flux-schnell"
+        folder = flow_folder.transformer_dir(path)
+        if not (folder / "config.json").is_file():
+            raise CheckpointFormatError(
+                f"{path.name} is a folder without config.json or model_index.json; {EXPECTED}"
+            )
+        return flow_folder.transformer_family(folder)
     if path.suffix.lower() not in (".safetensors", ".sft"):
         raise CheckpointFormatError(f"{path.name}: diffusion models load from .safetensors files; {EXPECTED}")
     header, _ = read_header(path)
@@ -96,14 +90,9 @@ def load_diffusion_model(recipe: ComponentRecipe, compute: torch.dtype) -> torch
 
 
 def _load_folder(path: Path, recipe: ComponentRecipe, compute: torch.dtype) -> torch.nn.Module:
-    """A diffusers FluxTransformer2DModel folder (one or several safetensors shards)."""
-    cfg = _folder_config(path)
-    shards = sorted(path.glob(f"{DIFFUSERS_WEIGHTS}*.safetensors"))
-    if not shards:
-        raise CheckpointFormatError(f"{path.name} has no {DIFFUSERS_WEIGHTS}*.safetensors weights")
-    sd: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        header, _ = read_header(shard)
-        shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
-        sd.update(read_weights(shard, None, _storage_cast(recipe.weight_dtype, shapes)))
-    return flux.build_flux_diffusers(sd, cfg, recipe.family, compute)
+    """A diffusers transformer folder (or a pipeline's transformer/), its shards narrowed as asked."""
+    folder = flow_folder.transformer_dir(path)
+    shapes = tensor_shapes(folder)
+    return flow_folder.load_transformer(
+        folder, recipe.family, compute, _storage_cast(recipe.weight_dtype, shapes)
+    )
