@@ -246,7 +246,11 @@ def apply_ops(model: torch.nn.Module, lmap: DitLoraMap, ops: Ops, compute: torch
         for slot in slots:
             owner, _, leaf = slot.param.rpartition(".")
             value = result if slot.rows is None else result[slot.rows]
-            setattr(model.get_submodule(owner), leaf, torch.nn.Parameter(value, requires_grad=False))
+            module = model.get_submodule(owner)
+            setattr(module, leaf, torch.nn.Parameter(value, requires_grad=False))
+            if isinstance(module, torch.nn.Linear) and leaf == "weight":
+                # A widened weight (BFL control LoRAs' img_in) widens the layer's input.
+                module.in_features = value.shape[1]
 
 
 def patched_module(

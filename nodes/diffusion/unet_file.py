@@ -44,9 +44,11 @@ def _folder_config(path: Path) -> dict:
 
 
 def inspect_diffusion_model(path: Path) -> str:
-    """The family of a standalone diffusion model file or folder (flux-dev, flux-schnell, flux-fill, sd3)."""
+    """The family of a standalone diffusion model file or folder (a flux.FAMILIES name or sd3)."""
     if path.is_dir():
-        return "flux-dev" if _folder_config(path).get("guidance_embeds") else "flux-schnell"
+        cfg = _folder_config(path)
+        wide = flux.WIDE_FAMILIES.get(int(cfg.get("in_channels", flux.PLAIN_FEATURES)))
+        return wide or ("flux-dev" if cfg.get("guidance_embeds") else "flux-schnell")
     if path.suffix.lower() not in (".safetensors", ".sft"):
         raise CheckpointFormatError(f"{path.name}: diffusion models load from .safetensors files; {EXPECTED}")
     header, _ = read_header(path)
