@@ -7,29 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from nodes.defs.instruct_pix2pix import InstructPixToPixConditioning
 from nodes.defs.loaders import CheckpointLoaderSimple
 from nodes.defs.sampler import KSampler
 from nodes.defs.text import CLIPTextEncode
 from nodes.diffusion import vae as vae_ops
-from nodes.diffusion.checkpoint_io import CheckpointFormatError, read_weights
+from nodes.diffusion.checkpoint_io import CheckpointFormatError
 from nodes.diffusion.loader import inspect_checkpoint
 from nodes.sampling.conds import InpaintSource, inpaint_concat
 from nodes.types import SD15_LATENT, CondEntry, Conditioning, Image
-from tests.nodes.helpers_models import make_ctx
-
-CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
-
-
-def _widened(source: Path, target: Path, extra: int) -> None:
-    """A copy of a tiny SD1.5 file whose first convolution reads `extra` more channels."""
-    sd = read_weights(source)
-    conv = sd[CONV_IN]
-    added = torch.randn((conv.shape[0], extra, *conv.shape[2:]), generator=torch.Generator().manual_seed(5))
-    sd[CONV_IN] = torch.cat([conv, (added * 0.3).to(conv.dtype)], dim=1)
-    save_file(sd, str(target))
+from tests.nodes.helpers_models import make_ctx, widened_unet_copy
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +26,8 @@ def ip2p_models(tiny_sd15_path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ip2p_models")
     (root / "checkpoints").mkdir()
     shutil.copyfile(tiny_sd15_path, root / "checkpoints" / "tiny-sd15.safetensors")
-    _widened(tiny_sd15_path, root / "checkpoints" / "tiny-sd15-ip2p.safetensors", 4)
-    _widened(tiny_sd15_path, root / "checkpoints" / "tiny-sd15-10ch.safetensors", 6)
+    widened_unet_copy(tiny_sd15_path, root / "checkpoints" / "tiny-sd15-ip2p.safetensors", 4, 0.3)
+    widened_unet_copy(tiny_sd15_path, root / "checkpoints" / "tiny-sd15-10ch.safetensors", 6, 0.3)
     return root
 
 
