@@ -123,3 +123,49 @@ def test_bfl_control_lora_on_a_wider_model_is_refused(files, tmp_path):
     base = load_diffusion_model(recipe, torch.float32)
     with pytest.raises(LoraError, match="cannot patch diffusion_model.img_in.weight"):
         patched_module(base, recipe.with_patch(LoraPatch(str(files["control"]), 1.0)), None, torch.float32)
+
+
+def _run_template(tmp_path: Path, template: str, picture: str, seed: int) -> torch.Tensor:
+    """ComfyUI's template run headless on tiny files (2 steps) with a random control picture; its image."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from bench.template_coverage import installed_templates
+    from diffgraph.api import Session
+    from tests.nodes.flux_files import TEMPLATE_NAMES, write_tiny_flux_models
+
+    models = tmp_path / "models"
+    names = {key: arch for key, arch in TEMPLATE_NAMES.items() if key[0] != "diffusion_models"}
+    names[("diffusion_models", "flux1-canny-dev.safetensors")] = "flux1-canny-dev"
+    names[("diffusion_models", "flux1-dev-fp8.safetensors")] = "flux1-dev"
+    write_tiny_flux_models(models, names)
+    make_lora_file("flux-bfl-control", "tiny", 0, models / "loras" / "flux1-depth-dev-lora.safetensors")
+    (tmp_path / "input").mkdir(exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    PILImage.fromarray(pixels).save(tmp_path / "input" / picture)
+    out = tmp_path / f"out{seed}"
+    session = Session(models_dir=models, input_dir=tmp_path / "input", output_dir=out)
+    workflow = session.load(installed_templates()[1] / f"{template}.json")
+    for node in workflow.prompt.values():
+        if node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = 2
+    result = session.run(workflow)
+    # SaveImage's file (the Canny template also previews its edge map into the temp folder).
+    (image,) = [f for files in result.files.values() for f in files if out in f.parents]
+    return torch.from_numpy(np.array(PILImage.open(image).convert("RGB"))).float()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "template, picture",
+    [
+        ("flux_canny_model_example", "sd3_controlnet_example.png"),
+        ("flux_depth_lora_example", "shark_depthmap.png"),
+    ],
+)
+def test_flux_control_templates_run_and_follow_their_control_picture(tmp_path, template, picture):
+    first = _run_template(tmp_path, template, picture, 1)
+    other = _run_template(tmp_path, template, picture, 2)
+    assert first.shape == (64, 64, 3)
+    # The control picture reaches the model as input channels: another picture, another image.
+    assert (first - other).abs().mean() > 0.5
