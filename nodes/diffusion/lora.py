@@ -3,7 +3,8 @@
 Layouts: kohya (`lora_unet_*`, `lora_te_*`, `lora_te1_*`, `lora_te2_*`, `lora_te3_*` with
 `.lora_down/.lora_up/.alpha`; UNet names in diffusers or LDM spelling), diffusers/peft
 (`unet.<module>.lora_A/lora_B` or `.lora.down/.lora.up`, `text_encoder.*`, `text_encoder_2.*`), and for
-FLUX and SD3 the native/BFL, diffusers, OneTrainer and SimpleTuner namings of nodes.diffusion.lora_dit.
+FLUX and SD3 the native/BFL, diffusers, OneTrainer and SimpleTuner namings of nodes.diffusion.lora_dit,
+and BFL's FLUX control LoRAs (nodes.diffusion.lora_file), whose widened img_in widens the patched layer.
 Every patch on a weight is computed in float32 and rounded once (nodes.diffusion.lora_math). Merge
 patches (ModelMergeSimple) blend another model's weights in the same pass. The cached base model is
 never mutated.
