@@ -21,13 +21,14 @@ from tests.nodes.helpers_models import make_ctx, widened_unet_copy
 
 
 @pytest.fixture(scope="module")
-def ip2p_models(tiny_sd15_path, tmp_path_factory) -> Path:
-    """tiny-sd15 plus tiny-sd15-ip2p (8 input channels) and tiny-sd15-10ch (10, unsupported)."""
+def ip2p_models(tiny_sd15_path, tiny_sdxl_path, tmp_path_factory) -> Path:
+    """tiny-sd15 plus tiny-sd15-ip2p and tiny-sdxl-ip2p (8 input channels), tiny-sd15-10ch (10, unsupported)."""
     root = tmp_path_factory.mktemp("ip2p_models")
     (root / "checkpoints").mkdir()
     shutil.copyfile(tiny_sd15_path, root / "checkpoints" / "tiny-sd15.safetensors")
     widened_unet_copy(tiny_sd15_path, root / "checkpoints" / "tiny-sd15-ip2p.safetensors", 4, 0.3)
     widened_unet_copy(tiny_sd15_path, root / "checkpoints" / "tiny-sd15-10ch.safetensors", 6, 0.3)
+    widened_unet_copy(tiny_sdxl_path, root / "checkpoints" / "tiny-sdxl-ip2p.safetensors", 4, 0.3)
     return root
 
 
@@ -69,8 +70,9 @@ def test_instruct_pix2pix_conditioning_attaches_the_cropped_encoding_and_hands_o
         torch.testing.assert_close(cond.entries[0].concat_latent, expected, rtol=0, atol=0)
 
 
-def test_instruct_pix2pix_unet_is_loaded_and_follows_the_picture(ctx):
-    loaded = _load(ctx, "tiny-sd15-ip2p.safetensors")
+@pytest.mark.parametrize("name", ["tiny-sd15-ip2p.safetensors", "tiny-sdxl-ip2p.safetensors"])
+def test_instruct_pix2pix_unet_is_loaded_and_follows_the_picture(ctx, name):
+    loaded = _load(ctx, name)
     assert loaded.MODEL.in_channels == 8 and loaded.MODEL.concat_kind == "ip2p"
 
     def sample(seed: int) -> torch.Tensor:
