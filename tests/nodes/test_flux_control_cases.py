@@ -1,8 +1,9 @@
 """ComfyUI's final latents for FLUX.1 Canny dev and FLUX dev with a BFL control LoRA, on reduced-depth files.
 
-ComfyUI 0.3.64 on CPU (a server started with --cpu and data/flux_control/input/ as its input folder) ran
-data/flux_control/<case>/workflow_api.json; reference_cases/record_with_comfyui.py stored its SaveLatent
-output there as latent.safetensors (key `latent`, raw VAE space):
+ComfyUI 0.3.64 on CPU ran the graph of data/flux_control/<case>/workflow_api.json with
+data/flux_control/input/ as its input folder; data/flux_control/record_lowmem_with_comfyui.py (ComfyUI's
+node classes called in order, text encoders dropped before the diffusion model loads) stored its final
+latent there as latent.safetensors (key `latent`, raw VAE space as SaveLatent writes it):
 - canny_d2s2: a FLUX.1 Canny dev d2s2 file (make-checkpoint --arch flux1-canny-dev --size reduced --seed
   1234, the reference README's value rule), InstructPixToPixConditioning on a 128x128 edge picture,
   FluxGuidance 30, KSampler euler/normal, 3 steps, cfg 1;
