@@ -5,10 +5,10 @@
 The same graph as CASE/workflow_api.json (DualCLIPLoader, two CLIPTextEncode, FluxGuidance, VAELoader,
 LoadImage, InstructPixToPixConditioning, UNETLoader, optional LoraLoaderModelOnly, KSampler), with its
 values read from that file, run node by node in ComfyUI's CPU mode: the text encoders are dropped once
-the prompts are encoded and the diffusion model is loaded afterwards, so the run needs about half the
-memory of a server run (which holds T5-XXL and the float32 FLUX model at once; on a shared 23 GB
-machine such runs were killed for memory). Each node function is ComfyUI's; nothing else differs from
-what ../reference_cases/record_with_comfyui.py records. The final latent (KSampler's raw VAE-space
+the prompts are encoded and the diffusion model is loaded afterwards, instead of a server holding
+T5-XXL and the float32 FLUX model at once (two such server runs were killed for memory on a shared
+23 GB machine; this one peaked at 10.3 GB RSS for both cases). Each node function is ComfyUI's; nothing
+else differs from what ../reference_cases/record_with_comfyui.py records. The final latent (KSampler's raw VAE-space
 samples, as SaveLatent stores them) goes to CASE/latent.safetensors under `latent`. MODELS holds
 diffusion_models/, text_encoders/, vae/, loras/; input/ beside this script is the input folder.
 """
@@ -66,15 +66,27 @@ def record(case: str) -> None:
     model = nodes.UNETLoader().load_unet(unet["unet_name"], unet["weight_dtype"])[0]
     if "LoraLoaderModelOnly" in by_type:
         lora = by_type["LoraLoaderModelOnly"]
-        model = nodes.LoraLoaderModelOnly().load_lora_model_only(model, lora["lora_name"], lora["strength_model"])[0]
+        model = nodes.LoraLoaderModelOnly().load_lora_model_only(
+            model, lora["lora_name"], lora["strength_model"]
+        )[0]
     k = by_type["KSampler"]
     out = nodes.KSampler().sample(
-        model, k["seed"], k["steps"], k["cfg"], k["sampler_name"], k["scheduler"], positive, negative, latent,
+        model,
+        k["seed"],
+        k["steps"],
+        k["cfg"],
+        k["sampler_name"],
+        k["scheduler"],
+        positive,
+        negative,
+        latent,
         denoise=k["denoise"],
     )[0]
     samples = out["samples"].contiguous()
     save_file({"latent": samples}, str(HERE / case / "latent.safetensors"))
-    print(f"{case}: {tuple(samples.shape)} std {samples.std():.4f} in {time.time() - started:.0f} s", flush=True)
+    print(
+        f"{case}: {tuple(samples.shape)} std {samples.std():.4f} in {time.time() - started:.0f} s", flush=True
+    )
     del model
     gc.collect()
     mm.unload_all_models()
