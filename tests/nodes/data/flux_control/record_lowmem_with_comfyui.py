@@ -30,10 +30,11 @@ comfy.options.enable_args_parsing()
 
 import comfy.model_management as mm  # noqa: E402
 import folder_paths  # noqa: E402
-import nodes  # noqa: E402
 from comfy_extras.nodes_flux import FluxGuidance  # noqa: E402
 from comfy_extras.nodes_ip2p import InstructPixToPixConditioning  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
+
+import nodes  # noqa: E402
 
 models = Path(os.environ["MODELS"])
 for kind in ("diffusion_models", "text_encoders", "vae", "loras"):
