@@ -14,7 +14,10 @@ latent there as latent.safetensors (key `latent`, raw VAE space as SaveLatent wr
 Both use the reference README's FLUX autoencoder, CLIP-L and T5-XXL fp8 files. Files as in
 test_flux_reference.py ($DIFFGRAPH_FLOW_MODELS or $DIFFGRAPH_TEST_CACHE); the Canny file is looked up
 beside them and built (about 2 GB) into the test cache, or a temporary folder, when missing; the LoRA
-(15 MB) is built each run. See data/flux_control/README.md for the measured numbers.
+(15 MB) is built each run.
+
+Measured (both cases in one pytest run, two shared CPU cores): Canny relative L2 1.9e-7, control LoRA
+1.6e-7 against ComfyUI's latents; 2 min 23 s, peak RSS 14.2 GB.
 """
 
 from __future__ import annotations
