@@ -169,3 +169,18 @@ def test_flux_control_templates_run_and_follow_their_control_picture(tmp_path, t
     assert first.shape == (64, 64, 3)
     # The control picture reaches the model as input channels: another picture, another image.
     assert (first - other).abs().mean() > 0.5
+
+
+def test_make_checkpoint_writes_canny_and_depth_files_of_one_layout_and_a_control_lora(tmp_path):
+    from nodes.diffusion.make_checkpoint import main
+
+    for arch in ("flux1-canny-dev", "flux1-depth-dev", "lora-flux-bfl-control"):
+        assert (
+            main(["--arch", arch, "--size", "tiny", "--seed", "3", str(tmp_path / f"{arch}.safetensors")])
+            == 0
+        )
+    canny, depth = (tmp_path / f"{arch}.safetensors" for arch in ("flux1-canny-dev", "flux1-depth-dev"))
+    assert canny.read_bytes() == depth.read_bytes()
+    assert inspect_diffusion_model(depth) == "flux-control"
+    lora = load_file(str(tmp_path / "lora-flux-bfl-control.safetensors"))
+    assert lora["img_in.lora_A.weight"].shape[1] == 128 and "single_blocks.0.norm.key_norm.scale" in lora
