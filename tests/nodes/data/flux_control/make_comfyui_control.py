@@ -9,8 +9,8 @@ Needs a ComfyUI checkout, its Python and the tiny random files of make-checkpoin
     COMFYUI=path/to/ComfyUI path/to/comfy-venv/bin/python make_comfyui_control.py dev.safetensors \
         canny.safetensors control.safetensors
 
-ComfyUI's FLUX class is built directly at the tiny size (as ../flux_kontext/make_comfyui_forward.py
-does) with the files' tensors as float32. The LoRA goes through ComfyUI's own key map for a FLUX model's
+ComfyUI's FLUX class is built directly at the tiny size (../comfy_tiny_flux.py) with the files' tensors
+as float32. The LoRA goes through ComfyUI's own key map for a FLUX model's
 `diffusion_model.*` names, its BFL control-LoRA conversion and its weight patching (float32, as a CPU
 run holds the model), at strengths 1 and 0.6. Stored: the inputs (`in.*`), the Canny velocity
 (`canny`), the 16 channels ComfyUI's Flux model appends for a 32-channel model from an image latent of
@@ -27,45 +27,21 @@ from types import SimpleNamespace
 
 DEV_FILE, CANNY_FILE, LORA_FILE = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, os.environ["COMFYUI"])
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 sys.argv = [sys.argv[0], "--cpu"]
 import comfy.options  # noqa: E402
 
 comfy.options.enable_args_parsing()
 
 import comfy.latent_formats  # noqa: E402
-import comfy.ldm.flux.model  # noqa: E402
 import comfy.lora  # noqa: E402
 import comfy.lora_convert  # noqa: E402
 import comfy.model_base  # noqa: E402
-import comfy.ops  # noqa: E402
 import torch  # noqa: E402
+from comfy_tiny_flux import tiny_flux  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def tiny_flux(state, in_channels):
-    """ComfyUI's FLUX model class at the tiny size holding `state` (float32)."""
-    model = comfy.ldm.flux.model.Flux(
-        in_channels=in_channels,
-        out_channels=16,
-        vec_in_dim=64,
-        context_in_dim=128,
-        hidden_size=256,
-        mlp_ratio=4.0,
-        num_heads=2,
-        depth=1,
-        depth_single_blocks=1,
-        axes_dim=[16, 56, 56],
-        theta=10000,
-        patch_size=2,
-        qkv_bias=True,
-        guidance_embed=True,
-        dtype=torch.float32,
-        operations=comfy.ops.disable_weight_init,
-    )
-    model.load_state_dict(state, strict=True)
-    return model.eval()
 
 
 def patched(dev, lora, strength):
