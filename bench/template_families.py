@@ -151,7 +151,6 @@ ARCH_MARKERS = (
     "ImageOnlyCheckpointLoader",
     "ModelPatchLoader",
     "USOStyleReference",
-    "InstructPixToPix",
     "TrimVideoLatent",
     "EasyCache",
     "UNetTemporalAttentionMultiply",

@@ -27,6 +27,7 @@ NODE_MODULES: tuple[str, ...] = (
     "nodes.defs.latent",
     "nodes.defs.vae",
     "nodes.defs.inpaint",
+    "nodes.defs.instruct_pix2pix",
     "nodes.defs.model_sampling",
     "nodes.defs.sd3",
     "nodes.defs.sampler",

@@ -130,6 +130,9 @@ class CondEntry:
     control: ControlApplication | None = None
 
 
+# What a model reads after its latent's channels (nodes.sampling.conds builds each): SD inpainting's
+# mask and masked image, instruct-pix2pix's image latent, FLUX Fill's, FLUX Canny/Depth's image latent.
+ConcatKind = Literal["inpaint", "ip2p", "fill", "flux_image"]
 ControlKind = Literal["controlnet", "t2i_adapter", "control_lora"]
 
 

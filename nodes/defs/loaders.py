@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
 from nodes.diffusion import families, sd3
-from nodes.diffusion.flux import FILL_CHANNELS
+from nodes.diffusion.flux import INPUT_CHANNELS, FluxModel
 from nodes.diffusion.loader import (
     component_dtype,
     inspect_vae_file,
@@ -40,6 +40,7 @@ def model_handle(store, recipe: ComponentRecipe, prediction: str, in_channels: i
 FLOW_OF_FAMILY = {
     "flux-dev": FlowSampling("flux", 1.15),
     "flux-fill": FlowSampling("flux", 1.15),
+    "flux-control": FlowSampling("flux", 1.15),
     "flux-schnell": FlowSampling("discrete_flow", 1.0, 1.0),
     # ComfyUI's default for SD3 files: discrete flow, shift 3, timesteps sigma * 1000.
     sd3.FAMILY: FlowSampling("discrete_flow", sd3.DEFAULT_SHIFT, sd3.TIMESTEP_MULTIPLIER),
@@ -54,7 +55,7 @@ def dit_model_handle(store, recipe: ComponentRecipe) -> DiffusionModel:
         latent_format=fmt,
         compute_dtype=recipe_dtype(store, recipe),
         device=str(store.device),
-        in_channels=FILL_CHANNELS if recipe.family == "flux-fill" else fmt.channels,
+        in_channels=INPUT_CHANNELS.get(recipe.family, fmt.channels),
         flow=FLOW_OF_FAMILY.get(recipe.family),
     )
 
@@ -196,6 +197,15 @@ def _lora_path(ctx: RunContext, name: str) -> str:
     return str(Path(ctx.model_paths.resolve("loras", name)))
 
 
+def _patched_model(ctx: RunContext, model: DiffusionModel) -> DiffusionModel:
+    """Load a LoRA-patched model; a FLUX model whose img_in the LoRA widened (BFL control LoRAs) now
+    reads the control image's latent too, so its handle says so."""
+    module = model.load(ctx.models)
+    if isinstance(module, FluxModel) and module.in_channels != model.in_channels:
+        return replace(model, in_channels=module.in_channels)
+    return model
+
+
 class LoraLoader(Node):
     """Applies a LoRA to MODEL and CLIP."""
 
@@ -240,7 +250,7 @@ class LoraLoader(Node):
         clip = replace(
             inputs.clip, recipe=inputs.clip.recipe.with_patch(LoraPatch(path, inputs.strength_clip))
         )
-        model.load(ctx.models)
+        model = _patched_model(ctx, model)
         clip.load(ctx.models)
         return self.Outputs(MODEL=model, CLIP=clip)
 
@@ -274,8 +284,7 @@ class LoraLoaderModelOnly(Node):
         model = replace(
             inputs.model, recipe=inputs.model.recipe.with_patch(LoraPatch(path, inputs.strength_model))
         )
-        model.load(ctx.models)
-        return self.Outputs(MODEL=model)
+        return self.Outputs(MODEL=_patched_model(ctx, model))
 
 
 NODES = [

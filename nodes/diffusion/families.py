@@ -40,6 +40,7 @@ DIT_FAMILIES = {
     "flux-dev": FLUX_LATENT,
     "flux-schnell": FLUX_LATENT,
     "flux-fill": FLUX_LATENT,
+    "flux-control": FLUX_LATENT,
 }
 _UNSUPPORTED = (
     ("model.diffusion_model.double_blocks.", "Flux"),

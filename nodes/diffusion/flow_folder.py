@@ -95,7 +95,7 @@ def transformer_dir(path: Path) -> Path:
 
 
 def transformer_family(folder: Path) -> str:
-    """flux-dev, flux-schnell, flux-fill or sd3 for a transformer folder (class from JSON, kind from tensors)."""
+    """A flux.FAMILIES name or sd3 for a transformer folder (class from JSON, kind from tensors)."""
     cfg = read_config(folder)
     kind = cfg.get("_class_name")
     if kind not in (FLUX_CLASS, SD3_CLASS):
@@ -111,10 +111,11 @@ def transformer_family(folder: Path) -> str:
             f"{folder_name(folder)}: no x_embedder.weight among its tensors; {_EXPECTED}"
         )
     features = shapes["x_embedder.weight"][1]
-    if features not in (flux.PLAIN_FEATURES, flux.FILL_FEATURES):
+    if features != flux.PLAIN_FEATURES and features not in flux.WIDE_FAMILIES:
         raise CheckpointFormatError(
             f"{folder_name(folder)}: FLUX model with {features} input features; supported are "
-            f"{flux.PLAIN_FEATURES} (dev, schnell, Kontext) and {flux.FILL_FEATURES} (Fill)"
+            f"{flux.PLAIN_FEATURES} (dev, schnell, Kontext), {flux.CONTROL_FEATURES} (Canny/Depth dev) and "
+            f"{flux.FILL_FEATURES} (Fill)"
         )
     guidance = _GUIDANCE_KEY in shapes
     if bool(cfg.get("guidance_embeds")) != guidance:
@@ -122,8 +123,8 @@ def transformer_family(folder: Path) -> str:
             f"{folder_name(folder)}/config.json says guidance_embeds={cfg.get('guidance_embeds')} but the "
             f"weights {'hold' if guidance else 'lack'} the guidance embedder"
         )
-    if features == flux.FILL_FEATURES:
-        return "flux-fill"
+    if features in flux.WIDE_FAMILIES:
+        return flux.WIDE_FAMILIES[features]
     return "flux-dev" if guidance else "flux-schnell"
 
 

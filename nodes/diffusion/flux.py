@@ -9,8 +9,8 @@ and scale swapped), a fact-level mapping of the two published layouts.
 Linear weights stay in their stored dtype (bf16, fp16, fp8) and are upcast to the compute dtype one
 layer at a time; the small norm and embedding tensors are converted once.
 
-FLUX.1 Fill takes 96 input channels (latent, masked-image latent, the mask packed 8x8 into 64 channels)
-and is told apart by `img_in`'s width. Kontext reference latents are extra image tokens appended after
+FLUX.1 Fill takes 96 input channels (latent, masked-image latent, the mask packed 8x8 into 64 channels),
+FLUX.1 Canny/Depth dev 32 (latent, control-image latent); both are told apart by `img_in`'s width. Kontext reference latents are extra image tokens appended after
 the noisy latent's, with their own position ids (see `reference_positions`); their outputs are dropped.
 """
 
@@ -31,11 +31,15 @@ from nodes.diffusion.stored_weights import converted_scales, scale_rows, split_w
 
 CONFIG_PATH = Path(__file__).parent / "configs" / "flux-transformer.json"
 PREFIXES = ("model.diffusion_model.", "")
-FAMILIES = ("flux-dev", "flux-schnell", "flux-fill")
+FAMILIES = ("flux-dev", "flux-schnell", "flux-fill", "flux-control")
 LATENT_CHANNELS = 16
-# img_in input features: 16 latent channels per 2x2 patch; Fill adds 16 image + 64 mask channels.
-PLAIN_FEATURES, FILL_FEATURES = 64, 384
-FILL_CHANNELS = FILL_FEATURES // 4
+# img_in input features: 16 latent channels per 2x2 patch; Fill adds 16 image + 64 mask channels,
+# Canny/Depth dev (and dev with a BFL control LoRA) 16 control-image channels.
+PLAIN_FEATURES, FILL_FEATURES, CONTROL_FEATURES = 64, 384, 128
+FILL_CHANNELS, CONTROL_CHANNELS = FILL_FEATURES // 4, CONTROL_FEATURES // 4
+# The families whose input is wider than the latent, by img_in width.
+WIDE_FAMILIES = {FILL_FEATURES: "flux-fill", CONTROL_FEATURES: "flux-control"}
+INPUT_CHANNELS = {family: features // 4 for features, family in WIDE_FAMILIES.items()}
 HEAD_DIM = 128
 PATCH = 2
 # What ComfyUI's FLUX model assumes when a conditioning carries no guidance value.
@@ -53,18 +57,19 @@ def flux_prefix(keys: Sequence[str]) -> str | None:
 
 
 def flux_family(keys: Sequence[str], prefix: str, shapes: dict[str, list[int]] | None = None) -> str:
-    """flux-fill (384 input features), flux-dev (has the guidance embedder) or flux-schnell.
+    """flux-fill (384 input features), flux-control (128: Canny/Depth dev), flux-dev (has the guidance
+    embedder) or flux-schnell.
 
     Without `shapes` the input width is not checked (dev or schnell by the keys alone).
     """
     if shapes is not None:
         features = shapes[prefix + "img_in.weight"][1]
-        if features == FILL_FEATURES:
-            return "flux-fill"
+        if features in WIDE_FAMILIES:
+            return WIDE_FAMILIES[features]
         if features != PLAIN_FEATURES:
             raise CheckpointFormatError(
                 f"FLUX model with {features} input features (img_in); supported are {PLAIN_FEATURES} "
-                f"(dev, schnell, Kontext) and {FILL_FEATURES} (Fill)"
+                f"(dev, schnell, Kontext), {CONTROL_FEATURES} (Canny/Depth dev) and {FILL_FEATURES} (Fill)"
             )
     return "flux-dev" if prefix + "guidance_in.in_layer.weight" in set(keys) else "flux-schnell"
 
@@ -247,6 +252,11 @@ class FluxModel(torch.nn.Module):
         # diffusers' model classes are untyped for mypy (config, __call__): held as Any.
         self.transformer: Any = transformer
         self.family, self.compute = family, compute
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels per latent pixel, as img_in reads them (a BFL control LoRA widens it to 32)."""
+        return int(self.transformer.x_embedder.weight.shape[1]) // (PATCH * PATCH)
 
     @property
     def has_guidance(self) -> bool:

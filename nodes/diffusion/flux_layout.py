@@ -17,7 +17,7 @@ from nodes.diffusion.ldm_layout import VaeArch, vae_layout
 from nodes.diffusion.random_weights import write_random_file
 
 Layout = dict[str, tuple[int, ...]]
-FLUX_ARCHS = ("flux1-dev", "flux1-schnell", "flux1-fill-dev", "flux-ae")
+FLUX_ARCHS = ("flux1-dev", "flux1-schnell", "flux1-fill-dev", "flux1-canny-dev", "flux1-depth-dev", "flux-ae")
 FLUX_SIZES = ("tiny", "reduced", "full")
 HEAD_DIM = 128
 MLP_RATIO = 4
@@ -28,11 +28,23 @@ _SIZES = {
     "full": (3072, 19, 38, 4096, 768),
 }
 # The random-weight rule's component name: both FLUX files share one (schnell = dev without guidance_in).
-# Fill (dev with a 384-wide img_in) shares it too: only img_in's values differ from dev's.
-COMPONENTS = {"flux1-dev": "flux", "flux1-schnell": "flux", "flux1-fill-dev": "flux", "flux-ae": "flux-ae"}
+# Fill (dev with a 384-wide img_in) and Canny/Depth (128-wide) share it too: only img_in's values differ.
+COMPONENTS = {
+    "flux1-dev": "flux",
+    "flux1-schnell": "flux",
+    "flux1-fill-dev": "flux",
+    "flux1-canny-dev": "flux",
+    "flux1-depth-dev": "flux",
+    "flux-ae": "flux-ae",
+}
 LATENT_CHANNELS = 16
-# Fill's input per latent pixel: latent, masked-image latent, 8x8 mask pixels.
-FILL_INPUT_CHANNELS = 2 * LATENT_CHANNELS + 64
+# Input channels per latent pixel: Fill's latent, masked-image latent and 8x8 mask pixels; Canny's and
+# Depth's latent and control-image latent (the two files have one layout).
+INPUT_CHANNELS = {
+    "flux1-fill-dev": 2 * LATENT_CHANNELS + 64,
+    "flux1-canny-dev": 2 * LATENT_CHANNELS,
+    "flux1-depth-dev": 2 * LATENT_CHANNELS,
+}
 
 
 def _linear(out: Layout, name: str, rows: int, cols: int) -> None:
@@ -46,11 +58,11 @@ def _qk_norm(out: Layout, stem: str) -> None:
 
 
 def flux_layout(arch: str, size: str) -> Layout:
-    """Keys and shapes of a BFL-layout FLUX.1 dev, schnell or Fill dev diffusion model."""
+    """Keys and shapes of a BFL-layout FLUX.1 dev, schnell, Fill, Canny or Depth dev diffusion model."""
     hidden, double, single, context, pooled = _SIZES[size]
     out_features = LATENT_CHANNELS * 4
-    in_features = FILL_INPUT_CHANNELS * 4 if arch == "flux1-fill-dev" else out_features
-    guidance = arch in ("flux1-dev", "flux1-fill-dev")
+    in_features = INPUT_CHANNELS.get(arch, LATENT_CHANNELS) * 4
+    guidance = arch != "flux1-schnell"
     return bfl_layout(hidden, double, single, context, pooled, in_features, out_features, guidance)
 
 

@@ -52,7 +52,8 @@ class CheckpointInfo:
     family: str
     prediction: str
     components: tuple[str, ...]
-    # UNet input channels: 4, or 9 for inpainting checkpoints (latent + mask + masked-image latent).
+    # UNet input channels: 4, 9 for inpainting checkpoints (latent + mask + masked-image latent), 8 for
+    # instruct-pix2pix (latent + image latent).
     unet_in_channels: int = 4
 
 
@@ -145,11 +146,11 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
 
 
 def _check_in_channels(path: Path, channels: int) -> None:
-    """Refuse UNets whose extra input channels diffgraph does not feed (e.g. instruct-pix2pix's 8)."""
-    if channels not in (4, 9):
+    """Refuse UNets whose extra input channels diffgraph does not feed."""
+    if channels not in (4, 8, 9):
         raise CheckpointFormatError(
-            f"{path.name} has a UNet with {channels} input channels; diffgraph runs 4-channel models and "
-            "9-channel inpainting models"
+            f"{path.name} has a UNet with {channels} input channels; diffgraph runs 4-channel models, "
+            "8-channel instruct-pix2pix models and 9-channel inpainting models"
         )
 
 

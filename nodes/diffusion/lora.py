@@ -3,7 +3,8 @@
 Layouts: kohya (`lora_unet_*`, `lora_te_*`, `lora_te1_*`, `lora_te2_*`, `lora_te3_*` with
 `.lora_down/.lora_up/.alpha`; UNet names in diffusers or LDM spelling), diffusers/peft
 (`unet.<module>.lora_A/lora_B` or `.lora.down/.lora.up`, `text_encoder.*`, `text_encoder_2.*`), and for
-FLUX and SD3 the native/BFL, diffusers, OneTrainer and SimpleTuner namings of nodes.diffusion.lora_dit.
+FLUX and SD3 the native/BFL, diffusers, OneTrainer and SimpleTuner namings of nodes.diffusion.lora_dit,
+and BFL's FLUX control LoRAs (nodes.diffusion.lora_file), whose widened img_in widens the patched layer.
 Every patch on a weight is computed in float32 and rounded once (nodes.diffusion.lora_math). Merge
 patches (ModelMergeSimple) blend another model's weights in the same pass. The cached base model is
 never mutated.
@@ -246,7 +247,11 @@ def apply_ops(model: torch.nn.Module, lmap: DitLoraMap, ops: Ops, compute: torch
         for slot in slots:
             owner, _, leaf = slot.param.rpartition(".")
             value = result if slot.rows is None else result[slot.rows]
-            setattr(model.get_submodule(owner), leaf, torch.nn.Parameter(value, requires_grad=False))
+            module = model.get_submodule(owner)
+            setattr(module, leaf, torch.nn.Parameter(value, requires_grad=False))
+            if isinstance(module, torch.nn.Linear) and leaf == "weight":
+                # A widened weight (BFL control LoRAs' img_in) widens the layer's input.
+                module.in_features = value.shape[1]
 
 
 def patched_module(

@@ -12,7 +12,8 @@ LoRA namings accepted, as ComfyUI maps them:
   * native / BFL: `diffusion_model.<file key>` and kohya `lora_unet_<file key with _>`;
   * diffusers / peft: `transformer.<diffusers module>` (SD3 also `base_model.model.`), OneTrainer
     `lora_transformer_<module with _>`, SimpleTuner `lycoris_<module with _>`;
-  * FLUX `diffusion_model.single_blocks.N.linear1_qkv` (the attention rows of linear1 only).
+  * FLUX `diffusion_model.single_blocks.N.linear1_qkv` (the attention rows of linear1 only);
+  * any other tensor (norm scales, biases) by its full native name (BFL control LoRAs set norm scales).
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def dit_lora_map(path: str, family: str) -> DitLoraMap:
             stem = name[: -len(".weight")]
             targets[COMFY_PREFIX + stem] = Target(COMFY_PREFIX + name, None)
             targets["lora_unet_" + stem.replace(".", "_")] = Target(COMFY_PREFIX + name, None)
+        else:
+            # Other tensors (norm scales, biases) answer to their own full name (set values, diffs).
+            targets[COMFY_PREFIX + name] = Target(COMFY_PREFIX + name, None)
     for dname, target in ours.items():
         if not dname.endswith(".weight"):
             continue

@@ -5,7 +5,14 @@ used) and the suffix says what the tensor is. The pair suffixes are those of koh
 (`.lora_up/.lora_down.weight`), diffusers/peft (`.lora_B/.lora_A.weight`, `.lora.up/.lora.down.weight`,
 `_lora.up/_lora.down.weight`, `.lora_linear_layer.up/down.weight`, `.lora_B/.lora_A.default.weight`) and
 the bare `.lora_B/.lora_A` some transformer trainers write. `.alpha` scales a pair by alpha / rank,
-`.dora_scale` makes it DoRA, `.diff` / `.diff_b` are stored differences of a weight / its bias.
+`.dora_scale` makes it DoRA, `.diff` / `.diff_b` are stored differences of a weight / its bias,
+`.set_weight` a value that replaces the weight and `.reshape_weight` the shape a pair's weight is
+zero-padded to first.
+
+BFL's FLUX control LoRAs (Canny/Depth dev) name their tensors by bare BFL keys: LoRA pairs, pair biases
+(`.lora_B.bias`, added to the layer's bias) and whole RMSNorm scales (`*_norm.scale`, replacing the
+model's); their img_in pair reads 128 features, so the 64-wide img_in is widened first. They are read
+under the generic names above, as ComfyUI converts them.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from engine import UserFacingError
-from nodes.diffusion.lora_math import FullDiff, LowRank
+from nodes.diffusion.lora_math import FullDiff, LowRank, SetValue
 from nodes.diffusion.uso import uso_lora_renamed
 
 # (up suffix, down suffix) of each pair naming, longest first so `.lora_B.weight` wins over `.lora_B`.
@@ -28,7 +35,7 @@ PAIR_SUFFIXES = (
     (".lora.up.weight", ".lora.down.weight"),
     (".lora_B", ".lora_A"),
 )
-_EXTRA = (".alpha", ".dora_scale", ".diff", ".diff_b")
+_EXTRA = (".alpha", ".dora_scale", ".diff", ".diff_b", ".set_weight", ".reshape_weight")
 # Adapter kinds ComfyUI also reads that are refused here rather than skipped.
 UNSUPPORTED_SUFFIXES = (
     ".lora_mid.weight",
@@ -50,7 +57,7 @@ class LoraFormatError(UserFacingError):
 class StemAdapters:
     """What a LoRA file holds for one stem: a weight adapter and/or a bias diff, and the keys used."""
 
-    weight: LowRank | FullDiff | None = None
+    weight: LowRank | FullDiff | SetValue | None = None
     bias: FullDiff | None = None
     keys: list[str] = field(default_factory=list)
 
@@ -63,14 +70,28 @@ def _pair_stem(key: str) -> tuple[str, str, str] | None:
     return None
 
 
+def is_bfl_control(lora: dict[str, torch.Tensor]) -> bool:
+    """Whether a LoRA file is one of BFL's FLUX control LoRAs (bare keys, img_in pair, norm scales)."""
+    return "img_in.lora_A.weight" in lora and "single_blocks.0.norm.key_norm.scale" in lora
+
+
+def bfl_control_keys(lora: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A BFL control LoRA under the generic names: pair biases as bias diffs, norm scales as set values,
+    img_in widened to the features its pair reads."""
+    out = {}
+    for key, tensor in lora.items():
+        key = key.replace(".lora_B.bias", ".diff_b").replace("_norm.scale", "_norm.scale.set_weight")
+        out["diffusion_model." + key] = tensor
+    widened = (lora["img_in.lora_B.weight"].shape[0], lora["img_in.lora_A.weight"].shape[1])
+    out["diffusion_model.img_in.reshape_weight"] = torch.tensor(widened)
+    return out
+
+
 def read_adapters(name: str, lora: dict[str, torch.Tensor]) -> tuple[dict[str, StemAdapters], list[str]]:
     """Stem -> adapters of a LoRA file, and the keys that are none of the known parts."""
     lora = uso_lora_renamed(lora)
-    if "img_in.lora_A.weight" in lora and any(k.endswith("_norm.scale") for k in lora):
-        raise LoraFormatError(
-            f"{name}: a FLUX control LoRA (BFL Canny/Depth: it widens the image input and sets the norm "
-            "scales), which diffgraph cannot apply yet; use the full Canny/Depth model instead"
-        )
+    if is_bfl_control(lora):
+        lora = bfl_control_keys(lora)
     unsupported = sorted(k for k in lora if k.endswith(UNSUPPORTED_SUFFIXES))
     if unsupported:
         raise LoraFormatError(
@@ -89,16 +110,28 @@ def read_adapters(name: str, lora: dict[str, torch.Tensor]) -> tuple[dict[str, S
             continue
         alpha = lora.get(stem + ".alpha")
         dora = lora.get(stem + ".dora_scale")
+        reshape = lora.get(stem + ".reshape_weight")
         entry = out.setdefault(stem, StemAdapters())
-        entry.weight = LowRank(up, down, None if alpha is None else float(alpha.item()), dora)
+        entry.weight = LowRank(
+            up,
+            down,
+            None if alpha is None else float(alpha.item()),
+            dora,
+            None if reshape is None else tuple(int(n) for n in reshape.tolist()),
+        )
         entry.keys += [key, stem + down_suffix]
-        entry.keys += [k for k in (stem + ".alpha", stem + ".dora_scale") if k in lora]
+        entry.keys += [
+            k for k in (stem + ".alpha", stem + ".dora_scale", stem + ".reshape_weight") if k in lora
+        ]
     for key, tensor in lora.items():
-        for suffix in (".diff", ".diff_b"):
+        for suffix in (".diff", ".diff_b", ".set_weight"):
             if key.endswith(suffix):
                 entry = out.setdefault(key[: -len(suffix)], StemAdapters())
                 if suffix == ".diff":
                     entry.weight = entry.weight or FullDiff(tensor)
+                elif suffix == ".set_weight":
+                    # ComfyUI reads a set value last for a stem: it wins over a pair or diff.
+                    entry.weight = SetValue(tensor)
                 else:
                     entry.bias = FullDiff(tensor)
                 entry.keys.append(key)

@@ -1,4 +1,4 @@
-"""The arithmetic of weight patches: LoRA (alpha/rank scaling, DoRA), full diffs, and rounding back to storage.
+"""The arithmetic of weight patches: LoRA (alpha/rank scaling, DoRA, widening), full diffs, set values, rounding.
 
 A patched weight is computed in float32 from its stored value and every patch on it, in order, then
 rounded once to the dtype it is kept in. That dtype is the stored one, except that a diffusion model
@@ -30,6 +30,9 @@ class LowRank:
     down: torch.Tensor
     alpha: float | None = None
     dora_scale: torch.Tensor | None = None
+    # The shape the weight is zero-padded to before the update (`.reshape_weight`, e.g. BFL control
+    # LoRAs widening FLUX's img_in from 64 to 128 input features).
+    reshape: tuple[int, ...] | None = None
 
     @property
     def scale(self) -> float:
@@ -44,15 +47,39 @@ class FullDiff:
     diff: torch.Tensor
 
 
-Adapter = LowRank | FullDiff
+@dataclass(frozen=True)
+class SetValue:
+    """A value that replaces the weight outright, whatever the strength (`.set_weight` keys)."""
+
+    value: torch.Tensor
+
+
+Adapter = LowRank | FullDiff | SetValue
+
+
+def pad_to(weight: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """`weight` in the top-left corner of a zero tensor of `shape` (which may not be smaller anywhere)."""
+    if len(shape) != weight.dim() or any(n < o for n, o in zip(shape, weight.shape, strict=True)):
+        raise ValueError(f"cannot widen a weight {tuple(weight.shape)} to {shape}")
+    out = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+    out[tuple(slice(0, n) for n in weight.shape)] = weight
+    return out
 
 
 def apply_adapter(weight: torch.Tensor, adapter: Adapter, strength: float) -> torch.Tensor:
     """`weight` (float32, the rows the adapter covers) with the adapter applied at `strength`."""
+    if isinstance(adapter, SetValue):
+        if tuple(adapter.value.shape) != tuple(weight.shape):
+            raise ValueError(
+                f"value of shape {tuple(adapter.value.shape)} for a weight {tuple(weight.shape)}"
+            )
+        return adapter.value.to(weight.device, torch.float32, copy=True)
     if isinstance(adapter, FullDiff):
         if tuple(adapter.diff.shape) != tuple(weight.shape):
             raise ValueError(f"diff of shape {tuple(adapter.diff.shape)} for a weight {tuple(weight.shape)}")
         return weight + strength * adapter.diff.to(weight.device, torch.float32)
+    if adapter.reshape is not None and tuple(adapter.reshape) != tuple(weight.shape):
+        weight = pad_to(weight, adapter.reshape)
     up = adapter.up.to(weight.device, torch.float32).flatten(1)
     down = adapter.down.to(weight.device, torch.float32).flatten(1)
     if up.shape[0] * down.shape[1] != weight.numel():

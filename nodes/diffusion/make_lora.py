@@ -7,6 +7,9 @@ Layouts (`LORA_LAYOUTS`):
     `proj_mlp`...); with text encoders `text_encoder.` (CLIP-L);
   * `flux-bfl`: `diffusion_model.<BFL key>.lora_A/.lora_B.weight` (ComfyUI / BFL native);
   * `flux-bfl-dora`: like `flux-bfl` with `.lora_down/.lora_up`, `.alpha` and DoRA `.dora_scale`;
+  * `flux-bfl-control`: a BFL control LoRA (Canny/Depth dev) for FLUX dev: bare BFL keys with
+    `.lora_A/.lora_B.weight` and a `.lora_B.bias` per layer (img_in's pair reading 128 features) and
+    every RMSNorm `*_norm.scale` in full;
   * `sd3-kohya`: `lora_unet_<MMDiT key with _>` + `.alpha`; `lora_te1_`/`lora_te2_`/`lora_te3_` for
     CLIP-L, CLIP-G and T5;
   * `sd3-diffusers`: `transformer.<diffusers module>.lora_A/.lora_B.weight`, `text_encoder.`/`text_encoder_2.`;
@@ -34,6 +37,7 @@ LORA_LAYOUTS = (
     "flux-diffusers",
     "flux-bfl",
     "flux-bfl-dora",
+    "flux-bfl-control",
     "sd3-kohya",
     "sd3-diffusers",
     "sd3-native",
@@ -104,10 +108,13 @@ def lora_stems(
     if family == sd3.FAMILY:
         native = mmdit_layout(sd3_arch("sd3.5-medium", size), prefix="")
     else:
-        native = flux_layout("flux1-dev", size)
+        # A control LoRA's img_in pair reads the latent and the control latent (Canny dev's width).
+        native = flux_layout("flux1-canny-dev" if layout == "flux-bfl-control" else "flux1-dev", size)
     shapes = {k: tuple(v) for k, v in native.items()}
     style = layout.split("-", 1)[1]
-    if style == "diffusers":
+    if style == "bfl-control":
+        stems = dict(_matrices(shapes))
+    elif style == "diffusers":
         stems = {"transformer." + k: v for k, v in _matrices(_converted(family, shapes)).items()}
     elif style == "kohya":
         stems = {"lora_unet_" + k.replace(".", "_"): v for k, v in _matrices(shapes).items()}
@@ -131,7 +138,7 @@ def make_lora_file(
 ) -> Path:
     """Write a random LoRA of `layout` for the FLUX dev / SD3.5 medium shapes of `size` (tiny, reduced, full)."""
     stems = lora_stems(layout, size, text_encoders, text_size, text_kinds)
-    names = _PAIRS["A"] if layout.endswith(("-diffusers", "-bfl", "-native")) else _PAIRS["down"]
+    names = _PAIRS["A"] if layout.endswith(("-diffusers", "-bfl", "-native", "-control")) else _PAIRS["down"]
     with_alpha = names is _PAIRS["down"]
     tensors: dict[str, torch.Tensor] = {}
     for stem, (rows, cols) in stems.items():
@@ -144,6 +151,13 @@ def make_lora_file(
         if layout.endswith("-dora"):
             norms = _uniform(seed, stem + ".dora_scale", (1, cols)) * 0.1 + 1.0
             tensors[stem + ".dora_scale"] = (norms * math.sqrt(rows / (3 * cols))).to(dtype)
+        if layout.endswith("-control"):
+            bias_key = stem + ".lora_B.bias"
+            tensors[bias_key] = (_uniform(seed, bias_key, (rows,)) * 0.02).to(dtype)
+    if layout.endswith("-control"):
+        for key, shape in flux_layout("flux1-dev", size).items():
+            if key.endswith("_norm.scale"):
+                tensors[key] = (1.0 + 0.1 * _uniform(seed, key, shape)).to(dtype)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata={"format": "pt"})

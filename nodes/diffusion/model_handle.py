@@ -21,7 +21,8 @@ FLUX models (`flow` set) take x [B, 16, h, w] unscaled, timesteps = sigmas in [0
 tokens [B, L, 4096], pooled the CLIP-L pooled output [B, 768] and `extras[i]["guidance"]` (FLUX dev's
 distilled guidance, 3.5 when absent) and `extras[i]["reference_latents"]` (Kontext reference latents,
 raw VAE space); they return the velocity [B, 16, h, w]. FLUX Fill takes x [B, 96, h, w]: the latent,
-the masked-image latent and the mask packed 8x8 into 64 channels (nodes.sampling.conds).
+the masked-image latent and the mask packed 8x8 into 64 channels (nodes.sampling.conds); FLUX
+Canny/Depth x [B, 32, h, w]: the latent and the control image's latent.
 SD3-family MMDiTs take the same call with 16-channel x_in, timesteps = sigma * 1000, embeds [B, L, 4096]
 (CLIP-L/G padded to 4096 then T5 tokens) and pooled [B, 2048], and return the velocity.
 
@@ -43,7 +44,7 @@ from engine import EdgeType
 from nodes.diffusion import sd3
 from nodes.diffusion.controlnet import Residuals
 from nodes.diffusion.denoiser_runtime import input_layout, prepared_denoiser
-from nodes.diffusion.flux import FILL_CHANNELS, FluxModel, guidance_vector
+from nodes.diffusion.flux import FluxModel, guidance_vector
 from nodes.diffusion.flux_kontext import reference_batch
 from nodes.diffusion.gligen import gligen_groups, run_groups
 from nodes.diffusion.loader import load_component_into, release_component
@@ -53,8 +54,17 @@ from nodes.diffusion.unclip import batch_adm
 from nodes.diffusion.unet_patches import ModelInfo, ModelOptions, ModelPatch, compile_patches
 from nodes.diffusion.unet_view import UnetView
 from nodes.diffusion.uso import StyleTokens
-from nodes.types import SD15_LATENT, FlowSampling, LatentFormat, Prediction, SkipLayerGuidance
+from nodes.types import SD15_LATENT, ConcatKind, FlowSampling, LatentFormat, Prediction, SkipLayerGuidance
 
+# (latent channels, input channels) -> the extra input a model reads after its latent: SD inpainting
+# UNets' mask and masked image, instruct-pix2pix UNets' image latent, FLUX Fill's masked image and packed
+# mask, FLUX Canny/Depth's control-image latent (also FLUX dev widened by a BFL control LoRA).
+CONCAT_KINDS: dict[tuple[int, int], ConcatKind] = {
+    (4, 9): "inpaint",
+    (4, 8): "ip2p",
+    (16, 96): "fill",
+    (16, 32): "flux_image",
+}
 # Keys of CondEntry.extras / forward extras that carry SDXL micro-conditioning.
 SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "aesthetic_score")
 
@@ -97,8 +107,9 @@ class DiffusionModel(_Handle):
     # Whether the UNet takes SDXL's pooled text + size embedding ("text_time"), refiner's layout, or
     # unCLIP's noise-augmented image embedding (extras["unclip"], see nodes.diffusion.unclip).
     adm: Literal["none", "sdxl", "refiner", "unclip"] = "none"
-    # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels; 96 for
-    # FLUX Fill, which takes [masked-image latent, packed mask] after the 16.
+    # 9 for inpainting UNets, which take [mask, masked-image latent] after the 4 latent channels, 8 for
+    # instruct-pix2pix UNets; 96 for FLUX Fill ([masked-image latent, packed mask] after the 16), 32 for
+    # FLUX Canny/Depth (the control-image latent). See CONCAT_KINDS.
     in_channels: int = 4
     # Flow-matching schedule (FLUX, SD3); None for the discrete eps/v models.
     flow: FlowSampling | None = None
@@ -131,9 +142,9 @@ class DiffusionModel(_Handle):
         return UnetView(self.load(store))
 
     @property
-    def is_inpaint(self) -> bool:
-        """Whether the model expects inpainting inputs concatenated to the latent (SD 9, FLUX Fill 96)."""
-        return self.in_channels in (9, FILL_CHANNELS)
+    def concat_kind(self) -> ConcatKind | None:
+        """What the model reads after the latent's channels (see nodes.sampling.conds), None for nothing."""
+        return CONCAT_KINDS.get((self.latent_format.channels, self.in_channels))
 
     def forward(
         self,

@@ -33,7 +33,7 @@ EXPECTED = (
 
 
 def inspect_diffusion_model(path: Path) -> str:
-    """The family of a standalone diffusion model file or folder (flux-dev, flux-schnell, flux-fill, sd3)."""
+    """The family of a standalone diffusion model file or folder (a flux.FAMILIES name or sd3)."""
     if path.is_dir():
         folder = flow_folder.transformer_dir(path)
         if not (folder / "config.json").is_file():

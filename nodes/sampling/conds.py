@@ -4,7 +4,10 @@ Facts followed (ComfyUI's process_conds, reimplemented): percentage areas are ro
 latent size; masks are resized (bilinear) to the latent, and "mask bounds" turns a mask's bounding box
 into the area (at least 8 latent pixels a side); start/end percents become sigmas; every area on one
 side gets a same-area twin on the other side, made of the opposite side's smallest enclosing entry's
-model inputs; a 9-channel inpainting UNet gets [mask, masked-image latent] concatenated to its input.
+model inputs; a 9-channel inpainting UNet gets [mask, masked-image latent] concatenated to its input,
+an instruct-pix2pix UNet the conditioning's image latent as it is (zeros without one), FLUX Canny/Depth
+that latent in model space (the zero latent's model-space value without one) and FLUX Fill its
+masked-image latent and packed mask.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.sampling.flow import ModelSampling
-from nodes.types import CondEntry, ControlApplication, LatentFormat
+from nodes.types import ConcatKind, CondEntry, ControlApplication, LatentFormat
 
 # What a 4-channel SD latent of an all-black image holds: the masked-image input of an inpainting
 # UNet when no image is given (ComfyUI's blank_inpaint_image_like values).
@@ -51,17 +54,18 @@ class SamplingCond:
 
 @dataclass(frozen=True, eq=False)
 class InpaintSource:
-    """What an inpainting model's extra input is built from (9-channel SD UNets, FLUX Fill).
+    """What a model's extra input is built from (SD inpainting and ip2p UNets, FLUX Fill and Canny/Depth).
 
-    `latents` is the sampler's starting latent in UNet space [B, 4, h, w]; `denoise_mask` the prepared
-    noise mask [B, 4, h, w] or None; `latent_format` scales a conditioning's own masked-image latent.
+    `latents` is the sampler's starting latent in UNet space [B, C, h, w]; `denoise_mask` the prepared
+    noise mask [B, C, h, w] or None; `latent_format` scales a conditioning's own image latent.
     """
 
     latents: torch.Tensor
     denoise_mask: torch.Tensor | None
     latent_format: LatentFormat
-    # FLUX Fill's layout ([masked-image latent, packed mask], see fill_concat) instead of SD's.
-    fill: bool = False
+    # Which extra input the model reads: SD inpainting's [mask, masked image] (inpaint_concat),
+    # instruct-pix2pix's raw image latent, FLUX Fill's (fill_concat), FLUX Canny/Depth's (flux_image).
+    kind: ConcatKind = "inpaint"
 
 
 def repeat_to_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
@@ -137,12 +141,11 @@ def _latent_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return mask
 
 
-def fill_concat(entry: CondEntry, src: InpaintSource, shape: torch.Size) -> torch.Tensor:
-    """[B, 80, h, w]: FLUX Fill's masked-image latent (model space) and its mask packed 8x8 per latent pixel.
+def image_concat(entry: CondEntry, src: InpaintSource, shape: torch.Size) -> torch.Tensor:
+    """[B, C, h, w]: the conditioning's image latent (zeros without one) at the latent's size and batch.
 
-    ComfyUI's facts: no masked image means a zero latent (before the latent scaling); no mask means the
-    sampler's noise mask, else all ones; the mask is averaged over channels, resized to 8x the latent and
-    each 8x8 pixel block becomes 64 channels (row-major within the block), not rounded.
+    Raw VAE space for instruct-pix2pix UNets; FLUX models read it in model space (latent scaling
+    applied, so the missing image's zeros become the format's shifted value), as ComfyUI does.
     """
     batch, _, height, width = shape
     device = src.latents.device
@@ -152,7 +155,20 @@ def fill_concat(entry: CondEntry, src: InpaintSource, shape: torch.Size) -> torc
         image = torch.zeros(tuple(shape), device=device)
     if tuple(image.shape[-2:]) != (height, width):
         image = center_resize(image, height, width)
-    image = src.latent_format.process_in(resize_to_batch(image, batch))
+    image = resize_to_batch(image, batch)
+    return image if src.kind == "ip2p" else src.latent_format.process_in(image)
+
+
+def fill_concat(entry: CondEntry, src: InpaintSource, shape: torch.Size) -> torch.Tensor:
+    """[B, 80, h, w]: FLUX Fill's masked-image latent (model space) and its mask packed 8x8 per latent pixel.
+
+    ComfyUI's facts: no masked image means a zero latent (before the latent scaling); no mask means the
+    sampler's noise mask, else all ones; the mask is averaged over channels, resized to 8x the latent and
+    each 8x8 pixel block becomes 64 channels (row-major within the block), not rounded.
+    """
+    batch, _, height, width = shape
+    device = src.latents.device
+    image = image_concat(entry, src, shape)
     mask = entry.concat_mask if entry.concat_mask is not None else src.denoise_mask
     if mask is None:
         mask = torch.ones((batch, 1, height, width), device=device)
@@ -165,9 +181,14 @@ def fill_concat(entry: CondEntry, src: InpaintSource, shape: torch.Size) -> torc
 
 
 def inpaint_concat(entry: CondEntry, src: InpaintSource, shape: torch.Size) -> torch.Tensor:
-    """[B, 5, h, w]: the (rounded) inpaint mask and the masked-image latent, a 9-channel UNet's extra input."""
-    if src.fill:
+    """[B, 5, h, w]: the (rounded) inpaint mask and the masked-image latent, a 9-channel UNet's extra input.
+
+    The other kinds' inputs are built by fill_concat and image_concat.
+    """
+    if src.kind == "fill":
         return fill_concat(entry, src, shape)
+    if src.kind in ("ip2p", "flux_image"):
+        return image_concat(entry, src, shape)
     batch, _, height, width = shape
     mask = entry.concat_mask if entry.concat_mask is not None else src.denoise_mask
     if entry.concat_latent is not None:

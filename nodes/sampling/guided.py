@@ -15,7 +15,6 @@ import torch
 from engine import RunContext, UserFacingError
 from nodes.diffusion.controlnet import Residuals, load_control_model, run_control_model
 from nodes.diffusion.controlnet_union import run_union
-from nodes.diffusion.flux import FILL_CHANNELS
 from nodes.diffusion.model_handle import DiffusionModel
 from nodes.diffusion.t2i_adapter import adapter_hint
 from nodes.media.preview_worker import PreviewWorker
@@ -87,7 +86,7 @@ def inpaint_source(model: DiffusionModel, latent: Latent) -> InpaintSource:
     mask = None
     if latent.noise_mask is not None:
         mask = prepare_mask(latent.noise_mask, samples.shape, samples.device)
-    return InpaintSource(samples, mask, model.latent_format, fill=model.in_channels == FILL_CHANNELS)
+    return InpaintSource(samples, mask, model.latent_format, kind=model.concat_kind or "inpaint")
 
 
 def with_skip_layer_guidance(ctx: RunContext, model: DiffusionModel, denoiser: Denoiser) -> SkipLayerDenoiser:
@@ -191,7 +190,7 @@ def sample_guided(
             view=view,
         )
 
-    inpaint = inpaint_source(model, latent) if model.is_inpaint else None
+    inpaint = inpaint_source(model, latent) if model.concat_kind else None
     denoiser: Denoiser = guider_denoiser(guider, unet, ms, sampler.name in UNCOND_AT_CFG_1, inpaint, options)
     if model.skip_guidance:
         denoiser = with_skip_layer_guidance(ctx, model, denoiser)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,29 @@ def flow_models_dir(only: tuple[tuple[str, str], ...] | None = None) -> Path:
         path = root / folder / name
         if (only is None or (folder, name) in only) and not (path.is_file() and path.stat().st_size == size):
             _build(how, path)
+    return root
+
+
+def extra_flow_file(key: tuple[str, str], size: int, build: Callable[[Path], object], scratch: Path) -> Path:
+    """A further reduced file (folder, name): beside the reference files, or built once into the test
+    cache (or `scratch`) when missing or of another size."""
+    given = flow_models_dir() / key[0] / key[1]
+    if given.is_file():
+        return given
+    cache = os.environ.get("DIFFGRAPH_TEST_CACHE")
+    path = (Path(cache) / "flow" if cache else scratch) / key[0] / key[1]
+    if not (path.is_file() and path.stat().st_size == size):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        build(path)
+    return path
+
+
+def linked_models(root: Path, files: dict[tuple[str, str], Path]) -> Path:
+    """A models folder under `root` holding each (folder, name) as a hard link to its file (model names
+    may not lead outside their folder, so symbolic links would be refused)."""
+    for (folder, name), source in files.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        os.link(source.resolve(), root / folder / name)
     return root
 
 

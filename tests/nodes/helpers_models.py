@@ -4,7 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from safetensors.torch import save_file
+
 from engine import CancelToken, Environment, ModelPaths, RunContext
+from nodes.diffusion.checkpoint_io import read_weights
+
+CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
+
+
+def widened_unet_copy(source: Path, target: Path, extra: int, scale: float) -> Path:
+    """A copy of an SD checkpoint whose first convolution reads `extra` more input channels (seeded
+    random weights times `scale`): an inpainting (5) or instruct-pix2pix (4) UNet of the same size."""
+    sd = read_weights(source)
+    conv = sd[CONV_IN]
+    added = torch.randn((conv.shape[0], extra, *conv.shape[2:]), generator=torch.Generator().manual_seed(5))
+    sd[CONV_IN] = torch.cat([conv, (added * scale).to(conv.dtype)], dim=1)
+    save_file(sd, str(target))
+    return target
 
 
 def make_ctx(models_dir: Path, store, tmp: Path) -> RunContext:

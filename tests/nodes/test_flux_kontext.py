@@ -73,7 +73,7 @@ def test_flux_fill_file_is_detected_and_matches_comfyui_forward(tiny_models):
 
 
 def _source(denoise_mask=None) -> InpaintSource:
-    return InpaintSource(torch.zeros(2, 16, 10, 12), denoise_mask, FLUX_LATENT, fill=True)
+    return InpaintSource(torch.zeros(2, 16, 10, 12), denoise_mask, FLUX_LATENT, kind="fill")
 
 
 @pytest.mark.parametrize("case", ["image_mask", "denoise_mask", "none"])

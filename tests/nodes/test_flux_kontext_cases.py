@@ -31,7 +31,7 @@ from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.validation import validate_prompt
 from nodes.diffusion.flux_layout import make_flux_file
-from tests.nodes.flow_reference import FILES, SEED
+from tests.nodes.flow_reference import FILES, SEED, extra_flow_file, linked_models
 from tests.nodes.flow_reference import flow_models_dir as _models_dir
 from tests.nodes.test_flux_reference import MAX_REL_L2
 
@@ -40,39 +40,23 @@ FILL = ("diffusion_models", "flux1-fill-dev-random-d2s2.safetensors")
 FILL_BYTES = 2_055_917_456
 
 
-def _fill_file(flow: Path, scratch: Path) -> Path:
-    """The reduced Fill file: beside the reference files, or built once into the cache (or scratch)."""
-    given = flow / FILL[0] / FILL[1]
-    if given.is_file():
-        return given
-    cache = os.environ.get("DIFFGRAPH_TEST_CACHE")
-    path = (Path(cache) / "flow" if cache else scratch) / FILL[0] / FILL[1]
-    if not (path.is_file() and path.stat().st_size == FILL_BYTES):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        make_flux_file("flux1-fill-dev", "reduced", SEED, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def case_models(tmp_path_factory) -> Path:
     """A models folder with the reference files and the Fill file under the workflows' names.
 
-    The reference folder itself when it holds the Fill file; else a folder of hard links (model names
-    may not lead outside their folder, so symbolic links would be refused).
+    The reference folder itself when it holds the Fill file; else a folder of hard links.
     """
     flow = _models_dir()
     if (flow / FILL[0] / FILL[1]).is_file():
         return flow
-    root = tmp_path_factory.mktemp("kontext_models")
-    for folder, name in (*FILES, FILL):
-        source = (
-            _fill_file(flow, tmp_path_factory.mktemp("fill"))
-            if (folder, name) == FILL
-            else flow / folder / name
-        )
-        (root / folder).mkdir(exist_ok=True)
-        os.link(source.resolve(), root / folder / name)
-    return root
+    fill = extra_flow_file(
+        FILL,
+        FILL_BYTES,
+        lambda path: make_flux_file("flux1-fill-dev", "reduced", SEED, path),
+        tmp_path_factory.mktemp("fill"),
+    )
+    files = {key: flow / key[0] / key[1] for key in FILES}
+    return linked_models(tmp_path_factory.mktemp("kontext_models"), {**files, FILL: fill})
 
 
 @pytest.mark.slow

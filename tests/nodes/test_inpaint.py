@@ -7,17 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from nodes.defs.inpaint import InpaintModelConditioning, VAEEncodeForInpaint, grey_fill, grow_mask, pixel_mask
 from nodes.defs.loaders import CheckpointLoaderSimple
 from nodes.defs.sampler import KSampler
 from nodes.defs.text import CLIPTextEncode
-from nodes.diffusion.checkpoint_io import read_weights
 from nodes.types import Image, Latent, Mask
-from tests.nodes.helpers_models import make_ctx
+from tests.nodes.helpers_models import make_ctx, widened_unet_copy
 
-CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
 SIZE = 64
 
 
@@ -27,11 +24,7 @@ def inpaint_models(tiny_sd15_path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("inpaint_models")
     (root / "checkpoints").mkdir()
     shutil.copyfile(tiny_sd15_path, root / "checkpoints" / "tiny-sd15.safetensors")
-    sd = read_weights(tiny_sd15_path)
-    conv = sd[CONV_IN]
-    extra = torch.randn((conv.shape[0], 5, *conv.shape[2:]), generator=torch.Generator().manual_seed(5))
-    sd[CONV_IN] = torch.cat([conv, (extra * 0.1).to(conv.dtype)], dim=1)
-    save_file(sd, str(root / "checkpoints" / "tiny-sd15-inpaint.safetensors"))
+    widened_unet_copy(tiny_sd15_path, root / "checkpoints" / "tiny-sd15-inpaint.safetensors", 5, 0.1)
     return root
 
 

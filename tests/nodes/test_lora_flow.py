@@ -292,15 +292,21 @@ def test_lora_loader_patches_sd35_model_and_its_three_text_encoders(tmp_path_fac
     assert float((clip_only - plain).norm() / plain.norm()) > 1e-3
 
 
-def test_flux_control_lora_and_loha_files_are_refused_with_a_reason():
+def test_flux_control_lora_is_read_widening_img_in_and_loha_files_are_refused_with_a_reason():
     from nodes.diffusion.lora_file import LoraFormatError, read_adapters
+    from nodes.diffusion.lora_math import LowRank, SetValue
 
     control = {
         "img_in.lora_A.weight": torch.zeros(4, 128),
         "img_in.lora_B.weight": torch.zeros(256, 4),
+        "img_in.lora_B.bias": torch.zeros(256),
         "single_blocks.0.norm.key_norm.scale": torch.ones(128),
     }
-    with pytest.raises(LoraFormatError, match="control LoRA"):
-        read_adapters("canny.safetensors", control)
+    adapters, stray = read_adapters("canny.safetensors", control)
+    assert not stray
+    img_in = adapters["diffusion_model.img_in"]
+    assert isinstance(img_in.weight, LowRank) and img_in.bias is not None
+    assert img_in.weight.reshape == (256, 128)
+    assert isinstance(adapters["diffusion_model.single_blocks.0.norm.key_norm.scale"].weight, SetValue)
     with pytest.raises(LoraFormatError, match="LoHa"):
         read_adapters("loha.safetensors", {"lora_unet_x.hada_w1_a": torch.zeros(2, 2)})

@@ -37,6 +37,7 @@ EXTRA_MODULES = (
     "comfy_extras.nodes_differential_diffusion",
     "comfy_extras.nodes_model_patch",
     "comfy_extras.nodes_easycache",
+    "comfy_extras.nodes_ip2p",
 )
 MODEL_FILE_INPUTS = ("control_net_name",)
 KEPT_OPTIONS = ("default", "min", "max", "step", "multiline", "control_after_generate", "image_upload")

@@ -7,8 +7,8 @@ Needs a ComfyUI checkout, its Python and the tiny random files of make-checkpoin
     COMFYUI=path/to/ComfyUI path/to/comfy-venv/bin/python make_comfyui_forward.py dev.safetensors fill.safetensors
 
 ComfyUI's file detection assumes FLUX's full width, so its model class (comfy.ldm.flux.model.Flux) is
-built here directly with the tiny sizes (hidden 256, 2 heads, 1 + 1 blocks, T5 width 128, CLIP-L 64)
-and the file's tensors loaded into it as float32.
+built directly with the tiny sizes (../comfy_tiny_flux.py) and the file's tensors loaded into it as
+float32.
 
 Inputs are drawn here from a seeded CPU generator and saved beside the outputs (`in.*`), so the test
 feeds our model exactly the same tensors. Outputs: `dev.<method>` for the dev model with two reference
@@ -25,15 +25,15 @@ from types import SimpleNamespace
 
 DEV_FILE, FILL_FILE = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.environ["COMFYUI"])
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 sys.argv = [sys.argv[0], "--cpu"]
 import comfy.options  # noqa: E402
 
 comfy.options.enable_args_parsing()
 
 import comfy.latent_formats  # noqa: E402
-import comfy.ldm.flux.model  # noqa: E402
 import comfy.model_base  # noqa: E402
-import comfy.ops  # noqa: E402
+import comfy_tiny_flux  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
@@ -42,27 +42,7 @@ HERE = Path(__file__).resolve().parent
 
 def tiny_flux(path, in_channels):
     """ComfyUI's FLUX model class at the tiny size with the file's weights (float32)."""
-    model = comfy.ldm.flux.model.Flux(
-        in_channels=in_channels,
-        out_channels=16,
-        vec_in_dim=64,
-        context_in_dim=128,
-        hidden_size=256,
-        mlp_ratio=4.0,
-        num_heads=2,
-        depth=1,
-        depth_single_blocks=1,
-        axes_dim=[16, 56, 56],
-        theta=10000,
-        patch_size=2,
-        qkv_bias=True,
-        guidance_embed=True,
-        dtype=torch.float32,
-        operations=comfy.ops.disable_weight_init,
-    )
-    state = {k: v.float() for k, v in load_file(path).items()}
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return comfy_tiny_flux.tiny_flux(load_file(path), in_channels)
 
 
 g = torch.Generator().manual_seed(7)
