@@ -187,7 +187,9 @@ class ModelStore:
             self.policy.empty_cache()
         self._drop_until(self.ram_budget, keep)
         kept = self._entries.get(keep)
-        if kept is not None and kept.nbytes > (self.vram_budget if kept.on_device else self.ram_budget):
+        # On a CPU policy every entry counts as "on the device" yet lives in RAM: its budget is the RAM one.
+        in_vram = kept is not None and kept.on_device and self._separate_device
+        if kept is not None and kept.nbytes > (self.vram_budget if in_vram else self.ram_budget):
             log.warning("model store: %s alone (%d bytes) exceeds its budget", _short(keep), kept.nbytes)
 
     def _drop_until(self, limit: int, keep: Hashable | None) -> None:

@@ -67,3 +67,15 @@ def test_model_store_size_hint_makes_room_before_loading():
 
     store.get("c", load, size_hint=linear)
     assert seen == [["b"]] and store.keys() == ["b", "c"]
+
+
+def test_model_store_on_cpu_warns_only_when_a_model_exceeds_the_ram_budget(caplog):
+    # A CPU store's models live in RAM: a small VRAM budget (the default for a CPU policy) is not theirs.
+    size = (100 * 100 + 100) * 4
+    store = ModelStore(DevicePolicy.from_env(device="cpu"), ram_budget=2 * size, vram_budget=size // 2)
+    with caplog.at_level("WARNING", logger="engine.model_store"):
+        store.get("fits", lambda: torch.nn.Linear(100, 100))
+    assert "exceeds its budget" not in caplog.text
+    with caplog.at_level("WARNING", logger="engine.model_store"):
+        store.get("too big", lambda: torch.nn.Linear(300, 100))
+    assert "exceeds its budget" in caplog.text
