@@ -198,15 +198,16 @@ class ModelStore:
         for key in list(self._entries):
             if self.usage()["ram_bytes"] <= limit:
                 break
-            entry = self._entries[key]
-            if key != keep and not (entry.on_device and self._separate_device):
+            if key != keep and not (self._entries[key].on_device and self._separate_device):
                 log.info("model store: dropping %s (RAM budget)", _short(key))
+                # No local name may keep the dropped entry alive while its memory is collected below.
                 del self._entries[key]
                 dropped = True
         if dropped:
             # Dropped modules are freed only once nothing refers to them; collect cycles now so their
             # memory is back before the next load, not at the collector's leisure.
             gc.collect()
+            self.policy.empty_cache()
 
 
 def _short(key: Hashable) -> str:
