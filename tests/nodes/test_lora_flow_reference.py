@@ -18,7 +18,8 @@ data/reference_cases/record_with_comfyui.py copied the latent its SaveLatent nod
 
 Measured (diffgraph through the executor, CPU): flux_lora_kohya rel L2 1.3e-7 (max abs 1.9e-6; peak RSS
 12.4 GB, the patched layers held in float32 as ComfyUI holds the model on a CPU; 46 s), sd35_lora_kohya
-rel L2 4.8e-7 (max abs 1.8e-6; peak RSS 3.9 GB, 34 s). The FLUX case needs the big-memory slot.
+rel L2 4.8e-7 (max abs 1.8e-6; peak RSS 3.9 GB, 34 s), sd35_lora_kohya_t5 rel L2 4.9e-7 (max abs 1.9e-6;
+peak RSS 8.5 GB, 1 min 31 s). The FLUX and T5 cases need the big-memory slot.
 """
 
 from __future__ import annotations
