@@ -12,8 +12,8 @@ through the executor; each node is one stage. At every stage start the kernel's 
 store's RAM budget (default: half of physical memory, the server's default), which decides whether
 T5 is dropped once the prompt is encoded.
 
-Peak RSS includes the file pages mapped while a safetensors file is read (clean page cache the
-kernel may reclaim at any time, so loading a file of N bytes shows up to about 2N); each stage also
+Peak RSS includes the file pages mapped while a safetensors file is read; the reader unmaps them every
+64 MB as it copies tensors out, so a load adds little above the weights it keeps. Each stage also
 reports the anonymous and file-backed parts of RSS at its end, and `store_mb` is what the model store
 itself holds (parameters and buffers).
 """
@@ -146,6 +146,8 @@ class StageRecorder:
                 "store_holds": _held(self.store, self.names),
             }
         )
+        # Each stage as it closes, so a run the kernel kills still shows how far it got.
+        print(json.dumps(self.stages[-1]), file=sys.stderr, flush=True)
         self._open = None
 
 

@@ -6,12 +6,14 @@ Overrides: `DIFFGRAPH_DEVICE` (cpu, cuda, cuda:1, mps), `DIFFGRAPH_DTYPE` (fp32,
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -128,11 +130,38 @@ class DevicePolicy:
         return None
 
     def empty_cache(self) -> None:
-        """Return cached allocator blocks to the driver after unloading models."""
+        """Return cached allocator blocks to the driver, and freed host heap to the OS, after unloading models."""
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         elif self.device.type == "mps":
             torch.mps.empty_cache()
+        trim_host_heap()
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS, Windows)."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return getattr(libc, "malloc_trim", None)
+
+
+def can_trim_host_heap() -> bool:
+    """Whether `trim_host_heap` can do anything here (glibc)."""
+    return _malloc_trim() is not None
+
+
+def trim_host_heap() -> None:
+    """Hand freed heap pages back to the OS.
+
+    glibc serves mid-size allocations (up to 32 MB once larger blocks have been freed) from its heap
+    and keeps them when they are freed, so a dropped model of many such tensors (T5-XXL in fp8: 16 MB
+    per attention matrix) stayed resident: 1.2 GB after T5 was dropped for the FLUX transformer.
+    `malloc_trim(0)` returns every free page of the heap. Elsewhere there is nothing to do.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def available_memory(device: torch.device, meminfo: Path = Path("/proc/meminfo")) -> int | None:

@@ -187,7 +187,9 @@ class ModelStore:
             self.policy.empty_cache()
         self._drop_until(self.ram_budget, keep)
         kept = self._entries.get(keep)
-        if kept is not None and kept.nbytes > (self.vram_budget if kept.on_device else self.ram_budget):
+        # On a CPU policy every entry counts as "on the device" yet lives in RAM: its budget is the RAM one.
+        in_vram = kept is not None and kept.on_device and self._separate_device
+        if kept is not None and kept.nbytes > (self.vram_budget if in_vram else self.ram_budget):
             log.warning("model store: %s alone (%d bytes) exceeds its budget", _short(keep), kept.nbytes)
 
     def _drop_until(self, limit: int, keep: Hashable | None) -> None:
@@ -196,15 +198,16 @@ class ModelStore:
         for key in list(self._entries):
             if self.usage()["ram_bytes"] <= limit:
                 break
-            entry = self._entries[key]
-            if key != keep and not (entry.on_device and self._separate_device):
+            if key != keep and not (self._entries[key].on_device and self._separate_device):
                 log.info("model store: dropping %s (RAM budget)", _short(key))
+                # No local name may keep the dropped entry alive while its memory is collected below.
                 del self._entries[key]
                 dropped = True
         if dropped:
             # Dropped modules are freed only once nothing refers to them; collect cycles now so their
             # memory is back before the next load, not at the collector's leisure.
             gc.collect()
+            self.policy.empty_cache()
 
 
 def _short(key: Hashable) -> str:

@@ -119,6 +119,7 @@ def make_flux_file(arch: str, size: str, seed: int, out_path: str | Path, dtype:
     """Write a random-weight FLUX file by the per-tensor value rule (BF16 model, F32 autoencoder).
 
     With seed 1234, size "reduced" gives the shared reference's d2s2 files (and the autoencoder) byte for byte.
+    Tensors are written one at a time, so the full size (12 GB in fp8, 24 GB in bf16) needs little memory.
     """
     if arch not in FLUX_ARCHS or size not in FLUX_SIZES:
         raise ValueError(
@@ -126,7 +127,12 @@ def make_flux_file(arch: str, size: str, seed: int, out_path: str | Path, dtype:
         )
     shapes = flux_ae_layout(size) if arch == "flux-ae" else flux_layout(arch, size)
     default = torch.float32 if arch == "flux-ae" else torch.bfloat16
-    torch_dtype = {None: default, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    dtypes = {None: default, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    # The published fp8 diffusion models (e.g. flux1-dev-fp8-e4m3fn, 11.9 GB) store every tensor as fp8.
+    dtypes |= {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+    if dtype not in dtypes:
+        raise ValueError(f"FLUX files are written as {', '.join(k for k in dtypes if k)}, not {dtype!r}")
+    torch_dtype = dtypes[dtype]
     layout = {k: (list(shape), torch_dtype) for k, shape in shapes.items()}
     out = Path(out_path)
     tmp = out.with_name(out.name + ".tmp")

@@ -273,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         help="reduced (depth 2, full width) is for the SD3 and FLUX archs; for sd2-unclip see reduced_unclip_layout",
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", choices=tuple(FILE_DTYPES), default="fp16", help="fp8 only for text encoders")
+    ap.add_argument(
+        "--dtype", choices=tuple(FILE_DTYPES), default="fp16", help="fp8: text encoders and FLUX models only"
+    )
     ap.add_argument(
         "--text-encoders",
         action="store_true",

@@ -9,13 +9,14 @@ weights, norm gains near one, biases bounded like their weights.
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 # safetensors header dtype names -> torch dtypes.
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
@@ -78,13 +79,54 @@ def random_state_dict(
     }
 
 
+# safetensors writes tensors by descending dtype rank, then by name; these are the ranks of the
+# dtypes test files use (int64 position ids above every float).
+_WRITE_RANK = {
+    torch.int64: 0,
+    torch.float32: 1,
+    torch.bfloat16: 2,
+    torch.float16: 3,
+    torch.float8_e4m3fn: 4,
+    torch.float8_e5m2: 5,
+}
+_HEADER_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()} | {torch.int64: "I64"}
+
+
+def _safetensors_header(layout: Mapping[str, tuple[Sequence[int], torch.dtype]]) -> tuple[bytes, list[str]]:
+    """The header `save_file` writes for these tensors (padded to 8 bytes) and the order of their data."""
+    keys = sorted(layout, key=lambda k: (_WRITE_RANK[layout[k][1]], k))
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for key in keys:
+        shape, dtype = layout[key]
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[key] = {
+            "dtype": _HEADER_NAMES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    return raw + b" " * (-len(raw) % 8), keys
+
+
 def write_random_file(
     path: Path, seed: int, component: str, layout: Mapping[str, tuple[Sequence[int], torch.dtype]]
 ) -> Path:
-    """Write a random-weight safetensors file the way `safetensors.torch.save_file` lays it out."""
+    """Write a random-weight safetensors file byte for byte as `safetensors.torch.save_file` lays it out.
+
+    Tensors are drawn and written one at a time, so a file of any size (the 12 GB of a full FLUX
+    model) needs memory for its largest tensor only.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = random_state_dict(seed, component, layout)
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    shapes = {key: shape for key, (shape, _) in layout.items()}
+    header, keys = _safetensors_header(layout)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        for key in keys:
+            shape, dtype = layout[key]
+            tensor = random_tensor(seed, component, key, shape, shapes).to(dtype)
+            f.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return path
 
 

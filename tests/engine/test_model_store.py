@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
-from engine.devices import DevicePolicy
+from engine.devices import DevicePolicy, can_trim_host_heap
 from engine.model_store import ModelStore
 
 
@@ -67,3 +70,45 @@ def test_model_store_size_hint_makes_room_before_loading():
 
     store.get("c", load, size_hint=linear)
     assert seen == [["b"]] and store.keys() == ["b", "c"]
+
+
+def test_model_store_on_cpu_warns_only_when_a_model_exceeds_the_ram_budget(caplog):
+    # A CPU store's models live in RAM: a small VRAM budget (the default for a CPU policy) is not theirs.
+    size = (100 * 100 + 100) * 4
+    store = ModelStore(DevicePolicy.from_env(device="cpu"), ram_budget=2 * size, vram_budget=size // 2)
+    with caplog.at_level("WARNING", logger="engine.model_store"):
+        store.get("fits", lambda: torch.nn.Linear(100, 100))
+    assert "exceeds its budget" not in caplog.text
+    with caplog.at_level("WARNING", logger="engine.model_store"):
+        store.get("too big", lambda: torch.nn.Linear(300, 100))
+    assert "exceeds its budget" in caplog.text
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not can_trim_host_heap(), reason="needs glibc (malloc_trim) and /proc")
+def test_model_store_dropping_a_model_of_mid_size_tensors_gives_its_memory_back():
+    # Freeing two 30 MB blocks makes glibc serve later blocks up to 30 MB from its heap, as it does in a
+    # long-running process: the 16 MB tensors below then stay resident after a drop unless trimmed.
+    scratch = [torch.empty(30 << 20, dtype=torch.uint8) for _ in range(2)]
+    del scratch
+    pinned = []
+
+    def load():
+        model = torch.nn.Module()
+        for i in range(40):
+            model.register_buffer(f"b{i}", torch.ones(16 << 20, dtype=torch.uint8))
+            pinned.append(torch.ones(200_000, dtype=torch.uint8))  # small blocks in between, still alive
+        return model
+
+    store = _store(1 << 30)
+    store.get("model", load)
+    held = _rss_mb()
+    store.get("next", lambda: torch.nn.Linear(4, 4), size_hint=(1 << 30) - 1000)
+    assert store.keys() == ["next"]
+    assert _rss_mb() < held - 400, (held, _rss_mb())

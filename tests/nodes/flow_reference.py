@@ -39,6 +39,10 @@ FILES = {
         4_762_338_536,
     ),
     ("checkpoints", "sd3.5m-random-d2.safetensors"): (("sd3", "sd3.5-medium"), 209_409_038),
+    # Not in the shared reference: SD3.5 large's layout (no dual attention, 192 grid) at depth 2, which
+    # ComfyUI reads as 2 heads of 64 (it takes width and head count from the block count, so a
+    # full-width 2-block file cannot load there). Built on the fly (20 s) when a models folder lacks it.
+    ("checkpoints", "sd3.5l-random-d2.safetensors"): (("sd3", "sd3.5-large"), 180_865_262),
 }
 
 
@@ -88,6 +92,31 @@ def linked_models(root: Path, files: dict[tuple[str, str], Path]) -> Path:
     for (folder, name), source in files.items():
         (root / folder).mkdir(parents=True, exist_ok=True)
         os.link(source.resolve(), root / folder / name)
+    return root
+
+
+def flow_models_for(needed: tuple[tuple[str, str], ...], work: Path) -> Path:
+    """A models folder holding `needed`: the reference folder, or one linking its folders beside built files.
+
+    Files a given $DIFFGRAPH_FLOW_MODELS lacks (those not in the shared reference) are built into
+    `work`; the folders they are not in are linked whole (model names resolve inside their folder).
+    """
+    reference = flow_models_dir(needed)
+    missing = [key for key in needed if not (reference / key[0] / key[1]).is_file()]
+    if not missing:
+        return reference
+    root = work / "models"
+    built_in = {folder for folder, _ in missing}
+    for folder in {folder for folder, _ in needed} - built_in:
+        (root / folder).parent.mkdir(parents=True, exist_ok=True)
+        (root / folder).symlink_to(reference / folder, target_is_directory=True)
+    for folder, name in needed:
+        if folder in built_in and (folder, name) not in missing:
+            raise AssertionError(
+                f"{folder}/{name}: a folder mixing built and reference files is not supported"
+            )
+    for folder, name in missing:
+        _build(FILES[(folder, name)][0], root / folder / name)
     return root
 
 
@@ -157,7 +186,7 @@ def case_prompt(case: str) -> dict:
 
 def runner_for(cases: list[str], work: Path) -> WorkflowRunner:
     """A runner over the models folder holding every file the cases name (skips without one)."""
-    return WorkflowRunner(flow_models_dir(files_named_by(*map(case_prompt, cases))), work)
+    return WorkflowRunner(flow_models_for(files_named_by(*map(case_prompt, cases)), work), work)
 
 
 def compare_case(runner: WorkflowRunner, case: str) -> dict[str, float]:

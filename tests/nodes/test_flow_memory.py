@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from engine import Environment, ModelPaths
@@ -59,15 +60,19 @@ def _flux_prompt() -> dict:
     }
 
 
-def _models(root):
-    make_flux_file("flux1-dev", "tiny", 1, root / "diffusion_models" / "flux.safetensors")
+def _models(root, dtype=None):
+    make_flux_file("flux1-dev", "tiny", 1, root / "diffusion_models" / "flux.safetensors", dtype)
     make_text_encoder("clip_l", "tiny", 1, root / "text_encoders" / "clip_l.safetensors")
     make_text_encoder("t5xxl", "tiny", 1, root / "text_encoders" / "t5.safetensors", "fp8_e4m3fn")
     return root
 
 
-def test_flux_run_under_short_budget_drops_t5_and_never_holds_it_beside_the_model(tmp_path):
-    models = _models(tmp_path / "models")
+# The file's dtype (None: bf16, as make-checkpoint writes by default; fp8: the published fp8 files).
+@pytest.mark.parametrize(
+    ("file_dtype", "held"), [(None, torch.bfloat16), ("fp8_e4m3fn", torch.float8_e4m3fn)]
+)
+def test_flux_run_under_short_budget_drops_t5_and_never_holds_it_beside_the_model(tmp_path, file_dtype, held):
+    models = _models(tmp_path / "models", file_dtype)
     sizes = {p.name: p.stat().st_size for p in models.rglob("*.safetensors")}
     # Room for the diffusion model and CLIP-L, not for T5 beside them.
     budget = sizes["flux.safetensors"] + sizes["clip_l.safetensors"] + sizes["t5.safetensors"] // 2
@@ -82,7 +87,7 @@ def test_flux_run_under_short_budget_drops_t5_and_never_holds_it_beside_the_mode
     assert not any("t5.safetensors" in k for k in kept), kept
     assert any("flux.safetensors" in k for k in kept), kept
     assert max(store.usages) <= budget
-    # The bf16 matrices are held as bf16 (widened per layer while running), not as float32 copies.
+    # The matrices are held as stored (widened per layer while running), not as float32 copies.
     unet = result.node_outputs["1"].MODEL.load(store)
-    assert {p.dtype for p in unet.parameters() if p.ndim == 2} == {torch.bfloat16}
+    assert {p.dtype for p in unet.parameters() if p.ndim == 2} == {held}
     assert object_nbytes(unet) < sizes["flux.safetensors"] * 1.5

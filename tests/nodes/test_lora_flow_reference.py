@@ -8,6 +8,8 @@ Cases (data/flow_lora/<case>/workflow_api.json, latent.safetensors):
     (CLIP-L, CLIP-G; no T5, which keeps both sides under 4 GB) -> LoraLoader (kohya layout with
     lora_unet_ and lora_te1_ layers, strength 1.0 on the model, 0.8 on the text encoders); positive and
     negative prompts, 128x128, KSampler euler/simple, cfg 4.5, 4 steps, seed 8.
+  * `sd35_lora_kohya_t5`: the same graph and LoRA with TripleCLIPLoader (CLIP-L, CLIP-G, T5-XXL fp8), so
+    the patched CLIP-L runs beside T5 and the conditioning carries T5's tokens.
 
 The LoRA files are rebuilt by `make_lora_file` (LORAS below: layout, seed, text encoders; size
 reduced, BF16, rank 4), the models are the flow reference files (see test_flux_reference). ComfyUI
@@ -16,7 +18,8 @@ data/reference_cases/record_with_comfyui.py copied the latent its SaveLatent nod
 
 Measured (diffgraph through the executor, CPU): flux_lora_kohya rel L2 1.3e-7 (max abs 1.9e-6; peak RSS
 12.4 GB, the patched layers held in float32 as ComfyUI holds the model on a CPU; 46 s), sd35_lora_kohya
-rel L2 4.8e-7 (max abs 1.8e-6; peak RSS 3.9 GB, 34 s). The FLUX case needs the big-memory slot.
+rel L2 4.8e-7 (max abs 1.8e-6; peak RSS 3.9 GB, 34 s), sd35_lora_kohya_t5 rel L2 4.9e-7 (max abs 1.9e-6;
+peak RSS 8.5 GB, 1 min 31 s). The FLUX and T5 cases need the big-memory slot.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ DATA = Path(__file__).parent / "data" / "flow_lora"
 LORAS = {
     "flux_lora_kohya": ("flux-lora-kohya-d2s2.safetensors", "flux-kohya", 11, ()),
     "sd35_lora_kohya": ("sd35m-lora-kohya-d2.safetensors", "sd3-kohya", 12, ("clip_l",)),
+    "sd35_lora_kohya_t5": ("sd35m-lora-kohya-d2.safetensors", "sd3-kohya", 12, ("clip_l",)),
 }
 NEEDED = {
     "flux_lora_kohya": (
@@ -51,10 +55,16 @@ NEEDED = {
         ("text_encoders", "clip_l-random.safetensors"),
         ("text_encoders", "clip_g-random.safetensors"),
     ),
+    "sd35_lora_kohya_t5": (
+        ("checkpoints", "sd3.5m-random-d2.safetensors"),
+        ("text_encoders", "clip_l-random.safetensors"),
+        ("text_encoders", "clip_g-random.safetensors"),
+        ("text_encoders", "t5xxl-random_fp8_e4m3fn.safetensors"),
+    ),
 }
 
 # Cases whose ComfyUI latent is recorded here.
-RECORDED = ("flux_lora_kohya", "sd35_lora_kohya")
+RECORDED = ("flux_lora_kohya", "sd35_lora_kohya", "sd35_lora_kohya_t5")
 
 
 def _models_with_lora(case: str, tmp_path: Path) -> Path:
@@ -86,4 +96,5 @@ def test_flow_lora_final_latent_matches_comfyui(case, tmp_path, model_store):
     theirs = load_file(str(DATA / case / "latent.safetensors"))["latent"]
     assert ours.shape == theirs.shape == (1, 16, 16, 16)
     rel = rel_l2(ours, theirs)
+    print(case, f"relative L2 {rel:.2g}, max abs {(ours.float() - theirs.float()).abs().max():.2g}")
     assert rel <= TOLERANCE, f"{case}: relative L2 {rel:.3g} vs ComfyUI's latent"

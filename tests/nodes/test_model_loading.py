@@ -115,6 +115,25 @@ def test_reader_casts_while_reading(tmp_path):
         assert got[key].dtype == expected.dtype and torch.equal(got[key], expected), key
 
 
+def test_reader_unmaps_what_it_copied_without_losing_values(tmp_path, monkeypatch):
+    import mmap
+
+    from safetensors.torch import save_file
+
+    from nodes.diffusion import checkpoint_io
+
+    # Unmap after every page, so pages shared by two neighbouring tensors are crossed many times.
+    monkeypatch.setattr(checkpoint_io, "_RELEASE_BYTES", mmap.PAGESIZE)
+    g = torch.Generator().manual_seed(1)
+    tensors = {f"w{i}": torch.randn(997 + i, generator=g).to(torch.float8_e4m3fn) for i in range(40)}
+    tensors |= {f"h{i}": torch.randn(333, 7, generator=g).half() for i in range(20)}
+    path = tmp_path / "many.safetensors"
+    save_file(tensors, path)
+    got = read_weights(path)
+    for key, t in tensors.items():
+        assert got[key].dtype == t.dtype and torch.equal(got[key].view(torch.uint8), t.view(torch.uint8)), key
+
+
 def test_reader_handles_unaligned_tensors(tmp_path):
     import json
     import struct

@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from nodes.diffusion.random_weights import (
     layout_from_header,
@@ -48,6 +49,20 @@ def test_random_weights_refuse_a_tensor_without_a_rule():
         random_state_dict(1, "x", {"logit_scale": ([1], torch.float32)})
     with pytest.raises(ValueError, match="no weight"):
         random_state_dict(1, "x", {"lonely.bias": ([3], torch.float32)})
+
+
+def test_random_weights_stream_the_bytes_save_file_writes(tmp_path):
+    # Every dtype test files use, mixed, so safetensors' dtype-then-name order is exercised too.
+    layout = LAYOUT | {
+        "blocks.1.proj.weight": ([6, 4], torch.float8_e4m3fn),
+        "blocks.1.proj.bias": ([6], torch.float8_e5m2),
+        "blocks.1.norm.scale": ([4], torch.float16),
+    }
+    save_file(
+        random_state_dict(3, "flux", layout), str(tmp_path / "a.safetensors"), metadata={"format": "pt"}
+    )
+    write_random_file(tmp_path / "b.safetensors", 3, "flux", layout)
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
 
 
 def _published_sha256(name: str) -> str:

@@ -18,6 +18,7 @@ STEPS = 4
 FLUX_DEV = "flux1-dev-random-d2s2.safetensors"
 FLUX_SCHNELL = "flux1-schnell-random-d2s2.safetensors"
 SD35 = "sd3.5m-random-d2.safetensors"
+SD35_LARGE = "sd3.5l-random-d2.safetensors"
 CLIP_L = "clip_l-random.safetensors"
 CLIP_G = "clip_g-random.safetensors"
 T5XXL = "t5xxl-random_fp8_e4m3fn.safetensors"
@@ -37,10 +38,10 @@ def _flux_base(unet: str) -> dict:
     }
 
 
-def _sd35_base() -> dict:
+def _sd35_base(ckpt: str = SD35) -> dict:
     """Checkpoint (MMDiT + VAE, no text encoders), TripleCLIPLoader, prompts, shift 3, a 256x256 latent."""
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD35}},
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": {
             "class_type": "TripleCLIPLoader",
             "inputs": {"clip_name1": CLIP_L, "clip_name2": CLIP_G, "clip_name3": T5XXL},
@@ -206,11 +207,23 @@ def sd35_cases() -> dict[str, dict]:
     return cases
 
 
+def sd35_large_cases() -> dict[str, dict]:
+    """KSampler euler/simple on the large layout: large's cfg 4.5, and large turbo's cfg 1 (same layout)."""
+    model, pos, neg = ["6", 0], ["3", 0], ["4", 0]
+    cases: dict[str, dict] = {}
+    for name, cfg in (("ksampler_euler_simple", 4.5), ("turbo_ksampler_euler_simple", 1.0)):
+        prompt = _sd35_base(SD35_LARGE)
+        _ksampler(prompt, model, cfg, "euler", "simple", pos, neg)
+        cases[name] = prompt
+    return cases
+
+
 def all_cases() -> dict[str, dict]:
     """Case folder name -> API workflow."""
     cases = {f"flux_dev_{k}": v for k, v in flux_cases(FLUX_DEV, dev=True).items()}
     cases |= {f"flux_schnell_{k}": v for k, v in flux_cases(FLUX_SCHNELL, dev=False).items()}
     cases |= {f"sd35_{k}": v for k, v in sd35_cases().items()}
+    cases |= {f"sd35l_{k}": v for k, v in sd35_large_cases().items()}
     return cases
 
 
