@@ -8,8 +8,7 @@ batch 1 (UNet batch 2). Each round runs the whole sampling loop once per variant
 load drifts hit all alike:
 - "onednn": oneDNN's convolutions for every shape (exact mode before conv_gemm);
 - "gemm": with nodes/diffusion/conv_gemm.py installed;
-- "fold": conv_gemm plus nodes/diffusion/upsample_fold.py;
-- "lean": fold plus nodes/diffusion/lean_blocks.py (exact mode now).
+- "fold": conv_gemm plus nodes/diffusion/upsample_fold.py (exact mode now).
 The JSON has per-run seconds, their medians, ratios to "onednn" and between neighbours, per-step
 medians, and the rel L2 of each variant's final latents against "onednn" (the accuracy cost; the same
 seed and prompts give the same latents otherwise).
@@ -34,14 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.load_checkpoint import reference_checkpoint  # noqa: E402
 from bench.sampling import CFG, load_handles  # noqa: E402
-from nodes.diffusion import conv_gemm, lean_blocks, upsample_fold  # noqa: E402
+from nodes.diffusion import conv_gemm, upsample_fold  # noqa: E402
 from nodes.sampling.cfg import CfgDenoiser  # noqa: E402
 from nodes.sampling.model_sampling import DiscreteModelSampling  # noqa: E402
 from nodes.sampling.noise import prepare_noise  # noqa: E402
 from nodes.sampling.samplers import SampleRequest, sample  # noqa: E402
 from nodes.sampling.schedulers import ksampler_sigmas  # noqa: E402
 
-VARIANTS = ("onednn", "gemm", "fold", "lean")
+VARIANTS = ("onednn", "gemm", "fold")
 
 
 def run_once(model, positive, negative, store, size: int, steps: int) -> tuple[float, torch.Tensor]:
@@ -65,13 +64,10 @@ def _route(unet_module: torch.nn.Module, variant: str) -> None:
     """Install exactly the convolution routes of `variant` on the loaded UNet."""
     conv_gemm.uninstall(unet_module)
     upsample_fold.uninstall(unet_module)
-    lean_blocks.uninstall(unet_module)
-    if variant in ("gemm", "fold", "lean"):
+    if variant in ("gemm", "fold"):
         conv_gemm.install(unet_module)
-    if variant in ("fold", "lean"):
+    if variant == "fold":
         upsample_fold.install(unet_module)
-    if variant == "lean":
-        lean_blocks.install(unet_module)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,8 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         "step_s_median": {v: m / args.steps for v, m in medians.items()},
         "ratio_gemm_over_onednn": medians["gemm"] / medians["onednn"],
         "ratio_fold_over_gemm": medians["fold"] / medians["gemm"],
-        "ratio_lean_over_fold": medians["lean"] / medians["fold"],
-        "ratio_lean_over_onednn": medians["lean"] / medians["onednn"],
+        "ratio_fold_over_onednn": medians["fold"] / medians["onednn"],
         "final_latent_rel_l2_vs_onednn": {
             v: float((finals[v].double() - ref).norm() / ref.norm()) for v in VARIANTS[1:]
         },

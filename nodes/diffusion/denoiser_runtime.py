@@ -7,8 +7,7 @@ on CUDA, and not for float32 on CPU, so by default it follows the compute dtype 
 (`channels_last_for`); `DIFFGRAPH_CHANNELS_LAST=1` or `=0` forces it on or off.
 
 Eager float32 on CPU runs 1x1 and deep-level 3x3 convolutions as GEMMs instead (`conv_gemm`) and each
-upsampler's nearest 2x + 3x3 convolution as one folded transposed convolution (`upsample_fold`). Every
-eager denoiser gets `lean_blocks`' ResNet and attention forwards (bit-identical, fewer memory passes).
+upsampler's nearest 2x + 3x3 convolution as one folded transposed convolution (`upsample_fold`).
 
 `torch.compile` (inductor) fuses the elementwise work around the GEMMs. It is opt-in (`--compile` or
 `DIFFGRAPH_COMPILE=1`): the first call of each input shape compiles for minutes on a small CPU. Shapes are
@@ -28,7 +27,7 @@ from typing import Any
 
 import torch
 
-from nodes.diffusion import conv_gemm, lean_blocks, upsample_fold
+from nodes.diffusion import conv_gemm, upsample_fold
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +113,6 @@ def prepared_denoiser(module: torch.nn.Module) -> Callable[..., Any]:
         # transposed convolutions (inductor picks its own kernels).
         conv_gemm.install(module)
         upsample_fold.install(module)
-    if mode == "0":
-        # Bit-identical ResNet/attention forwards with fewer memory passes (inductor fuses these itself).
-        lean_blocks.install(module)
     fn = module if mode == "0" else _compiled(module, mode, device)
     module.__dict__[_PREPARED_ATTR] = (id(module), fn)
     return fn
