@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 FLUX_VAE_CHANNELS = 16
 # Where ComfyUI's all-in-one FLUX files keep each part.
 FLUX_CHECKPOINT_PREFIXES = {"unet": "model.diffusion_model.", "vae": "vae.", "clip": "text_encoders."}
+# The family of every FLUX CLIP (DualCLIPLoader's, a folder's, an all-in-one file's): one set of text rules.
+FLUX_CLIP_FAMILY = "flux"
 
 
 @dataclass
@@ -75,7 +77,7 @@ def _prefixes(family: str) -> dict[str, tuple[str, ...]]:
     """Component -> the key prefixes of its tensors in the single-file layout."""
     if family == sd3.FAMILY:
         return {"unet": (sd3.MMDIT_PREFIX,), "vae": (sd3.VAE_PREFIX,), "clip": (sd3.TEXT_PREFIX,)}
-    if family in flux.FAMILIES:
+    if family in (*flux.FAMILIES, FLUX_CLIP_FAMILY):
         return {c: (p,) for c, p in FLUX_CHECKPOINT_PREFIXES.items()}
     texts = tuple(s.ldm_prefix for s in families.family_spec(family).text_encoders)
     return {"unet": (families.UNET_PREFIX,), "vae": (families.VAE_PREFIX,), "clip": texts}
@@ -179,7 +181,8 @@ def load_component(recipe: ComponentRecipe, dtype: torch.dtype, device: torch.de
         sd = read_model_weights(path, cast=lambda _key: dtype, device=device)
         return build_vae_file(path, sd, dtype, recipe.family)
     stored = recipe.component != "vae" and (
-        recipe.family == sd3.FAMILY or (recipe.family in flux.FAMILIES and recipe.component == "unet")
+        recipe.family in (sd3.FAMILY, FLUX_CLIP_FAMILY)
+        or (recipe.family in flux.FAMILIES and recipe.component == "unet")
     )
     # SD3's MMDiT and text encoders and FLUX's transformer keep their file dtype (widened per layer);
     # the rest is cast on read.
@@ -192,7 +195,7 @@ def build_component(component: str, family: str, sd: dict[str, torch.Tensor], dt
     """Build one component from an already-read state dict; returns (module, reports)."""
     if family == sd3.FAMILY:
         return _build_sd3_component(component, sd, dtype)
-    if family in flux.FAMILIES:
+    if family in (*flux.FAMILIES, FLUX_CLIP_FAMILY):
         return _build_flux_component(component, family, sd, dtype)
     if component == "unet":
         model, report = build_unet(family, sd, dtype)
@@ -227,15 +230,15 @@ def _flux_info(path: Path, keys: list[str], img_in: list[int] | None) -> Checkpo
 
 
 def _build_flux_component(component: str, family: str, sd: dict[str, torch.Tensor], dtype: torch.dtype):
-    """One part of an all-in-one FLUX file; its text encoders load through DualCLIPLoader instead."""
+    """One part of an all-in-one FLUX file: transformer, autoencoder, or its CLIP-L + T5-XXL."""
     if component == "unet":
         return flux.build_flux(sd, FLUX_CHECKPOINT_PREFIXES["unet"], family, dtype), []
     if component == "vae":
         model, report = build_vae("flux", sd, dtype, FLUX_CHECKPOINT_PREFIXES["vae"])
         return model, [report]
-    raise CheckpointFormatError(
-        "text encoders inside FLUX checkpoints are not supported yet; load clip_l and t5xxl with DualCLIPLoader"
-    )
+    from nodes.diffusion.sd3_text import build_sd3_text  # heavy (T5); only when used
+
+    return build_sd3_text(sd, "FLUX checkpoint", "flux"), []
 
 
 def _vae_prefix(keys) -> str:
@@ -402,10 +405,9 @@ def load_checkpoint_into(
     info = store.get(info_key, lambda: inspect_checkpoint(path), to_device=False)
     variant = Variant.DIFFUSERS if folder else Variant.CHECKPOINT
     unet_precision = effective_precision(store, precision)
-    # A FLUX folder's text encoders make the same "flux" CLIP as DualCLIPLoader's (one family for all FLUX models).
-    clip_family = (
-        flow_folder.text_family(info.family) if folder and info.family in flux.FAMILIES else info.family
-    )
+    # A FLUX folder's or file's text encoders make the same "flux" CLIP as DualCLIPLoader's (one family
+    # for all FLUX models).
+    clip_family = flow_folder.text_family(info.family) if info.family in flux.FAMILIES else info.family
     recipes = {
         c: ComponentRecipe(
             str(path),
@@ -446,9 +448,12 @@ def _build_from_file(store: Any, path: Path, family: str, missing: list[Componen
     if family == sd3.FAMILY:
         # The MMDiT and text encoders keep their stored weights (widened per layer): read them as they are.
         dtypes.update({p: None for p in (sd3.MMDIT_PREFIX, sd3.TEXT_PREFIX) if p in dtypes})
-    if family in flux.FAMILIES and FLUX_CHECKPOINT_PREFIXES["unet"] in dtypes:
-        # So does FLUX's transformer (an fp8 file stays fp8, not a float32 copy four times its size).
-        dtypes[FLUX_CHECKPOINT_PREFIXES["unet"]] = None
+    if family in flux.FAMILIES:
+        # So do FLUX's transformer and text encoders (an fp8 file stays fp8, not a float32 copy four times
+        # its size; CLIP-L is narrowed to float16 when built).
+        for component in ("unet", "clip"):
+            if FLUX_CHECKPOINT_PREFIXES[component] in dtypes:
+                dtypes[FLUX_CHECKPOINT_PREFIXES[component]] = None
     wanted = tuple(dtypes)
 
     def cast(key: str) -> torch.dtype | None:

@@ -367,3 +367,49 @@ def test_flow_folder_unet_pipeline_under_diffusion_models_is_refused(tmp_path):
         CheckpointFormatError, match="sd15-pipeline is a diffusers pipeline without a transformer"
     ):
         inspect_diffusion_model(folder)
+
+
+def _all_in_one_flux(models: Path, name: str, extra: tuple[str, ...] = ()) -> str:
+    """An all-in-one FLUX dev file (as the published fp8 checkpoints are laid out) from the single files."""
+    from safetensors.torch import load_file, save_file
+
+    parts = {
+        "model.diffusion_model.": models / "diffusion_models" / "flux1-dev.safetensors",
+        "vae.": models / "vae" / "ae.safetensors",
+    }
+    parts.update(
+        {
+            f"text_encoders.{kind}.transformer.": models / "text_encoders" / f"{kind}.safetensors"
+            for kind in ("clip_l", "t5xxl", *extra)
+        }
+    )
+    tensors = {prefix + k: v for prefix, path in parts.items() for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(models / "checkpoints" / name))
+    return name
+
+
+def test_flow_all_in_one_flux_file_gives_the_single_files_latents_and_lora(models, ctx):
+    folder = _checkpoint(ctx, _all_in_one_flux(models, "flux1-dev-aio.safetensors"))
+    model, clip, vae = _flux_files(ctx)
+    want = _sample(ctx, model, clip, vae, guidance=3.5)
+    got = _sample(ctx, folder.MODEL, folder.CLIP, folder.VAE, guidance=3.5)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    conds = []
+    for each in (clip, folder.CLIP):
+        inputs = LoraLoader.Inputs(
+            model=folder.MODEL,
+            clip=each,
+            lora_name="flux-kohya.safetensors",
+            strength_model=1.0,
+            strength_clip=1.0,
+        )
+        patched = LoraLoader().run(ctx, inputs).CLIP
+        text = CLIPTextEncode.Inputs(text="a red fox", clip=patched)
+        conds.append(CLIPTextEncode().run(ctx, text).CONDITIONING.entries[0])
+    assert torch.equal(conds[0].embeds, conds[1].embeds) and torch.equal(conds[0].pooled, conds[1].pooled)
+
+
+def test_flow_all_in_one_flux_file_with_an_sd3_encoder_is_refused(models, ctx):
+    name = _all_in_one_flux(models, "flux1-dev-odd.safetensors", ("clip_g",))
+    with pytest.raises(CheckpointFormatError, match="holds clip_g, which a flux model does not use"):
+        _checkpoint(ctx, name)
