@@ -10,24 +10,24 @@ import torch
 
 from engine import Input, Node, NodeInputs, NodeOutputs, Output, RunContext, UserFacingError
 from nodes.diffusion.checkpoint_io import read_weights
-from nodes.diffusion.style_model import StyleAdapter, build_style_model
+from nodes.diffusion.style_model import ReduxEncoder, StyleAdapter, build_style_model
 from nodes.types import ClipVisionOutput, Conditioning, StyleModel
 
 
-def style_adapter(ctx: RunContext, handle: StyleModel) -> StyleAdapter:
-    """The adapter for a handle, loaded through the model store (reloaded if it was evicted)."""
+def style_adapter(ctx: RunContext, handle: StyleModel) -> StyleAdapter | ReduxEncoder:
+    """The style model for a handle, loaded through the model store (reloaded if it was evicted)."""
 
-    def load() -> StyleAdapter:
+    def load() -> torch.nn.Module:
         path = Path(handle.path)
         return build_style_model(read_weights(path), path.name)
 
     adapter = ctx.models.get(handle.store_key, load)
-    assert isinstance(adapter, StyleAdapter)
+    assert isinstance(adapter, StyleAdapter | ReduxEncoder)
     return adapter
 
 
 class StyleModelLoader(Node):
-    """Loads a style model (T2I-Adapter style) from models/style_models."""
+    """Loads a style model (T2I-Adapter style or FLUX Redux) from models/style_models."""
 
     class_type = "StyleModelLoader"
     display_name = "Load Style Model"

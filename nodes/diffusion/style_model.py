@@ -1,10 +1,14 @@
-"""Style models: the T2I-Adapter style adapter (CLIP ViT-L/14 image tokens -> extra text tokens).
+"""Style models: the T2I-Adapter style adapter and FLUX Redux (image tokens -> extra text tokens).
 
 The published file (t2iadapter_style_sd14v1) holds a small pre-norm transformer: 8 learned style
 tokens are appended to the image's 257 ViT-L/14 hidden states, three CLIP-style residual attention
 blocks (8 heads, QuickGELU MLP) run over them, and the style tokens, normed and projected to 768
 wide, are appended to the prompt's tokens for SD1.x. Width, depth, token count and output width are
-read from the tensors. FLUX Redux files are recognised and refused (no FLUX model runs here).
+read from the tensors.
+
+FLUX.1 Redux (flux1-redux-dev) maps each of SigLIP so400m's 729 image tokens through a SiLU MLP
+(1152 -> 12288 -> 4096) to T5-width tokens that are appended to a FLUX prompt's; sizes come from the
+tensors, so tiny test files work alike.
 """
 
 from __future__ import annotations
@@ -66,10 +70,28 @@ class StyleAdapter(nn.Module):
         return self.ln_post(x[:, -tokens:, :]) @ self.proj
 
 
-def build_style_model(sd: dict[str, torch.Tensor], where: str) -> StyleAdapter:
-    """The style adapter a state dict describes (sizes read from its tensors)."""
+class ReduxEncoder(nn.Module):
+    """FLUX Redux: image hidden states [B, T, width] -> [B, T, context] tokens through a SiLU MLP."""
+
+    def __init__(self, width: int, hidden: int, context: int):
+        super().__init__()
+        self.redux_up = nn.Linear(width, hidden)
+        self.redux_down = nn.Linear(hidden, context)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """One token out per image token."""
+        return self.redux_down(torch.nn.functional.silu(self.redux_up(hidden)))
+
+
+def build_style_model(sd: dict[str, torch.Tensor], where: str) -> nn.Module:
+    """The style model a state dict describes (T2I style adapter or FLUX Redux; sizes from its tensors)."""
     if "redux_down.weight" in sd:
-        raise StyleModelError(f"{where} is a FLUX Redux style model; diffgraph runs no FLUX models yet")
+        if set(sd) != {f"redux_{p}.{t}" for p in ("up", "down") for t in ("weight", "bias")}:
+            raise StyleModelError(f"{where} has redux_down but not the FLUX Redux tensors (redux_up/down)")
+        hidden, width = sd["redux_up.weight"].shape
+        redux = ReduxEncoder(width, hidden, sd["redux_down.weight"].shape[0])
+        redux.load_state_dict({k: v.float() for k, v in sd.items()})
+        return redux.eval().requires_grad_(False)
     if "style_embedding" not in sd:
         raise StyleModelError(f"{where} is not a style model (expected a T2I-Adapter style file)")
     _, tokens, width = sd["style_embedding"].shape

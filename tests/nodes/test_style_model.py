@@ -48,8 +48,40 @@ def test_style_adapter_matches_comfyui_tokens(tmp_path: Path):
     assert float((tokens - expected).norm() / expected.norm()) <= 1e-5
 
 
-def test_style_loader_refuses_flux_redux_and_unknown_files(tmp_path: Path):
-    with pytest.raises(StyleModelError, match="FLUX Redux"):
+REDUX = Path(__file__).parent / "data" / "redux"
+
+
+def test_style_redux_tokens_match_comfyui(tmp_path: Path):
+    """ComfyUI's tokens for a small random Redux file (tests/nodes/data/redux/make_comfyui_redux.py)."""
+    reference = load_file(str(REDUX / "redux_reference.safetensors"))
+    (tmp_path / "style_models").mkdir()
+    (tmp_path / "style_models" / "redux.safetensors").write_bytes(
+        (REDUX / "redux_tiny.safetensors").read_bytes()
+    )
+    ctx = make_ctx(tmp_path, ModelStore(), tmp_path)
+    loader = StyleModelLoader()
+    handle = loader.run(ctx, loader.Inputs(style_model_name="redux.safetensors")).STYLE_MODEL
+    hidden = reference["hidden"]
+    vision = ClipVisionOutput(
+        last_hidden_state=hidden, penultimate_hidden_states=hidden, image_embeds=hidden[:, 0]
+    )
+    cond = Conditioning(entries=(CondEntry(embeds=torch.ones(1, 5, 8)),))
+    inputs = StyleModelApply.Inputs(
+        conditioning=cond,
+        style_model=handle,
+        clip_vision_output=vision,
+        strength=1.0,
+        strength_type="multiply",
+    )
+    joined = StyleModelApply().run(ctx, inputs).CONDITIONING.entries[0].embeds
+    expected = reference["tokens"].flatten(0, 1)  # both images' tokens side by side, after the prompt's
+    assert joined.shape == (1, 5 + 18, 8)
+    assert torch.equal(joined[0, :5], torch.ones(5, 8))
+    assert float((joined[0, 5:] - expected).norm() / expected.norm()) <= 1e-6
+
+
+def test_style_loader_refuses_broken_redux_and_unknown_files(tmp_path: Path):
+    with pytest.raises(StyleModelError, match="FLUX Redux tensors"):
         build_style_model({"redux_down.weight": torch.zeros(2, 2)}, "redux.safetensors")
     with pytest.raises(StyleModelError, match="not a style model"):
         build_style_model({"foo": torch.zeros(1)}, "x.safetensors")
