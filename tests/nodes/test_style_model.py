@@ -146,3 +146,46 @@ def test_style_loader_reads_a_pickle_only_with_the_opt_in(tmp_path: Path, monkey
         read_weights(pth)
     monkeypatch.setenv(PICKLE_ENV, "1")
     assert build_style_model(read_weights(pth), pth.name).style_embedding.shape == (1, 4, 64)
+
+
+def test_style_redux_template_runs_on_tiny_files(tmp_path: Path):
+    """ComfyUI's FLUX Redux template headless (2 steps, 64x64): SigLIP + Redux tokens reach the FLUX model."""
+    import numpy as np
+    from PIL import Image as PILImage
+    from safetensors.torch import save_file
+
+    from bench.template_coverage import installed_templates
+    from diffgraph.api import Session
+    from nodes.diffusion.make_checkpoint import main as make_checkpoint
+    from tests.nodes.flux_files import write_tiny_flux_models
+
+    models = write_tiny_flux_models(tmp_path / "models")
+    siglip = models / "clip_vision" / "sigclip_vision_patch14_384.safetensors"
+    assert make_checkpoint(["--arch", "siglip-vision", "--size", "tiny", str(siglip)]) == 0
+    width = next(v for k, v in load_file(str(siglip)).items() if k.endswith("post_layernorm.weight")).shape[0]
+    context = load_file(str(models / "text_encoders" / "t5xxl_fp16.safetensors"))["shared.weight"].shape[1]
+    gen = torch.Generator().manual_seed(0)
+    redux = {
+        "redux_up.weight": torch.randn(3 * context, width, generator=gen) * 0.1,
+        "redux_up.bias": torch.zeros(3 * context),
+        "redux_down.weight": torch.randn(context, 3 * context, generator=gen) * 0.1,
+        "redux_down.bias": torch.zeros(context),
+    }
+    (models / "style_models").mkdir()
+    save_file(
+        {k: v.half() for k, v in redux.items()}, str(models / "style_models" / "flux1-redux-dev.safetensors")
+    )
+    (tmp_path / "input").mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    PILImage.fromarray(pixels).save(tmp_path / "input" / "sd3_controlnet_example.png")
+    session = Session(models_dir=models, input_dir=tmp_path / "input", output_dir=tmp_path / "out")
+    workflow = session.load(installed_templates()[1] / "flux_redux_model_example.json")
+    for node in workflow.prompt.values():
+        if node["class_type"] == "BasicScheduler":
+            node["inputs"]["steps"] = 2
+        if node["class_type"] in ("EmptySD3LatentImage", "ModelSamplingFlux"):
+            node["inputs"]["width"] = node["inputs"]["height"] = 64
+    result = session.run(workflow)
+    assert result.status == "success"
+    (image,) = [f for files in result.files.values() for f in files]
+    assert PILImage.open(image).size == (64, 64)
