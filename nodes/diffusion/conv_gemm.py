@@ -17,11 +17,12 @@ LoRA-patched UNet) rebinds it to the copy's own weights; state dicts are unchang
 from __future__ import annotations
 
 import os
-import types
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from nodes.diffusion.bound_forward import bind_forwards, unbind_forwards
 
 GEMM_CONV_ENV = "DIFFGRAPH_GEMM_CONV"
 
@@ -93,17 +94,9 @@ def _forward(self: torch.nn.Conv2d, x: torch.Tensor) -> Any:
 
 def install(module: torch.nn.Module) -> int:
     """Give every eligible Conv2d in `module` the GEMM-routing forward; returns how many got it."""
-    count = 0
-    for child in module.modules():
-        if _eligible(child) and not child.__dict__.get(_INSTALLED_ATTR):
-            child.forward = types.MethodType(_forward, child)  # type: ignore[method-assign]
-            child.__dict__[_INSTALLED_ATTR] = True
-            count += 1
-    return count
+    return bind_forwards(module, _eligible, _forward, _INSTALLED_ATTR)
 
 
 def uninstall(module: torch.nn.Module) -> None:
     """Undo `install`: every Conv2d in `module` runs nn.Conv2d.forward again."""
-    for child in module.modules():
-        if child.__dict__.pop(_INSTALLED_ATTR, False):
-            del child.forward
+    unbind_forwards(module, _INSTALLED_ATTR)

@@ -20,13 +20,13 @@ forward.
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.upsampling import Upsample2D
 
+from nodes.diffusion.bound_forward import bind_forwards, unbind_forwards
 from nodes.diffusion.conv_gemm import MAX_GEMM_PIXELS
 
 _INSTALLED_ATTR = "_diffgraph_upsample_fold"
@@ -112,20 +112,13 @@ def _forward(self: Upsample2D, hidden_states: torch.Tensor, output_size: Any = N
 
 def install(module: torch.nn.Module) -> int:
     """Give every eligible Upsample2D in `module` the folded forward; returns how many got it."""
-    count = 0
-    for child in module.modules():
-        if _eligible(child) and not child.__dict__.get(_INSTALLED_ATTR):
-            child.forward = types.MethodType(_forward, child)  # type: ignore[method-assign]
-            child.__dict__[_INSTALLED_ATTR] = True
-            count += 1
-    return count
+    return bind_forwards(module, _eligible, _forward, _INSTALLED_ATTR)
 
 
 def uninstall(module: torch.nn.Module) -> None:
-    """Undo `install`: every Upsample2D in `module` runs diffusers' forward again."""
-    for child in module.modules():
-        if isinstance(child, Upsample2D) and child.__dict__.pop(_INSTALLED_ATTR, False):
-            del child.forward
-            conv = _conv_of(child)
-            if conv is not None:
-                conv.__dict__.pop(_FOLDED_ATTR, None)
+    """Undo `install`: every Upsample2D in `module` runs diffusers' forward again (folded weights dropped)."""
+    for child in unbind_forwards(module, _INSTALLED_ATTR):
+        assert isinstance(child, Upsample2D)  # install() marks Upsample2D modules only
+        conv = _conv_of(child)
+        if conv is not None:
+            conv.__dict__.pop(_FOLDED_ATTR, None)

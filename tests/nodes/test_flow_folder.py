@@ -413,3 +413,17 @@ def test_flow_all_in_one_flux_file_with_an_sd3_encoder_is_refused(models, ctx):
     name = _all_in_one_flux(models, "flux1-dev-odd.safetensors", ("clip_g",))
     with pytest.raises(CheckpointFormatError, match="holds clip_g, which a flux model does not use"):
         _checkpoint(ctx, name)
+
+
+def test_flow_all_in_one_flux_clip_reloads_on_its_own(models):
+    """After an eviction the CLIP of an all-in-one FLUX file is rebuilt alone: the same "flux" text stack."""
+    from nodes.diffusion.flow_text import FlowTextStack
+    from nodes.diffusion.loader import load_component
+    from nodes.diffusion.recipe import ComponentRecipe
+
+    path = models / "checkpoints" / _all_in_one_flux(models, "flux1-dev-reload.safetensors")
+    stack = load_component(ComponentRecipe(str(path), "flux", "clip"), torch.float32)
+    assert isinstance(stack, FlowTextStack) and stack.family == "flux"
+    assert sorted(stack.encoders) == ["clip_l", "t5xxl"]
+    # T5 keeps the file's fp16 (widened per layer), not a float32 copy.
+    assert {p.dtype for p in stack.encoders["t5xxl"].parameters() if p.ndim == 2} == {torch.float16}

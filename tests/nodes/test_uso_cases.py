@@ -33,7 +33,7 @@ from engine import Environment, ModelPaths
 from engine.executor import Executor
 from engine.validation import validate_prompt
 from nodes.diffusion.make_uso import make_uso_file
-from tests.nodes.flow_reference import FILES, SEED, files_named_by
+from tests.nodes.flow_reference import SEED, extra_flow_file, files_named_by, linked_models
 from tests.nodes.flow_reference import flow_models_dir as _models_dir
 from tests.nodes.test_flux_reference import MAX_REL_L2
 
@@ -45,31 +45,18 @@ EXTRA = {
 }
 
 
-def _extra_file(flow: Path, scratch: Path, folder: str, name: str) -> Path:
-    """A USO file beside the reference files, or built once into the cache (or scratch)."""
-    given = flow / folder / name
-    if given.is_file():
-        return given
-    arch, size = EXTRA[(folder, name)]
-    cache = os.environ.get("DIFFGRAPH_TEST_CACHE")
-    path = (Path(cache) / "flow" if cache else scratch) / folder / name
-    if not (path.is_file() and path.stat().st_size == size):
-        make_uso_file(arch, "reduced", SEED, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def case_models(tmp_path_factory) -> Path:
     """A folder of hard links to the reference files and the USO files (names may not lead outside it)."""
     prompt = json.loads((CASE / "workflow_api.json").read_text())
     flow = _models_dir(files_named_by(prompt))
-    root = tmp_path_factory.mktemp("uso_models")
     scratch = tmp_path_factory.mktemp("uso_files")
-    for folder, name in (*files_named_by(prompt), *EXTRA):
-        source = flow / folder / name if (folder, name) in FILES else _extra_file(flow, scratch, folder, name)
-        (root / folder).mkdir(exist_ok=True)
-        os.link(source.resolve(), root / folder / name)
-    return root
+    files = {key: flow / key[0] / key[1] for key in files_named_by(prompt)}
+    for key, (arch, size) in EXTRA.items():
+        files[key] = extra_flow_file(
+            key, size, lambda path, arch=arch: make_uso_file(arch, "reduced", SEED, path), scratch
+        )
+    return linked_models(tmp_path_factory.mktemp("uso_models"), files)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ Needs a ComfyUI checkout, its Python and the tiny random files of make-checkpoin
 ComfyUI recognises SigLIP, the USO projector and FLUX by their published sizes only, so its classes
 are built here directly at the tiny sizes: ClipVisionModel from a SigLIP config of the tiny tower
 (16 wide, 20 layers, 2 heads, 42 px), SigLIPMultiFeatProjModel with 9 tokens, 4 style tokens, 16 wide
-into 256, and the FLUX model of tests/nodes/data/flux_kontext/make_comfyui_forward.py. The image
+into 256, and the FLUX model of ../comfy_tiny_flux.py. The image
 encoder keeps ComfyUI's CPU default (fp16 weights, float32 compute; the file is fp16).
 
 Inputs (`in.*`) are drawn from a seeded CPU generator. Outputs: `vision.*` (CLIPVisionEncode with
@@ -28,14 +28,15 @@ from pathlib import Path
 
 SIGLIP_FILE, USO_FILE, DEV_FILE = sys.argv[1:4]
 sys.path.insert(0, os.environ["COMFYUI"])
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # comfy_tiny_flux
 sys.argv = [sys.argv[0], "--cpu"]
 import comfy.options  # noqa: E402
 
 comfy.options.enable_args_parsing()
 
 import comfy.clip_vision  # noqa: E402
-import comfy.ldm.flux.model  # noqa: E402
 import comfy.ops  # noqa: E402
+import comfy_tiny_flux  # noqa: E402
 import torch  # noqa: E402
 from comfy_extras import nodes_model_patch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
@@ -58,26 +59,7 @@ SIGLIP_CONFIG = {
 
 def tiny_flux(path):
     """ComfyUI's FLUX model class at the tiny size with the file's weights (float32)."""
-    model = comfy.ldm.flux.model.Flux(
-        in_channels=16,
-        out_channels=16,
-        vec_in_dim=64,
-        context_in_dim=128,
-        hidden_size=256,
-        mlp_ratio=4.0,
-        num_heads=2,
-        depth=1,
-        depth_single_blocks=1,
-        axes_dim=[16, 56, 56],
-        theta=10000,
-        patch_size=2,
-        qkv_bias=True,
-        guidance_embed=True,
-        dtype=torch.float32,
-        operations=comfy.ops.disable_weight_init,
-    )
-    model.load_state_dict({k: v.float() for k, v in load_file(path).items()}, strict=True)
-    return model.eval()
+    return comfy_tiny_flux.tiny_flux(load_file(path), 16)
 
 
 class Handle:
